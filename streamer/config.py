@@ -1,0 +1,124 @@
+"""Settings: one frozen dataclass per concern, loaded from ``config.toml``, validated.
+
+Every key in ``config.toml`` maps onto a field here; unknown keys, wrong types and
+out-of-range values raise :class:`ConfigError` naming the key. CLI flags override fields
+with :func:`dataclasses.replace`.
+
+>>> cfg = Config.from_dict({"audio": {"window_seconds": 2.0}})
+>>> cfg.audio.window_samples, cfg.whisper.model
+(32000, 'embedded:tiny.en')
+>>> Config.from_dict({"audio": {"window_secs": 2.0}})
+Traceback (most recent call last):
+...
+streamer.errors.ConfigError: config [audio]: unknown key 'window_secs' (known: model_dir, window_seconds, min_window_seconds, threads)
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from streamer.audio import SAMPLE_RATE
+from streamer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "config.toml"
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """The audio emotion model and how speech is cut into windows."""
+
+    model_dir: str = "models/audio-emotion"  # relative to the repository root, or absolute
+    window_seconds: float = 2.5
+    min_window_seconds: float = 0.5
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _check("audio", "window_seconds", 0.5 <= self.window_seconds <= 30.0, "between 0.5 and 30")
+        _check("audio", "min_window_seconds", 0.1 <= self.min_window_seconds <= self.window_seconds,
+               "between 0.1 and window_seconds")
+        _check("audio", "threads", 1 <= self.threads <= 64, "between 1 and 64")
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * SAMPLE_RATE))
+
+    @property
+    def min_window_samples(self) -> int:
+        return int(round(self.min_window_seconds * SAMPLE_RATE))
+
+    @property
+    def model_path(self) -> Path:
+        p = Path(self.model_dir).expanduser()
+        return p if p.is_absolute() else ROOT / p
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    """The Whisper model shared by speech recognition and the audio model's encoder."""
+
+    model: str = "embedded:tiny.en"
+    compute_type: str = "int8"
+    cpu_threads: int = 1
+
+    def __post_init__(self) -> None:
+        _check("whisper", "compute_type", self.compute_type in ("int8", "int8_float32", "float32", "float16", "int16"),
+               "one of int8, int8_float32, int16, float16, float32")
+        _check("whisper", "cpu_threads", 1 <= self.cpu_threads <= 64, "between 1 and 64")
+
+
+@dataclass(frozen=True)
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    whisper: WhisperConfig = field(default_factory=WhisperConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Config":
+        sections = {f.name: f for f in fields(cls)}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise ConfigError(f"config: unknown section(s) {', '.join(sorted(map(repr, unknown)))} (known: {', '.join(sections)})")
+        built = {}
+        for name, f in sections.items():
+            section = raw.get(name, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"config: [{name}] must be a table")
+            built[name] = _build(name, typing.get_type_hints(cls)[name], section)
+        return cls(**built)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Config":
+        path = Path(path) if path else DEFAULT_CONFIG
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found; pass --config with an existing file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        return cls.from_dict(raw)
+
+
+def _check(section: str, key: str, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"config [{section}] {key}: must be {expected}")
+
+
+def _build(section: str, cls: type, raw: dict):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key, value in raw.items():
+        if key not in hints:
+            raise ConfigError(f"config [{section}]: unknown key '{key}' (known: {', '.join(names)})")
+        want = hints[key]
+        ok_types = typing.get_args(want) if isinstance(want, types.UnionType) else (want,)
+        if float in ok_types:
+            ok_types = (*ok_types, int)
+        if isinstance(value, bool) and bool not in ok_types or not isinstance(value, ok_types):
+            raise ConfigError(f"config [{section}] {key}: expected {want.__name__ if isinstance(want, type) else want}, "
+                              f"got {type(value).__name__} {value!r}")
+    values = {k: (float(v) if hints[k] is float else v) for k, v in raw.items()}
+    return cls(**values)

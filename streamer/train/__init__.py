@@ -1,0 +1,1 @@
+"""Training, corpora and evaluation for the ser-live models."""

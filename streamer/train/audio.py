@@ -1,0 +1,265 @@
+"""Training and speaker-independent evaluation of the audio emotion network.
+
+``fit`` trains one network with early stopping on validation speakers and calibrates it by
+temperature scaling on the same speakers. ``cross_validate`` runs leave-speakers-out folds
+over the evaluation corpus (RAVDESS actors): for each fold the test speakers are never
+seen, and validation speakers are drawn from the remaining ones. Other corpora (TESS) are
+training data only. Augmented copies live inside their clip, so they share its split.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.nn import functional as F
+
+from streamer.audio.emotion import FrameInputs, collate
+from streamer.audio.features import PROSODY_NAMES
+from streamer.audio.model import AudioEmotionNet, NetConfig
+from streamer.errors import ConfigError
+from streamer.labels import INDEX, LABELS
+from streamer.train.cache import ClipInputs
+from streamer.train.metrics import summary
+
+log = logging.getLogger(__name__)
+
+F0_COL = PROSODY_NAMES.index("f0_semitones")
+VOICED_COL = PROSODY_NAMES.index("voiced")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training recipe; ``models/audio-emotion/train.toml`` holds the shipped one."""
+
+    data: tuple[str, ...] = ("../shared/data/speech/RAVDESS", "../shared/data/speech/TESS")
+    eval_corpus: str = "ravdess"
+    cache_dir: str = "cache"
+    seed: int = 1234
+    folds: int = 5
+    val_speakers: int = 3
+    epochs: int = 40
+    patience: int = 8
+    batch_size: int = 32
+    samples_per_epoch: int = 2400
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.05
+    clean_prob: float = 0.4
+    crop_frames: int = 176
+    eval_corpus_share: float = 0.6
+    pitch_semitones: float = 2.0
+    time_mask: float = 0.15
+    jobs: int = 2
+    net: NetConfig = field(default_factory=NetConfig)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "folds": self.folds >= 2, "val_speakers": self.val_speakers >= 1, "epochs": self.epochs >= 1,
+            "patience": self.patience >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
+            "samples_per_epoch": self.samples_per_epoch >= self.batch_size,
+            "clean_prob": 0 <= self.clean_prob <= 1, "eval_corpus_share": 0 < self.eval_corpus_share <= 1,
+            "crop_frames": self.crop_frames >= 25, "jobs": self.jobs >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"training config: out-of-range value for {', '.join(bad)}")
+        object.__setattr__(self, "data", tuple(self.data))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        raw = dict(raw)
+        net = raw.pop("net", {})
+        known = {f.name for f in fields(cls)} - {"net"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"training config: unknown key(s) {', '.join(sorted(unknown))}")
+        try:
+            return cls(**raw, net=NetConfig(**net))
+        except TypeError as exc:
+            raise ConfigError(f"training config [net]: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"training config: {exc}") from exc
+
+
+@dataclass
+class ClipData:
+    """Cached inputs of one clip: copies[0] is the clean clip, the rest its augmented copies;
+    each copy is the list of its live windows."""
+
+    label: int
+    corpus: str
+    speaker: str
+    copies: list[ClipInputs]
+
+
+# --- batches ------------------------------------------------------------------------------
+
+def sample_weights(items: Sequence[ClipData], eval_corpus: str, share: float) -> NDArray[np.float64]:
+    """Draw probabilities: the eval corpus gets ``share`` of the draws (all of them if alone),
+    classes are balanced within each corpus."""
+    counts = Counter((c.corpus, c.label) for c in items)
+    corpora = {c.corpus for c in items}
+    classes = {k: sum(1 for (cc, _) in counts if cc == k) for k in corpora}
+    other = len(corpora - {eval_corpus})
+    w = np.empty(len(items))
+    for i, c in enumerate(items):
+        if c.corpus == eval_corpus or other == 0:
+            cshare = share if other else 1.0
+        else:
+            cshare = (1 - share) / other if eval_corpus in corpora else 1.0 / other
+        w[i] = cshare / (classes[c.corpus] * counts[(c.corpus, c.label)])
+    return w / w.sum()
+
+
+def augment_inputs(inp: FrameInputs, cfg: TrainConfig, rng: np.random.Generator) -> FrameInputs:
+    """Random crop of windows longer than ``crop_frames``, plus on-the-fly prosody
+    augmentation: pitch offset, a time mask, feature jitter."""
+    w = inp.whisper.astype(np.float32)
+    p = inp.prosody.copy()
+    t = len(w)
+    if t > cfg.crop_frames:
+        start = int(rng.integers(0, t - cfg.crop_frames + 1))
+        w, p = w[start: start + cfg.crop_frames], p[start: start + cfg.crop_frames]
+        t = cfg.crop_frames
+    voiced = p[:, VOICED_COL] > 0.5
+    p[voiced, F0_COL] += rng.uniform(-cfg.pitch_semitones, cfg.pitch_semitones) / 12.0
+    p += rng.normal(0.0, 0.01, p.shape).astype(np.float32)
+    span = int(rng.integers(0, max(1, int(cfg.time_mask * t)) + 1))
+    if span and t > span * 2:
+        s = int(rng.integers(0, t - span))
+        p[s: s + span] = 0.0
+    return FrameInputs(w, p)
+
+
+def input_stats(items: Sequence[ClipData]) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    w = np.concatenate([win.whisper for c in items for win in c.copies[0]]).astype(np.float32)
+    p = np.concatenate([win.prosody for c in items for win in c.copies[0]])
+    return w.mean(0), w.std(0) + 1e-3, p.mean(0), p.std(0) + 1e-3
+
+
+@torch.no_grad()
+def clip_logits(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], batch: int = 64) -> NDArray[np.float32]:
+    """Log of the length-weighted mean window probability per clip (T=1), as logits."""
+    return np.log(clip_probs(net, clips, 1.0, batch) + 1e-9)
+
+
+@torch.no_grad()
+def clip_probs(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], temperature: float, batch: int = 64) -> NDArray[np.float32]:
+    """Length-weighted mean of window probabilities at ``temperature``, one row per clip."""
+    net.eval()
+    flat = [(k, w) for k, ws in enumerate(clips) for w in ws]
+    probs = np.zeros((len(clips), len(LABELS)), np.float64)
+    for s in range(0, len(flat), batch):
+        part = flat[s: s + batch]
+        w, p, lengths = collate([x for _, x in part])
+        pr = torch.softmax(net(w, p, lengths) / temperature, dim=1).numpy()
+        for (k, item), row in zip(part, pr):
+            probs[k] += row * len(item)
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def fit_temperature(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], labels: Sequence[int]) -> float:
+    """Temperature minimising validation NLL (grid over log T, then refined)."""
+    y = np.asarray(labels)
+
+    def nll(t: float) -> float:
+        pr = clip_probs(net, clips, t)
+        return float(-np.mean(np.log(pr[np.arange(len(y)), y] + 1e-9)))
+
+    grid = np.exp(np.linspace(np.log(0.3), np.log(5.0), 25))
+    best = min(grid, key=nll)
+    fine = best * np.exp(np.linspace(-0.12, 0.12, 9))
+    return float(min(fine, key=nll))
+
+
+@dataclass
+class FitResult:
+    net: AudioEmotionNet
+    temperature: float
+    best_epoch: int
+    val_ua: float
+    history: list[dict]
+
+
+def fit(train: Sequence[ClipData], val: Sequence[ClipData], cfg: TrainConfig, net_cfg: NetConfig,
+        seed: int, progress: Callable[[int, int, dict], None] | None = None) -> FitResult:
+    """Train one network; early stopping and temperature on ``val`` (speakers not in train)."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    net = AudioEmotionNet(net_cfg)
+    wm, ws, pm, ps = input_stats(train)
+    for name, value in (("w_mean", wm), ("w_std", ws), ("p_mean", pm), ("p_std", ps)):
+        getattr(net, name).copy_(torch.from_numpy(value))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.samples_per_epoch // cfg.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
+    probs = sample_weights(train, cfg.eval_corpus, cfg.eval_corpus_share)
+    val_clips = [c.copies[0] for c in val]
+    val_y = [c.label for c in val]
+    best = (-1.0, 0, copy.deepcopy(net.state_dict()))
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        total = 0.0
+        for _ in range(steps):
+            idx = rng.choice(len(train), size=cfg.batch_size, p=probs)
+            batch = []
+            for i in idx:
+                copies = train[i].copies
+                k = 0 if (len(copies) == 1 or rng.random() < cfg.clean_prob) else int(rng.integers(1, len(copies)))
+                windows = copies[k]
+                batch.append(augment_inputs(windows[int(rng.integers(0, len(windows)))], cfg, rng))
+            w, p, lengths = collate(batch)
+            y = torch.tensor([train[i].label for i in idx])
+            loss = F.cross_entropy(net(w, p, lengths), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        pr = clip_probs(net, val_clips, 1.0)
+        val = summary(pr, val_y)
+        rec = {"epoch": epoch, "loss": total / steps, "val_ua": val["ua"], "val_wa": val["wa"]}
+        history.append(rec)
+        if progress:
+            progress(epoch, cfg.epochs, rec)
+        if val["ua"] > best[0]:
+            best = (val["ua"], epoch, copy.deepcopy(net.state_dict()))
+        elif epoch - best[1] >= cfg.patience:
+            break
+    net.load_state_dict(best[2])
+    net.eval()
+    temperature = fit_temperature(net, val_clips, val_y)
+    return FitResult(net, temperature, best[1], best[0], history)
+
+
+def speaker_folds(speakers: Sequence[str], k: int) -> list[list[str]]:
+    """Consecutive groups of sorted speakers (RAVDESS: actors 1-4, 5-8, ... for k=5)."""
+    ordered = sorted(set(speakers))
+    if k > len(ordered):
+        raise ConfigError(f"{k} folds need at least {k} speakers, found {len(ordered)}")
+    size = math.ceil(len(ordered) / k)
+    return [ordered[i: i + size] for i in range(0, len(ordered), size)]
+
+
+def pick_val_speakers(candidates: Sequence[str], n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    ordered = sorted(candidates)
+    return sorted(rng.choice(ordered, size=min(n, len(ordered) - 1), replace=False).tolist())
+
+
+def labels_of(items: Sequence[ClipData]) -> list[int]:
+    return [c.label for c in items]
+
+
+def to_clip_data(clips, copies_by_name: dict[str, list[ClipInputs]], names: Sequence[str]) -> list[ClipData]:
+    return [ClipData(INDEX[c.label], c.corpus, c.speaker, [copies_by_name[n][i] for n in names]) for i, c in enumerate(clips)]

@@ -1,0 +1,122 @@
+"""Classification metrics over the label set: UA, WA, macro-F1, ECE, confusion.
+
+>>> m = confusion([0, 0, 1, 1], [0, 1, 1, 1], 2)
+>>> m.tolist()
+[[1, 1], [0, 2]]
+>>> unweighted_accuracy(m), weighted_accuracy(m), round(macro_f1(m), 4)
+(0.75, 0.75, 0.7333)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from streamer.labels import LABELS
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], n: int = len(LABELS)) -> NDArray[np.int64]:
+    """Rows are true labels, columns predicted."""
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return m
+
+
+def per_class_recall(m: NDArray) -> NDArray[np.float64]:
+    """Recall of each class; NaN for a class with no examples."""
+    support = m.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(m) / np.maximum(support, 1), np.nan)
+
+
+def unweighted_accuracy(m: NDArray) -> float:
+    """UA: mean recall over the classes present."""
+    r = per_class_recall(m)
+    return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
+
+
+def weighted_accuracy(m: NDArray) -> float:
+    """WA: plain accuracy."""
+    total = m.sum()
+    return float(np.trace(m) / total) if total else float("nan")
+
+
+def macro_f1(m: NDArray) -> float:
+    """Mean F1 over the classes present (true or predicted)."""
+    tp = np.diag(m).astype(float)
+    support, predicted = m.sum(axis=1), m.sum(axis=0)
+    present = (support + predicted) > 0
+    f1 = 2 * tp / np.maximum(support + predicted, 1)
+    return float(f1[present].mean()) if present.any() else float("nan")
+
+
+def expected_calibration_error(probs: NDArray, y_true: Sequence[int], bins: int = 15) -> float:
+    """ECE of the top-class confidence, equal-width bins.
+
+    >>> round(expected_calibration_error(np.array([[0.9, 0.1], [0.6, 0.4]]), [0, 1]), 3)
+    0.35
+    """
+    probs = np.asarray(probs, dtype=float)
+    if len(probs) == 0:
+        return float("nan")
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def summary(probs: NDArray, y_true: Sequence[int], skipped: int = 0) -> dict:
+    """The report of one evaluation: the keys of ``ser-eval``'s JSON."""
+    probs = np.asarray(probs, dtype=float).reshape(-1, len(LABELS))
+    y_pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
+    m = confusion(y_true, y_pred)
+    recall = per_class_recall(m)
+    return {
+        "ua": unweighted_accuracy(m),
+        "wa": weighted_accuracy(m),
+        "macro_f1": macro_f1(m),
+        "ece": expected_calibration_error(probs, y_true),
+        "n": int(len(probs)),
+        "skipped": int(skipped),
+        "per_class_recall": {lab: (None if np.isnan(r) else float(r)) for lab, r in zip(LABELS, recall)},
+        "confusion": {"labels": list(LABELS), "matrix": m.tolist()},
+    }
+
+
+def confusion_text(m: NDArray) -> str:
+    """The confusion matrix as a fixed-width table (rows true, columns predicted)."""
+    head = "true\\pred " + " ".join(f"{lab[:7]:>8}" for lab in LABELS)
+    rows = [f"{lab:<10}" + " ".join(f"{v:>8d}" for v in row) for lab, row in zip(LABELS, np.asarray(m))]
+    return "\n".join([head, *rows])
+
+
+def confusion_png(m: NDArray, path: str, title: str = "") -> None:
+    """Row-normalised confusion matrix as a PNG (counts in the cells)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(m)
+    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=45, ha="right")
+    ax.set_yticks(range(len(LABELS)), LABELS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(LABELS)):
+        for j in range(len(LABELS)):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_title(title or "confusion (row-normalised colour, counts in cells)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,185 @@
+"""The whole audio training recipe: cache features, cross-validate, train the shipped model.
+
+Used by ``ser-train``; every step reports through a :class:`Reporter` so the CLI can show
+rich progress while this module stays free of consoles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from streamer.audio.emotion import AudioEmotion, save_model
+from streamer.audio.encoder import WhisperHandle, WhisperOptions
+from streamer.errors import ConfigError
+from streamer.train.augment import COPIES
+from streamer.train.cache import CLEAN, SOX_PHONE, FeatureCache, sox_telephone
+from streamer.train.audio import ClipData, FitResult, TrainConfig, fit, pick_val_speakers, speaker_folds, to_clip_data
+from streamer.train.corpora import Clip, scan
+from streamer.train.evaluate import Predictions, predict_clips
+
+log = logging.getLogger(__name__)
+
+TRAIN_COPIES = (CLEAN, *COPIES)
+
+
+class Reporter(Protocol):
+    def task(self, name: str, total: int) -> Callable[[int], None]: ...
+    def epoch(self, name: str, epoch: int, total: int, record: dict) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"training config {path} not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"training config {path}: {exc}") from exc
+    return TrainConfig.from_dict(raw)
+
+
+@dataclass
+class Dataset:
+    clips: list[Clip]
+    items: list[ClipData]
+
+    def select(self, keep: Callable[[Clip], bool]) -> tuple[list[Clip], list[ClipData]]:
+        idx = [i for i, c in enumerate(self.clips) if keep(c)]
+        return [self.clips[i] for i in idx], [self.items[i] for i in idx]
+
+
+def build_dataset(cfg: TrainConfig, reporter: Reporter) -> Dataset:
+    """Scan the corpora and make sure every clip's copies are cached."""
+    found = scan(cfg.data)
+    if not found.clips:
+        raise ConfigError(f"no labelled clips found under {', '.join(cfg.data)}")
+    if found.skipped:
+        reporter.message(f"skipped files: {dict(found.skipped)}")
+    cache = FeatureCache(Path(cfg.cache_dir))
+    clips: list[Clip] = []
+    items: list[ClipData] = []
+    for corpus, group in sorted(found.by_corpus().items()):
+        names = (*TRAIN_COPIES, SOX_PHONE) if corpus == cfg.eval_corpus else TRAIN_COPIES
+        cache.build(group, names, jobs=cfg.jobs, progress=reporter.task(f"features {corpus}", len(group)))
+        copies = {n: cache.load(group, n) for n in TRAIN_COPIES}
+        clips.extend(group)
+        items.extend(to_clip_data(group, copies, TRAIN_COPIES))
+    return Dataset(clips, items)
+
+
+def _fold_eval(model: AudioEmotion, test: Sequence[Clip], reporter: Reporter, name: str) -> dict[str, Predictions]:
+    tick = reporter.task(f"{name} test", 2 * len(test))
+    clean = predict_clips(model, test, progress=lambda: tick(1))
+    phone = predict_clips(model, test, load=lambda c: sox_telephone(c.path), progress=lambda: tick(1))
+    return {"clean": clean, "telephone": phone}
+
+
+def _fold_record(fold: int, test_speakers: list[str], val_speakers: list[str], res: FitResult, preds: dict[str, Predictions]) -> dict:
+    clean, phone = preds["clean"], preds["telephone"]
+    rep, rep_raw, rep_phone = clean.report(), clean.report(calibrated=False), phone.report()
+    return {
+        "fold": fold, "test_speakers": test_speakers, "val_speakers": val_speakers,
+        "best_epoch": res.best_epoch, "val_ua": res.val_ua, "temperature": res.temperature,
+        "ua": rep["ua"], "wa": rep["wa"], "macro_f1": rep["macro_f1"], "n": rep["n"],
+        "ece_before": rep_raw["ece"], "ece_after": rep["ece"],
+        "telephone_ua": rep_phone["ua"], "telephone_wa": rep_phone["wa"], "telephone_ece": rep_phone["ece"],
+        "per_class_recall": rep["per_class_recall"],
+    }
+
+
+def cross_validate(cfg: TrainConfig, data: Dataset, whisper: WhisperHandle, reporter: Reporter, variant: str) -> dict:
+    """Leave-speakers-out folds over the evaluation corpus; returns per-fold and pooled metrics."""
+    eval_speakers = [c.speaker for c in data.clips if c.corpus == cfg.eval_corpus]
+    folds = speaker_folds(eval_speakers, cfg.folds)
+    records, pooled = [], {"clean": [], "telephone": []}
+    for k, test_speakers in enumerate(folds, start=1):
+        rest = sorted(set(eval_speakers) - set(test_speakers))
+        val_speakers = pick_val_speakers(rest, cfg.val_speakers, cfg.seed + k)
+        test_clips, _ = data.select(lambda c: c.speaker in test_speakers)
+        _, val = data.select(lambda c: c.speaker in val_speakers)
+        _, train = data.select(lambda c: c.speaker not in test_speakers and c.speaker not in val_speakers)
+        name = f"{variant} fold {k}/{len(folds)}"
+        t0 = time.time()
+        res = fit(train, val, cfg, cfg.net, cfg.seed + k, lambda e, n, r, name=name: reporter.epoch(name, e, n, r))
+        model = AudioEmotion(res.net, res.temperature, whisper)
+        preds = _fold_eval(model, test_clips, reporter, name)
+        rec = _fold_record(k, test_speakers, val_speakers, res, preds)
+        rec["seconds"] = round(time.time() - t0, 1)
+        records.append(rec)
+        for key in pooled:
+            pooled[key].append(preds[key])
+        reporter.message(f"{name}: UA {rec['ua']:.3f}  telephone UA {rec['telephone_ua']:.3f}  "
+                         f"ECE {rec['ece_before']:.3f} -> {rec['ece_after']:.3f}  (val UA {rec['val_ua']:.3f}, epoch {rec['best_epoch']})")
+    mean = {m: float(np.mean([r[m] for r in records])) for m in
+            ("ua", "wa", "macro_f1", "ece_before", "ece_after", "telephone_ua", "telephone_wa", "telephone_ece")}
+    std = {m: float(np.std([r[m] for r in records])) for m in ("ua", "telephone_ua")}
+    all_clean = _concat(pooled["clean"])
+    return {"variant": variant, "net": cfg.net.to_dict(), "folds": records, "mean": mean, "std": std,
+            "pooled_clean": all_clean.report(), "pooled_telephone": _concat(pooled["telephone"]).report()}
+
+
+def _concat(preds: Sequence[Predictions]) -> Predictions:
+    from collections import Counter
+
+    return Predictions([c for p in preds for c in p.clips], np.concatenate([p.probs for p in preds]),
+                       np.concatenate([p.raw_probs for p in preds]), sum((p.skipped for p in preds), Counter()))
+
+
+def train_final(cfg: TrainConfig, data: Dataset, reporter: Reporter) -> tuple[FitResult, list[str]]:
+    """The shipped model: every speaker trains except validation speakers of the eval corpus."""
+    speakers = sorted({c.speaker for c in data.clips if c.corpus == cfg.eval_corpus})
+    val_speakers = pick_val_speakers(speakers, cfg.val_speakers, cfg.seed)
+    _, val = data.select(lambda c: c.speaker in val_speakers)
+    _, train = data.select(lambda c: c.speaker not in val_speakers)
+    res = fit(train, val, cfg, cfg.net, cfg.seed, lambda e, n, r: reporter.epoch("final model", e, n, r))
+    return res, val_speakers
+
+
+ABLATION = {
+    "both, joined at frames": {"inputs": "both", "join": "frames"},
+    "both, joined at embedding": {"inputs": "both", "join": "embedding"},
+    "Whisper frames alone": {"inputs": "whisper"},
+    "prosody CNN alone": {"inputs": "prosody"},
+}
+
+
+def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True, ablation: bool = False) -> dict:
+    """Cache, cross-validate (optionally every ablation variant), train and save the model."""
+    started = time.time()
+    data = build_dataset(cfg, reporter)
+    whisper = WhisperHandle.shared(WhisperOptions())
+    results: dict = {"config": _plain(cfg), "cv": None, "ablation": []}
+    if ablation:
+        for name, change in ABLATION.items():
+            variant = replace(cfg, net=replace(cfg.net, **change))
+            results["ablation"].append(cross_validate(variant, data, whisper, reporter, name))
+    if cv:
+        results["cv"] = cross_validate(cfg, data, whisper, reporter, "shipped recipe")
+    res, val_speakers = train_final(cfg, data, reporter)
+    results["final"] = {"val_speakers": val_speakers, "best_epoch": res.best_epoch, "val_ua": res.val_ua,
+                        "temperature": res.temperature, "history": res.history}
+    results["seconds"] = round(time.time() - started, 1)
+    save_model(res.net, out, res.temperature, {"trained_with": str(cfg.data)})
+    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    if results["cv"]:
+        from streamer.train.metrics import confusion_png
+
+        m = results["cv"]["pooled_clean"]["confusion"]["matrix"]
+        confusion_png(np.array(m), str(out / "confusion.png"), "RAVDESS, 5 folds pooled, unseen speakers")
+    return results
+
+
+def _plain(cfg: TrainConfig) -> dict:
+    from dataclasses import asdict
+
+    return asdict(cfg)

@@ -1,0 +1,70 @@
+"""Shared fixtures: real audio from ../shared and speech generated with espeak-ng."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SER_SHARED", ROOT.parent / "shared"))
+RAVDESS = SHARED / "data" / "speech" / "RAVDESS"
+TESS = SHARED / "data" / "speech" / "TESS"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not here (set SER_SHARED to the shared folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ravdess() -> Path:
+    return need(RAVDESS)
+
+
+@pytest.fixture(scope="session")
+def tess() -> Path:
+    return need(TESS)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory) -> Path:
+    """About 2.5 s of English speech at 16 kHz, made with espeak-ng and sox."""
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed: apt-get install espeak-ng sox")
+    d = tmp_path_factory.mktemp("speech")
+    raw, out = d / "raw.wav", d / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), "the quick brown fox jumps over the lazy dog"], check=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def whisper():
+    from streamer.audio.encoder import WhisperHandle
+
+    try:
+        return WhisperHandle.shared()
+    except Exception as exc:  # the embedded model package is missing
+        pytest.skip(f"Whisper tiny.en not available: {exc}")
+
+
+@pytest.fixture(scope="session")
+def audio_model(whisper):
+    from streamer.audio.emotion import DEFAULT_MODEL_DIR, AudioEmotion
+
+    if not (DEFAULT_MODEL_DIR / "model.pt").exists():
+        pytest.skip("no shipped audio model in models/audio-emotion (run ser-train)")
+    return AudioEmotion.load(DEFAULT_MODEL_DIR, whisper)
+
+
+def sine(freq: float = 220.0, seconds: float = 1.0, sr: int = 16_000, amp: float = 0.1) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
