@@ -11,6 +11,8 @@ from pathlib import Path
 from streamer.cli import run_main
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "models" / "audio-emotion" / "train.toml"
+COMMAND = ".venv/bin/ser-train"
+ABLATION_COMMAND = ".venv/bin/ser-train --ablation"
 
 
 class RichReporter:
@@ -55,12 +57,14 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     ap.add_argument("--folds", type=int, default=None, help="override the number of cross-validation folds")
     ap.add_argument("--no-cv", action="store_true", help="skip cross-validation, train the final model only")
-    ap.add_argument("--ablation", action="store_true", help="also cross-validate each input variant (slow)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="cross-validate each input variant instead (writes ablation.json; keeps the model)")
     args = ap.parse_args()
 
     import torch
 
-    from streamer.train.recipe import load_config, run
+    from streamer.train.card import load_json, write_card
+    from streamer.train.recipe import load_config, run, run_ablation
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     cfg = load_config(args.config)
@@ -69,12 +73,21 @@ def main() -> int:
     cfg = replace(cfg, **overrides)
     out = args.out or args.config.parent
     with RichReporter() as reporter:
-        results = run(cfg, out, reporter, cv=not args.no_cv, ablation=args.ablation)
-    if results["cv"]:
-        m = results["cv"]["mean"]
-        print(f"cross-validation: UA {m['ua']:.3f}  telephone UA {m['telephone_ua']:.3f}  "
-              f"ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f}")
-    print(f"model written to {out} in {results['seconds']:.0f} s")
+        if args.ablation:
+            results = run_ablation(cfg, out, reporter)
+            for r in results["ablation"]:
+                print(f"{r['variant']}: UA {r['mean']['ua']:.3f}  telephone UA {r['mean']['telephone_ua']:.3f}")
+        else:
+            results = run(cfg, out, reporter, cv=not args.no_cv)
+            if results["cv"]:
+                m = results["cv"]["mean"]
+                print(f"cross-validation: UA {m['ua']:.3f}  telephone UA {m['telephone_ua']:.3f}  "
+                      f"ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f}")
+    metrics = load_json(out / "metrics.json")
+    if metrics:
+        card = write_card(out, metrics, load_json(out / "ablation.json"), COMMAND, ABLATION_COMMAND)
+        print(f"model card: {card}")
+    print(f"wrote {out} in {results['seconds']:.0f} s")
     return 0
 
 

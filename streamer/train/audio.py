@@ -46,8 +46,8 @@ class TrainConfig:
     seed: int = 1234
     folds: int = 5
     val_speakers: int = 3
-    epochs: int = 40
-    patience: int = 8
+    epochs: int = 25
+    patience: int = 6
     batch_size: int = 32
     samples_per_epoch: int = 2400
     lr: float = 2e-3

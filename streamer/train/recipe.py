@@ -153,29 +153,49 @@ ABLATION = {
 }
 
 
-def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True, ablation: bool = False) -> dict:
-    """Cache, cross-validate (optionally every ablation variant), train and save the model."""
+def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True) -> dict:
+    """Cache, cross-validate the recipe, train and save the shipped model with its metrics."""
     started = time.time()
     data = build_dataset(cfg, reporter)
     whisper = WhisperHandle.shared(WhisperOptions())
-    results: dict = {"config": _plain(cfg), "cv": None, "ablation": []}
-    if ablation:
-        for name, change in ABLATION.items():
-            variant = replace(cfg, net=replace(cfg.net, **change))
-            results["ablation"].append(cross_validate(variant, data, whisper, reporter, name))
+    results: dict = {"config": _plain(cfg), "cv": None}
     if cv:
         results["cv"] = cross_validate(cfg, data, whisper, reporter, "shipped recipe")
     res, val_speakers = train_final(cfg, data, reporter)
     results["final"] = {"val_speakers": val_speakers, "best_epoch": res.best_epoch, "val_ua": res.val_ua,
-                        "temperature": res.temperature, "history": res.history}
+                        "temperature": res.temperature, "history": res.history,
+                        "parameters": sum(p.numel() for p in res.net.parameters())}
     results["seconds"] = round(time.time() - started, 1)
-    save_model(res.net, out, res.temperature, {"trained_with": str(cfg.data)})
+    save_model(res.net, out, res.temperature)
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     if results["cv"]:
         from streamer.train.metrics import confusion_png
 
         m = results["cv"]["pooled_clean"]["confusion"]["matrix"]
-        confusion_png(np.array(m), str(out / "confusion.png"), "RAVDESS, 5 folds pooled, unseen speakers")
+        confusion_png(np.array(m), str(out / "confusion.png"), "RAVDESS, 5 folds pooled, unseen actors")
+    return results
+
+
+def run_ablation(cfg: TrainConfig, out: Path, reporter: Reporter) -> dict:
+    """Cross-validate each input variant of the recipe on the same folds (``ablation.json``)."""
+    from streamer.audio.model import AudioEmotionNet
+
+    started = time.time()
+    data = build_dataset(cfg, reporter)
+    whisper = WhisperHandle.shared(WhisperOptions())
+    shipped = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    runs = []
+    for name, change in ABLATION.items():
+        variant = replace(cfg, net=replace(cfg.net, **change))
+        if variant == cfg and shipped.get("cv") and shipped.get("config") == _plain(cfg):
+            result = dict(shipped["cv"], variant=name)  # the shipped recipe's own folds
+        else:
+            result = cross_validate(variant, data, whisper, reporter, name)
+        result["parameters"] = sum(p.numel() for p in AudioEmotionNet(variant.net).parameters())
+        runs.append(result)
+    results = {"config": _plain(cfg), "ablation": runs, "seconds": round(time.time() - started, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 

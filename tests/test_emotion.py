@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+
+from streamer.audio.emotion import AudioEmotion, SilentAudio, encode_window
+from streamer.audio.io import load_audio, resample
+from streamer.errors import AudioInputError, ModelError
+from streamer.labels import LABELS
+
+
+@pytest.fixture(scope="module")
+def clip(ravdess):
+    return load_audio(ravdess / "Actor_03" / "03-01-05-02-02-01-03.flac")  # angry, strong
+
+
+def test_probabilities_sum_to_one_and_are_deterministic(audio_model, clip):
+    a = audio_model.predict(clip)
+    b = audio_model.predict(clip)
+    assert list(a) == list(LABELS)
+    assert sum(a.values()) == pytest.approx(1.0, abs=1e-5)
+    assert a == b
+    again = AudioEmotion.load(audio_model_dir(), audio_model.whisper).predict(clip)
+    assert again == a
+
+
+def audio_model_dir():
+    from streamer.audio.emotion import DEFAULT_MODEL_DIR
+
+    return DEFAULT_MODEL_DIR
+
+
+def test_batch_equals_single(audio_model, clip, speech_wav):
+    speech = load_audio(speech_wav)
+    batch = audio_model.predict_batch([clip, speech])
+    for single, x in zip(batch, [clip, speech]):
+        ref = audio_model.predict(x)
+        assert max(abs(single[k] - ref[k]) for k in LABELS) < 1e-4
+
+
+@pytest.mark.parametrize("bad,error", [
+    (np.zeros(0, np.float32), AudioInputError),
+    (np.full(16000, np.nan, np.float32), AudioInputError),
+    (np.zeros(16000, np.float32), SilentAudio),
+    (np.zeros((2, 2, 100), np.float32), AudioInputError),
+])
+def test_bad_input_raises_clear_errors(audio_model, bad, error):
+    with pytest.raises(error):
+        audio_model.predict(bad)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_other_sample_rates_are_resampled(audio_model, clip, rate):
+    ref = audio_model.predict_proba(clip)
+    got = audio_model.predict_proba(resample(clip, 16000, rate), rate)
+    assert np.isfinite(got).all() and got.sum() == pytest.approx(1.0, abs=1e-5)
+    if rate > 16000:  # nothing above 8 kHz is lost: nearly the same answer
+        assert np.abs(got - ref).max() < 0.1
+
+
+def test_stereo_and_int16_match_mono(audio_model, clip):
+    ref = audio_model.predict_proba(clip)
+    stereo = np.stack([clip, clip], axis=1)  # (frames, channels)
+    assert np.abs(audio_model.predict_proba(stereo) - ref).max() < 1e-5
+    assert np.abs(audio_model.predict_proba(stereo.T) - ref).max() < 1e-5  # (channels, frames)
+    pcm = np.round(clip * 32767).astype(np.int16)
+    assert np.abs(audio_model.predict_proba(pcm) - ref).max() < 0.02
+
+
+def test_level_does_not_change_the_answer(audio_model, clip):
+    a = audio_model.predict_proba(clip)
+    b = audio_model.predict_proba(clip * 0.1)  # 20 dB quieter
+    assert np.abs(a - b).max() < 0.02
+
+
+def test_long_audio_is_windowed(audio_model, clip, speech_wav):
+    speech = load_audio(speech_wav)
+    long = np.concatenate([speech] * 4)  # ~10 s of speech: several live windows
+    items = audio_model.window_inputs(audio_model.prepare_audio(long, 16000))
+    assert len(items) >= 3
+    assert audio_model.predict_proba(long).sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_encode_window_shapes(whisper, clip):
+    item = encode_window(whisper, clip[:40000])
+    assert item.whisper.shape == (151, 384) and item.prosody.shape == (151, 18)  # 2.5 s + 0.5 s tail
+    assert encode_window(None, clip[:8000]).whisper.shape == (26 + 25, 384)
+
+
+def test_missing_model_folder(tmp_path, whisper):
+    with pytest.raises(ModelError, match="ser-train"):
+        AudioEmotion.load(tmp_path, whisper)
+    (tmp_path / "config.json").write_text("{not json")
+    (tmp_path / "labels.json").write_text("[]")
+    (tmp_path / "model.pt").write_bytes(b"")
+    with pytest.raises(ModelError):
+        AudioEmotion.load(tmp_path, whisper)
+
+
+def test_threads_untouched(audio_model, clip):
+    before = torch.get_num_threads()
+    audio_model.predict(clip)
+    assert torch.get_num_threads() == before
