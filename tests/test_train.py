@@ -33,7 +33,7 @@ def tiny_set(ravdess, whisper):
 
 def tiny_config(**kw):
     return replace(TrainConfig(epochs=30, patience=30, batch_size=14, samples_per_epoch=56, lr=3e-3,
-                               label_smoothing=0.0, clean_prob=1.0), **kw)
+                               label_smoothing=0.0, clean_prob=1.0, select_after=1), **kw)
 
 
 def test_training_loop_overfits_a_small_set(tiny_set):

@@ -48,6 +48,7 @@ class TrainConfig:
     val_speakers: int = 3
     epochs: int = 25
     patience: int = 6
+    select_after: int = 10
     batch_size: int = 32
     samples_per_epoch: int = 2400
     lr: float = 2e-3
@@ -64,7 +65,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {
             "folds": self.folds >= 2, "val_speakers": self.val_speakers >= 1, "epochs": self.epochs >= 1,
-            "patience": self.patience >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
+            "patience": self.patience >= 1, "select_after": 1 <= self.select_after <= self.epochs, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
             "samples_per_epoch": self.samples_per_epoch >= self.batch_size,
             "clean_prob": 0 <= self.clean_prob <= 1, "eval_corpus_share": 0 < self.eval_corpus_share <= 1,
             "crop_frames": self.crop_frames >= 25, "jobs": self.jobs >= 1,
@@ -147,37 +148,45 @@ def input_stats(items: Sequence[ClipData]) -> tuple[NDArray, NDArray, NDArray, N
 
 
 @torch.no_grad()
-def clip_logits(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], batch: int = 64) -> NDArray[np.float32]:
-    """Log of the length-weighted mean window probability per clip (T=1), as logits."""
-    return np.log(clip_probs(net, clips, 1.0, batch) + 1e-9)
-
-
-@torch.no_grad()
-def clip_probs(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], temperature: float, batch: int = 64) -> NDArray[np.float32]:
-    """Length-weighted mean of window probabilities at ``temperature``, one row per clip."""
+def window_logits(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], batch: int = 64) -> tuple[NDArray, NDArray, NDArray]:
+    """Logits of every window of every clip: (N, 7) logits, (N,) owning clip, (N,) frames."""
     net.eval()
     flat = [(k, w) for k, ws in enumerate(clips) for w in ws]
-    probs = np.zeros((len(clips), len(LABELS)), np.float64)
+    logits = []
     for s in range(0, len(flat), batch):
-        part = flat[s: s + batch]
-        w, p, lengths = collate([x for _, x in part])
-        pr = torch.softmax(net(w, p, lengths) / temperature, dim=1).numpy()
-        for (k, item), row in zip(part, pr):
-            probs[k] += row * len(item)
-    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+        logits.append(net(*collate([x for _, x in flat[s: s + batch]])).numpy())
+    owner = np.array([k for k, _ in flat])
+    frames = np.array([len(x) for _, x in flat], np.float64)
+    return np.concatenate(logits).astype(np.float64), owner, frames
+
+
+def pool_windows(logits: NDArray, owner: NDArray, frames: NDArray, n_clips: int, temperature: float) -> NDArray[np.float32]:
+    """Length-weighted mean of window probabilities at ``temperature``, one row per clip."""
+    z = logits / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    p = z / z.sum(axis=1, keepdims=True)
+    out = np.zeros((n_clips, p.shape[1]))
+    np.add.at(out, owner, p * frames[:, None])
+    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def clip_probs(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], temperature: float, batch: int = 64) -> NDArray[np.float32]:
+    """Length-weighted mean of window probabilities at ``temperature``, one row per clip."""
+    return pool_windows(*window_logits(net, clips, batch), len(clips), temperature)
 
 
 def fit_temperature(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], labels: Sequence[int]) -> float:
-    """Temperature minimising validation NLL (grid over log T, then refined)."""
+    """Temperature minimising the NLL of ``clips`` (grid over log T, then refined)."""
     y = np.asarray(labels)
+    logits, owner, frames = window_logits(net, clips)
 
     def nll(t: float) -> float:
-        pr = clip_probs(net, clips, t)
+        pr = pool_windows(logits, owner, frames, len(clips), t)
         return float(-np.mean(np.log(pr[np.arange(len(y)), y] + 1e-9)))
 
-    grid = np.exp(np.linspace(np.log(0.3), np.log(5.0), 25))
+    grid = np.exp(np.linspace(np.log(0.3), np.log(5.0), 41))
     best = min(grid, key=nll)
-    fine = best * np.exp(np.linspace(-0.12, 0.12, 9))
+    fine = best * np.exp(np.linspace(-0.07, 0.07, 15))
     return float(min(fine, key=nll))
 
 
@@ -227,18 +236,23 @@ def fit(train: Sequence[ClipData], val: Sequence[ClipData], cfg: TrainConfig, ne
             sched.step()
             total += float(loss.detach())
         pr = clip_probs(net, val_clips, 1.0)
-        val = summary(pr, val_y)
-        rec = {"epoch": epoch, "loss": total / steps, "val_ua": val["ua"], "val_wa": val["wa"]}
+        scores = summary(pr, val_y)
+        rec = {"epoch": epoch, "loss": total / steps, "val_ua": scores["ua"], "val_wa": scores["wa"]}
         history.append(rec)
         if progress:
             progress(epoch, cfg.epochs, rec)
-        if val["ua"] > best[0]:
-            best = (val["ua"], epoch, copy.deepcopy(net.state_dict()))
-        elif epoch - best[1] >= cfg.patience:
+        # Validation on 3 speakers is noisy: checkpoints before ``select_after`` (still at a
+        # high learning rate) are not candidates, and stopping is only counted after it.
+        if epoch >= cfg.select_after and scores["ua"] > best[0]:
+            best = (scores["ua"], epoch, copy.deepcopy(net.state_dict()))
+        elif epoch >= cfg.select_after and epoch - max(best[1], cfg.select_after) >= cfg.patience:
             break
     net.load_state_dict(best[2])
     net.eval()
-    temperature = fit_temperature(net, val_clips, val_y)
+    # Temperature on the validation speakers' clean clips and their augmented copies: the
+    # copies stand in for the harder conditions of unseen speakers and channels.
+    cal_clips = [windows for c in val for windows in c.copies]
+    temperature = fit_temperature(net, cal_clips, [c.label for c in val for _ in c.copies])
     return FitResult(net, temperature, best[1], best[0], history)
 
 

@@ -117,8 +117,15 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
             "",
         ]
     if ablation:
+        budget = ablation.get("budget", {})
         lines += [
-            "## Ablation (same folds, same recipe)",
+            "## Ablation (same folds, same speakers)",
+            "Every variant, the shipped one included, trained under the same reduced budget "
+            f"({budget.get('epochs')} epochs of {budget.get('samples_per_epoch')} draws, checkpoints from epoch "
+            f"{budget.get('select_after')}) and tested on the cached windows of the test clips (the same windows the "
+            "live pipeline cuts), so only the comparison between rows is meaningful; the shipped model's own figures "
+            "are in the table above.",
+            "",
             *ablation_table(ablation["ablation"]),
             "",
             f"Command: `{ablation_command}`",

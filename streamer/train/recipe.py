@@ -21,8 +21,8 @@ from streamer.audio.emotion import AudioEmotion, save_model
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
 from streamer.errors import ConfigError
 from streamer.train.augment import COPIES
-from streamer.train.cache import CLEAN, SOX_PHONE, FeatureCache, sox_telephone
-from streamer.train.audio import ClipData, FitResult, TrainConfig, fit, pick_val_speakers, speaker_folds, to_clip_data
+from streamer.train.cache import CLEAN, SOX_PHONE, ClipInputs, FeatureCache, sox_telephone
+from streamer.train.audio import ClipData, FitResult, TrainConfig, clip_probs, fit, pick_val_speakers, speaker_folds, to_clip_data
 from streamer.train.corpora import Clip, scan
 from streamer.train.evaluate import Predictions, predict_clips
 
@@ -52,6 +52,7 @@ def load_config(path: str | Path) -> TrainConfig:
 class Dataset:
     clips: list[Clip]
     items: list[ClipData]
+    phone: dict[Path, ClipInputs]  # cached sox telephone windows of the evaluation corpus
 
     def select(self, keep: Callable[[Clip], bool]) -> tuple[list[Clip], list[ClipData]]:
         idx = [i for i, c in enumerate(self.clips) if keep(c)]
@@ -68,20 +69,35 @@ def build_dataset(cfg: TrainConfig, reporter: Reporter) -> Dataset:
     cache = FeatureCache(Path(cfg.cache_dir))
     clips: list[Clip] = []
     items: list[ClipData] = []
+    phone: dict[Path, ClipInputs] = {}
     for corpus, group in sorted(found.by_corpus().items()):
         names = (*TRAIN_COPIES, SOX_PHONE) if corpus == cfg.eval_corpus else TRAIN_COPIES
         cache.build(group, names, jobs=cfg.jobs, progress=reporter.task(f"features {corpus}", len(group)))
         copies = {n: cache.load(group, n) for n in TRAIN_COPIES}
         clips.extend(group)
         items.extend(to_clip_data(group, copies, TRAIN_COPIES))
-    return Dataset(clips, items)
+        if corpus == cfg.eval_corpus:
+            phone.update(zip((c.path for c in group), cache.load(group, SOX_PHONE)))
+    return Dataset(clips, items, phone)
 
 
 def _fold_eval(model: AudioEmotion, test: Sequence[Clip], reporter: Reporter, name: str) -> dict[str, Predictions]:
+    """Test clips read from disk and run through the inference API, as ``ser-eval`` does."""
     tick = reporter.task(f"{name} test", 2 * len(test))
     clean = predict_clips(model, test, progress=lambda: tick(1))
     phone = predict_clips(model, test, load=lambda c: sox_telephone(c.path), progress=lambda: tick(1))
     return {"clean": clean, "telephone": phone}
+
+
+def _fold_eval_cached(res: FitResult, test: Sequence[Clip], items: Sequence[ClipData], data: Dataset) -> dict[str, Predictions]:
+    """The same windows from the feature cache (used by the ablation, where speed matters)."""
+    from collections import Counter
+
+    out = {}
+    for name, windows in (("clean", [c.copies[0] for c in items]), ("telephone", [data.phone[c.path] for c in test])):
+        out[name] = Predictions(list(test), clip_probs(res.net, windows, res.temperature),
+                                clip_probs(res.net, windows, 1.0), Counter())
+    return out
 
 
 def _fold_record(fold: int, test_speakers: list[str], val_speakers: list[str], res: FitResult, preds: dict[str, Predictions]) -> dict:
@@ -97,22 +113,25 @@ def _fold_record(fold: int, test_speakers: list[str], val_speakers: list[str], r
     }
 
 
-def cross_validate(cfg: TrainConfig, data: Dataset, whisper: WhisperHandle, reporter: Reporter, variant: str) -> dict:
-    """Leave-speakers-out folds over the evaluation corpus; returns per-fold and pooled metrics."""
+def cross_validate(cfg: TrainConfig, data: Dataset, whisper: WhisperHandle | None, reporter: Reporter, variant: str) -> dict:
+    """Leave-speakers-out folds over the evaluation corpus; returns per-fold and pooled metrics.
+    Test clips go through the inference API from disk, or (``whisper`` None) the cache."""
     eval_speakers = [c.speaker for c in data.clips if c.corpus == cfg.eval_corpus]
     folds = speaker_folds(eval_speakers, cfg.folds)
     records, pooled = [], {"clean": [], "telephone": []}
     for k, test_speakers in enumerate(folds, start=1):
         rest = sorted(set(eval_speakers) - set(test_speakers))
         val_speakers = pick_val_speakers(rest, cfg.val_speakers, cfg.seed + k)
-        test_clips, _ = data.select(lambda c: c.speaker in test_speakers)
+        test_clips, test_items = data.select(lambda c: c.speaker in test_speakers)
         _, val = data.select(lambda c: c.speaker in val_speakers)
         _, train = data.select(lambda c: c.speaker not in test_speakers and c.speaker not in val_speakers)
         name = f"{variant} fold {k}/{len(folds)}"
         t0 = time.time()
         res = fit(train, val, cfg, cfg.net, cfg.seed + k, lambda e, n, r, name=name: reporter.epoch(name, e, n, r))
-        model = AudioEmotion(res.net, res.temperature, whisper)
-        preds = _fold_eval(model, test_clips, reporter, name)
+        if whisper is None:
+            preds = _fold_eval_cached(res, test_clips, test_items, data)
+        else:
+            preds = _fold_eval(AudioEmotion(res.net, res.temperature, whisper), test_clips, reporter, name)
         rec = _fold_record(k, test_speakers, val_speakers, res, preds)
         rec["seconds"] = round(time.time() - t0, 1)
         records.append(rec)
@@ -176,24 +195,25 @@ def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True) -> dic
     return results
 
 
+ABLATION_BUDGET = {"epochs": 10, "samples_per_epoch": 1200, "select_after": 5, "patience": 5}
+
+
 def run_ablation(cfg: TrainConfig, out: Path, reporter: Reporter) -> dict:
-    """Cross-validate each input variant of the recipe on the same folds (``ablation.json``)."""
+    """Cross-validate each input variant on the same folds (``ablation.json``). Every variant,
+    the shipped one included, gets the same reduced budget (ABLATION_BUDGET) and is tested on
+    the cached windows of the test clips, so the comparison is fair and fits in ~30 minutes."""
     from streamer.audio.model import AudioEmotionNet
 
     started = time.time()
     data = build_dataset(cfg, reporter)
-    whisper = WhisperHandle.shared(WhisperOptions())
-    shipped = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
     runs = []
     for name, change in ABLATION.items():
-        variant = replace(cfg, net=replace(cfg.net, **change))
-        if variant == cfg and shipped.get("cv") and shipped.get("config") == _plain(cfg):
-            result = dict(shipped["cv"], variant=name)  # the shipped recipe's own folds
-        else:
-            result = cross_validate(variant, data, whisper, reporter, name)
+        variant = replace(cfg, **ABLATION_BUDGET, net=replace(cfg.net, **change))
+        result = cross_validate(variant, data, None, reporter, name)
         result["parameters"] = sum(p.numel() for p in AudioEmotionNet(variant.net).parameters())
         runs.append(result)
-    results = {"config": _plain(cfg), "ablation": runs, "seconds": round(time.time() - started, 1)}
+    results = {"config": _plain(cfg), "budget": ABLATION_BUDGET, "ablation": runs,
+               "seconds": round(time.time() - started, 1)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
