@@ -145,7 +145,7 @@ class AudioEmotion:
                 for a, b in split_windows(x.size, self.window_samples, self.min_window_samples)]
 
     # --- prediction -----------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def window_logits(self, items: Sequence[FrameInputs]) -> torch.Tensor:
         """Uncalibrated logits (N, 7) of model inputs, one row per window."""
         return self.net(*collate(items))

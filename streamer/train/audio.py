@@ -249,10 +249,9 @@ def fit(train: Sequence[ClipData], val: Sequence[ClipData], cfg: TrainConfig, ne
             break
     net.load_state_dict(best[2])
     net.eval()
-    # Temperature on the validation speakers' clean clips and their augmented copies: the
-    # copies stand in for the harder conditions of unseen speakers and channels.
-    cal_clips = [windows for c in val for windows in c.copies]
-    temperature = fit_temperature(net, cal_clips, [c.label for c in val for _ in c.copies])
+    # Temperature on the validation speakers' clean clips. (Adding their augmented copies made
+    # the model underconfident on clean test speakers: fold ECE 0.08-0.09 -> 0.11-0.12.)
+    temperature = fit_temperature(net, val_clips, val_y)
     return FitResult(net, temperature, best[1], best[0], history)
 
 
