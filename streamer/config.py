@@ -92,14 +92,17 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Config":
-        path = Path(path) if path else DEFAULT_CONFIG
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} not found; pass --config with an existing file") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        return cls.from_dict(raw)
+        return cls.from_dict(read_toml(Path(path) if path else DEFAULT_CONFIG, "config file"))
+
+
+def read_toml(path: Path, what: str) -> dict:
+    """Parse a TOML file; a missing or malformed file is a ConfigError naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} not found; pass --config with an existing file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
 
 
 def _check(section: str, key: str, ok: bool, expected: str) -> None:

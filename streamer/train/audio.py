@@ -15,7 +15,6 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from streamer.audio.emotion import FrameInputs, collate
 from streamer.audio.features import PROSODY_NAMES
 from streamer.audio.model import AudioEmotionNet, NetConfig
 from streamer.errors import ConfigError
-from streamer.labels import INDEX, LABELS
+from streamer.labels import INDEX
 from streamer.train.cache import ClipInputs
 from streamer.train.metrics import summary
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from streamer.audio.emotion import AudioEmotion, save_model
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
+from streamer.config import read_toml
 from streamer.errors import ConfigError
 from streamer.train.augment import COPIES
 from streamer.train.cache import CLEAN, SOX_PHONE, ClipInputs, FeatureCache, sox_telephone
@@ -38,14 +38,7 @@ class Reporter(Protocol):
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"training config {path} not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"training config {path}: {exc}") from exc
-    return TrainConfig.from_dict(raw)
+    return TrainConfig.from_dict(read_toml(Path(path), "training config"))
 
 
 @dataclass
