@@ -188,7 +188,7 @@ def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True) -> dic
     return results
 
 
-ABLATION_BUDGET = {"epochs": 10, "samples_per_epoch": 1200, "select_after": 5, "patience": 5}
+ABLATION_BUDGET = {"epochs": 8, "samples_per_epoch": 1000, "select_after": 4, "patience": 4}
 
 
 def run_ablation(cfg: TrainConfig, out: Path, reporter: Reporter) -> dict:
