@@ -76,6 +76,21 @@ def collate(items: Sequence[FrameInputs]) -> tuple[torch.Tensor, torch.Tensor, t
     return torch.from_numpy(w), torch.from_numpy(p), torch.tensor([len(i) for i in items])
 
 
+def pool_windows(logits: ArrayLike, owner: ArrayLike, frames: ArrayLike, n_clips: int, temperature: float) -> NDArray[np.float32]:
+    """Length-weighted mean of window probabilities at ``temperature``, one row per clip.
+
+    >>> logits = np.log([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+    >>> pool_windows(logits, [0, 0, 1], [10, 30, 5], 2, 1.0).astype(float).round(2).tolist()
+    [[0.6, 0.4], [0.2, 0.8]]
+    """
+    z = np.asarray(logits, np.float64) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    p = z / z.sum(axis=1, keepdims=True)
+    out = np.zeros((n_clips, p.shape[1]))
+    np.add.at(out, np.asarray(owner), p * np.asarray(frames, np.float64)[:, None])
+    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def save_model(net: AudioEmotionNet, folder: Path, temperature: float, extra: dict | None = None) -> None:
     """Write the weights, the network shape, the temperature and the label map."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,11 +181,8 @@ class AudioEmotion:
             windows = self.window_inputs(self.prepare_audio(audio, sample_rate))
             items.extend(windows)
             owners.extend([k] * len(windows))
-        probs = self.window_probs(items)
-        weights = np.array([len(i) for i in items], np.float32)
-        out = np.zeros((len(audios), len(LABELS)), np.float32)
-        np.add.at(out, np.array(owners), probs * weights[:, None])
-        return out / out.sum(axis=1, keepdims=True)
+        logits = self.window_logits(items).numpy()
+        return pool_windows(logits, owners, [len(i) for i in items], len(audios), self.temperature)
 
     def predict(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE) -> dict[str, float]:
         """Probabilities over the 7 labels for one window of audio."""

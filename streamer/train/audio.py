@@ -21,7 +21,7 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional as F
 
-from streamer.audio.emotion import FrameInputs, collate
+from streamer.audio.emotion import FrameInputs, collate, pool_windows
 from streamer.audio.features import PROSODY_NAMES
 from streamer.audio.model import AudioEmotionNet, NetConfig
 from streamer.errors import ConfigError
@@ -157,16 +157,6 @@ def window_logits(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], batc
     owner = np.array([k for k, _ in flat])
     frames = np.array([len(x) for _, x in flat], np.float64)
     return np.concatenate(logits).astype(np.float64), owner, frames
-
-
-def pool_windows(logits: NDArray, owner: NDArray, frames: NDArray, n_clips: int, temperature: float) -> NDArray[np.float32]:
-    """Length-weighted mean of window probabilities at ``temperature``, one row per clip."""
-    z = logits / temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    p = z / z.sum(axis=1, keepdims=True)
-    out = np.zeros((n_clips, p.shape[1]))
-    np.add.at(out, owner, p * frames[:, None])
-    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def clip_probs(net: AudioEmotionNet, clips: Sequence[list[FrameInputs]], temperature: float, batch: int = 64) -> NDArray[np.float32]:

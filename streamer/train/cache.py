@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -151,5 +150,4 @@ class FeatureCache:
 def _init_worker() -> None:
     import torch
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)

@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
-from streamer.audio.emotion import AudioEmotion
+from streamer.audio.emotion import AudioEmotion, pool_windows
 from streamer.audio.io import load_audio
 from streamer.errors import AudioInputError
 from streamer.labels import INDEX
@@ -60,11 +59,10 @@ def predict_clips(model: AudioEmotion, clips: Sequence[Clip], load: Loader = loa
             skipped[f"{type(exc).__name__}"] += 1
             log.warning("skipped %s: %s", clip.path, exc)
         else:
-            logits = model.window_logits(windows)
-            weights = torch.tensor([float(len(w)) for w in windows])[:, None]
-            for t, out in ((model.temperature, probs), (1.0, raw)):
-                p = (torch.softmax(logits / t, dim=1) * weights).sum(0) / weights.sum()
-                out.append(p.numpy())
+            logits = model.window_logits(windows).numpy()
+            owner, frames = [0] * len(windows), [len(w) for w in windows]
+            probs.append(pool_windows(logits, owner, frames, 1, model.temperature)[0])
+            raw.append(pool_windows(logits, owner, frames, 1, 1.0)[0])
             kept.append(clip)
         if progress:
             progress()
