@@ -100,3 +100,12 @@ def test_threads_untouched(audio_model, clip):
     before = torch.get_num_threads()
     audio_model.predict(clip)
     assert torch.get_num_threads() == before
+
+
+def test_traced_network_matches_eager(audio_model):
+    torch.manual_seed(0)
+    for t, lengths in ((20, [20]), (151, [151, 90, 31]), (176, [176, 12])):
+        b = len(lengths)
+        args = (torch.randn(b, 384, t), torch.randn(b, 18, t), torch.tensor(lengths))
+        with torch.inference_mode():
+            assert torch.allclose(audio_model._forward(*args), audio_model.net(*args), atol=1e-5)
