@@ -131,7 +131,11 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
             "",
             *ablation_table(ablation["ablation"]),
             "",
-            f"Command: `{ablation_command}`",
+            f"Highest mean UA: {max(ablation['ablation'], key=lambda r: r['mean']['ua'])['variant']}; highest telephone UA: "
+            f"{max(ablation['ablation'], key=lambda r: r['mean']['telephone_ua'])['variant']}. The shipped network joins both inputs "
+            f"at `{net['join']}`.",
+            "",
+            f"Command: `{ablation_command}` ({ablation['seconds'] / 60:.0f} minutes with the feature cache in place).",
             "",
         ]
     lines += [
