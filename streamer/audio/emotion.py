@@ -108,7 +108,7 @@ def pool_windows(logits: ArrayLike, owner: ArrayLike, frames: ArrayLike, n_clips
     return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def save_model(net: AudioEmotionNet, folder: Path, temperature: float, extra: dict | None = None) -> None:
+def save_model(net: AudioEmotionNet, folder: Path, temperature: float) -> None:
     """Write the weights, the network shape, the temperature and the label map."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "model.pt")
@@ -119,7 +119,6 @@ def save_model(net: AudioEmotionNet, folder: Path, temperature: float, extra: di
         "window_samples": WINDOW_SAMPLES,
         "min_window_samples": MIN_WINDOW_SAMPLES,
         "tail_samples": TAIL_SAMPLES,
-        **(extra or {}),
     }
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     (folder / "labels.json").write_text(json.dumps(list(LABELS)) + "\n")

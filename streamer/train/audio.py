@@ -232,9 +232,11 @@ def fit(train: Sequence[ClipData], val: Sequence[ClipData], cfg: TrainConfig, ne
             progress(epoch, cfg.epochs, rec)
         # Validation on 3 speakers is noisy: checkpoints before ``select_after`` (still at a
         # high learning rate) are not candidates, and stopping is only counted after it.
-        if epoch >= cfg.select_after and scores["ua"] > best[0]:
+        if epoch < cfg.select_after:
+            continue
+        if scores["ua"] > best[0]:
             best = (scores["ua"], epoch, copy.deepcopy(net.state_dict()))
-        elif epoch >= cfg.select_after and epoch - max(best[1], cfg.select_after) >= cfg.patience:
+        elif epoch - max(best[1], cfg.select_after) >= cfg.patience:
             break
     net.load_state_dict(best[2])
     net.eval()
