@@ -4,6 +4,8 @@
 ('angry', 'disgust', 'fear', 'happy', 'neutral', 'sad', 'surprise')
 >>> to_label("calm"), to_label("ps"), to_label("anger"), to_label("boredom") is None
 ('neutral', 'surprise', 'angry', True)
+>>> text_model_label("LABEL_0") is None, text_model_label("admiration"), text_model_label("Joy")
+(True, 'happy', 'happy')
 """
 
 from __future__ import annotations
@@ -48,3 +50,24 @@ SYNONYMS: dict[str, str] = {
 def to_label(name: str) -> str | None:
     """Map a corpus or model label name onto the label set; None when it has no place there."""
     return SYNONYMS.get(name.strip().lower())
+
+
+# Text-classification models label their outputs in their own words. Besides the synonyms
+# above, the 27 GoEmotions emotions map onto Ekman's six as the dataset's authors map them
+# (ekman_mapping.json), so a GoEmotions model's outputs can be summed onto the label set.
+GOEMOTIONS_EKMAN: dict[str, str] = {
+    **dict.fromkeys(("anger", "annoyance", "disapproval"), "angry"),
+    "disgust": "disgust",
+    **dict.fromkeys(("fear", "nervousness"), "fear"),
+    **dict.fromkeys(("joy", "amusement", "approval", "excitement", "gratitude", "love", "optimism",
+                     "relief", "pride", "admiration", "desire", "caring"), "happy"),
+    **dict.fromkeys(("sadness", "disappointment", "embarrassment", "grief", "remorse"), "sad"),
+    **dict.fromkeys(("surprise", "realization", "confusion", "curiosity"), "surprise"),
+    "neutral": "neutral",
+}
+
+
+def text_model_label(name: str) -> str | None:
+    """Map an output label of a text-classification model onto the label set (None: unknown)."""
+    key = name.strip().lower()
+    return SYNONYMS.get(key) or GOEMOTIONS_EKMAN.get(key)

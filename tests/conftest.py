@@ -68,3 +68,20 @@ def audio_model(whisper):
 def sine(freq: float = 220.0, seconds: float = 1.0, sr: int = 16_000, amp: float = 0.1) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+TEXT = SHARED / "data" / "text"
+
+
+@pytest.fixture(scope="session")
+def text_data() -> Path:
+    return need(TEXT)
+
+
+@pytest.fixture(scope="session")
+def text_model():
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion
+
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        pytest.skip("no shipped text model in models/text-emotion (run ser-train-text)")
+    return EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR)

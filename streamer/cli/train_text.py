@@ -1,0 +1,61 @@
+"""ser-train-text: fine-tune the text emotion model (MiniLM + LoRA + head) and write its card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from streamer.cli import run_main
+from streamer.cli.train import RichReporter
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "models" / "text-emotion" / "train.toml"
+COMMAND = ".venv/bin/ser-train-text"
+DAILYDIALOG = "dailydialog-test"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="ser-train-text", description=__doc__)
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training recipe (TOML)")
+    ap.add_argument("--out", type=Path, default=None, help="model folder to write (default: beside the config)")
+    ap.add_argument("--encoder", choices=("lora", "full", "head"), default=None, help="override what is trained")
+    ap.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    ap.add_argument("--max-rows", type=int, default=None, help="train on this many rows only (quick runs)")
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="metrics.json of another run (full fine-tuning) to compare with in the model card")
+    args = ap.parse_args()
+
+    import torch
+
+    from streamer.train.text import TextTrainConfig, evaluate_saved, train
+    from streamer.train.textcard import write_card
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    cfg = TextTrainConfig.load(args.config)
+    overrides = {k: v for k, v in (("encoder", args.encoder), ("epochs", args.epochs), ("max_rows", args.max_rows)) if v is not None}
+    cfg = replace(cfg, **overrides)
+    out = args.out or args.config.parent
+    with RichReporter() as reporter:
+        record = train(cfg, out, reporter)
+        reporter.message("evaluating the saved model")
+        dd = Path(cfg.goemotions).parent / "dailydialog" / "test.tsv"
+        record["eval"] = evaluate_saved(out, cfg, {DAILYDIALOG: dd}, max_rows=cfg.max_rows)
+    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    for name, rep in record["eval"].items():
+        a = rep["asr"]
+        print(f"{name}: ASR-style accuracy {a['accuracy']:.3f}  macro-F1 {a['macro_f1']:.3f}  (n {a['n']})")
+    compare = json.loads(args.compare.read_text()) if args.compare and args.compare.is_file() else None
+    command = " ".join([COMMAND] + ([f"--config {args.config}"] if args.config != DEFAULT_CONFIG else []))
+    print(f"model card: {write_card(out, record, compare, command)}")
+    print(f"wrote {out} in {record['seconds']:.0f} s of training")
+    return 0
+
+
+def entry() -> None:
+    run_main(main)
+
+
+if __name__ == "__main__":
+    entry()

