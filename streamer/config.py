@@ -23,6 +23,8 @@ from pathlib import Path
 
 from streamer.audio import SAMPLE_RATE
 from streamer.errors import ConfigError
+from streamer.live.fusion import FusionConfig
+from streamer.live.vad import VadConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "config.toml"
@@ -72,9 +74,60 @@ class WhisperConfig:
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """The text branch: "embedded" (the shipped model), one of our model folders, or any
+    Hugging Face sequence-classification model name or folder."""
+
+    model: str = "embedded"
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """Speech recognition: which engine, and the Whisper engine's gates."""
+
+    engine: str = "auto"  # auto | vosk | whisper
+    vosk_model: str = ""  # a Vosk model folder; empty: $SER_VOSK_MODEL, then the user's cache
+    whisper_no_speech_threshold: float = 0.6
+    whisper_logprob_threshold: float = -1.0
+    whisper_partial_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check("asr", "engine", self.engine in ("auto", "vosk", "whisper"), "one of auto, vosk, whisper")
+        _check("asr", "whisper_no_speech_threshold", 0 < self.whisper_no_speech_threshold <= 1, "in (0, 1]")
+        _check("asr", "whisper_partial_interval_s", 0.1 <= self.whisper_partial_interval_s <= 60, "between 0.1 and 60")
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """The threaded pipeline, the dashboard and the session log."""
+
+    ring_seconds: float = 10.0
+    queue_windows: int = 16
+    queue_chunks: int = 300
+    words_timeout_s: float = 30.0
+    join_timeout_s: float = 30.0
+    refresh_per_second: float = 4.0
+    log_dir: str = ""  # empty: the user's data folder (ser-live/sessions)
+    log_transcript: bool = True
+
+    def __post_init__(self) -> None:
+        _check("live", "ring_seconds", 1 <= self.ring_seconds <= 600, "between 1 and 600")
+        _check("live", "queue_windows", 1 <= self.queue_windows <= 10_000, "between 1 and 10000")
+        _check("live", "queue_chunks", 1 <= self.queue_chunks <= 100_000, "between 1 and 100000")
+        _check("live", "words_timeout_s", 0.1 <= self.words_timeout_s <= 600, "between 0.1 and 600")
+        _check("live", "join_timeout_s", 0.1 <= self.join_timeout_s <= 600, "between 0.1 and 600")
+        _check("live", "refresh_per_second", 0.5 <= self.refresh_per_second <= 30, "between 0.5 and 30")
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Config":

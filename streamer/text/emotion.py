@@ -159,7 +159,11 @@ class EmbeddedTextEmotion(TextEmotion):
                     from peft import PeftModel
                 except ImportError as exc:
                     raise MissingDependency("peft", "the embedded text model's adapter") from exc
-                encoder = PeftModel.from_pretrained(encoder, str(folder / "adapter")).merge_and_unload()
+                import warnings
+
+                with warnings.catch_warnings():  # peft's own deprecation notices, not the user's concern
+                    warnings.simplefilter("ignore", FutureWarning)
+                    encoder = PeftModel.from_pretrained(encoder, str(folder / "adapter")).merge_and_unload()
         net = build_classifier(encoder)
         net.head.load_state_dict(torch.load(folder / "head.pt", map_location="cpu", weights_only=True))
         if list(cfg["labels"]) != list(LABELS):

@@ -1,0 +1,38 @@
+"""The streaming interface every speech recogniser offers the pipeline.
+
+- ``push(chunk, in_speech)``: every chunk of the stream, in order (Vosk decodes here;
+  Whisper keeps the audio since the last closed window for partial text).
+- ``partial()``: the current partial text for the display (cheap; may be empty).
+- ``refresh_partial()``: optional extra work for the partial text, called only while the ASR
+  thread is idle; returns True when it did something.
+- ``words_for(window)``: the final words spoken inside a closed window, with start and end
+  as stream sample indexes; may compute (Whisper transcribes the window here).
+- ``flush()`` at end of stream, ``reset()`` to start over.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from streamer.live.messages import Chunk, Window, Word
+
+
+class AsrEngine(Protocol):
+    name: str
+
+    def push(self, chunk: Chunk, in_speech: bool) -> None: ...
+    def partial(self) -> str: ...
+    def refresh_partial(self) -> bool: ...
+    def words_for(self, window: Window) -> list[Word]: ...
+    def flush(self) -> None: ...
+    def reset(self) -> None: ...
+
+
+def inside(words: list[Word], start: int, end: int) -> list[Word]:
+    """Words whose midpoint falls in [start, end): each word belongs to exactly one window.
+
+    >>> w = [Word("a", 0, 100, 1.0), Word("b", 90, 200, 1.0), Word("c", 210, 400, 1.0)]
+    >>> [x.word for x in inside(w, 0, 160)], [x.word for x in inside(w, 160, 400)]
+    (['a', 'b'], ['c'])
+    """
+    return [w for w in words if start <= (w.start + w.end) // 2 < end]

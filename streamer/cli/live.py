@@ -1,0 +1,183 @@
+"""ser-live: real-time speech emotion from a microphone or a file, with a terminal dashboard
+and a session log (NDJSON)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from streamer.cli import run_main
+from streamer.errors import ModelError, SerError
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ser-live", description=__doc__)
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("-d", "--device", help="input device: a number or part of a name (see --list-devices)")
+    src.add_argument("--file", type=Path, help="analyse an audio file instead of a microphone")
+    ap.add_argument("-l", "--list-devices", action="store_true", help="list audio devices and exit")
+    ap.add_argument("--fast", action="store_true", help="with --file: as fast as possible, not in real time")
+    ap.add_argument("--config", type=Path, default=None, help="settings file (default: config.toml of the project)")
+    ap.add_argument("--log", type=Path, default=None, help="session log (default: a timestamped file in the user's data folder)")
+    ap.add_argument("--no-dashboard", action="store_true", help="plain lines instead of the dashboard")
+    ap.add_argument("--json", action="store_true", help="window records as NDJSON on stdout")
+    ap.add_argument("--asr", choices=("auto", "vosk", "whisper"), default=None, help="speech recogniser (default: auto)")
+    ap.add_argument("--vosk-model", default=None, help="Vosk model folder")
+    ap.add_argument("--whisper-model", default=None, help="faster-whisper model name or folder (default: embedded tiny.en)")
+    ap.add_argument("--text-model", default=None, help="text model: embedded, one of our folders, or a Hugging Face name/folder")
+    ap.add_argument("--record", type=Path, default=None, help="keep the session's audio in this WAV file")
+    ap.add_argument("--no-transcript-log", action="store_true", help="keep transcripts and words out of the log")
+    return ap
+
+
+def default_log_path(cfg) -> Path:
+    if cfg.live.log_dir:
+        folder = Path(cfg.live.log_dir).expanduser()
+    else:
+        from platformdirs import user_data_dir
+
+        folder = Path(user_data_dir("ser-live")) / "sessions"
+    return folder / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}.ndjson"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "?"
+
+
+def choose_asr(cfg, whisper_handle_for):
+    """The recogniser: Vosk when asked for or (auto) when a model is found, else Whisper."""
+    from streamer.asr.vosk import HOW_TO_GET, VoskEngine, find_vosk_model
+    from streamer.asr.whisper import WhisperAsrConfig, WhisperEngine
+
+    engine = cfg.asr.engine
+    vosk_path = find_vosk_model(None, cfg.asr.vosk_model or None) if engine != "whisper" else None
+    if engine == "vosk" or (engine == "auto" and vosk_path is not None):
+        if vosk_path is None:
+            raise ModelError(f"--asr vosk needs a Vosk model and none was found; {HOW_TO_GET}")
+        if not vosk_path.exists():
+            raise ModelError(f"Vosk model {vosk_path} does not exist; {HOW_TO_GET}")
+        return VoskEngine(vosk_path)
+    asr_cfg = WhisperAsrConfig(cfg.asr.whisper_no_speech_threshold, cfg.asr.whisper_logprob_threshold,
+                               cfg.asr.whisper_partial_interval_s)
+    return WhisperEngine(whisper_handle_for(cfg.whisper.model), asr_cfg)
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    if args.list_devices:
+        from streamer.live.sources import list_devices
+
+        print(list_devices())
+        return 0
+    if args.fast and not args.file:
+        raise SerError("--fast only applies to --file")
+
+    from streamer.config import Config
+
+    cfg = Config.load(args.config)
+    cfg = replace(cfg, text=replace(cfg.text, model=args.text_model or cfg.text.model),
+                  asr=replace(cfg.asr, engine=args.asr or cfg.asr.engine,
+                              vosk_model=args.vosk_model or cfg.asr.vosk_model),
+                  whisper=replace(cfg.whisper, model=args.whisper_model or cfg.whisper.model),
+                  live=replace(cfg.live, log_transcript=cfg.live.log_transcript and not args.no_transcript_log))
+    import torch
+
+    from streamer.audio.emotion import AudioEmotion
+    from streamer.audio.encoder import EMBEDDED, WhisperHandle, WhisperOptions
+    from streamer.live.counters import Counters
+    from streamer.live.pipeline import Pipeline, PipelineSettings
+    from streamer.live.session_log import SessionLog
+    from streamer.live.sources import FileSource, MicrophoneSource, parse_device
+    from streamer.live.state import LiveState
+    from streamer.text.emotion import load_text_emotion
+    from streamer.ui.dashboard import Dashboard, window_line
+
+    torch.set_num_threads(cfg.audio.threads)
+    counters = Counters()
+    # Open the input first: a missing device or unreadable file fails before models load.
+    if args.file:
+        source = FileSource(args.file, fast=args.fast)
+    else:
+        source = MicrophoneSource(parse_device(args.device), counters, cfg.live.ring_seconds)
+
+    def handle(model: str) -> WhisperHandle:
+        return WhisperHandle.shared(WhisperOptions(model, cfg.whisper.compute_type, cfg.whisper.cpu_threads))
+
+    audio_model = AudioEmotion.load(cfg.audio.model_path, handle(EMBEDDED))
+    asr = choose_asr(cfg, handle)
+    text_model = load_text_emotion(cfg.text.model)
+    models = {"asr": asr.name, "audio": f"{cfg.audio.model_path.name} ({_digest(cfg.audio.model_path / 'model.pt')})",
+              "text": text_model.name}
+    print(f"ser-live: {source.name}; speech recognition: {asr.name}", file=sys.stderr)
+
+    log_path = args.log or default_log_path(cfg)
+    session = SessionLog(log_path)
+    session.write({"type": "session_start", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "source": source.name, "device": args.device, "file": str(args.file) if args.file else None,
+                   "fast": args.fast, "models": models, "config": asdict(cfg)})
+    recorder = None
+    if args.record:
+        import soundfile as sf
+
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        recorder = sf.SoundFile(str(args.record), "w", samplerate=16000, channels=1, subtype="PCM_16")
+
+    state = LiveState(source.name, models)
+    sinks = [lambda r: session.write(r.to_record(transcript=cfg.live.log_transcript))]
+    use_dashboard = not (args.no_dashboard or args.json) and sys.stdout.isatty()
+    if args.json:
+        sinks.append(lambda r: print(json.dumps(r.to_record(transcript=cfg.live.log_transcript)), flush=True))
+    elif not use_dashboard:
+        sinks.append(lambda r: print(window_line(r), flush=True))
+    settings = PipelineSettings(cfg.audio.window_samples, cfg.audio.min_window_samples, cfg.vad, cfg.fusion,
+                                cfg.live.queue_windows, cfg.live.queue_chunks, cfg.live.words_timeout_s,
+                                cfg.live.join_timeout_s, block_when_full=bool(args.file and args.fast))
+    pipeline = Pipeline(settings, source, asr, audio_model, text_model, sinks, state, counters, recorder)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    interrupted = False
+    summary = None
+    try:
+        if use_dashboard:
+            from rich.live import Live
+
+            with Live(Dashboard(lambda: state.snapshot(counters.snapshot())), refresh_per_second=cfg.live.refresh_per_second,
+                      screen=False, redirect_stderr=False):
+                summary = pipeline.run(stop)
+        else:
+            summary = pipeline.run(stop)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        summary = summary or pipeline.summary()
+        session.write({"type": "session_end", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "interrupted": interrupted, **summary})
+        session.close()
+        if recorder is not None:
+            recorder.close()
+    lat = summary["latency_ms"]
+    lat_text = "-" if lat["p50"] is None else f"{lat['p50']:.0f}/{lat['p95']:.0f} ms"
+    print(f"ser-live: {summary['windows']} windows, {summary['words']} words, {summary['stream_s']:.1f} s of audio, "
+          f"latency p50/p95 {lat_text}, dropped audio {summary['counters'].get('audio_dropped_samples', 0) / 16000:.1f} s; "
+          f"log: {log_path}", file=sys.stderr)
+    if summary["error"]:
+        raise SerError(f"{summary['error']}; the {summary['windows']} windows before it are in {log_path}")
+    return 130 if interrupted else 0
+
+
+def entry() -> None:
+    run_main(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,85 @@
+"""What the dashboard shows, as plain data: the pipeline's threads update a :class:`LiveState`,
+the dashboard renders a :class:`Snapshot` of it."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.live.messages import WindowResult
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    source: str
+    models: dict[str, str]
+    elapsed_s: float
+    stream_s: float
+    level_db: float
+    in_speech: bool
+    partial: str
+    results: tuple[WindowResult, ...]
+    counters: dict[str, int]
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    status: str = "running"
+
+
+def level_db(samples: np.ndarray) -> float:
+    """RMS level of int16 samples in dBFS (floor -90).
+
+    >>> level_db(np.zeros(160, np.int16)), round(level_db(np.full(160, 16384, np.int16)), 1)
+    (-90.0, -6.0)
+    """
+    if len(samples) == 0:
+        return -90.0
+    rms = float(np.sqrt(np.mean((samples.astype(np.float64) / 32768.0) ** 2)))
+    return max(-90.0, float(20 * np.log10(rms))) if rms > 0 else -90.0
+
+
+def percentile(values, q: float) -> float | None:
+    return float(np.percentile(np.asarray(values), q)) if len(values) else None
+
+
+class LiveState:
+    def __init__(self, source: str, models: dict[str, str], history: int = 12, latencies: int = 500) -> None:
+        self._lock = threading.Lock()
+        self.source = source
+        self.models = dict(models)
+        self.started = time.monotonic()
+        self.stream_s = 0.0
+        self.level = -90.0
+        self.in_speech = False
+        self.partial = ""
+        self.status = "running"
+        self.results: collections.deque[WindowResult] = collections.deque(maxlen=history)
+        self.latencies: collections.deque[float] = collections.deque(maxlen=latencies)
+        self.counters_source = None
+
+    def audio(self, stream_s: float, level: float, in_speech: bool) -> None:
+        with self._lock:
+            self.stream_s, self.level, self.in_speech = stream_s, level, in_speech
+
+    def set_partial(self, text: str) -> None:
+        with self._lock:
+            self.partial = text
+
+    def add_result(self, r: WindowResult) -> None:
+        with self._lock:
+            self.results.append(r)
+            self.latencies.append(r.latency_ms)
+
+    def set_status(self, status: str) -> None:
+        with self._lock:
+            self.status = status
+
+    def snapshot(self, counters: dict[str, int]) -> Snapshot:
+        with self._lock:
+            lat = list(self.latencies)
+            return Snapshot(self.source, dict(self.models), time.monotonic() - self.started, self.stream_s, self.level,
+                            self.in_speech, self.partial, tuple(self.results), dict(counters),
+                            percentile(lat, 50), percentile(lat, 95), self.status)

@@ -1,0 +1,1 @@
+"""Terminal rendering (pure: rich renderables built from plain snapshots)."""

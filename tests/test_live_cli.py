@@ -1,0 +1,125 @@
+"""ser-live end to end on files: windows, words, probabilities, session log, errors, Ctrl-C."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from streamer.config import ROOT
+from streamer.labels import EMOJI, LABELS
+from streamer.live.session_log import read_log
+
+DEMO = ROOT / "demo" / "demo.flac"
+pytestmark = pytest.mark.slow
+
+
+def env(tmp_path):
+    e = dict(os.environ, SER_MODELS_DIR=str(tmp_path / "no-models"), HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    e.pop("SER_VOSK_MODEL", None)
+    return e
+
+
+def ser_live(tmp_path, *args, **kw):
+    return subprocess.run([sys.executable, "-m", "streamer.cli.live", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=env(tmp_path), timeout=kw.get("timeout", 300))
+
+
+def one_error_line(res):
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr
+    return errors[0]
+
+
+def expected_windows(path):
+    """Windows the VAD alone cuts from the file, with the default settings."""
+    from streamer.audio.io import load_audio
+    from streamer.live.messages import Chunk
+    from streamer.live.vad import VadConfig, VadSegmenter
+
+    x = np.clip(np.round(load_audio(path) * 32768), -32768, 32767).astype(np.int16)
+    seg = VadSegmenter(VadConfig(), 40000, 8000)
+    seg.push(Chunk(0, x))
+    return seg.flush()
+
+
+def check_distribution(p):
+    assert set(p) == set(LABELS) and all(v >= 0 for v in p.values()) and abs(sum(p.values()) - 1) < 1e-3
+
+
+def test_file_fast_end_to_end(tmp_path, text_model, audio_model):
+    log = tmp_path / "out.ndjson"
+    res = ser_live(tmp_path, "--file", DEMO, "--fast", "--no-dashboard", "--log", log)
+    assert res.returncode == 0, res.stderr
+    assert "whisper" in res.stderr  # says which engine runs
+    contents = read_log(log)
+    assert not contents.skipped and contents.complete
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
+    start, windows, end = contents.of_type("session_start"), contents.of_type("window"), contents.of_type("session_end")
+    assert len(start) == 1 and start[0]["models"]["asr"].startswith("whisper")
+    expected = expected_windows(DEMO)
+    assert len(windows) == len(expected) == end[0]["windows"]
+    speech_s = sum(w.end - w.start for w in expected) / 16000
+    assert len(windows) >= int(speech_s / 2.5)  # one window per 2.5 s of speech, plus utterance tails
+    assert [w["index"] for w in windows] == list(range(len(windows)))
+    for w, e in zip(windows, expected):
+        assert (w["start_s"], w["end_s"]) == (round(e.start / 16000, 3), round(e.end / 16000, 3))
+        for kind in ("audio", "fused", "rolling"):
+            check_distribution(w["probs"][kind])
+        if w["words"]:
+            check_distribution(w["probs"]["text"])
+            assert all(w["start_s"] <= x["start_s"] <= x["end_s"] <= w["end_s"] + 0.01 for x in w["words"])
+        else:
+            assert w["probs"]["text"] is None
+        assert w["label"] == max(w["probs"]["rolling"], key=w["probs"]["rolling"].get)
+        assert w["emoji"] == EMOJI[w["label"]] and 0 < w["confidence"] <= 1 and w["latency_ms"] >= 0
+    said = " ".join(w["transcript"] for w in windows)
+    for word in ("thank", "calling", "waiting", "refund", "tomorrow", "wonderful"):
+        assert word in said, said
+    assert res.stdout.count("\n") == len(windows)  # plain lines when stdout is not a terminal
+
+
+def test_json_stdout_and_no_transcript_log(tmp_path, speech_wav, text_model, audio_model):
+    log = tmp_path / "s.ndjson"
+    res = ser_live(tmp_path, "--file", speech_wav, "--fast", "--json", "--no-transcript-log", "--log", log)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert lines and all(x["type"] == "window" for x in lines)
+    for rec in read_log(log).of_type("window"):
+        assert rec["transcript"] is None and rec["words"] is None
+    assert "quick" not in log.read_text() and "lazy" not in log.read_text()
+
+
+def test_missing_inputs_and_models_give_one_clear_error(tmp_path, speech_wav):
+    assert "--list-devices" in one_error_line(ser_live(tmp_path, "--device", "no-such-device-xyz"))
+    assert "no such audio file" in one_error_line(ser_live(tmp_path, "--file", tmp_path / "nope.wav"))
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
+    assert "cannot read" in one_error_line(ser_live(tmp_path, "--file", bad))
+    assert "does not exist" in one_error_line(ser_live(tmp_path, "--file", speech_wav, "--text-model", "./no-such-model"))
+    assert "ser-models download" in one_error_line(ser_live(tmp_path, "--file", speech_wav, "--asr", "vosk"))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[vad]\naggressiveness = 7\n")
+    assert "aggressiveness" in one_error_line(ser_live(tmp_path, "--file", speech_wav, "--config", cfg))
+
+
+def test_sigint_mid_stream_leaves_a_complete_log(tmp_path, text_model, audio_model):
+    log = tmp_path / "int.ndjson"
+    proc = subprocess.Popen([sys.executable, "-m", "streamer.cli.live", "--file", str(DEMO), "--no-dashboard", "--log", str(log)],
+                            cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and '"type":"window"' in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    contents = read_log(log)
+    assert not contents.skipped and contents.complete
+    end = contents.of_type("session_end")[0]
+    assert end["interrupted"] is True and end["windows"] == len(contents.of_type("window")) >= 1
+    assert end["stream_s"] < 35  # stopped early, in real time
