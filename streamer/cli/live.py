@@ -4,7 +4,6 @@ and a session log (NDJSON)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import signal
@@ -15,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from streamer.cli import run_main
-from streamer.errors import ModelError, SerError
+from streamer.errors import SerError
 
 log = logging.getLogger(__name__)
 
@@ -50,28 +49,6 @@ def default_log_path(cfg) -> Path:
     return folder / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}.ndjson"
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "?"
-
-
-def choose_asr(cfg, whisper_handle_for):
-    """The recogniser: Vosk when asked for or (auto) when a model is found, else Whisper."""
-    from streamer.asr.vosk import HOW_TO_GET, VoskEngine, find_vosk_model
-    from streamer.asr.whisper import WhisperAsrConfig, WhisperEngine
-
-    engine = cfg.asr.engine
-    vosk_path = find_vosk_model(None, cfg.asr.vosk_model or None) if engine != "whisper" else None
-    if engine == "vosk" or (engine == "auto" and vosk_path is not None):
-        if vosk_path is None:
-            raise ModelError(f"--asr vosk needs a Vosk model and none was found; {HOW_TO_GET}")
-        if not vosk_path.exists():
-            raise ModelError(f"Vosk model {vosk_path} does not exist; {HOW_TO_GET}")
-        return VoskEngine(vosk_path)
-    asr_cfg = WhisperAsrConfig(cfg.asr.whisper_no_speech_threshold, cfg.asr.whisper_logprob_threshold,
-                               cfg.asr.whisper_partial_interval_s)
-    return WhisperEngine(whisper_handle_for(cfg.whisper.model), asr_cfg)
-
-
 def main() -> int:
     args = build_parser().parse_args()
     if args.list_devices:
@@ -92,14 +69,12 @@ def main() -> int:
                   live=replace(cfg.live, log_transcript=cfg.live.log_transcript and not args.no_transcript_log))
     import torch
 
-    from streamer.audio.emotion import AudioEmotion
-    from streamer.audio.encoder import EMBEDDED, WhisperHandle, WhisperOptions
     from streamer.live.counters import Counters
-    from streamer.live.pipeline import Pipeline, PipelineSettings
+    from streamer.live.factory import load_models, pipeline_settings, warm_up
+    from streamer.live.pipeline import Pipeline
     from streamer.live.session_log import SessionLog
     from streamer.live.sources import FileSource, MicrophoneSource, parse_device
     from streamer.live.state import LiveState
-    from streamer.text.emotion import load_text_emotion
     from streamer.ui.dashboard import Dashboard, window_line
 
     torch.set_num_threads(cfg.audio.threads)
@@ -110,14 +85,10 @@ def main() -> int:
     else:
         source = MicrophoneSource(parse_device(args.device), counters, cfg.live.ring_seconds)
 
-    def handle(model: str) -> WhisperHandle:
-        return WhisperHandle.shared(WhisperOptions(model, cfg.whisper.compute_type, cfg.whisper.cpu_threads))
-
-    audio_model = AudioEmotion.load(cfg.audio.model_path, handle(EMBEDDED))
-    asr = choose_asr(cfg, handle)
-    text_model = load_text_emotion(cfg.text.model)
-    models = {"asr": asr.name, "audio": f"{cfg.audio.model_path.name} ({_digest(cfg.audio.model_path / 'model.pt')})",
-              "text": text_model.name}
+    loaded = load_models(cfg)
+    warm_up(loaded)
+    asr = loaded.asr_factory()
+    models = loaded.names
     print(f"ser-live: {source.name}; speech recognition: {asr.name}", file=sys.stderr)
 
     log_path = args.log or default_log_path(cfg)
@@ -139,10 +110,8 @@ def main() -> int:
         sinks.append(lambda r: print(json.dumps(r.to_record(transcript=cfg.live.log_transcript)), flush=True))
     elif not use_dashboard:
         sinks.append(lambda r: print(window_line(r), flush=True))
-    settings = PipelineSettings(cfg.audio.window_samples, cfg.audio.min_window_samples, cfg.vad, cfg.fusion,
-                                cfg.live.queue_windows, cfg.live.queue_chunks, cfg.live.words_timeout_s,
-                                cfg.live.join_timeout_s, block_when_full=bool(args.file and args.fast))
-    pipeline = Pipeline(settings, source, asr, audio_model, text_model, sinks, state, counters, recorder)
+    settings = pipeline_settings(cfg, block_when_full=bool(args.file and args.fast))
+    pipeline = Pipeline(settings, source, asr, loaded.audio, loaded.text, sinks, state, counters, recorder)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     interrupted = False

@@ -1,0 +1,83 @@
+"""Building the pipeline's parts from a :class:`Config`: models loaded once per process, and
+the settings the pipeline needs. Used by ``ser-live``, the benchmarks and batch analysis."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamer.config import Config
+from streamer.errors import ModelError
+
+
+@dataclass
+class Models:
+    audio: object  # AudioEmotion
+    text: object  # TextEmotion
+    asr_factory: object  # () -> AsrEngine, one recogniser per stream over shared models
+    names: dict[str, str]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "?"
+
+
+def whisper_handle(cfg: Config, model: str):
+    from streamer.audio.encoder import WhisperHandle, WhisperOptions
+
+    return WhisperHandle.shared(WhisperOptions(model, cfg.whisper.compute_type, cfg.whisper.cpu_threads))
+
+
+def asr_factory(cfg: Config):
+    """A factory of recognisers: Vosk when asked for or (auto) when a model is found, else Whisper."""
+    from streamer.asr.vosk import HOW_TO_GET, VoskEngine, find_vosk_model, shared_model
+    from streamer.asr.whisper import WhisperAsrConfig, WhisperEngine
+
+    engine = cfg.asr.engine
+    vosk_path = find_vosk_model(None, cfg.asr.vosk_model or None) if engine != "whisper" else None
+    if engine == "vosk" or (engine == "auto" and vosk_path is not None):
+        if vosk_path is None:
+            raise ModelError(f"--asr vosk needs a Vosk model and none was found; {HOW_TO_GET}")
+        if not vosk_path.exists():
+            raise ModelError(f"Vosk model {vosk_path} does not exist; {HOW_TO_GET}")
+        shared_model(vosk_path)  # load (and check) once, now
+        return lambda: VoskEngine(vosk_path)
+    handle = whisper_handle(cfg, cfg.whisper.model)
+    asr_cfg = WhisperAsrConfig(cfg.asr.whisper_no_speech_threshold, cfg.asr.whisper_logprob_threshold,
+                               cfg.asr.whisper_partial_interval_s)
+    return lambda: WhisperEngine(handle, asr_cfg)
+
+
+def load_models(cfg: Config, with_asr: bool = True) -> Models:
+    from streamer.audio.emotion import AudioEmotion
+    from streamer.audio.encoder import EMBEDDED
+    from streamer.text.emotion import load_text_emotion
+
+    audio = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
+    factory = asr_factory(cfg) if with_asr else (lambda: None)
+    text = load_text_emotion(cfg.text.model)
+    probe = factory()
+    names = {"asr": probe.name if probe is not None else "none",
+             "audio": f"{cfg.audio.model_path.name} ({_digest(cfg.audio.model_path / 'model.pt')})", "text": text.name}
+    return Models(audio, text, factory, names)
+
+
+def pipeline_settings(cfg: Config, block_when_full: bool, channel: str | None = None):
+    from streamer.live.pipeline import PipelineSettings
+
+    return PipelineSettings(cfg.audio.window_samples, cfg.audio.min_window_samples, cfg.vad, cfg.fusion,
+                            cfg.live.queue_windows, cfg.live.queue_chunks, cfg.live.words_timeout_s,
+                            cfg.live.join_timeout_s, block_when_full=block_when_full, channel=channel)
+
+
+def warm_up(models: Models) -> None:
+    """First calls compile and allocate (librosa's numba, CTranslate2, torch): do them before
+    the stream starts so the first window's latency is real."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * np.sin(2 * np.pi * 180 * np.arange(24000) / 16000) + rng.normal(0, 0.01, 24000)).astype(np.float32)
+    models.audio.predict(x)
+    if models.text is not None:
+        models.text.predict("warming up")
