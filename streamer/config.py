@@ -120,6 +120,19 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """ser-analyze: speaker names of the channels of a split stereo call, in channel order."""
+
+    channel_names: tuple[str, ...] = ("agent", "customer")
+
+    def __post_init__(self) -> None:
+        names = tuple(self.channel_names)
+        _check("batch", "channel_names", len(names) >= 1 and all(isinstance(n, str) and n for n in names)
+               and len(set(names)) == len(names), "a list of distinct, non-empty names")
+        object.__setattr__(self, "channel_names", names)
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
@@ -128,6 +141,7 @@ class Config:
     vad: VadConfig = field(default_factory=VadConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Config":
@@ -171,6 +185,9 @@ def _build(section: str, cls: type, raw: dict):
             raise ConfigError(f"config [{section}]: unknown key '{key}' (known: {', '.join(names)})")
         want = hints[key]
         ok_types = typing.get_args(want) if isinstance(want, types.UnionType) else (want,)
+        ok_types = tuple(typing.get_origin(t) or t for t in ok_types)  # tuple[str, ...] -> tuple
+        if tuple in ok_types:
+            ok_types = (*ok_types, list)  # TOML arrays
         if float in ok_types:
             ok_types = (*ok_types, int)
         if isinstance(value, bool) and bool not in ok_types or not isinstance(value, ok_types):

@@ -151,7 +151,8 @@ class MicrophoneSource:
 
 
 class FileSource:
-    def __init__(self, path: str | Path, fast: bool = False, chunk: int = CHUNK) -> None:
+    def __init__(self, path: str | Path, fast: bool = False, chunk: int = CHUNK, channel: int | None = None) -> None:
+        """``channel`` None downmixes; a number reads that channel alone (a stereo call's side)."""
         import soundfile as sf
 
         self.path = Path(path)
@@ -166,7 +167,11 @@ class FileSource:
             raise AudioInputError(f"cannot read {self.path} as audio ({exc}); give a WAV, FLAC, OGG or MP3 file") from exc
         if self._file.frames == 0:
             raise AudioInputError(f"{self.path} holds no audio")
-        self.name = f"file: {self.path.name}"
+        if channel is not None and not 0 <= channel < self._file.channels:
+            raise AudioInputError(f"{self.path} has {self._file.channels} channel(s), no channel {channel}")
+        self.channel = channel
+        self.channels = self._file.channels
+        self.name = f"file: {self.path.name}" + (f" (channel {channel})" if channel is not None else "")
         self.device = None
         self.rate = self._file.samplerate
         self.duration_s = self._file.frames / self.rate
@@ -194,7 +199,10 @@ class FileSource:
             self._eof = True
             return None
         last = len(block) < self._block
-        x = block.mean(axis=1) if len(block) else np.zeros(0, np.float32)
+        if not len(block):
+            x = np.zeros(0, np.float32)
+        else:
+            x = block[:, self.channel] if self.channel is not None else block.mean(axis=1)
         x = np.clip(np.nan_to_num(x) * 32768.0, -32768, 32767)
         start = self._resample.out
         y = self._resample(x, last=last)

@@ -1,0 +1,197 @@
+"""Batch analysis of recorded files: the live pipeline run ``--fast`` over each file (or each
+channel of a stereo call), one session log per file, and a summary row per file and channel.
+
+Summaries are computed from the logs, so a resumed batch (files whose log is complete are
+skipped) reports exactly what a fresh one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from streamer.config import Config
+from streamer.errors import SerError
+from streamer.labels import LABELS
+from streamer.live.session_log import SessionLog, read_log
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".opus"}
+SUMMARY_FIELDS = ["file", "channel", "duration_s", "speech_s", "windows", "dominant_emotion",
+                  *[f"share_{k}" for k in LABELS], "mean_confidence", "asr_engine", "error"]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    channels: str = "mix"  # mix | split
+    channel_names: tuple[str, ...] = ("agent", "customer")
+    force: bool = False
+
+
+def find_audio(paths: list[Path]) -> list[Path]:
+    """Files given, and audio files (by suffix) under folders given, recursively, sorted."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise SerError(f"no such file or folder: {p}")
+    return sorted(dict.fromkeys(out))
+
+
+def log_name(path: Path, roots: list[Path]) -> str:
+    """A log file name unique within the batch: the path under its root, '/' -> '__'."""
+    for root in roots:
+        if root.is_dir():
+            try:
+                rel = path.resolve().relative_to(root.resolve())
+                return "__".join(rel.parts) + ".ndjson"
+            except ValueError:
+                continue
+    return path.name + ".ndjson"
+
+
+def channel_plan(path: Path, opts: BatchOptions) -> list[tuple[int | None, str | None]]:
+    import soundfile as sf
+
+    channels = sf.info(str(path)).channels
+    if opts.channels == "split" and channels >= 2:
+        names = list(opts.channel_names) + [f"channel{k}" for k in range(len(opts.channel_names), channels)]
+        return [(k, names[k]) for k in range(channels)]
+    return [(None, None)]
+
+
+def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOptions) -> None:
+    """Run the pipeline over ``path`` (each channel in turn when split) into ``log_path``."""
+    import soundfile as sf
+
+    from streamer.live.counters import Counters
+    from streamer.live.factory import pipeline_settings
+    from streamer.live.pipeline import Pipeline
+    from streamer.live.sources import FileSource
+    from streamer.live.state import LiveState
+
+    tmp = log_path.with_suffix(".partial")
+    tmp.unlink(missing_ok=True)
+    with SessionLog(tmp) as session:
+        try:
+            info = sf.info(str(path))
+            plan = channel_plan(path, opts)
+        except Exception as exc:
+            session.write({"type": "session_start", "file": str(path), "time": _now(), "models": models.names})
+            session.write({"type": "session_end", "error": f"cannot read {path.name} as audio ({exc})", "windows": 0})
+            tmp.replace(log_path)
+            return
+        session.write({"type": "session_start", "file": str(path), "time": _now(), "duration_s": round(info.duration, 3),
+                       "channels": [name for _, name in plan if name], "models": models.names})
+        ends = []
+        for channel, name in plan:
+            counters = Counters()
+            try:
+                source = FileSource(path, fast=True, channel=channel)
+            except SerError as exc:
+                ends.append({"channel": name, "error": str(exc), "windows": 0})
+                continue
+            pipe = Pipeline(pipeline_settings(cfg, block_when_full=True, channel=name), source, models.asr_factory(),
+                            models.audio, models.text, [lambda r: session.write(r.to_record())],
+                            LiveState(source.name, models.names), counters)
+            summary = pipe.run(threading.Event())
+            ends.append({"channel": name, **summary})
+        errors = [e["error"] for e in ends if e.get("error")]
+        session.write({"type": "session_end", "time": _now(), "windows": sum(e["windows"] for e in ends),
+                       "channels": ends, "error": "; ".join(errors) if errors else None})
+    tmp.replace(log_path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def summary_rows(path: Path, log_path: Path) -> list[dict]:
+    """Rows of summary.csv for one analysed file, from its log (one per channel)."""
+    contents = read_log(log_path)
+    start = (contents.of_type("session_start") or [{}])[0]
+    end = (contents.of_type("session_end") or [{}])[0]
+    windows = contents.of_type("window")
+    asr = start.get("models", {}).get("asr", "")
+    channels = start.get("channels") or [None]
+    rows = []
+    for ch in channels:
+        mine = [w for w in windows if w.get("channel") == ch]
+        time_in = Counter()
+        for w in mine:
+            time_in[w["label"]] += w["end_s"] - w["start_s"]
+        speech = sum(time_in.values())
+        row = {"file": str(path), "channel": ch or "", "duration_s": start.get("duration_s", ""),
+               "speech_s": round(speech, 2), "windows": len(mine),
+               "dominant_emotion": time_in.most_common(1)[0][0] if time_in else "",
+               **{f"share_{k}": round(time_in[k] / speech, 4) if speech else 0.0 for k in LABELS},
+               "mean_confidence": round(sum(w["confidence"] for w in mine) / len(mine), 4) if mine else "",
+               "asr_engine": asr, "error": end.get("error") or ""}
+        rows.append(row)
+    return rows
+
+
+def write_summary(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def is_complete(log_path: Path) -> bool:
+    return log_path.is_file() and read_log(log_path).complete
+
+
+# --- worker processes (--jobs N): each loads the models once -----------------------------
+_worker: dict = {}
+
+
+def _init_worker(config_path: str | None, overrides: dict) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from streamer.live.factory import load_models, warm_up
+
+    torch.set_num_threads(1)
+    cfg = Config.load(config_path)
+    cfg = replace(cfg, **{k: replace(getattr(cfg, k), **v) for k, v in overrides.items()})
+    _worker["cfg"] = cfg
+    _worker["models"] = load_models(cfg)
+    warm_up(_worker["models"])
+
+
+def _work(task: tuple[str, str, BatchOptions]) -> tuple[str, str | None]:
+    path, log_path, opts = task
+    try:
+        analyse_file(Path(path), Path(log_path), _worker["cfg"], _worker["models"], opts)
+        return path, None
+    except Exception as exc:  # one bad file never ends the batch
+        log.exception("analysis of %s failed", path)
+        return path, str(exc)
+
+
+def run_batch(tasks: list[tuple[str, str, BatchOptions]], jobs: int, config_path: str | None,
+              overrides: dict) -> Iterator[tuple[str, str | None]]:
+    """Analyse ``tasks`` in ``jobs`` processes (1: in this process); yields (path, error) as
+    each file finishes."""
+    if jobs <= 1:
+        _init_worker(config_path, overrides)
+        for t in tasks:
+            yield _work(t)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(jobs, initializer=_init_worker, initargs=(config_path, overrides)) as pool:
+        yield from pool.imap_unordered(_work, tasks)

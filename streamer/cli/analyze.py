@@ -1,0 +1,91 @@
+"""ser-analyze: the ser-live pipeline over recorded files and folders, one session log per
+file and a summary.csv; stereo calls can be split into one speaker per channel."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from streamer.cli import run_main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="ser-analyze", description=__doc__)
+    ap.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files or folders (searched recursively)")
+    ap.add_argument("--out", type=Path, default=Path("ser-analysis"), help="folder for the logs and summary.csv")
+    ap.add_argument("--channels", choices=("mix", "split"), default="mix",
+                    help="split: each channel of a stereo file is its own speaker (names from config)")
+    ap.add_argument("--jobs", type=int, default=1, help="files analysed in parallel, each process loading the models once")
+    ap.add_argument("--force", action="store_true", help="analyse again files whose log is already complete")
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--asr", choices=("auto", "vosk", "whisper"), default=None)
+    ap.add_argument("--vosk-model", default=None)
+    ap.add_argument("--whisper-model", default=None)
+    ap.add_argument("--text-model", default=None)
+    args = ap.parse_args()
+    if args.jobs < 1:
+        from streamer.errors import SerError
+
+        raise SerError("--jobs must be at least 1")
+
+    import soundfile as sf
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from streamer.batch import BatchOptions, find_audio, is_complete, log_name, run_batch, summary_rows, write_summary
+    from streamer.config import Config
+
+    cfg = Config.load(args.config)  # validate the settings before any work
+    overrides = {"asr": {k: v for k, v in (("engine", args.asr), ("vosk_model", args.vosk_model)) if v},
+                 "whisper": {"model": args.whisper_model} if args.whisper_model else {},
+                 "text": {"model": args.text_model} if args.text_model else {}}
+    overrides = {k: v for k, v in overrides.items() if v}
+    opts = BatchOptions(args.channels, tuple(cfg.batch.channel_names), args.force)
+    files = find_audio(args.paths)
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs = {f: args.out / log_name(f, args.paths) for f in files}
+    todo = [f for f in files if args.force or not is_complete(logs[f])]
+    seconds = {}
+    for f in todo:
+        try:
+            seconds[f] = sf.info(str(f)).duration
+        except Exception:
+            seconds[f] = 0.0
+    console = Console(stderr=True)
+    console.print(f"{len(files)} file(s), {len(files) - len(todo)} already analysed, {len(todo)} to do "
+                  f"({sum(seconds.values()) / 60:.1f} min of audio), {args.jobs} job(s)")
+    failures = {}
+    if todo:
+        tasks = [(str(f), str(logs[f]), opts) for f in todo]
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                      TimeElapsedColumn(), console=console, transient=not console.is_terminal) as progress:
+            t_files = progress.add_task("files", total=len(todo), info="")
+            t_audio = progress.add_task("audio (s)", total=round(sum(seconds.values())), info="")
+            for path, error in run_batch(tasks, args.jobs, str(args.config) if args.config else None, overrides):
+                if error:
+                    failures[path] = error
+                progress.update(t_files, advance=1, info=Path(path).name)
+                progress.update(t_audio, advance=round(seconds[Path(path)]))
+    rows = []
+    for f in files:
+        if logs[f].is_file():
+            rows += summary_rows(f, logs[f])
+        else:
+            rows.append({"file": str(f), "error": failures.get(str(f), "not analysed")})
+    write_summary(rows, args.out / "summary.csv")
+    bad = [r for r in rows if r.get("error")]
+    print(f"ser-analyze: {len(files)} file(s), {len(bad)} with errors; logs and summary.csv in {args.out}", file=sys.stderr)
+    for r in bad:
+        print(f"  {r['file']}: {r['error']}", file=sys.stderr)
+    return 0
+
+
+def entry() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run_main(main)
+
+
+if __name__ == "__main__":
+    entry()
