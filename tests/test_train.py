@@ -59,8 +59,10 @@ def test_folds_are_speaker_disjoint():
     assert sorted(s for f in folds for s in f) == speakers
     for k, test in enumerate(folds):
         rest = sorted(set(speakers) - set(test))
-        val = pick_val_speakers(rest, 3, seed=k)
-        assert len(val) == 3 and not set(val) & set(test)
+        val, calib = pick_val_speakers(rest, 3, seed=k)
+        assert len(val) == 3 and not set(val) & set(test) and calib == []
+        val2, calib2 = pick_val_speakers(rest, 3, seed=k, calib=2)
+        assert len(val2) == 3 and len(calib2) == 2 and not (set(val2) | set(calib2)) & set(test) and not set(val2) & set(calib2)
 
 
 def test_sample_weights_balance_corpora_and_classes():

@@ -27,6 +27,8 @@ def fold_table(cv: dict) -> list[str]:
     for r in cv["folds"]:
         test = ",".join(s.split(":")[1] for s in r["test_speakers"])
         val = ",".join(s.split(":")[1] for s in r["val_speakers"])
+        if r.get("calib_speakers"):
+            val += " (T: " + ",".join(s.split(":")[1] for s in r["calib_speakers"]) + ")"
         rows.append(f"| {r['fold']} | {test} | {val} | {r['best_epoch']} | {r['temperature']:.2f} | {_f(r['ua'])} | {_f(r['wa'])} | "
                     f"{_f(r['macro_f1'])} | {_f(r['ece_before'])} | {_f(r['ece_after'])} | {_f(r['telephone_ua'])} |")
     m, s = cv["mean"], cv["std"]
@@ -66,7 +68,8 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
         f"  multi-layer aggregation; Whisper branch {net['whisper_channels']} channels, prosody branch {net['prosody_channels']};",
         f"  joined at `{net['join']}` (inputs: `{net['inputs']}`), attentive statistics pooling with length masks, a",
         f"  {net['embedding']}-d embedding, dropout {net['dropout']}, 7 outputs.",
-        f"- Calibrated by temperature scaling on the validation speakers: T = {final['temperature']:.3f}.",
+        f"- Calibrated by temperature scaling on the {'calibration' if final.get('calib_speakers') else 'validation'} "
+        f"speakers: T = {final['temperature']:.3f}.",
         "- Files: `model.pt` (state dict), `config.json` (network shape, temperature, window), `labels.json` (label order),",
         "  `train.toml` (the recipe), `metrics.json` (everything below, machine-readable), `confusion.png`.",
         "",
@@ -78,11 +81,18 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
         "## Split (speaker-independent)",
         f"- Evaluation: {cfg['folds']}-fold leave-actors-out over RAVDESS actors 01-20 (folds of 4 consecutive actors, so",
         "  2 male and 2 female each). Test actors are never seen in training, early stopping or calibration.",
-        f"- In each fold {cfg['val_speakers']} of the remaining 16 actors are validation speakers (early stopping on",
-        "  validation UA, temperature scaling); the other 13 actors and all of TESS train.",
+        *([f"- In each fold {cfg['val_speakers']} of the remaining 16 actors are validation speakers (early stopping on",
+           f"  validation UA) and {cfg['calib_speakers']} others calibration speakers (temperature scaling only: the stopping",
+           "  speakers flatter the checkpoint chosen on them, so a temperature fitted there sharpens too much); the other",
+           f"  {16 - cfg['val_speakers'] - cfg['calib_speakers']} actors and all of TESS train."]
+          if cfg.get("calib_speakers") else
+          [f"- In each fold {cfg['val_speakers']} of the remaining 16 actors are validation speakers (early stopping on",
+           f"  validation UA, temperature scaling); the other {16 - cfg['val_speakers']} actors and all of TESS train."]),
         "- TESS (2 speakers) is training data only. Augmented copies are made from their own clip and stay in its split.",
-        f"- The shipped model trains on {20 - len(final['val_speakers'])} RAVDESS actors + TESS and stops on "
-        f"validation actors {', '.join(s.split(':')[1] for s in final['val_speakers'])} (best epoch {final['best_epoch']},",
+        f"- The shipped model trains on {20 - len(final['val_speakers']) - len(final.get('calib_speakers', []))} RAVDESS actors"
+        f" + TESS and stops on validation actors {', '.join(s.split(':')[1] for s in final['val_speakers'])}"
+        + (f", calibrated on actors {', '.join(s.split(':')[1] for s in final['calib_speakers'])}" if final.get("calib_speakers") else "")
+        + f" (best epoch {final['best_epoch']},",
         f"  validation UA {final['val_ua']:.3f}). Its figures are those of the recipe, measured by the folds below.",
         "",
         "## Augmentation (training only)",
@@ -94,6 +104,8 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
         f"  {cfg['eval_corpus_share']:.0%} of the draws.",
         f"- AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}), one-cycle schedule, label smoothing {cfg['label_smoothing']},",
         f"  batch {cfg['batch_size']}, {cfg['samples_per_epoch']} draws per epoch, at most {cfg['epochs']} epochs, patience {cfg['patience']}, seed {cfg['seed']}.",
+        *([f"- Validation, checkpoint choice and the shipped weights use an exponential moving average of the weights (decay {cfg['ema_decay']},"
+           " BatchNorm statistics included)."] if cfg.get("ema_decay") else []),
         "",
     ]
     if cv:

@@ -116,18 +116,21 @@ def cross_validate(cfg: TrainConfig, data: Dataset, whisper: WhisperHandle | Non
     records, pooled = [], {"clean": [], "telephone": []}
     for k, test_speakers in enumerate(folds, start=1):
         rest = sorted(set(eval_speakers) - set(test_speakers))
-        val_speakers = pick_val_speakers(rest, cfg.val_speakers, cfg.seed + k)
+        val_speakers, calib_speakers = pick_val_speakers(rest, cfg.val_speakers, cfg.seed + k, cfg.calib_speakers)
+        held = set(test_speakers) | set(val_speakers) | set(calib_speakers)
         test_clips, test_items = data.select(lambda c: c.speaker in test_speakers)
         _, val = data.select(lambda c: c.speaker in val_speakers)
-        _, train = data.select(lambda c: c.speaker not in test_speakers and c.speaker not in val_speakers)
+        _, calib = data.select(lambda c: c.speaker in calib_speakers)
+        _, train = data.select(lambda c: c.speaker not in held)
         name = f"{variant} fold {k}/{len(folds)}"
         t0 = time.time()
-        res = fit(train, val, cfg, cfg.net, cfg.seed + k, lambda e, n, r, name=name: reporter.epoch(name, e, n, r))
+        res = fit(train, val, cfg, cfg.net, cfg.seed + k, lambda e, n, r, name=name: reporter.epoch(name, e, n, r), calib or None)
         if whisper is None:
             preds = _fold_eval_cached(res, test_clips, test_items, data)
         else:
             preds = _fold_eval(AudioEmotion(res.net, res.temperature, whisper), test_clips, reporter, name)
         rec = _fold_record(k, test_speakers, val_speakers, res, preds)
+        rec["calib_speakers"] = calib_speakers
         rec["seconds"] = round(time.time() - t0, 1)
         records.append(rec)
         for key in pooled:
@@ -149,14 +152,15 @@ def _concat(preds: Sequence[Predictions]) -> Predictions:
                        np.concatenate([p.raw_probs for p in preds]), sum((p.skipped for p in preds), Counter()))
 
 
-def train_final(cfg: TrainConfig, data: Dataset, reporter: Reporter) -> tuple[FitResult, list[str]]:
+def train_final(cfg: TrainConfig, data: Dataset, reporter: Reporter) -> tuple[FitResult, list[str], list[str]]:
     """The shipped model: every speaker trains except validation speakers of the eval corpus."""
     speakers = sorted({c.speaker for c in data.clips if c.corpus == cfg.eval_corpus})
-    val_speakers = pick_val_speakers(speakers, cfg.val_speakers, cfg.seed)
+    val_speakers, calib_speakers = pick_val_speakers(speakers, cfg.val_speakers, cfg.seed, cfg.calib_speakers)
     _, val = data.select(lambda c: c.speaker in val_speakers)
-    _, train = data.select(lambda c: c.speaker not in val_speakers)
-    res = fit(train, val, cfg, cfg.net, cfg.seed, lambda e, n, r: reporter.epoch("final model", e, n, r))
-    return res, val_speakers
+    _, calib = data.select(lambda c: c.speaker in calib_speakers)
+    _, train = data.select(lambda c: c.speaker not in val_speakers and c.speaker not in calib_speakers)
+    res = fit(train, val, cfg, cfg.net, cfg.seed, lambda e, n, r: reporter.epoch("final model", e, n, r), calib or None)
+    return res, val_speakers, calib_speakers
 
 
 ABLATION = {
@@ -175,8 +179,8 @@ def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True) -> dic
     results: dict = {"config": _plain(cfg), "cv": None}
     if cv:
         results["cv"] = cross_validate(cfg, data, whisper, reporter, "shipped recipe")
-    res, val_speakers = train_final(cfg, data, reporter)
-    results["final"] = {"val_speakers": val_speakers, "best_epoch": res.best_epoch, "val_ua": res.val_ua,
+    res, val_speakers, calib_speakers = train_final(cfg, data, reporter)
+    results["final"] = {"val_speakers": val_speakers, "calib_speakers": calib_speakers, "best_epoch": res.best_epoch, "val_ua": res.val_ua,
                         "temperature": res.temperature, "history": res.history,
                         "parameters": sum(p.numel() for p in res.net.parameters())}
     results["seconds"] = round(time.time() - started, 1)
