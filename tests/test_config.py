@@ -5,6 +5,19 @@ from streamer.errors import ConfigError
 from streamer.train.recipe import load_config
 
 
+def test_shipped_config_documents_every_setting():
+    import tomllib
+    from dataclasses import asdict
+
+    written = tomllib.loads((ROOT / "config.toml").read_text())
+    defaults = asdict(Config())
+    assert set(written) == set(defaults)
+    for section, values in defaults.items():
+        assert set(written[section]) == set(values), section
+        for key, value in values.items():
+            assert written[section][key] == (list(value) if isinstance(value, tuple) else value), (section, key)
+
+
 def test_shipped_config_loads():
     cfg = Config.load(ROOT / "config.toml")
     assert cfg.audio.window_samples == 40000 and cfg.audio.min_window_samples == 8000
@@ -19,6 +32,17 @@ def test_shipped_config_loads():
     ("[video]\nfps = 3\n", "unknown section(s) 'video'"),
     ("[audio\n", "not valid TOML"),
     ("[whisper]\ncompute_type = 'int4'\n", "[whisper] compute_type"),
+    ("[vad]\naggressiveness = 5\n", "[vad] aggressiveness"),
+    ("[vad]\nframe_ms = 25\n", "[vad] frame_ms: must be 10, 20 or 30"),
+    ("[vad]\nframe_ms = '30'\n", "[vad] frame_ms: expected int"),
+    ("[fusion]\naudio_weight = 0\ntext_weight = 0\n", "[fusion] audio_weight, text_weight: must be >= 0 with a positive sum"),
+    ("[fusion]\ntext_weight = -1\n", "[fusion] audio_weight, text_weight"),
+    ("[fusion]\nmode = 'max'\n", "[fusion] mode"),
+    ("[asr]\nengine = 'sphinx'\n", "[asr] engine"),
+    ("[live]\nqueue_windows = 0\n", "[live] queue_windows"),
+    ("[live]\nlog_transcript = 'no'\n", "[live] log_transcript: expected bool"),
+    ("[batch]\nchannel_names = ['a', 'a']\n", "[batch] channel_names"),
+    ("audio = 3\n", "[audio] must be a table"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, fragment):
     path = tmp_path / "config.toml"

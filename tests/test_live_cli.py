@@ -123,3 +123,19 @@ def test_sigint_mid_stream_leaves_a_complete_log(tmp_path, text_model, audio_mod
     end = contents.of_type("session_end")[0]
     assert end["interrupted"] is True and end["windows"] == len(contents.of_type("window")) >= 1
     assert end["stream_s"] < 35  # stopped early, in real time
+
+
+def test_sigkill_leaves_every_record_parseable(tmp_path, text_model, audio_model):
+    log = tmp_path / "kill.ndjson"
+    proc = subprocess.Popen([sys.executable, "-m", "streamer.cli.live", "--file", str(DEMO), "--no-dashboard", "--log", str(log)],
+                            cwd=ROOT, env=env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count('"type":"window"') >= 2):
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(30)
+    text = log.read_text()
+    contents = read_log(log)
+    n_lines = len([x for x in text.splitlines() if x.strip()])
+    assert contents.skipped in ([], [n_lines])  # at most a torn last line, which readers skip
+    assert len(contents.of_type("window")) >= 2 and not contents.complete

@@ -78,3 +78,41 @@ def test_microphone_records_what_is_played(tmp_path, virtual_mic, speech_wav, te
     end = contents.of_type("session_end")[0]
     assert end["counters"].get("audio_dropped_samples", 0) == 0
     assert sf.info(rec).samplerate == 16000 and sf.info(rec).duration > 8
+
+
+def test_device_lost_mid_session_ends_cleanly(tmp_path, virtual_mic, speech_wav, text_model, audio_model):
+    log = tmp_path / "lost.ndjson"
+    env = dict(virtual_mic, PULSE_SOURCE="vspk.monitor", HF_HUB_OFFLINE="1", SER_MODELS_DIR=str(tmp_path / "none"))
+    env.pop("SER_VOSK_MODEL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "streamer.cli.live", "--device", "pulse", "--no-dashboard", "--log", str(log)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "session_start" in log.read_text()):
+        time.sleep(0.2)
+    subprocess.run(["paplay", "-d", "vspk", str(speech_wav)], env=virtual_mic, check=True, timeout=60)
+    time.sleep(1.0)
+    subprocess.run(["pactl", "unload-module", "module-null-sink"], env=virtual_mic, check=True, timeout=30)
+    out, err = proc.communicate(timeout=120)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "input device" in errors[0], err
+    contents = read_log(log)
+    assert contents.complete and not contents.skipped
+    assert contents.of_type("session_end")[0]["error"]
+
+
+def test_overflow_flags_are_counted_not_fatal():
+    sd = pytest.importorskip("sounddevice")
+    import numpy as np
+
+    from streamer.live.counters import Counters
+    from streamer.live.ringbuffer import RingBuffer
+    from streamer.live.sources import MicrophoneSource
+
+    src = object.__new__(MicrophoneSource)  # the callback alone, without a device
+    src.counters, src.ring = Counters(), RingBuffer(1600)
+    block = np.ones((480, 1), np.int16)
+    for _ in range(3):
+        src._callback(block, 480, None, sd.CallbackFlags(sd._lib.paInputOverflow))
+    src._callback(block, 480, None, sd.CallbackFlags())
+    assert src.counters.get("portaudio_input_overflow") == 3
+    assert src.ring.pending() == 1600 and src.ring.dropped == 4 * 480 - 1600
