@@ -118,6 +118,14 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
             "",
             *fold_table(cv),
             "",
+            f"Calibration: over all {pooled['n']} unseen-speaker predictions pooled, ECE after temperature scaling is "
+            f"{pooled['ece']:.3f} ({cv['pooled_telephone']['ece']:.3f} through the telephone channel). Per fold it spreads more "
+            f"(mean {cv['mean']['ece_after']:.3f}; {cv['mean']['ece_before']:.3f} before): with 240 clips a fold, ECE also measures "
+            "how much harder or easier the fold's four speakers are than the validation speakers the temperature came from "
+            "(fold UA ranges over "
+            f"{min(r['ua'] for r in cv['folds']):.2f}-{max(r['ua'] for r in cv['folds']):.2f}), which no single temperature can "
+            "follow; the pooled figure is the calibration a new speaker can expect.",
+            "",
             "Per-class recall, all folds pooled (clean):",
             "",
             "| " + " | ".join(LABELS) + " |",
@@ -139,7 +147,9 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
             f"({budget.get('epochs')} epochs of {budget.get('samples_per_epoch')} draws, checkpoints from epoch "
             f"{budget.get('select_after')}) and tested on the cached windows of the test clips (the same windows the "
             "live pipeline cuts), so only the comparison between rows is meaningful; the shipped model's own figures "
-            "are in the table above.",
+            "are in the table above."
+            + (" The ablation ran before the weight average (EMA) joined the recipe; it compares inputs, not recipes."
+               if cfg.get("ema_decay") and not ablation.get("config", {}).get("ema_decay") else ""),
             "",
             *ablation_table(ablation["ablation"]),
             "",
