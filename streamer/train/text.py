@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -169,6 +168,24 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(min(grid, key=nll))
 
 
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths (less padding: about twice as fast here): shuffle,
+    sort within pools of ``pool`` batches by length, cut into batches, shuffle the batches.
+
+    >>> bs = bucketed_batches(np.arange(100), 10, np.random.default_rng(0), pool=5)
+    >>> sorted(np.concatenate(bs).tolist()) == list(range(100)), max(len(b) for b in bs)
+    (True, 10)
+    """
+    order = rng.permutation(len(lengths))
+    size = batch_size * pool
+    batches = []
+    for s in range(0, len(order), size):
+        chunk = order[s: s + size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[k: k + batch_size] for k in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _trainable_state(net) -> dict:
     names = {n for n, p in net.named_parameters() if p.requires_grad}
     return {k: v.detach().clone() for k, v in net.state_dict().items() if k in names}
@@ -188,7 +205,8 @@ def train(cfg: TextTrainConfig, out: Path, reporter: Reporter) -> dict:
     reporter.message(f"training rows {len(texts)} ({splits.train.source}), dev "
                      + ", ".join(f"{k} {len(v[0])}" for k, v in dev.items()))
     tokenizer, net, opt = _build(cfg)
-    steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
+    lengths = np.array([len(t) for t in texts])
+    steps_per_epoch = len(bucketed_batches(lengths, cfg.batch_size, np.random.default_rng(0)))  # count only
     total = cfg.epochs * steps_per_epoch
     warm = max(1, int(cfg.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
@@ -198,10 +216,9 @@ def train(cfg: TextTrainConfig, out: Path, reporter: Reporter) -> dict:
     tick = reporter.task(f"text {cfg.encoder} fine-tuning", total)
     step = 0
     for epoch in range(1, cfg.epochs + 1):
-        order = rng.permutation(len(texts))
-        for b in range(steps_per_epoch):
+        batches = bucketed_batches(lengths, cfg.batch_size, rng)
+        for b, idx in enumerate(batches):
             net.train()
-            idx = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
             enc = _encode(tokenizer, [texts[i] for i in idx], cfg.max_length)
             logits = net(enc["input_ids"], enc["attention_mask"])
             loss = -(torch.from_numpy(targets[idx]) * torch.log_softmax(logits, dim=-1)).sum(dim=1).mean()
