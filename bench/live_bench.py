@@ -246,6 +246,8 @@ def cmd_memory(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON results")
+    ap.add_argument("--work", type=Path, default=OUT, help="folder for the generated recordings")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("latency")
     p.add_argument("--minutes", type=float, default=5)
@@ -258,12 +260,14 @@ def main() -> None:
     p = sub.add_parser("memory")
     p.add_argument("--minutes", type=float, default=30)
     args = ap.parse_args()
+    global OUT
+    OUT = args.work
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     result = {"date": date.today().isoformat(), "machine": machine(1),
               "command": ".venv/bin/python bench/live_bench.py " + " ".join(sys.argv[1:])}
     result.update({"latency": cmd_latency, "rtf": cmd_rtf, "streams": cmd_streams, "memory": cmd_memory}[args.cmd](args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"live_{args.cmd}.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"live_{args.cmd}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -2,7 +2,6 @@
 --jobs 2 equal to --jobs 1, resume; ser-report from normal, split and torn logs."""
 
 import csv
-import json
 import os
 import subprocess
 import sys

@@ -1,0 +1,23 @@
+"""Short versions of the long benchmarks (the full runs stay out of CI): the pipeline over a
+fast replay loses no window, and memory is sampled."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from streamer.config import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_memory_benchmark_smoke(tmp_path, ravdess, text_model, audio_model):
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "live_bench.py"), "--results", str(tmp_path),
+                          "--work", str(tmp_path / "work"), "memory", "--minutes", "0.5"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "live_memory.json").read_text())
+    assert out["windows"] >= 5 and out["expected_windows_match"]
+    assert out["rss_mb"]["peak_sampled"] > 100
+    assert not any(v for k, v in out["dropped"].items() if k.endswith("dropped") and k != "audio_dropped_samples")
