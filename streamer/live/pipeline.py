@@ -66,12 +66,21 @@ class _WordsBoard:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._words: dict[int, tuple[list[Word], float]] = {}
+        self._forgotten: set[int] = set()
         self.closed = False
 
     def post(self, index: int, words: list[Word], ms: float = 0.0) -> None:
         with self._cond:
+            if index in self._forgotten:
+                self._forgotten.discard(index)
+                return
             self._words[index] = (words, ms)
             self._cond.notify_all()
+
+    def forget(self, index: int) -> None:
+        with self._cond:
+            self._words.pop(index, None)
+            self._forgotten.add(index)
 
     def close(self) -> None:
         with self._cond:
@@ -108,7 +117,8 @@ class Pipeline:
         block = settings.block_when_full
         self.asr_q: DropOldestQueue = DropOldestQueue(settings.queue_chunks, "asr_queue_dropped", self.counters, block,
                                                       on_drop=self._asr_dropped)
-        self.emo_q: DropOldestQueue = DropOldestQueue(settings.queue_windows, "windows_dropped", self.counters, block)
+        self.emo_q: DropOldestQueue = DropOldestQueue(settings.queue_windows, "windows_dropped", self.counters, block,
+                                                      on_drop=self._window_dropped)
         self._closed_at: dict[int, float] = {}
         self.latencies: list[float] = []
         self.results = 0
@@ -122,6 +132,11 @@ class Pipeline:
         if isinstance(item, Window):
             self.counters.add("asr_windows_dropped")
             self.board.post(item.index, [])
+
+    def _window_dropped(self, item) -> None:
+        if isinstance(item, Window):  # its words will never be collected: forget them
+            self._closed_at.pop(item.index, None)
+            self.board.forget(item.index)
 
     # --- threads --------------------------------------------------------------------------
     def _emit_windows(self, windows: list[Window]) -> None:

@@ -1,0 +1,140 @@
+"""The threaded pipeline with stand-in models (fast): drops are counted and never fatal,
+a file read --fast loses nothing, results do not depend on chunk size, stop is clean."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from streamer.audio.io import load_audio
+from streamer.labels import LABELS
+from streamer.live.messages import Chunk, Word
+from streamer.live.pipeline import Pipeline, PipelineSettings
+from streamer.live.state import LiveState
+
+SR = 16000
+
+
+class ArraySource:
+    """Chunks of an array, as fast as asked (``pace`` seconds between chunks)."""
+
+    def __init__(self, x, chunk, pace=0.0):
+        self.x, self.chunk, self.pace, self.pos = x, chunk, pace, 0
+        self.name, self.error, self.dropped_samples = "array", None, 0
+
+    def start(self):
+        pass
+
+    @property
+    def done(self):
+        return self.pos >= len(self.x)
+
+    def read(self, timeout=0.1):
+        if self.done:
+            return None
+        if self.pace:
+            time.sleep(self.pace)
+        c = Chunk(self.pos, self.x[self.pos: self.pos + self.chunk])
+        self.pos += len(c.samples)
+        return c
+
+    def stop(self):
+        pass
+
+
+class StubAudio:
+    def predict(self, x):
+        level = float(np.sqrt(np.mean(x ** 2)))
+        p = np.full(len(LABELS), 0.1)
+        p[int(level * 1000) % len(LABELS)] += 0.3
+        return dict(zip(LABELS, p / p.sum()))
+
+
+class StubText:
+    def predict(self, text):
+        p = np.full(len(LABELS), 0.1)
+        p[len(text) % len(LABELS)] += 0.5
+        return dict(zip(LABELS, p / p.sum()))
+
+
+class StubAsr:
+    """One word per window, named after the window's start; optionally slow."""
+
+    name = "stub"
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+
+    def push(self, chunk, in_speech):
+        if self.delay:
+            time.sleep(self.delay)
+
+    def partial(self):
+        return ""
+
+    def refresh_partial(self):
+        return False
+
+    def words_for(self, w):
+        return [Word(f"w{w.start}", w.start, w.start + 1000, 1.0)]
+
+    def flush(self):
+        pass
+
+    def reset(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def speech(speech_wav):
+    x = (load_audio(speech_wav) * 32767).astype(np.int16)
+    z = np.zeros(SR, np.int16)
+    return np.concatenate([z, x, z, x, x, z, x, z] * 3)
+
+
+def run(x, chunk, settings, asr=None, pace=0.0, stop=None):
+    results = []
+    pipe = Pipeline(settings, ArraySource(x, chunk, pace), asr or StubAsr(), StubAudio(), StubText(), [results.append],
+                    LiveState("array", {}))
+    summary = pipe.run(stop or threading.Event())
+    return results, summary
+
+
+def test_results_do_not_depend_on_chunk_size(speech):
+    s = PipelineSettings(block_when_full=True)
+    ref, _ = run(speech, 1600, s)
+    assert len(ref) >= 6
+    for chunk in (160, 4321, 16000):
+        got, summary = run(speech, chunk, s)
+        assert [(r.start, r.end, r.transcript, r.label) for r in got] == [(r.start, r.end, r.transcript, r.label) for r in ref]
+        assert [r.rolling for r in got] == [r.rolling for r in ref]
+    starts = [r.start for r in ref]
+    assert starts == sorted(starts) and all(a.end <= b.start for a, b in zip(ref, ref[1:]))
+
+
+def test_full_queues_drop_oldest_and_count_not_fatal(speech):
+    s = PipelineSettings(queue_chunks=4, queue_windows=1, words_timeout_s=2.0)
+    results, summary = run(speech, 1600, s, asr=StubAsr(delay=0.01))
+    c = summary["counters"]
+    assert c.get("asr_queue_dropped", 0) > 0  # the slow recogniser could not keep up
+    assert summary["windows"] == len(results) and results
+    assert len(results) + c.get("windows_dropped", 0) == c["windows"]  # every window analysed or counted
+    for r in results:
+        assert abs(sum(r.fused.values()) - 1) < 1e-9
+
+
+def test_blocking_mode_loses_nothing(speech):
+    s = PipelineSettings(queue_chunks=4, queue_windows=1, block_when_full=True)
+    results, summary = run(speech, 1600, s, asr=StubAsr(delay=0.002))
+    c = summary["counters"]
+    assert not c.get("asr_queue_dropped") and not c.get("windows_dropped") and len(results) == c["windows"]
+    assert all(r.words for r in results)
+
+
+def test_stop_mid_stream_is_clean(speech):
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    results, summary = run(speech, 1600, PipelineSettings(), pace=0.02, stop=stop)
+    assert summary["stream_s"] < len(speech) / SR and summary["windows"] == len(results)
+    assert summary["counters"].get("threads_not_joined", 0) == 0
