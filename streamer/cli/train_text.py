@@ -25,6 +25,7 @@ def main() -> int:
     ap.add_argument("--max-rows", type=int, default=None, help="train on this many rows only (quick runs)")
     ap.add_argument("--compare", type=Path, default=None,
                     help="metrics.json of another run (full fine-tuning) to compare with in the model card")
+    ap.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md from the folder's metrics.json only")
     args = ap.parse_args()
 
     import torch
@@ -37,6 +38,12 @@ def main() -> int:
     overrides = {k: v for k, v in (("encoder", args.encoder), ("epochs", args.epochs), ("max_rows", args.max_rows)) if v is not None}
     cfg = replace(cfg, **overrides)
     out = args.out or args.config.parent
+    compare = json.loads(args.compare.read_text()) if args.compare and args.compare.is_file() else None
+    command = " ".join([COMMAND] + ([f"--config {args.config}"] if args.config != DEFAULT_CONFIG else []))
+    if args.card_only:
+        record = json.loads((out / "metrics.json").read_text())
+        print(f"model card: {write_card(out, record, compare, command)}")
+        return 0
     with RichReporter() as reporter:
         record = train(cfg, out, reporter)
         reporter.message("evaluating the saved model")
@@ -46,8 +53,6 @@ def main() -> int:
     for name, rep in record["eval"].items():
         a = rep["asr"]
         print(f"{name}: ASR-style accuracy {a['accuracy']:.3f}  macro-F1 {a['macro_f1']:.3f}  (n {a['n']})")
-    compare = json.loads(args.compare.read_text()) if args.compare and args.compare.is_file() else None
-    command = " ".join([COMMAND] + ([f"--config {args.config}"] if args.config != DEFAULT_CONFIG else []))
     print(f"model card: {write_card(out, record, compare, command)}")
     print(f"wrote {out} in {record['seconds']:.0f} s of training")
     return 0

@@ -241,7 +241,8 @@ def train(cfg: TextTrainConfig, out: Path, reporter: Reporter) -> dict:
     temperature = fit_temperature(dev_logits, np.concatenate(list(dev_y.values())))
     save(net, out, cfg, temperature)
     return {"config": asdict(cfg), "rows": {"train": len(texts), **{k: len(v[0]) for k, v in dev.items()}},
-            "train_counts": splits.train.counts(), "best_step": best["step"], "dev_score": best["score"],
+            "train_counts": splits.train.counts(), "multi_label_share": float((splits.train.targets.max(axis=1) < 0.999).mean()),
+            "best_step": best["step"], "dev_score": best["score"],
             "temperature": temperature, "history": history, "seconds": round(time.time() - started, 1)}
 
 

@@ -48,14 +48,16 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
         "",
         f"- Training rows: {record['rows']['train']} ({' + '.join(cfg['train_sets'])}); counts by label: "
         + ", ".join(f"{k} {v}" for k, v in record["train_counts"].items()) + ". No rebalancing.",
-        "- Multi-label GoEmotions rows (about 17%): the target spreads evenly over the row's distinct Ekman labels "
-        "(training only); evaluation keeps single-label rows.",
+        "- Multi-label GoEmotions rows (17% of rows; "
+        + (f"{record['multi_label_share']:.0%} of the training rows once mapped to Ekman labels" if "multi_label_share" in record
+           else "fewer once mapped to Ekman labels")
+        + "): the target spreads evenly over the row's distinct Ekman labels (training only); evaluation keeps single-label rows.",
         "- Every text is normalised the way a speech recogniser writes it (lowercase, punctuation removed, numbers "
         "as words: `streamer/text/normalize.py`), in training and at inference.",
         f"- Selection: {cfg['evals_per_epoch']} dev evaluations per epoch, the checkpoint with the best mean macro-F1 over "
         f"GoEmotions dev and MELD dev (step {record['best_step']}, score {record['dev_score']:.3f}). Test splits are read "
         "only after the model is saved.",
-        f"- Recipe: {cfg['epochs']} epochs, batch {cfg['batch_size']}, max {cfg['max_length']} tokens, lr {cfg['lr']} "
+        f"- Recipe: {cfg['epochs']} epoch{'s' if cfg['epochs'] > 1 else ''}, length-bucketed batches of {cfg['batch_size']}, max {cfg['max_length']} tokens, lr {cfg['lr']} "
         f"(head {cfg['head_lr']}), AdamW weight decay {cfg['weight_decay']}, linear warm-up {cfg['warmup']} then decay, "
         f"seed {cfg['seed']}. Training took {record['seconds'] / 60:.1f} min on a 2-core CPU.",
         "",
@@ -68,7 +70,10 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
         for kind in ("asr", "raw"):
             r = rep[kind]
             lines.append(f"| {name} | {kind} | {r['n']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {_pct(r['ece'])} |")
-    lines += ["", "Per-class recall (ASR-style text):", "",
+    lines += ["", "`raw` is the rows as written, `asr` the same rows lowercased, without punctuation and with numbers as words. "
+              "This model normalises its input itself, so both give the same figures; they differ for models that read raw text "
+              "(`--model NAME`).",
+              "", "Per-class recall (ASR-style text):", "",
               "| set | " + " | ".join(LABELS) + " |", "| --- |" + " --- |" * len(LABELS)]
     for name, rep in ev.items():
         rec = rep["asr"]["per_class_recall"]
