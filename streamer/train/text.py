@@ -253,6 +253,7 @@ def save(net, out: Path, cfg: TextTrainConfig, temperature: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.encoder == "lora":
         net.encoder.save_pretrained(str(out / "adapter"))
+        _tidy_adapter(out / "adapter", cfg.base)
     elif cfg.encoder == "full":
         net.encoder.save_pretrained(str(out / "encoder"))
     torch.save(net.head.state_dict(), out / "head.pt")
@@ -260,6 +261,15 @@ def save(net, out: Path, cfg: TextTrainConfig, temperature: float) -> None:
               "temperature": round(temperature, 4), "max_length": cfg.max_length, "input": "asr_style"}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "labels.json").write_text(json.dumps(list(LABELS)) + "\n")
+
+
+def _tidy_adapter(folder: Path, base: str) -> None:
+    """peft writes the base model's local path and a template README: keep neither."""
+    cfg_path = folder / "adapter_config.json"
+    adapter = json.loads(cfg_path.read_text())
+    adapter["base_model_name_or_path"] = base
+    cfg_path.write_text(json.dumps(adapter, indent=2) + "\n")
+    (folder / "README.md").unlink(missing_ok=True)
 
 
 def evaluate_saved(out: Path, cfg: TextTrainConfig, extra: dict[str, Path], max_rows: int = 0) -> dict:
