@@ -34,6 +34,11 @@ RESULTS = ROOT / "bench" / "results"
 SR = 16000
 
 
+def set_work(folder: Path) -> None:
+    global OUT
+    OUT = folder
+
+
 def recording(minutes: float, seed: int = 0) -> Path:
     """A mono 16 kHz WAV of real speech clips separated by 0.4-1.5 s pauses."""
     import soundfile as sf
@@ -264,7 +269,7 @@ def cmd_memory(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON results")
-    ap.add_argument("--work", type=Path, default=OUT, help="folder for the generated recordings")
+    ap.add_argument("--work", type=Path, default=None, help="folder for the generated recordings (default: out/bench)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("latency")
     p.add_argument("--minutes", type=float, default=5)
@@ -277,8 +282,8 @@ def main() -> None:
     p = sub.add_parser("memory")
     p.add_argument("--minutes", type=float, default=30)
     args = ap.parse_args()
-    global OUT
-    OUT = args.work
+    if args.work:
+        set_work(args.work)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     result = {"date": date.today().isoformat(), "machine": machine(1),
               "command": ".venv/bin/python bench/live_bench.py " + " ".join(sys.argv[1:])}

@@ -77,7 +77,7 @@ def test_split_call_words_come_from_their_channel(split_run):
         assert "whisper" in r["asr_engine"]
     log = read_log(out / "day1__call.wav.ndjson")
     said = {ch: " ".join(w["transcript"] for w in log.of_type("window") if w["channel"] == ch) for ch in ("agent", "customer")}
-    assert "morning" in said["agent"] and "billing" in said["agent"] and "parcel" not in said["agent"], said
+    assert "morning" in said["agent"] and "department" in said["agent"] and "parcel" not in said["agent"], said
     assert "money" in said["customer"] and "morning" not in said["customer"], said
 
 
@@ -91,7 +91,7 @@ def test_jobs_2_equals_jobs_1_and_resume(calls, split_run, tmp_path):
     assert (out1 / "summary.csv").read_text() == (out2 / "summary.csv").read_text()
     mtime = (out2 / "mono.flac.ndjson").stat().st_mtime_ns
     res = analyze(calls, out2, "--channels", "split")
-    assert res.returncode == 0 and "2 already analysed" in res.stderr, res.stderr
+    assert res.returncode == 0 and "3 already analysed, 0 to do" in res.stderr, res.stderr  # the broken file too: its log is complete
     assert (out2 / "mono.flac.ndjson").stat().st_mtime_ns == mtime
     assert (out1 / "summary.csv").read_text() == (out2 / "summary.csv").read_text()
 
