@@ -114,6 +114,8 @@ def main() -> int:
     pipeline = Pipeline(settings, source, asr, loaded.audio, loaded.text, sinks, state, counters, recorder)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C stops cleanly even when started from a shell that ignores SIGINT for background jobs
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupted = False
     summary = None
     try:
