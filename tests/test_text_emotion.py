@@ -156,3 +156,14 @@ def test_eval_text_cli(tmp_path, text_model):
     res = subprocess.run([sys.executable, "-m", "streamer.cli.eval_text", "--tsv", str(bad), "--json", str(out)],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error:") and "boredom" in res.stderr
+
+
+def test_traced_network_matches_eager(text_model):
+    texts = ["ok", "i can't believe you did that to me after everything we went through together", "thank you"]
+    traced = text_model.logits(texts)
+    run, text_model.run = text_model.run, text_model.net
+    try:
+        eager = text_model.logits(texts)
+    finally:
+        text_model.run = run
+    assert np.allclose(traced, eager, atol=1e-4)
