@@ -50,9 +50,12 @@ SILENCE_RMS = 10 ** (-60 / 20)  # a window quieter than -60 dBFS RMS holds no wo
 
 
 class WhisperEngine:
-    def __init__(self, handle: WhisperHandle, cfg: WhisperAsrConfig = WhisperAsrConfig()) -> None:
+    def __init__(self, handle: WhisperHandle, cfg: WhisperAsrConfig = WhisperAsrConfig(),
+                 window_samples: int = int(2.5 * SAMPLE_RATE)) -> None:
         self.handle = handle
         self.cfg = cfg
+        self.window_samples = window_samples
+        self._decode_s = 0.5  # how long a partial decode takes (measured as it runs)
         self.name = f"whisper ({handle.options.model})"
         self.reset()
 
@@ -94,9 +97,15 @@ class WhisperEngine:
         now = time.monotonic()
         if not self._in_speech or now - self._partial_at < self.cfg.partial_interval_s or self._open_len < SAMPLE_RATE // 2:
             return False
+        # A window that closes while a partial decode runs waits for it: skip the partial text
+        # when the open window will be full before a decode would finish.
+        if self._open_len + 1.5 * self._decode_s * SAMPLE_RATE >= self.window_samples:
+            return False
         self._partial_at = now
-        audio = np.concatenate(self._open)[-int(2.5 * SAMPLE_RATE):]
+        audio = np.concatenate(self._open)[-self.window_samples:]
+        t0 = time.monotonic()
         self._partial = " ".join(w.word for w in self._transcribe(audio, 0, timestamps=False))
+        self._decode_s = 0.5 * self._decode_s + 0.5 * (time.monotonic() - t0)
         self._partial_len = self._open_len
         return True
 

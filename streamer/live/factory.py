@@ -46,7 +46,7 @@ def asr_factory(cfg: Config):
     handle = whisper_handle(cfg, cfg.whisper.model)
     asr_cfg = WhisperAsrConfig(cfg.asr.whisper_no_speech_threshold, cfg.asr.whisper_logprob_threshold,
                                cfg.asr.whisper_partial_interval_s)
-    return lambda: WhisperEngine(handle, asr_cfg)
+    return lambda: WhisperEngine(handle, asr_cfg, cfg.audio.window_samples)
 
 
 def load_models(cfg: Config, with_asr: bool = True) -> Models:
