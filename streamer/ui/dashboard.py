@@ -66,9 +66,9 @@ def mood(s: Snapshot) -> Panel:
 
 def prob_table(r: WindowResult | None) -> Table:
     t = Table(box=None, expand=True, padding=(0, 1))
-    t.add_column("", no_wrap=True)
+    t.add_column("", no_wrap=True, min_width=11)
     for name in ("audio", "text", "fused"):
-        t.add_column(name, no_wrap=True)
+        t.add_column(name, no_wrap=True, min_width=15)
     for k in LABELS:
         row = [f"{EMOJI[k]} {k}"]
         for probs in ((r.audio if r else None), (r.text if r else None), (r.fused if r else None)):
@@ -76,7 +76,7 @@ def prob_table(r: WindowResult | None) -> Table:
                 row.append(Text("—" if r and probs is None else "", style="dim"))
             else:
                 p = probs[k]
-                row.append(Text(f"{bar(p, 12)} {p:4.0%}", style=COLORS[k]))
+                row.append(Text(f"{bar(p, 10)} {p:4.0%}", style=COLORS[k]))
         t.add_row(*row)
     return t
 
@@ -111,7 +111,7 @@ def render(s: Snapshot) -> Layout:
     root = Layout(name="root")
     root.split_column(Layout(header(s), name="header", size=4), Layout(name="body"),
                       Layout(timeline(s), name="timeline", size=3), Layout(footer(s), name="footer", size=3))
-    root["body"].split_row(Layout(name="left", ratio=1), Layout(transcript(s), name="transcript", ratio=1))
+    root["body"].split_row(Layout(name="left", ratio=3), Layout(transcript(s), name="transcript", ratio=2))
     last = s.results[-1] if s.results else None
     root["left"].split_column(Layout(mood(s), name="mood", size=6),
                               Layout(Panel(prob_table(last), title="probabilities (last window)", title_align="left"), name="probs"))
