@@ -36,7 +36,6 @@ class DropOldestQueue(Generic[T]):
         self.on_drop = on_drop
         self._items: collections.deque[T] = collections.deque()
         self._cond = threading.Condition()
-        self.closed = False
 
     def put(self, item: T, stop: threading.Event | None = None) -> None:
         dropped = None

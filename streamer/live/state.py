@@ -58,7 +58,6 @@ class LiveState:
         self.status = "running"
         self.results: collections.deque[WindowResult] = collections.deque(maxlen=history)
         self.latencies: collections.deque[float] = collections.deque(maxlen=latencies)
-        self.counters_source = None
 
     def audio(self, stream_s: float, level: float, in_speech: bool) -> None:
         with self._lock:
