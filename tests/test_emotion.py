@@ -109,3 +109,12 @@ def test_traced_network_matches_eager(audio_model):
         args = (torch.randn(b, 384, t), torch.randn(b, 18, t), torch.tensor(lengths))
         with torch.inference_mode():
             assert torch.allclose(audio_model._forward(*args), audio_model.net(*args), atol=1e-5)
+
+
+def test_a_click_in_silence_is_silent_not_an_error(audio_model):
+    from streamer.audio.emotion import SilentAudio
+
+    x = np.zeros(40000, np.float32)
+    x[20000] = 0.0004  # peak above -70 dBFS, but no 20 ms frame above -90 dB: nothing left after trimming
+    with pytest.raises(SilentAudio):
+        audio_model.predict(x)

@@ -168,7 +168,10 @@ class AudioEmotion:
             raise AudioInputError("empty audio window: nothing to classify")
         if float(np.max(np.abs(x))) < SILENCE_PEAK:
             raise SilentAudio("silent audio window: no sound above -70 dBFS")
-        return prepare(x)
+        y = prepare(x)
+        if y.size == 0:
+            raise SilentAudio("no speech left in the window after trimming silence")
+        return y
 
     def window_inputs(self, x: NDArray[np.float32]) -> list[FrameInputs]:
         """Inputs of each window of prepared speech ``x``."""
