@@ -154,12 +154,12 @@ class WhisperEngine:
             if seg.no_speech_prob > self.cfg.no_speech_threshold and seg.avg_logprob < self.cfg.logprob_threshold:
                 continue
             if timestamps and seg.words:
+                end = offset + len(samples)
                 for w in seg.words:
-                    text = asr_style(w.word)
-                    for k, part in enumerate(text.split()):
-                        s = offset + int(round(w.start * SAMPLE_RATE))
-                        e = max(s + 1, offset + int(round(w.end * SAMPLE_RATE)))
-                        words.append(Word(part, min(s, offset + len(samples) - 1), min(e, offset + len(samples)), float(w.probability)))
+                    s = offset + int(round(w.start * SAMPLE_RATE))
+                    e = max(s + 1, offset + int(round(w.end * SAMPLE_RATE)))
+                    for part in asr_style(w.word).split():  # "2nd" -> "second"; "it's" stays one word
+                        words.append(Word(part, min(s, end - 1), min(e, end), float(w.probability)))
             else:
                 words.extend(Word(t, offset, offset + len(samples), 1.0) for t in asr_style(seg.text).split())
         return words

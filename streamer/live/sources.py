@@ -86,7 +86,6 @@ class MicrophoneSource:
         except (ValueError, sd.PortAudioError) as exc:
             raise AudioInputError(f"input device {device!r} not found ({exc}); `ser-live --list-devices` lists them") from exc
         self.name = f"microphone: {info['name']}"
-        self.device = device
         rate = SAMPLE_RATE
         try:
             sd.check_input_settings(device=device, channels=1, dtype="int16", samplerate=SAMPLE_RATE)
@@ -158,7 +157,6 @@ class FileSource:
         self.path = Path(path)
         self.fast = fast
         self.error: str | None = None
-        self.counters = None
         if not self.path.is_file():
             raise AudioInputError(f"no such audio file: {self.path}")
         try:
@@ -172,7 +170,6 @@ class FileSource:
         self.channel = channel
         self.channels = self._file.channels
         self.name = f"file: {self.path.name}" + (f" (channel {channel})" if channel is not None else "")
-        self.device = None
         self.rate = self._file.samplerate
         self.duration_s = self._file.frames / self.rate
         self._block = max(1, int(round(chunk * self.rate / SAMPLE_RATE)))
