@@ -1,16 +1,25 @@
-"""Whisper through faster-whisper (CTranslate2): the embedded default recogniser.
+"""Whisper through CTranslate2 (the faster-whisper model): the embedded default recogniser.
 
-Whisper is not incremental: each window is transcribed when it closes (int8, greedy, English,
-not conditioned on earlier text, word timestamps). Whisper invents words on silence and
-noise, so a window is only transcribed when the VAD found speech in it, and segments whose
-no-speech probability is high and whose mean log-probability is low are dropped (Whisper's
-own rule), as are words inside a window of near-silence. For the display, the audio since
-the last closed window is re-decoded at a bounded rate, only while the ASR thread is idle.
+Whisper is not incremental: each window is decoded when it closes (int8, greedy, English,
+not conditioned on earlier text, word times from cross-attention alignment). Whisper's
+encoder is built for 30 s of audio; encoding a 3.5 s window padded to 30 s costs ~0.65 s on
+one core here, 12 times the rest. So the window is padded with silence to ``encode_s``
+(10 s by default, ~0.13 s) instead: the silence after the speech still tells the decoder
+where speech ends, and segments whose timestamps start after the audio are cut (with less
+padding the decoder tends to loop; measured in bench/README.md).
+
+Whisper invents words on silence and noise, so a window is only decoded when the VAD found
+speech in it, a window whose no-speech probability is high and whose mean log-probability is
+low is dropped (Whisper's own rule), as are segments whose words look invented (very low
+probability, implausible durations) and windows of near-silence. For the display, the audio
+since the last closed window is re-decoded at a bounded rate, only while the ASR thread is
+idle.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -34,7 +43,8 @@ class WhisperAsrConfig:
     partial_interval_s: float = 1.0
     beam_size: int = 1
     context_s: float = 1.0  # audio before a window given to Whisper too (its words are not the window's)
-    hallucination_silence_s: float | None = 1.0  # faster-whisper skips silences this long around likely inventions
+    encode_s: float = 10.0  # audio length the encoder sees (speech + silence); Whisper's own is 30
+    drop_anomalous: bool = True  # drop segments whose words look invented
 
     def __post_init__(self) -> None:
         if not 0 < self.no_speech_threshold <= 1:
@@ -43,6 +53,8 @@ class WhisperAsrConfig:
             raise ConfigError("config [asr] whisper_partial_interval_s: must be between 0.1 and 60")
         if not 1 <= self.beam_size <= 10:
             raise ConfigError("config [asr] whisper_beam_size: must be between 1 and 10")
+        if not 4 <= self.encode_s <= 30:
+            raise ConfigError("config [asr] whisper_encode_s: must be between 4 and 30")
 
 
 HISTORY = 8 * SAMPLE_RATE  # recent stream audio kept for context
@@ -144,22 +156,116 @@ class WhisperEngine:
         x = samples.astype(np.float32) / 32768.0
         if x.size < SAMPLE_RATE // 10 or float(np.sqrt(np.mean(x ** 2))) < SILENCE_RMS:
             return []
-        segments, _ = self.handle.model.transcribe(
-            x, language="en", beam_size=self.cfg.beam_size, condition_on_previous_text=False,
-            word_timestamps=timestamps, without_timestamps=not timestamps, vad_filter=False,
-            temperature=0.0, no_speech_threshold=self.cfg.no_speech_threshold, log_prob_threshold=self.cfg.logprob_threshold,
-            hallucination_silence_threshold=self.cfg.hallucination_silence_s if timestamps else None)
         words: list[Word] = []
-        for seg in segments:
-            if seg.no_speech_prob > self.cfg.no_speech_threshold and seg.avg_logprob < self.cfg.logprob_threshold:
-                continue
-            if timestamps and seg.words:
-                end = offset + len(samples)
-                for w in seg.words:
-                    s = offset + int(round(w.start * SAMPLE_RATE))
-                    e = max(s + 1, offset + int(round(w.end * SAMPLE_RATE)))
-                    for part in asr_style(w.word).split():  # "2nd" -> "second"; "it's" stays one word
-                        words.append(Word(part, min(s, end - 1), min(e, end), float(w.probability)))
-            else:
-                words.extend(Word(t, offset, offset + len(samples), 1.0) for t in asr_style(seg.text).split())
+        end = offset + len(samples)
+        for text, s0, s1, p in decode(self.handle, x, self.cfg, timestamps):
+            s = offset + int(round(s0 * SAMPLE_RATE))
+            e = max(s + 1, offset + int(round(s1 * SAMPLE_RATE)))
+            for part in asr_style(text).split():  # "2nd" -> "second"; "it's" stays one word
+                words.append(Word(part, min(s, end - 1), min(e, end), p))
         return words
+
+
+def _tokenizer(handle: WhisperHandle):
+    tok = getattr(handle, "_asr_tokenizer", None)
+    if tok is None:
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = handle.model
+        tok = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        handle._asr_tokenizer = tok
+    return tok
+
+
+def decode(handle: WhisperHandle, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool = True) -> list[tuple[str, float, float, float]]:
+    """Words of ``x`` (16 kHz float32, at most 30 s) as (text, start s, end s, probability).
+
+    Without ``timestamps`` every word spans the whole input and has probability 1.
+    """
+    import ctranslate2
+
+    model, tok = handle.model, _tokenizer(handle)
+    dur = len(x) / SAMPLE_RATE
+    # Speech plus at least 0.5 s of silence, a whole number of encoder frames (320 samples).
+    n = min(30 * SAMPLE_RATE, max(int(cfg.encode_s * SAMPLE_RATE), len(x) + SAMPLE_RATE // 2))
+    n -= n % 320
+    padded = np.zeros(n, np.float32)
+    padded[: min(len(x), n)] = x[:n]
+    mel = model.feature_extractor(padded, padding=0)[:, : n // 160]
+    enc = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None])))
+    prompt = list(tok.sot_sequence)
+    max_new = int(dur * 8) + 12  # fast speech is ~5 tokens/s; a loop would run on
+    res = model.model.generate(enc, [prompt], beam_size=cfg.beam_size, max_length=len(prompt) + max_new,
+                               return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1])[0]
+    ids = res.sequences_ids[0]
+    n_tok = len(ids)
+    avg_logprob = res.scores[0] * n_tok / (n_tok + 1) if n_tok else 0.0
+    if res.no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold:
+        return []
+    segments = _segments(ids, tok.timestamp_begin, tok.eot, dur)
+    if not segments:
+        return []
+    if not timestamps:
+        return [(w, 0.0, dur, 1.0) for seg in segments for w in tok.decode(seg).split()]
+    out: list[tuple[str, float, float, float]] = []
+    # One alignment over all text (the encoder output is one item); words go back to their
+    # segments by token count.
+    aligned = model.find_alignment(tok, [[t for seg in segments for t in seg]], enc, len(x) // 160)[0]
+    bounds = np.cumsum([len(seg) for seg in segments])
+    by_segment: list[list[tuple[str, float, float, float]]] = [[] for _ in segments]
+    used = 0
+    for w in aligned:
+        k = min(int(np.searchsorted(bounds, used, side="right")), len(segments) - 1)
+        used += len(w["tokens"])
+        if w["word"].strip():
+            by_segment[k].append((w["word"].strip(), float(w["start"]), float(w["end"]), float(w["probability"])))
+    for seg in by_segment:
+        if cfg.drop_anomalous and _anomalous(seg):
+            log.debug("dropped words that look invented: %s", " ".join(w[0] for w in seg))
+            continue
+        out.extend(seg)
+    return _without_loop(out)
+
+
+def _segments(ids: list[int], ts_begin: int, eot: int, dur: float) -> list[list[int]]:
+    """Text tokens split at timestamp tokens; a segment that starts after the audio is cut."""
+    segments: list[list[int]] = []
+    current: list[int] = []
+    for t in ids:
+        if t >= ts_begin:
+            if current:
+                segments.append(current)
+                current = []
+            if (t - ts_begin) * 0.02 > dur + 0.2:  # the decoder runs on into the padding
+                break
+        elif t < eot:
+            current.append(t)
+    if current:
+        segments.append(current)
+    return segments
+
+
+def _anomalous(words: list[tuple[str, float, float, float]]) -> bool:
+    """Whisper's invented words tend to be improbable and to have implausible durations
+    (the idea behind faster-whisper's hallucination check)."""
+    score = 0.0
+    checked = [w for w in words if any(c.isalnum() for c in w[0])][:8]
+    for _, s, e, p in checked:
+        d = e - s
+        score += (p < 0.15) + (max(0.0, 0.133 - d) * 15) + max(0.0, d - 2.0)
+    return bool(checked) and (score >= 3 or score + 0.01 >= len(checked))
+
+
+def _without_loop(words: list[tuple[str, float, float, float]]) -> list[tuple[str, float, float, float]]:
+    """Cut a decoder loop: the same run of three or more words repeated back to back, with
+    the repeat squeezed into the last moments of the audio, is kept once."""
+    keys = [re.sub(r"[^a-z0-9']", "", w[0].lower()) for w in words]
+    n = len(keys)
+    for size in range(3, n // 2 + 1):
+        for i in range(0, n - 2 * size + 1):
+            if keys[i:i + size] == keys[i + size:i + 2 * size] and all(keys[i:i + size]):
+                rep = words[i + size:i + 2 * size]
+                first = words[i:i + size]
+                if rep[-1][2] - rep[0][1] < 0.5 * (first[-1][2] - first[0][1]):  # squeezed: not spoken twice
+                    return words[:i + size]
+    return words
