@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.audio import SAMPLE_RATE
+from streamer.audio import SAMPLE_RATE, dsp
 
 HOP = 320  # 20 ms: one Whisper encoder frame
 N_FFT = 512
@@ -43,9 +43,7 @@ def n_frames(n_samples: int) -> int:
 
 def frame_rms_db(x: NDArray[np.float32], hop: int = HOP, frame: int = N_FFT) -> NDArray[np.float32]:
     """RMS level per frame in dBFS (centred frames)."""
-    import librosa
-
-    rms = librosa.feature.rms(y=x, frame_length=frame, hop_length=hop, center=True)[0]
+    rms = dsp.rms(x, frame, hop)
     return (20.0 * np.log10(rms + _EPS)).astype(np.float32)
 
 
@@ -90,10 +88,8 @@ def prepare(x: NDArray[np.float32]) -> NDArray[np.float32]:
 
 @lru_cache(maxsize=1)
 def _spectral_constants() -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    import librosa
-
-    mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=40).astype(np.float32)
-    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=N_FFT).astype(np.float32)
+    mel = dsp.mel_filters(SAMPLE_RATE, N_FFT, 40)
+    freqs = np.linspace(0.0, SAMPLE_RATE / 2, 1 + N_FFT // 2).astype(np.float32)
     return mel, freqs
 
 
@@ -101,11 +97,10 @@ def prosody_frames(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """(T, 18) frame features: MFCC 0-12, log RMS, ZCR, spectral centroid, pitch, voicing.
 
     One STFT (32 ms Hann, 20 ms hop) gives MFCC and centroid; RMS and ZCR come from the
-    same frames in the time domain. Pitch is librosa's YIN in semitones above 100 Hz / 12
-    on voiced frames, 0 elsewhere. Values are raw; the model standardises them with
-    statistics of its training set.
+    same frames in the time domain. Pitch is YIN in semitones above 100 Hz / 12 on voiced
+    frames, 0 elsewhere. Values are raw; the model standardises them with statistics of its
+    training set. (The primitives are :mod:`streamer.audio.dsp`, equal to librosa's.)
     """
-    import librosa
     import soxr
     from scipy.fft import dct
 
@@ -114,18 +109,18 @@ def prosody_frames(x: NDArray[np.float32]) -> NDArray[np.float32]:
         x = np.pad(x, (0, PITCH_FRAME - x.size))
     t = n_frames(x.size)
     mel_basis, freqs = _spectral_constants()
-    mag = np.abs(librosa.stft(x, n_fft=N_FFT, hop_length=HOP, center=True))[:, :t]
+    mag = dsp.stft_magnitude(x, N_FFT, HOP)[:, :t]
     log_mel = 10.0 * np.log10(np.maximum(mel_basis @ (mag**2), _EPS))
     log_mel = np.maximum(log_mel, log_mel.max() - 80.0)
     mfcc = dct(log_mel, type=2, norm="ortho", axis=0)[:N_MFCC]
     centroid = (freqs @ mag) / np.maximum(mag.sum(axis=0), _EPS)
-    frames = librosa.util.frame(np.pad(x, N_FFT // 2), frame_length=N_FFT, hop_length=HOP)[:, :t]
+    frames = dsp.frames(np.pad(x, N_FFT // 2), N_FFT, HOP)[:, :t]
     rms_db = 10.0 * np.log10(np.mean(frames**2, axis=0) + _EPS)
     signs = np.signbit(frames)
     zcr = np.mean(signs[1:] != signs[:-1], axis=0)
     # YIN at 8 kHz: the same pitch track (within 0.3%) for half the cost of 16 kHz
     x8k = soxr.resample(x, SAMPLE_RATE, 8000)
-    f0 = _fit(librosa.yin(x8k, fmin=FMIN, fmax=FMAX, sr=8000, frame_length=PITCH_FRAME // 2, hop_length=HOP // 2), t)
+    f0 = _fit(dsp.yin(x8k, FMIN, FMAX, 8000, PITCH_FRAME // 2, HOP // 2), t)
     voiced = (rms_db > rms_db.max() - 35.0) & (f0 < FMAX * 0.98) & (f0 > FMIN * 1.02)
     semis = np.where(voiced, np.log2(np.maximum(f0, 1.0) / 100.0), 0.0)
     cols = [mfcc.T / 100.0, (rms_db / 20.0)[:, None], zcr[:, None], (centroid / 4000.0)[:, None],
