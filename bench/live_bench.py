@@ -7,7 +7,7 @@ length asked for, and cached under out/bench/. Usage, from the repository root:
     .venv/bin/python bench/live_bench.py latency  --minutes 5           # real-time replay, dashboard off and on
     .venv/bin/python bench/live_bench.py rtf      --minutes 5           # whole pipeline --fast and each stage, 1 and 2 threads
     .venv/bin/python bench/live_bench.py streams  --counts 8 16 32      # concurrent real-time streams in one process
-    .venv/bin/python bench/live_bench.py memory   --minutes 30          # peak RSS over a --fast replay
+    .venv/bin/python bench/live_bench.py memory   --minutes 30          # ser-live --fast: RSS, windows logged vs expected
 """
 
 from __future__ import annotations
@@ -236,34 +236,56 @@ def vad_windows(cfg, path: Path) -> int:
 
 
 def cmd_memory(args) -> dict:
+    """``ser-live --file REC --fast --no-dashboard`` as its own process (what a user runs),
+    its resident memory sampled twice a second; windows logged against what the VAD cuts."""
+    import subprocess
+    import tempfile
+
     import psutil
 
+    from streamer.config import Config
+    from streamer.live.session_log import read_log
+
     path = recording(args.minutes)
-    cfg, models = setup(1)
-    proc = psutil.Process()
-    samples = []
-    done = threading.Event()
-
-    def sample():
+    cfg = Config.load()
+    expected = vad_windows(cfg, path)
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "session.ndjson"
+        cmd = [sys.executable, "-m", "streamer.cli.live", "--file", str(path), "--fast", "--no-dashboard", "--log", str(log_path)]
         t0 = time.perf_counter()
-        while not done.is_set():
-            samples.append((time.perf_counter() - t0, proc.memory_info().rss / 2**20))
-            time.sleep(1.0)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    results, summary, wall, _ = run_stream(cfg, models, path, fast=True)
-    done.set()
-    sampler.join()
-    rss = np.array([m for _, m in samples])
-    quarter = rss[len(rss) // 4] if len(rss) > 4 else rss[0]
-    return {"recording_minutes": args.minutes, "windows": len(results), "wall_s": round(wall, 1),
-            "rss_mb": {"after_warm_up_quarter": round(float(quarter), 1), "end": round(float(rss[-1]), 1),
-                       "peak_sampled": round(float(rss.max()), 1),
-                       "peak_ru_maxrss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
-            "growth_mb_after_first_quarter": round(float(rss[-1] - quarter), 1),
-            "expected_windows": vad_windows(cfg, path), "expected_windows_match": len(results) == vad_windows(cfg, path),
-            "dropped": summary["counters"]}
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ps = psutil.Process(proc.pid)
+        samples, started = [], None  # (seconds, MB); when the session began (models loaded, warmed up)
+        while proc.poll() is None:
+            try:
+                rss = ps.memory_info().rss / 2**20
+            except psutil.NoSuchProcess:
+                break
+            t = time.perf_counter() - t0
+            if started is None and log_path.exists() and log_path.stat().st_size > 0:
+                started = t
+            samples.append((t, rss))
+            time.sleep(0.5)
+        err = proc.stderr.read()
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"ser-live failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
+        contents = read_log(log_path)
+        windows = len(contents.of_type("window"))
+        counters = contents.of_type("session_end")[0]["counters"]
+    session = [(t, m) for t, m in samples if started is not None and t >= started]
+    rss = np.array([m for _, m in session]) if session else np.array([m for _, m in samples])
+    tenth = max(1, len(rss) // 10)
+    warm = float(rss[:tenth].max())  # the first tenth of the session: the last allocations of warm-up
+    return {"recording_minutes": args.minutes, "windows": windows, "expected_windows": expected,
+            "expected_windows_match": windows == expected, "wall_s": round(wall, 1),
+            "session_s": round(wall - (started or 0.0), 1),
+            "rss_mb": {"at_session_start": round(float(rss[0]), 1), "first_tenth_max": round(warm, 1),
+                       "last_tenth_max": round(float(rss[-tenth:].max()), 1), "end": round(float(rss[-1]), 1),
+                       "peak": round(float(max(m for _, m in samples)), 1)},
+            "growth_mb_after_first_tenth": round(float(rss[-tenth:].max()) - warm, 1),
+            "series_mb": [round(float(m), 1) for m in rss[:: max(1, len(rss) // 60)]],
+            "counters": counters}
 
 
 def main() -> None:
@@ -289,7 +311,8 @@ def main() -> None:
               "command": ".venv/bin/python bench/live_bench.py " + " ".join(sys.argv[1:])}
     result.update({"latency": cmd_latency, "rtf": cmd_rtf, "streams": cmd_streams, "memory": cmd_memory}[args.cmd](args))
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"live_{args.cmd}.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = f"live_memory_{args.minutes:g}min" if args.cmd == "memory" else f"live_{args.cmd}"
+    (args.results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

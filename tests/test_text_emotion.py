@@ -3,6 +3,7 @@ path with a small model built here (no network), the shipped model on real rows,
 training run."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -158,12 +159,69 @@ def test_eval_text_cli(tmp_path, text_model):
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error:") and "boredom" in res.stderr
 
 
-def test_traced_network_matches_eager(text_model):
+@pytest.fixture(scope="module")
+def built_text_model():
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion
+
+    return EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR, compiled=False)
+
+
+def test_traced_network_matches_eager(built_text_model):
+    m = built_text_model
     texts = ["ok", "i can't believe you did that to me after everything we went through together", "thank you"]
-    traced = text_model.logits(texts)
-    run, text_model.run = text_model.run, text_model.net
+    traced = m.logits(texts)
+    run, m.run = m.run, m.net
     try:
-        eager = text_model.logits(texts)
+        eager = m.logits(texts)
     finally:
-        text_model.run = run
+        m.run = run
     assert np.allclose(traced, eager, atol=1e-4)
+
+
+TEXTS = ["ok", "i can't believe you did that to me after everything we went through together", "thank you",
+         "Héllo WORLD, 42 naïve cafés!", " ".join(["really"] * 100)]  # the last is truncated to max_length
+
+
+def test_compiled_text_model_equals_the_built_one(built_text_model, tmp_path, monkeypatch):
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, _encode
+
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
+    compiled = EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR)  # built in a child process, then loaded
+    assert compiled.net is None and len(list((tmp_path / ".compiled").glob("text-emotion-*.pt"))) == 1
+    a, b = _encode(built_text_model.tokenizer, TEXTS, 64), _encode(compiled.tokenizer, TEXTS, 64)
+    assert a["input_ids"].tolist() == b["input_ids"].tolist()
+    assert a["attention_mask"].tolist() == b["attention_mask"].tolist()
+    assert np.allclose(built_text_model.logits(TEXTS), compiled.logits(TEXTS), atol=1e-5)
+    # a process that loads the compiled model never imports transformers or peft
+    code = ("import sys; from streamer.text.emotion import load_text_emotion; m = load_text_emotion(); "
+            "m.predict('thank you'); print(sorted(k for k in ('transformers', 'peft') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "SER_MODELS_DIR": str(tmp_path)})
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_unreadable_compiled_file_is_rebuilt(tmp_path, monkeypatch, caplog):
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, base_folder, compiled_path
+
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
+    target = compiled_path(DEFAULT_MODEL_DIR, base_folder("embedded:all-MiniLM-L6-v2"))
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not a torchscript file")
+    m = EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR)
+    assert "unusable" in caplog.text
+    assert m.predict("thank you so much") is not None and target.stat().st_size > 10_000_000
+
+
+def test_compiled_file_follows_the_model_files(tmp_path):
+    import shutil
+
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, base_folder, compiled_path
+
+    base = base_folder("embedded:all-MiniLM-L6-v2")
+    copy = tmp_path / "text-emotion"
+    shutil.copytree(DEFAULT_MODEL_DIR, copy)
+    assert compiled_path(copy, base) == compiled_path(DEFAULT_MODEL_DIR, base)  # same files, same key
+    head = copy / "head.pt"
+    head.write_bytes(head.read_bytes() + b"\0")
+    assert compiled_path(copy, base) != compiled_path(DEFAULT_MODEL_DIR, base)
+    assert compiled_path(copy, "some-hub/name") is None

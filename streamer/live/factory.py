@@ -50,6 +50,7 @@ def asr_factory(cfg: Config):
 
 
 def load_models(cfg: Config, with_asr: bool = True) -> Models:
+    limit_malloc_arenas()
     from streamer.audio.emotion import AudioEmotion
     from streamer.audio.encoder import EMBEDDED
     from streamer.text.emotion import load_text_emotion
@@ -72,12 +73,43 @@ def pipeline_settings(cfg: Config, block_when_full: bool, channel: str | None = 
 
 
 def warm_up(models: Models) -> None:
-    """First calls compile and allocate (librosa's numba, CTranslate2, torch): do them before
-    the stream starts so the first window's latency is real."""
+    """First calls compile and allocate (CTranslate2, TorchScript's optimised graphs for a few
+    sentence lengths): do them before the stream starts so that the first window's latency
+    is real and memory after warm-up is what the session keeps. Then hand the loading's
+    freed heap back to the system."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     x = (0.1 * np.sin(2 * np.pi * 180 * np.arange(24000) / 16000) + rng.normal(0, 0.01, 24000)).astype(np.float32)
     models.audio.predict(x)
     if models.text is not None:
-        models.text.predict("warming up")
+        for n in (1, 2, 5, 12, 30):
+            models.text.predict(" ".join(["warming up"] * n))
+    release_free_memory()
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own heap arena (up to 8 per core); freed
+    memory scattered over many arenas is rarely returned. Few arenas keep a long session's
+    resident memory flat. Must run before the pipeline's threads start; a no-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, int(arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim``); a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
