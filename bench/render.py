@@ -44,14 +44,39 @@ def main() -> None:
             print(f"| {key.split(':')[0]} | {r['streams']} | {ms(r['latency_ms']).replace(' | ', ' / ')} | {r['drops']} | "
                   f"{'yes' if r['keeps_up'] else 'no'} |")
         print()
-    mem = load("live_memory.json")
-    if mem:
-        r = mem["rss_mb"]
-        print(f"### Memory ({mem['date']}; `{mem['command']}`)\n")
-        print(f"{mem['recording_minutes']:g} minutes of audio, {mem['windows']} windows "
-              f"(the VAD alone cuts {mem['expected_windows']}), {mem['wall_s']:.0f} s: RSS after the first quarter "
-              f"{r['after_warm_up_quarter']:.0f} MB, at the end {r['end']:.0f} MB, peak {r['peak_ru_maxrss']:.0f} MB "
-              f"(growth after the first quarter {mem['growth_mb_after_first_quarter']:+.0f} MB).\n")
+    mems = sorted(RESULTS.glob("live_memory_*min.json"), key=lambda p: float(p.stem.split("_")[2][:-3]))
+    if mems:
+        print("### Memory and long runs: `ser-live --file REC --fast --no-dashboard` as its own process\n")
+        print("| audio | command | session s | windows logged / VAD windows | RSS at session start MB | "
+              "max in first tenth MB | max in last tenth MB | growth MB | peak MB | drops |\n|---|---|---|---|---|---|---|---|---|---|")
+        for p in mems:
+            m = json.loads(p.read_text())
+            r, c = m["rss_mb"], m["counters"]
+            drops = sum(v for k, v in c.items() if "dropped" in k and k != "short_tails_dropped")
+            print(f"| {m['recording_minutes']:g} min | `{m['command']}` ({m['date']}) | {m['session_s']:.0f} | {m['windows']} / "
+                  f"{m['expected_windows']} | {r['at_session_start']:.0f} | {r['first_tenth_max']:.0f} | {r['last_tenth_max']:.0f} | "
+                  f"{m['growth_mb_after_first_tenth']:+.0f} | {r['peak']:.0f} | {drops} |")
+        print()
+    prof = load("memory_profile.json")
+    if prof:
+        print(f"### Memory profile ({prof['date']}; `{prof['command']}`)\n")
+        print("| step | RSS MB | added MB |\n|---|---|---|")
+        for st in prof["steps"]:
+            print(f"| {st['step']} | {st['rss_mb']:.0f} | {st['added_mb']:+.0f} |")
+        print()
+    asr = load("asr_profile.json")
+    if asr:
+        print(f"### Whisper profile ({asr['date']}; `{asr['command']}`)\n")
+        print("| stage (one 3.5 s window, 1 thread) | median ms |\n|---|---|")
+        for k, v in asr["stages_ms"].items():
+            print(f"| {k} | {v:.0f} |")
+        print(f"\n| encoder input | word recall ({asr['clips']} clips) | extra words per word | ms per clip |\n|---|---|---|---|")
+        for k, v in asr["recall"].items():
+            print(f"| {k} | {v['recall']:.3f} | {v['extra_per_word']:.3f} | {v['ms_per_clip']} |")
+        print("\n| windows per call | encoder ms per window | decoding ms per window |\n|---|---|---|")
+        for b, v in asr["batched"].items():
+            print(f"| {b} | {v['encoder_ms_per_window']:.0f} | {v['decoding_ms_per_window']:.0f} |")
+        print()
     tl = load("text_latency.json")
     if tl:
         print(f"### Text branch ({tl['date']}; `{tl['command']}`)\n")

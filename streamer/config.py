@@ -90,11 +90,13 @@ class AsrConfig:
     whisper_no_speech_threshold: float = 0.6
     whisper_logprob_threshold: float = -1.0
     whisper_partial_interval_s: float = 1.0
+    whisper_encode_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check("asr", "engine", self.engine in ("auto", "vosk", "whisper"), "one of auto, vosk, whisper")
         _check("asr", "whisper_no_speech_threshold", 0 < self.whisper_no_speech_threshold <= 1, "in (0, 1]")
         _check("asr", "whisper_partial_interval_s", 0.1 <= self.whisper_partial_interval_s <= 60, "between 0.1 and 60")
+        _check("asr", "whisper_encode_s", 4 <= self.whisper_encode_s <= 30, "between 4 and 30")
 
 
 @dataclass(frozen=True)

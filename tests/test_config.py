@@ -39,6 +39,7 @@ def test_shipped_config_loads():
     ("[fusion]\ntext_weight = -1\n", "[fusion] audio_weight, text_weight"),
     ("[fusion]\nmode = 'max'\n", "[fusion] mode"),
     ("[asr]\nengine = 'sphinx'\n", "[asr] engine"),
+    ("[asr]\nwhisper_encode_s = 2.0\n", "[asr] whisper_encode_s: must be between 4 and 30"),
     ("[live]\nqueue_windows = 0\n", "[live] queue_windows"),
     ("[live]\nlog_transcript = 'no'\n", "[live] log_transcript: expected bool"),
     ("[batch]\nchannel_names = ['a', 'a']\n", "[batch] channel_names"),

@@ -45,7 +45,7 @@ def asr_factory(cfg: Config):
         return lambda: VoskEngine(vosk_path)
     handle = whisper_handle(cfg, cfg.whisper.model)
     asr_cfg = WhisperAsrConfig(cfg.asr.whisper_no_speech_threshold, cfg.asr.whisper_logprob_threshold,
-                               cfg.asr.whisper_partial_interval_s)
+                               cfg.asr.whisper_partial_interval_s, encode_s=cfg.asr.whisper_encode_s)
     return lambda: WhisperEngine(handle, asr_cfg, cfg.audio.window_samples)
 
 
