@@ -131,3 +131,54 @@ def test_short_encoder_input_recovers_real_speech_without_loops(whisper, tess):
         extra += max(0, len(hyp) - len(ref))
     assert hit >= 0.75 * total, (hit, total)  # 26 of 32 here (28 with 30 s of encoder input)
     assert extra <= 2, extra
+
+
+@pytest.fixture(scope="module")
+def tess_clips(tess):
+    return [load_audio(p) for p in sorted(tess.glob("*/*.flac"))[::500][:4]]
+
+
+@pytest.mark.slow
+def test_batched_decode_equals_single_calls(whisper, tess_clips):
+    from streamer.asr.whisper import WhisperAsrConfig, decode_batch
+
+    cfg = WhisperAsrConfig()
+    single = [[w[0] for w in decode_batch(whisper, [(x, True)], cfg)[0]] for x in tess_clips]
+    batched = [[w[0] for w in ws] for ws in decode_batch(whisper, [(x, True) for x in tess_clips], cfg)]
+    assert sum(a == b for a, b in zip(single, batched)) >= 3, (single, batched)
+    assert all(single)
+
+
+@pytest.mark.slow
+def test_overlapping_calls_from_streams_are_decoded_together(whisper, tess_clips):
+    import threading
+
+    from streamer.asr.whisper import Batcher, WhisperAsrConfig, decode, decode_batch
+
+    cfg = WhisperAsrConfig()
+    expected = [[w[0] for w in decode_batch(whisper, [(x, True)], cfg)[0]] for x in tess_clips]
+    batcher = Batcher.of(whisper)
+    before = batcher.largest, batcher.windows
+    jobs = tess_clips + tess_clips  # 8 streams, each with a window closing at the same moment
+    out: list = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def stream(k):
+        start.wait()
+        out[k] = [w[0] for w in decode(whisper, jobs[k], cfg)]
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert batcher.windows - before[1] == len(jobs)
+    assert batcher.largest >= 2  # with two calls running, the other six queued and went together
+    assert sum(o == e for o, e in zip(out, expected + expected)) >= 6, (out, expected)
+
+
+def test_a_failed_batch_raises_in_every_caller(whisper):
+    from streamer.asr.whisper import Batcher, WhisperAsrConfig
+
+    with pytest.raises(ValueError):
+        Batcher(whisper, concurrency=1).decode(np.zeros((2, 3), np.float32), WhisperAsrConfig(), True)
