@@ -11,6 +11,9 @@ Part 2, word recall on real speech with known scripts (TESS "say the word X", RA
 are talking / dogs are sitting by the door") for each encoder length: reference words found
 in the hypothesis, extra words per reference word (inventions and loops), and milliseconds
 per clip.
+
+Part 3: several streams' windows batched into one CTranslate2 call (encoder and decoder),
+milliseconds per window.
 """
 
 from __future__ import annotations
@@ -91,6 +94,18 @@ def main() -> None:
     for k, v in stages.items():
         print(f"| {k} | {v:.1f} |")
 
+    # Part 3 (printed after part 2): several streams' windows in one CTranslate2 call
+    padded = np.zeros(160000, np.float32)
+    padded[: len(x)] = x
+    mel = model.feature_extractor(padded, padding=0)[:, :1000]
+    batched = {}
+    for b in (1, 2, 4, 8):
+        batch = sv(np.repeat(mel[None], b, 0)[0]) if b == 1 else ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(mel[None], b, 0)))
+        enc = model.model.encode(batch)
+        prompts = [list(tok.sot_sequence)] * b
+        batched[b] = {"encoder_ms_per_window": round(median_ms(lambda: model.model.encode(batch), 3) / b, 1),
+                      "decoding_ms_per_window": round(median_ms(lambda: model.model.generate(enc, prompts, beam_size=1, max_length=40), 3) / b, 1)}
+
     # Part 2: recall per encoder length
     recall = {}
     for seconds in (6, 8, 10, 15, 30):
@@ -111,9 +126,12 @@ def main() -> None:
     print(f"\n| encoder input | word recall | extra words per word | ms per clip |\n|---|---|---|---|")
     for k, v in recall.items():
         print(f"| {k} | {v['recall']:.3f} | {v['extra_per_word']:.3f} | {v['ms_per_clip']} |")
+    print("\n| windows per call (10 s each) | encoder ms per window | decoding ms per window |\n|---|---|---|")
+    for b, v in batched.items():
+        print(f"| {b} | {v['encoder_ms_per_window']} | {v['decoding_ms_per_window']} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"date": date.today().isoformat(), "clips": len(clips),
+        args.json.write_text(json.dumps({"date": date.today().isoformat(), "clips": len(clips), "batched": batched,
                                          "command": "python bench/asr_profile.py " + " ".join(sys.argv[1:]),
                                          "stages_ms": {k: round(v, 1) for k, v in stages.items()}, "recall": recall}, indent=2) + "\n")
 

@@ -36,9 +36,12 @@ def main() -> None:
         for t, r in rtf["rtf"].items():
             print(f"| {t} | {r['pipeline_fast']:.3f} | {r['vad']:.4f} | {r['asr']:.3f} | {r['audio_model']:.4f} | {r['text']:.4f} |")
         print()
-    st = load("live_streams.json")
-    if st:
-        print(f"### Concurrent real-time streams ({st['date']}; `{st['command']}`)\n")
+    for fname in ("live_streams.json", "live_streams_staggered.json"):
+        st = load(fname)
+        if not st:
+            continue
+        start = "staggered starts" if st.get("start") == "staggered" else "all streams start together"
+        print(f"### Concurrent real-time streams, {start} ({st['date']}; `{st['command']}`)\n")
         print("| configuration | streams | latency p50 / p95 / max ms | drops | keeps up |\n|---|---|---|---|---|")
         for key, r in st["streams"].items():
             print(f"| {key.split(':')[0]} | {r['streams']} | {ms(r['latency_ms']).replace(' | ', ' / ')} | {r['drops']} | "
