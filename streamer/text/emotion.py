@@ -185,7 +185,7 @@ class EmbeddedTextEmotion(TextEmotion):
             try:
                 run = torch.jit.load(str(target), map_location="cpu").eval()
                 return cls(None, FastTokenizer(Path(base) / "tokenizer.json", max_length), temperature, max_length, name, run=run)
-            except (RuntimeError, OSError, ValueError) as exc:
+            except (RuntimeError, OSError, ValueError, AttributeError) as exc:
                 log.warning("compiled text model %s is unusable (%s); rebuilding it", target, exc)
         model = cls._build(folder, cfg, base, name)
         if target is not None and model.run is not model.net:
@@ -270,7 +270,7 @@ def _save_compiled(run, target: Path) -> None:
         torch.jit.save(run, str(tmp))
         os.replace(tmp, target)
         log.info("compiled text model saved to %s", target)
-    except (OSError, RuntimeError) as exc:  # a read-only cache costs only speed and memory
+    except (OSError, RuntimeError, AttributeError) as exc:  # a read-only cache costs only speed and memory
         log.info("could not save the compiled text model to %s (%s)", target, exc)
         tmp.unlink(missing_ok=True)
 
