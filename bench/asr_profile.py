@@ -100,7 +100,7 @@ def main() -> None:
     mel = model.feature_extractor(padded, padding=0)[:, :1000]
     batched = {}
     for b in (1, 2, 4, 8):
-        batch = sv(np.repeat(mel[None], b, 0)[0]) if b == 1 else ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(mel[None], b, 0)))
+        batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(mel[None], b, 0)))
         enc = model.model.encode(batch)
         prompts = [list(tok.sot_sequence)] * b
         batched[b] = {"encoder_ms_per_window": round(median_ms(lambda: model.model.encode(batch), 3) / b, 1),
@@ -123,7 +123,7 @@ def main() -> None:
             extra += len(left)
         ms = (time.perf_counter() - t0) / len(clips) * 1000
         recall[f"{seconds} s"] = {"recall": round(hit / total, 3), "extra_per_word": round(extra / total, 3), "ms_per_clip": round(ms)}
-    print(f"\n| encoder input | word recall | extra words per word | ms per clip |\n|---|---|---|---|")
+    print("\n| encoder input | word recall | extra words per word | ms per clip |\n|---|---|---|---|")
     for k, v in recall.items():
         print(f"| {k} | {v['recall']:.3f} | {v['extra_per_word']:.3f} | {v['ms_per_clip']} |")
     print("\n| windows per call (10 s each) | encoder ms per window | decoding ms per window |\n|---|---|---|")

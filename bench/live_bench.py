@@ -17,7 +17,6 @@ import io
 import json
 import os
 import platform
-import resource
 import sys
 import threading
 import time
