@@ -88,28 +88,31 @@ def warm_up(models: Models) -> None:
     release_free_memory()
 
 
+def _libc():
+    """glibc through ctypes, or None where there is none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """glibc gives each thread that allocates its own heap arena (up to 8 per core); freed
     memory scattered over many arenas is rarely returned. Few arenas keep a long session's
     resident memory flat. Must run before the pipeline's threads start; a no-op off glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(-8, int(arenas))  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
 
 
 def release_free_memory() -> None:
     """Return the C heap's free pages to the system (glibc ``malloc_trim``); a no-op elsewhere."""
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
