@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from streamer.errors import SerError
 from streamer.text.emotion import EmbeddedTextEmotion, _save_compiled, base_folder, compiled_path
 
 
@@ -17,13 +18,16 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m streamer.text.compile MODEL_FOLDER", file=sys.stderr)
         return 2
     folder = Path(args[0])
-    cfg = json.loads((folder / "config.json").read_text())
-    base = base_folder(cfg["base"])
-    target = compiled_path(folder, base)
-    if target is None:
-        print(f"error: base model {cfg['base']} is not a local folder; nothing to compile", file=sys.stderr)
+    try:
+        model = EmbeddedTextEmotion.load(folder, compiled=False)  # checks the folder and its label map
+    except SerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    model = EmbeddedTextEmotion._build(folder, cfg, base, folder.name)
+    base = json.loads((folder / "config.json").read_text())["base"]
+    target = compiled_path(folder, base_folder(base))
+    if target is None:
+        print(f"error: base model {base} is not a local folder; nothing to compile", file=sys.stderr)
+        return 1
     if model.run is model.net:
         print("error: TorchScript tracing is unavailable here", file=sys.stderr)
         return 1
