@@ -39,6 +39,8 @@ class FusionConfig:
     audio_weight: float = 0.4
     text_weight: float = 0.6
     half_life_s: float = 5.0
+    min_confidence: float = 0.0  # a fused top probability below this is "uncertain"
+    uncertain_weight: float = 0.3  # how much an uncertain result moves the rolling emotion
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -47,6 +49,10 @@ class FusionConfig:
             raise ConfigError("config [fusion] audio_weight, text_weight: must be >= 0 with a positive sum")
         if not 0 < self.half_life_s <= 3600:
             raise ConfigError("config [fusion] half_life_s: must be in (0, 3600]")
+        if not 0 <= self.min_confidence < 1:
+            raise ConfigError("config [fusion] min_confidence: must be in [0, 1)")
+        if not 0 <= self.uncertain_weight <= 1:
+            raise ConfigError("config [fusion] uncertain_weight: must be in [0, 1]")
 
 
 def as_vector(p: Probs) -> np.ndarray:
@@ -86,6 +92,20 @@ def fuse(audio: Probs, text: Probs | None, cfg: FusionConfig) -> Probs:
     return as_probs((wa * a + wt * t) / (wa + wt))
 
 
+class Fuser:
+    """Fusion as the pipeline uses it: ``fuse(audio, text)`` and ``is_uncertain(fused)``.
+    Built once per process from ``[fusion]``."""
+
+    def __init__(self, cfg: FusionConfig) -> None:
+        self.cfg = cfg
+
+    def fuse(self, audio: Probs, text: Probs | None) -> Probs:
+        return fuse(audio, text, self.cfg)
+
+    def is_uncertain(self, fused: Probs) -> bool:
+        return max(fused.values()) < self.cfg.min_confidence
+
+
 def top(p: Probs) -> tuple[str, str, float]:
     """Label, emoji and probability of the most likely label."""
     label = max(LABELS, key=lambda k: p.get(k, 0.0))
@@ -110,13 +130,14 @@ class Rolling:
         self._v: np.ndarray | None = None
         self._t = 0.0
 
-    def update(self, p: Probs, at_s: float) -> Probs:
+    def update(self, p: Probs, at_s: float, weight: float = 1.0) -> Probs:
+        """Move toward ``p``; ``weight`` < 1 moves less (an uncertain result)."""
         v = as_vector(p)
         if self._v is None:
             self._v = v
         else:
-            keep = 0.5 ** (max(0.0, at_s - self._t) / self.half_life_s)
-            self._v = keep * self._v + (1 - keep) * v
+            step = (1 - 0.5 ** (max(0.0, at_s - self._t) / self.half_life_s)) * weight
+            self._v = (1 - step) * self._v + step * v
         self._t = max(self._t, at_s)
         return as_probs(self._v)
 

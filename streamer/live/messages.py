@@ -41,6 +41,7 @@ class Window:
     end: int
     samples: NDArray[np.int16]
     final: bool = False  # the last window of an utterance
+    utterance: int = 0  # index of the utterance the window belongs to
 
     def __post_init__(self) -> None:
         if self.end - self.start != len(self.samples):
@@ -60,7 +61,13 @@ class Word:
 
 @dataclass(frozen=True)
 class WindowResult:
-    """Everything known about one window; the session log's ``window`` record."""
+    """Everything known about one window; the session log's ``window`` record.
+
+    ``label``, ``emoji`` and ``confidence`` are the window's own fused result (``label`` is
+    the argmax of ``fused``); the rolling emotion is ``rolling`` and ``rolling_*``.
+    ``dims`` holds arousal/valence per branch (``streamer.dims``); ``uncertain`` is true when
+    the fused confidence is below ``[fusion] min_confidence``.
+    """
 
     index: int
     start: int
@@ -76,19 +83,68 @@ class WindowResult:
     latency_ms: float
     channel: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    rolling_label: str = ""
+    rolling_emoji: str = ""
+    rolling_confidence: float = 0.0
+    uncertain: bool = False
+    dims: dict = field(default_factory=dict)
+    utterance: int = 0
 
     @property
     def transcript(self) -> str:
         return " ".join(w.word for w in self.words)
 
     def to_record(self, transcript: bool = True) -> dict:
-        rec = {"type": "window", "index": self.index, "start_s": seconds(self.start), "end_s": seconds(self.end),
+        rec = {"type": "window", "index": self.index, "utterance": self.utterance,
+               "start_s": seconds(self.start), "end_s": seconds(self.end),
                "transcript": self.transcript if transcript else None,
                "words": [w.to_record() for w in self.words] if transcript else None,
                "probs": {"audio": _round(self.audio), "text": _round(self.text) if self.text else None,
                          "fused": _round(self.fused), "rolling": _round(self.rolling)},
                "label": self.label, "emoji": self.emoji, "confidence": round(self.confidence, 4),
+               "uncertain": self.uncertain, "dims": _round_dims(self.dims),
+               "rolling_label": self.rolling_label, "rolling_emoji": self.rolling_emoji,
+               "rolling_confidence": round(self.rolling_confidence, 4),
                "latency_ms": round(self.latency_ms, 1), "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}}
+        if self.channel is not None:
+            rec["channel"] = self.channel
+        return rec
+
+
+@dataclass(frozen=True)
+class UtteranceResult:
+    """One utterance (VAD speech segment, closed at least every ``[live] utterance_max_s``):
+    the session log's ``utterance`` record. The text branch reads the whole utterance; the
+    audio opinion is the length-weighted mean of its windows'."""
+
+    index: int
+    start: int
+    end: int
+    windows: tuple[int, ...]
+    words: tuple[Word, ...]
+    audio: Probs
+    text: Probs | None
+    fused: Probs
+    label: str
+    emoji: str
+    confidence: float
+    uncertain: bool
+    dims: dict
+    channel: str | None = None
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(w.word for w in self.words)
+
+    def to_record(self, transcript: bool = True) -> dict:
+        rec = {"type": "utterance", "index": self.index, "start_s": seconds(self.start), "end_s": seconds(self.end),
+               "windows": list(self.windows),
+               "transcript": self.transcript if transcript else None,
+               "words": [w.to_record() for w in self.words] if transcript else None,
+               "probs": {"audio": _round(self.audio), "text": _round(self.text) if self.text else None,
+                         "fused": _round(self.fused)},
+               "label": self.label, "emoji": self.emoji, "confidence": round(self.confidence, 4),
+               "uncertain": self.uncertain, "dims": _round_dims(self.dims)}
         if self.channel is not None:
             rec["channel"] = self.channel
         return rec
@@ -100,3 +156,7 @@ def _round(p: Probs) -> Probs:
     top = max(r, key=r.get)
     r[top] = round(r[top] + 1.0 - sum(r.values()), 5)
     return r
+
+
+def _round_dims(d: dict) -> dict:
+    return {k: ({a: round(float(x), 4) for a, x in v.items()} if v is not None else None) for k, v in d.items()}

@@ -1,0 +1,54 @@
+"""Arousal and valence from label probabilities: the expected circumplex position.
+
+Each label sits at a point (arousal, valence) of Russell's circumplex of affect (Russell
+1980), scaled to [-1, 1]. A distribution's dimensions are the probability-weighted mean of
+its labels' points, so they stay in [-1, 1] and follow the calibrated probabilities.
+
+Neutral sits below the middle of the arousal axis: in speech, neutral delivery is calm,
+low-activation speech (RAVDESS counts "calm" as neutral), between sad and the aroused
+labels; valence 0. Surprise is aroused and mildly positive; disgust is the least aroused
+of the negative labels.
+
+>>> dims({"angry": 1.0})
+{'arousal': 0.8, 'valence': -0.6}
+>>> d = dims({"happy": 0.5, "sad": 0.5})
+>>> round(d["arousal"], 3), round(d["valence"], 3)
+(0.0, 0.1)
+>>> dims(None) is None
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from streamer.labels import LABELS
+
+# (arousal, valence) per label, in [-1, 1].
+COORDS: dict[str, tuple[float, float]] = {
+    "angry": (0.8, -0.6),
+    "disgust": (0.3, -0.7),
+    "fear": (0.7, -0.6),
+    "happy": (0.6, 0.8),
+    "neutral": (-0.3, 0.0),
+    "sad": (-0.6, -0.6),
+    "surprise": (0.7, 0.4),
+}
+assert set(COORDS) == set(LABELS)
+
+
+def dims(p: Mapping[str, float] | None) -> dict[str, float] | None:
+    """Expected arousal and valence of a distribution over the labels (None stays None)."""
+    if p is None:
+        return None
+    total = sum(max(0.0, float(p.get(k, 0.0))) for k in LABELS)
+    if total <= 0:
+        raise ValueError(f"not a distribution: {dict(p)}")
+    a = sum(max(0.0, float(p.get(k, 0.0))) * COORDS[k][0] for k in LABELS) / total
+    v = sum(max(0.0, float(p.get(k, 0.0))) * COORDS[k][1] for k in LABELS) / total
+    return {"arousal": round(a, 6), "valence": round(v, 6)}
+
+
+def all_dims(audio: Mapping[str, float], text: Mapping[str, float] | None, fused: Mapping[str, float]) -> dict:
+    """The ``dims`` field of a window or utterance record."""
+    return {"audio": dims(audio), "text": dims(text), "fused": dims(fused)}
