@@ -83,3 +83,15 @@ def eval_report(pred: Predictions) -> dict:
         "confusion": overall["confusion"],
         "skipped_reasons": dict(pred.skipped),
     }
+
+
+def add_arousal(report: dict, pred: Predictions) -> dict:
+    """Add ``arousal_bacc`` (:func:`streamer.train.metrics.arousal_bacc`) beside ``ua`` in
+    ``overall`` and each ``per_corpus`` entry of an :func:`eval_report`; returns the report."""
+    from streamer.train.metrics import arousal_bacc
+
+    report["overall"]["arousal_bacc"] = arousal_bacc(pred.probs, pred.y)
+    for corpus, rep in report["per_corpus"].items():
+        sub = pred.subset([c.corpus == corpus for c in pred.clips])
+        rep["arousal_bacc"] = arousal_bacc(sub.probs, sub.y)
+    return report

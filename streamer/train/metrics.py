@@ -120,3 +120,33 @@ def confusion_png(m: NDArray, path: str, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+AROUSED: tuple[str, ...] = ("angry", "happy")
+CALM: tuple[str, ...] = ("neutral", "sad")
+
+
+def arousal_bacc(probs: NDArray, y_true: Sequence[int]) -> float | None:
+    """Balanced accuracy of the sign of arousal: angry/happy clips (true positive side)
+    against neutral/sad clips (negative side); arousal is ``streamer.dims.dims`` of each
+    row's probabilities, predicted positive when > 0. Other labels are ignored; None when
+    either side has no clip.
+
+    >>> p = np.eye(len(LABELS))  # one-hot rows: angry, disgust, fear, happy, neutral, sad, surprise
+    >>> arousal_bacc(p, range(len(LABELS)))
+    1.0
+    >>> arousal_bacc(p[[0, 0, 4, 6]], [0, 3, 4, 5])  # both aroused right; a sad clip read as surprise
+    0.75
+    >>> arousal_bacc(p[[0, 3]], [0, 3]) is None   # no neutral/sad clip
+    True
+    """
+    from streamer.dims import dims
+
+    probs = np.asarray(probs, dtype=float).reshape(-1, len(LABELS))
+    y = np.asarray(list(y_true), int)
+    pos = np.isin(y, [LABELS.index(k) for k in AROUSED])
+    neg = np.isin(y, [LABELS.index(k) for k in CALM])
+    if not pos.any() or not neg.any():
+        return None
+    aroused = np.array([dims(dict(zip(LABELS, row)))["arousal"] > 0 for row in probs], bool)
+    return float((aroused[pos].mean() + (~aroused[neg]).mean()) / 2)
