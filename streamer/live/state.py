@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.live.messages import WindowResult
+from streamer.live.messages import UtteranceResult, WindowResult
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Snapshot:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     status: str = "running"
+    utterances: tuple[UtteranceResult, ...] = ()  # the most recent closed utterances, oldest first
+    half_life_s: float | None = None  # of the rolling emotion, when known (for the dashboard's title)
 
 
 def level_db(samples: np.ndarray) -> float:
@@ -46,7 +48,11 @@ def percentile(values, q: float) -> float | None:
 
 
 class LiveState:
-    def __init__(self, source: str, models: dict[str, str], history: int = 12, latencies: int = 500) -> None:
+    """Shared between the pipeline's threads and the dashboard: the last ``history`` window
+    results and ``utterances`` closed utterances, the audio level, the partial transcript."""
+
+    def __init__(self, source: str, models: dict[str, str], history: int = 12, latencies: int = 500,
+                 utterances: int = 8, half_life_s: float | None = None) -> None:
         self._lock = threading.Lock()
         self.source = source
         self.models = dict(models)
@@ -58,6 +64,8 @@ class LiveState:
         self.status = "running"
         self.results: collections.deque[WindowResult] = collections.deque(maxlen=history)
         self.latencies: collections.deque[float] = collections.deque(maxlen=latencies)
+        self.utterances: collections.deque[UtteranceResult] = collections.deque(maxlen=utterances)
+        self.half_life_s = half_life_s
 
     def audio(self, stream_s: float, level: float, in_speech: bool) -> None:
         with self._lock:
@@ -72,6 +80,10 @@ class LiveState:
             self.results.append(r)
             self.latencies.append(r.latency_ms)
 
+    def add_utterance(self, u: UtteranceResult) -> None:
+        with self._lock:
+            self.utterances.append(u)
+
     def set_status(self, status: str) -> None:
         with self._lock:
             self.status = status
@@ -81,4 +93,5 @@ class LiveState:
             lat = list(self.latencies)
             return Snapshot(self.source, dict(self.models), time.monotonic() - self.started, self.stream_s, self.level,
                             self.in_speech, self.partial, tuple(self.results), dict(counters),
-                            percentile(lat, 50), percentile(lat, 95), self.status)
+                            percentile(lat, 50), percentile(lat, 95), self.status, tuple(self.utterances),
+                            self.half_life_s)
