@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,3 +56,121 @@ def test_eval_folder_without_corpus_names(tmp_path):
     sf.write(tmp_path / "meeting.wav", np.zeros(16000, np.float32), 16000)
     res = run_eval(tmp_path, "--json", tmp_path / "r.json")
     assert res.returncode == 2 and "supported corpus layout" in res.stderr
+
+
+# --- --manifest: any labelled folder, whatever its file names ---------------------------------
+
+def slice_ravdess(ravdess, src, dest, rate=16000):
+    """The middle 2 s of a RAVDESS clip, written under a new name."""
+    x = load_audio(ravdess / src)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(dest, x[8000:40000], rate)
+
+
+@pytest.mark.slow
+def test_eval_manifest_csv_and_tsv_with_arbitrary_names(tmp_path, ravdess, audio_model):
+    data = tmp_path / "my recordings"
+    slice_ravdess(ravdess, "Actor_19/03-01-05-02-01-01-19.flac", data / "monday" / "call 1.wav")   # angry
+    slice_ravdess(ravdess, "Actor_19/03-01-01-01-01-01-19.flac", data / "b.flac")                  # neutral
+    slice_ravdess(ravdess, "Actor_20/03-01-03-02-01-01-20.flac", tmp_path / "elsewhere" / "x.wav")  # happy
+    slice_ravdess(ravdess, "Actor_20/03-01-04-02-02-01-20.flac", data / "sad one.wav")              # sad
+    (data / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
+    slice_ravdess(ravdess, "Actor_18/03-01-02-01-01-01-18.flac", tmp_path / "corpus" / "03-01-02-01-01-01-18.wav")  # calm, by name
+    (data / "calls.csv").write_text(
+        "path,label,speaker\n"
+        "monday/call 1.wav,anger,ann\n"
+        "b.flac,calm,ann\n"
+        "b.flac,boredom,ann\n"
+        "b.flac,Boredom,bo\n"
+        "monday/missing.wav,sad,bo\n"
+        "broken.wav,happy,bo\n")
+    (data / "more.tsv").write_text(f"label\tpath\njoy\t{tmp_path / 'elsewhere' / 'x.wav'}\nsadness\tsad one.wav\nsarcasm\tb.flac\n")
+    (tmp_path / "happy_only.tsv").write_text("path\tlabel\nelsewhere/x.wav\thappy\n")
+    out = tmp_path / "report.json"
+    res = run_eval(tmp_path / "corpus", "--manifest", data / "calls.csv", "--manifest", data / "more.tsv",
+                   "--manifest", tmp_path / "happy_only.tsv", "--json", out)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    o = report["overall"]
+    assert o["n"] == 2 + 2 + 1 + 1 and o["skipped"] == 2 + 1 + 1 + 1  # boredom x2, missing, broken, sarcasm
+    assert set(report["per_corpus"]) == {"calls", "more", "happy_only", "ravdess"}
+    assert {k: report["per_corpus"][k]["n"] for k in report["per_corpus"]} == {"calls": 2, "more": 2, "happy_only": 1, "ravdess": 1}
+    assert report["skipped_reasons"]["manifest: unknown label: boredom"] == 1
+    assert report["skipped_reasons"]["manifest: unknown label: Boredom"] == 1
+    assert report["skipped_reasons"]["manifest: missing audio file"] == 1
+    assert report["skipped_reasons"]["AudioInputError"] == 1
+    calls, more, happy_only = report["manifests"]
+    assert calls["unknown_labels"] == {"boredom": 1, "Boredom": 1} and calls["missing_files"] == 1 and calls["rows"] == 6
+    assert more["unknown_labels"] == {"sarcasm": 1} and more["clips"] == 2
+    for rep in (o, report["per_corpus"]["calls"], report["per_corpus"]["more"]):
+        assert set(rep) >= {"ua", "wa", "macro_f1", "ece", "arousal_bacc"}
+        assert 0.0 <= rep["arousal_bacc"] <= 1.0
+    assert report["per_corpus"]["happy_only"]["arousal_bacc"] is None  # no neutral/sad clip
+    assert report["per_corpus"]["ravdess"]["arousal_bacc"] is None     # calm only
+    assert "arousal bAcc" in res.stdout and "sarcasm 1" in res.stdout
+
+
+@pytest.mark.parametrize("text, words", [
+    ("file,emotion\nx.wav,angry\n", "no 'path' or 'label' column"),
+    ("path,emotion\nx.wav,angry\n", "no 'label' column"),
+    ("", "is empty"),
+    ("path\tlabel\n", "no rows"),
+])
+def test_eval_malformed_manifest_is_one_clear_line(tmp_path, text, words):
+    (tmp_path / "m.csv").write_text(text)
+    res = run_eval("--manifest", tmp_path / "m.csv", "--json", tmp_path / "r.json")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "error:" in res.stderr and words in res.stderr
+    assert "path,label" in res.stderr or "row per clip" in res.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_eval_manifest_without_usable_clips(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "m.tsv").write_text("path\tlabel\na.wav\tboredom\nnot-here.wav\tangry\n")
+    res = run_eval("--manifest", tmp_path / "m.tsv", "--json", tmp_path / "r.json")
+    assert res.returncode == 2 and "no usable clips" in res.stderr and "relative to the manifest" in res.stderr
+
+
+def test_eval_needs_paths_or_manifest(tmp_path):
+    res = run_eval("--json", tmp_path / "r.json")
+    assert res.returncode == 2 and "--manifest" in res.stderr
+
+
+def test_arousal_bacc_on_constructed_predictions():
+    from collections import Counter
+
+    from streamer.labels import INDEX, LABELS
+    from streamer.train.corpora import Clip
+    from streamer.train.evaluate import Predictions, add_arousal, eval_report
+    from streamer.train.metrics import arousal_bacc
+
+    def p(**kw):
+        return [kw.get(k, 0.0) for k in LABELS]
+
+    rows = [  # (true label, probabilities, corpus)
+        ("angry", p(angry=0.9, sad=0.1), "a"),          # aroused: right
+        ("happy", p(happy=0.5, neutral=0.5), "a"),      # arousal 0.6*0.5 - 0.3*0.5 > 0: right
+        ("happy", p(sad=0.6, happy=0.4), "a"),          # -0.36 + 0.24 < 0: wrong
+        ("neutral", p(neutral=1.0), "a"),               # calm: right
+        ("sad", p(surprise=0.5, sad=0.5), "a"),         # 0.35 - 0.3 > 0: wrong
+        ("sad", p(sad=1.0), "a"),                       # right
+        ("fear", p(neutral=1.0), "a"),                  # ignored
+        ("surprise", p(sad=1.0), "b"),                  # ignored: corpus b has neither side
+        ("angry", p(angry=1.0), "c"),                   # c has only the aroused side
+    ]
+    probs = np.array([r[1] for r in rows])
+    y = [INDEX[r[0]] for r in rows]
+    # aroused side 2 of 3 right, calm side 2 of 3 right
+    assert arousal_bacc(probs[:7], y[:7]) == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert arousal_bacc(probs, y) == pytest.approx((3 / 4 + 2 / 3) / 2)
+    assert arousal_bacc(probs[[0, 3]], [y[0], y[3]]) == 1.0
+    assert arousal_bacc(probs[[3, 0]], [y[0], y[3]]) == 0.0  # each read as the other side
+    assert arousal_bacc(probs[6:8], y[6:8]) is None
+    clips = [Clip(Path(f"{i}.wav"), lab, f"{c}:s", c) for i, (lab, _, c) in enumerate(rows)]
+    pred = Predictions(clips, probs.astype(np.float32), probs.astype(np.float32), Counter())
+    report = add_arousal(eval_report(pred), pred)
+    assert report["overall"]["arousal_bacc"] == pytest.approx((3 / 4 + 2 / 3) / 2)
+    assert report["per_corpus"]["a"]["arousal_bacc"] == pytest.approx(2 / 3)
+    assert report["per_corpus"]["b"]["arousal_bacc"] is None and report["per_corpus"]["c"]["arousal_bacc"] is None
+    json.dumps(report)  # null, not NaN

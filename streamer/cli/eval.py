@@ -1,4 +1,5 @@
-"""ser-eval: evaluate an audio emotion model on labelled corpus folders of any supported layout."""
+"""ser-eval: evaluate an audio emotion model on labelled corpus folders of any supported layout,
+or on the clips a manifest lists (TSV or CSV with columns path, label, optional speaker)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ def main() -> int:
     from streamer.audio.emotion import DEFAULT_MODEL_DIR
 
     ap = argparse.ArgumentParser(prog="ser-eval", description=__doc__)
-    ap.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="corpus folders or files (RAVDESS, TESS, EmoDB, CREMA-D, SAVEE, EMOVO, URDU names)")
+    ap.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="corpus folders or files (RAVDESS, TESS, EmoDB, CREMA-D, SAVEE, EMOVO, URDU names)")
+    ap.add_argument("--manifest", type=Path, action="append", default=[], metavar="FILE",
+                    help="a TSV or CSV listing clips under any names: header path,label[,speaker]; paths relative to the file (repeatable)")
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="audio model folder (default: the shipped one)")
     ap.add_argument("--json", type=Path, required=True, help="write the report here")
     ap.add_argument("--png", type=Path, default=None, help="also draw the confusion matrix here")
     args = ap.parse_args()
+    if not args.paths and not args.manifest:
+        ap.error("give corpus folders (PATH...) or --manifest FILE, or both")
 
     import torch
     from rich.console import Console
@@ -25,25 +30,36 @@ def main() -> int:
 
     from streamer.audio.emotion import AudioEmotion
     from streamer.errors import SerError
-    from streamer.train.corpora import scan
-    from streamer.train.evaluate import eval_report, predict_clips
+    from streamer.train.corpora import ScanResult, scan
+    from streamer.train.evaluate import add_arousal, eval_report, predict_clips
+    from streamer.train.manifest import read_manifest
     from streamer.train.metrics import confusion_png, confusion_text
 
     torch.set_num_threads(1)
     try:
-        found = scan(args.paths)
+        found = scan(args.paths) if args.paths else ScanResult()
     except FileNotFoundError as exc:
         raise SerError(f"{exc}; give existing corpus folders") from exc
+    manifests = [read_manifest(m) for m in args.manifest]
+    for m in manifests:
+        found.clips.extend(m.clips)
+        found.skipped.update(m.skipped)
     if not found.clips:
-        raise SerError(f"no labelled clips found under {', '.join(map(str, args.paths))}: file names must follow a supported corpus layout")
+        where = ", ".join(map(str, [*args.paths, *args.manifest]))
+        if manifests:
+            raise SerError(f"no usable clips in {where}: check that the listed audio files exist (paths are relative to the manifest's folder) "
+                           f"and that the labels are among angry, disgust, fear, happy, neutral, sad, surprise (or synonyms such as anger, calm)")
+        raise SerError(f"no labelled clips found under {where}: file names must follow a supported corpus layout, or list the clips in a --manifest")
     model = AudioEmotion.load(args.model)
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=len(found.clips))
         pred = predict_clips(model, found.clips, progress=lambda: progress.advance(task))
     pred.skipped.update(found.skipped)
-    report = eval_report(pred)
+    report = add_arousal(eval_report(pred), pred)
     report["model"] = str(args.model)
+    if manifests:
+        report["manifests"] = [m.summary() for m in manifests]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.png:
@@ -51,13 +67,22 @@ def main() -> int:
 
         confusion_png(np.array(report["confusion"]["matrix"]), str(args.png))
     o = report["overall"]
-    print(f"n {o['n']}  skipped {o['skipped']}  UA {o['ua']:.3f}  WA {o['wa']:.3f}  macro-F1 {o['macro_f1']:.3f}  ECE {o['ece']:.3f}")
+    print(f"n {o['n']}  skipped {o['skipped']}  UA {o['ua']:.3f}  WA {o['wa']:.3f}  macro-F1 {o['macro_f1']:.3f}  ECE {o['ece']:.3f}"
+          f"  arousal bAcc {_num(o['arousal_bacc'])}")
     for name, rep in report["per_corpus"].items():
-        print(f"  {name}: n {rep['n']}  UA {rep['ua']:.3f}  WA {rep['wa']:.3f}")
+        print(f"  {name}: n {rep['n']}  UA {rep['ua']:.3f}  WA {rep['wa']:.3f}  arousal bAcc {_num(rep['arousal_bacc'])}")
+    for m in manifests:
+        if m.unknown_labels or m.missing or m.malformed:
+            unknown = ", ".join(f"{k} {n}" for k, n in m.unknown_labels.most_common()) or "none"
+            print(f"  {m.file}: skipped unknown labels ({unknown}), missing files {m.missing}, rows without path or label {m.malformed}")
     import numpy as np
 
     print(confusion_text(np.array(report["confusion"]["matrix"])))
     return 0
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def entry() -> None:
