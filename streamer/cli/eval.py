@@ -11,31 +11,21 @@ from streamer.cli import run_main
 
 
 def main() -> int:
-    from streamer.audio.emotion import DEFAULT_MODEL_DIR
-
     ap = argparse.ArgumentParser(prog="ser-eval", description=__doc__)
     ap.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="corpus folders or files (RAVDESS, TESS, EmoDB, CREMA-D, SAVEE, EMOVO, URDU names)")
     ap.add_argument("--manifest", type=Path, action="append", default=[], metavar="FILE",
                     help="a TSV or CSV listing clips under any names: header path,label[,speaker]; paths relative to the file (repeatable)")
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="audio model folder (default: the shipped one)")
+    ap.add_argument("--model", type=Path, default=None, help="audio model folder (default: the shipped one, models/audio-emotion)")
     ap.add_argument("--json", type=Path, required=True, help="write the report here")
     ap.add_argument("--png", type=Path, default=None, help="also draw the confusion matrix here")
     args = ap.parse_args()
     if not args.paths and not args.manifest:
         ap.error("give corpus folders (PATH...) or --manifest FILE, or both")
 
-    import torch
-    from rich.console import Console
-    from rich.progress import Progress
-
-    from streamer.audio.emotion import AudioEmotion
     from streamer.errors import SerError
     from streamer.train.corpora import ScanResult, scan
-    from streamer.train.evaluate import add_arousal, eval_report, predict_clips
     from streamer.train.manifest import read_manifest
-    from streamer.train.metrics import confusion_png, confusion_text
 
-    torch.set_num_threads(1)
     try:
         found = scan(args.paths) if args.paths else ScanResult()
     except FileNotFoundError as exc:
@@ -50,6 +40,17 @@ def main() -> int:
             raise SerError(f"no usable clips in {where}: check that the listed audio files exist (paths are relative to the manifest's folder) "
                            f"and that the labels are among angry, disgust, fear, happy, neutral, sad, surprise (or synonyms such as anger, calm)")
         raise SerError(f"no labelled clips found under {where}: file names must follow a supported corpus layout, or list the clips in a --manifest")
+
+    import torch
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from streamer.audio.emotion import DEFAULT_MODEL_DIR, AudioEmotion
+    from streamer.train.evaluate import add_arousal, eval_report, predict_clips
+    from streamer.train.metrics import confusion_png, confusion_text
+
+    torch.set_num_threads(1)
+    args.model = args.model or DEFAULT_MODEL_DIR
     model = AudioEmotion.load(args.model)
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
