@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import logging
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,12 +19,14 @@ from streamer.config import Config
 from streamer.errors import SerError
 from streamer.labels import LABELS
 from streamer.live.session_log import SessionLog, read_log
+from streamer.summary import summarise_records
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf", ".opus"}
 SUMMARY_FIELDS = ["file", "channel", "duration_s", "speech_s", "windows", "dominant_emotion",
-                  *[f"share_{k}" for k in LABELS], "mean_confidence", "asr_engine", "error"]
+                  *[f"share_{k}" for k in LABELS], "mean_confidence", "asr_engine", "error",
+                  "utterances", "uncertain_share", "mean_arousal", "mean_valence"]
 
 
 @dataclass(frozen=True)
@@ -117,28 +118,36 @@ def _now() -> str:
 
 
 def summary_rows(path: Path, log_path: Path) -> list[dict]:
-    """Rows of summary.csv for one analysed file, from its log (one per channel)."""
+    """Rows of summary.csv for one analysed file, from its log (one per channel).
+
+    Shares, dominant emotion, mean confidence, uncertain share and mean arousal/valence come
+    from the log's utterances (weighted by duration), or from its windows for logs without
+    utterance records (``streamer.summary``). ``speech_s`` is the time they cover; columns a
+    log cannot tell (``uncertain_share`` of a log without the flag) are left empty.
+    """
     contents = read_log(log_path)
     start = (contents.of_type("session_start") or [{}])[0]
     end = (contents.of_type("session_end") or [{}])[0]
     windows = contents.of_type("window")
+    utterances = contents.of_type("utterance")
     asr = start.get("models", {}).get("asr", "")
     channels = start.get("channels") or [None]
     rows = []
     for ch in channels:
         mine = [w for w in windows if w.get("channel") == ch]
-        time_in = Counter()
-        for w in mine:
-            time_in[w["label"]] += w["end_s"] - w["start_s"]
-        speech = sum(time_in.values())
+        s = summarise_records(mine, [u for u in utterances if u.get("channel") == ch])
         row = {"file": str(path), "channel": ch or "", "duration_s": start.get("duration_s", ""),
-               "speech_s": round(speech, 2), "windows": len(mine),
-               "dominant_emotion": time_in.most_common(1)[0][0] if time_in else "",
-               **{f"share_{k}": round(time_in[k] / speech, 4) if speech else 0.0 for k in LABELS},
-               "mean_confidence": round(sum(w["confidence"] for w in mine) / len(mine), 4) if mine else "",
-               "asr_engine": asr, "error": end.get("error") or ""}
+               "speech_s": round(s.speech_s, 2), "windows": len(mine), "dominant_emotion": s.dominant,
+               **{f"share_{k}": round(s.share[k], 4) for k in LABELS},
+               "mean_confidence": _r(s.mean_confidence), "asr_engine": asr, "error": end.get("error") or "",
+               "utterances": s.count if s.kind == "utterance" else 0, "uncertain_share": _r(s.uncertain_share),
+               "mean_arousal": _r(s.mean_arousal), "mean_valence": _r(s.mean_valence)}
         rows.append(row)
     return rows
+
+
+def _r(x: float | None) -> float | str:
+    return "" if x is None else round(x, 4)
 
 
 def write_summary(rows: list[dict], path: Path) -> None:
