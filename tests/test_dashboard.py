@@ -148,3 +148,11 @@ def test_plain_lines_own_label_uncertain_rolling_and_dims():
                         EMOJI["fear"], 0.25, True, all_dims(dist("fear"), None, dist("fear", 0.25)))
     ul = utterance_line(u)
     assert ul.startswith("utterance 4 [   1.00-   3.50s]") and "uncertain" in ul and "oh really" in ul and "2 windows" in ul
+
+
+def test_plain_line_picks_the_form():
+    from streamer.ui.dashboard import plain_line
+
+    u = UtteranceResult(0, 0, 40000, (0,), WINDOWS[0].words, dist("angry"), None, dist("angry"), "angry", EMOJI["angry"],
+                        0.7, False, {})
+    assert plain_line(u).startswith("utterance 0") and plain_line(WINDOWS[0]) == window_line(WINDOWS[0])

@@ -1,6 +1,7 @@
-"""ser-report: figures and a self-contained HTML page from session logs, or (--clip) the
-seed notebook's figure for one recording: waveform, log-mel spectrogram, and the audio, text
-and fused probabilities."""
+"""ser-report: figures and a self-contained HTML page from session logs (transcript by
+utterance, each with its own emotion, arousal and valence; the rolling emotion as a band), or
+(--clip) the seed notebook's figure for one recording: waveform, log-mel spectrogram, and the
+audio, text and fused probabilities, with the fused arousal/valence in the title."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     from streamer.config import Config
     from streamer.labels import LABELS
     from streamer.live.factory import load_models
-    from streamer.live.fusion import fuse
+    from streamer.dims import dims
+    from streamer.live.fusion import Fuser
     from streamer.live.messages import Window
     from streamer.report import COLORS
 
@@ -38,7 +40,8 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     words = models.asr_factory().words_for(Window(0, 0, len(samples), samples, final=True))
     transcript = " ".join(w.word for w in words)
     text = models.text.predict(transcript) if transcript else None
-    fused = fuse(audio, text, cfg.fusion)
+    fuser = Fuser.load(cfg.fusion)
+    fused = fuser.fuse(audio, text)
     fig = plt.figure(figsize=(12, 7), dpi=100)
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.3])
     ax_w = fig.add_subplot(grid[0, 0])
@@ -62,7 +65,10 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     ax_p.set_xlim(0, 1)
     ax_p.legend(title="bars: audio / text / fused (light to dark)")
     ax_p.set_title(f"“{transcript[:60]}”" if transcript else "(no words)", loc="left", fontsize=9)
-    fig.suptitle(f"{path.name}: {max(fused, key=fused.get)}")
+    label = max(fused, key=fused.get)
+    d = dims(fused)
+    fig.suptitle(f"{path.name}: {label} {fused[label]:.0%}{' (uncertain)' if fuser.is_uncertain(fused) else ''}   "
+                 f"fused arousal {d['arousal']:+.2f}, valence {d['valence']:+.2f}")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png)

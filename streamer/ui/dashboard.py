@@ -1,7 +1,7 @@
 """The rich dashboard: a ``Layout`` tree rendered from a :class:`Snapshot` (pure), and
 :class:`Dashboard`, a renderable whose ``__rich__`` takes a fresh snapshot, for ``Live`` to
-refresh at its own pace. ``window_line`` and ``utterance_line`` are the plain one-line forms
-used when stdout is not a terminal.
+refresh at its own pace. ``window_line`` and ``utterance_line`` (``plain_line`` picks one) are
+the plain one-line forms used when stdout is not a terminal.
 
 Each transcript line and each mark of the "recent windows" strip carries its own window's (or
 utterance's) emotion; an uncertain one (fused confidence below ``[fusion] min_confidence``)
@@ -298,3 +298,8 @@ def utterance_line(u: UtteranceResult) -> str:
     n = len(u.windows)
     return (f"utterance {u.index} [{u.start / 16000:7.2f}-{u.end / 16000:7.2f}s] {_own_plain(u)}"
             f"{'  ' + dims if dims else ''}  ({n} window{'s' if n != 1 else ''})  | {u.transcript}")
+
+
+def plain_line(r: WindowResult | UtteranceResult) -> str:
+    """:func:`utterance_line` or :func:`window_line`, for a sink that gets both kinds."""
+    return utterance_line(r) if isinstance(r, UtteranceResult) else window_line(r)
