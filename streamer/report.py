@@ -185,6 +185,8 @@ def draw(contents: LogContents, width_px: int = 1400, dpi: int = 100):
 def _band(ax, spans: list[tuple[float, float, str, bool]]) -> None:
     """Coloured spans (start, end, label, uncertain) with a label where it changes;
     uncertain spans pale and hatched."""
+    if not spans:
+        ax.text(0.5, 0.5, "not in this log", transform=ax.transAxes, va="center", ha="center", fontsize=8, color="#888888")
     prev = None
     for start, end, label, uncertain in spans:
         ax.axvspan(start, end, color=COLORS.get(label, "#ffffff"), alpha=0.35 if uncertain else 1.0,
