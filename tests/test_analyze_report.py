@@ -116,8 +116,10 @@ def test_reports_from_normal_split_and_torn_logs(split_run, tmp_path):
         img = mpimg.imread(png)
         assert img.shape[1] == 1400 and img.shape[0] >= 300
         page = html.read_text()
-        for section in ("Emotion over time", "Summary", "Most intense windows", "Transcript", "data:image/png;base64,", *lanes):
+        for section in ("Emotion over time", "Summary", "Most intense", "Transcript", "data:image/png;base64,", *lanes):
             assert section in page, section
+        if read_log(log).of_type("utterance"):  # the pipeline writes utterances: the transcript is by utterance
+            assert "One row per utterance" in page and "arousal" in page
         assert "<script" not in page and "http" not in page.replace("http-equiv", "")
         if log == torn:
             assert f"skipped unreadable line {len(lines)}" in res.stderr and "no session_end" in page
