@@ -156,3 +156,4 @@ def test_plain_line_picks_the_form():
     u = UtteranceResult(0, 0, 40000, (0,), WINDOWS[0].words, dist("angry"), None, dist("angry"), "angry", EMOJI["angry"],
                         0.7, False, {})
     assert plain_line(u).startswith("utterance 0") and plain_line(WINDOWS[0]) == window_line(WINDOWS[0])
+    assert window_line(u) == plain_line(u)  # a sink that prints window_line gets utterances too

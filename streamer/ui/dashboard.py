@@ -280,7 +280,10 @@ def _own_plain(r: WindowResult | UtteranceResult) -> str:
 
 def window_line(r: WindowResult) -> str:
     """The plain form of a window result, for output that is not a terminal: its own label
-    (or "uncertain"), the branches' top labels, the rolling emotion, fused arousal/valence."""
+    (or "uncertain"), the branches' top labels, the rolling emotion, fused arousal/valence.
+    An utterance gets :func:`utterance_line` (a sink receives both kinds)."""
+    if isinstance(r, UtteranceResult):
+        return utterance_line(r)
     text = "" if r.text is None else f" text {max(r.text, key=r.text.get)}"
     audio = max(r.audio, key=r.audio.get)
     rolling = ""
