@@ -118,3 +118,46 @@ def test_a_click_in_silence_is_silent_not_an_error(audio_model):
     x[20000] = 0.0004  # peak above -70 dBFS, but no 20 ms frame above -90 dB: nothing left after trimming
     with pytest.raises(SilentAudio):
         audio_model.predict(x)
+
+
+def _random_head(net_config, seed=0, scale=0.5):
+    from streamer.audio.linear import LinearHead
+
+    d = 2 * (net_config.whisper_dim + net_config.prosody_dim)
+    rng = np.random.default_rng(seed)
+    return LinearHead(np.zeros(d, np.float32), np.ones(d, np.float32),
+                      rng.normal(0, scale, (len(LABELS), d)).astype(np.float32), np.zeros(len(LABELS), np.float32))
+
+
+def test_linear_blend_loads_changes_the_output_and_batches(audio_model, clip, speech_wav, tmp_path):
+    from streamer.audio.emotion import save_model
+
+    head = _random_head(audio_model.net.config)
+    save_model(audio_model.net, tmp_path, audio_model.temperature, head, 0.5)
+    blended = AudioEmotion.load(tmp_path, audio_model.whisper)
+    assert blended.linear is not None and blended.linear_weight == 0.5
+    speech = load_audio(speech_wav)
+    net_only = AudioEmotion(audio_model.net, audio_model.temperature, audio_model.whisper)
+    a, b = blended.predict_proba(clip), net_only.predict_proba(clip)
+    assert a.sum() == pytest.approx(1.0, abs=1e-5) and np.abs(a - b).max() > 0.01  # the head is used
+    for single, x in zip(blended.predict_batch([clip, speech]), [clip, speech]):
+        ref = blended.predict(x)
+        assert max(abs(single[k] - ref[k]) for k in LABELS) < 1e-4
+    # weight 0 is the network alone; the blend is the weighted mean of both heads' logits
+    save_model(audio_model.net, tmp_path, audio_model.temperature, head, 0.0)
+    assert np.abs(AudioEmotion.load(tmp_path, audio_model.whisper).predict_proba(clip) - b).max() < 1e-6
+    items = blended.window_inputs(blended.prepare_audio(clip, 16000))
+    from streamer.audio.linear import pooled_stats
+
+    lin = head.logits(pooled_stats([i.whisper for i in items], [i.prosody for i in items]))
+    net = net_only.window_logits(items).numpy()
+    assert np.allclose(blended.window_logits(items).numpy(), 0.5 * net + 0.5 * lin, atol=1e-4)
+
+
+def test_blend_folder_without_its_linear_file(audio_model, tmp_path):
+    from streamer.audio.emotion import save_model
+
+    save_model(audio_model.net, tmp_path, 1.0, _random_head(audio_model.net.config), 0.3)
+    (tmp_path / "linear.npz").unlink()
+    with pytest.raises(ModelError, match="linear.npz"):
+        AudioEmotion.load(tmp_path, audio_model.whisper)

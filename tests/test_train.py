@@ -71,3 +71,68 @@ def test_sample_weights_balance_corpora_and_classes():
     assert w.sum() == pytest.approx(1.0)
     assert w[:10].sum() == pytest.approx(0.3) and w[10:40].sum() == pytest.approx(0.3)
     assert w[40:].sum() == pytest.approx(0.4)
+
+
+def test_linear_head_learns_and_round_trips(tmp_path):
+    import numpy as np
+
+    from streamer.audio.linear import LinearHead
+    from streamer.train.linear import fit_linear
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 700)
+    x = rng.normal(0, 1, (700, 20)).astype(np.float32)
+    x[np.arange(700), y] += 2.5
+    head = fit_linear(x, y, np.ones(700), n_classes=7, l2=1e-3)
+    assert (head.logits(x).argmax(1) == y).mean() > 0.8
+    strong = fit_linear(x, y, np.ones(700), n_classes=7, l2=10.0)
+    assert np.abs(strong.coef).sum() < 0.1 * np.abs(head.coef).sum()  # the penalty shrinks the weights
+    head.save(tmp_path / "h.npz")
+    again = LinearHead.load(tmp_path / "h.npz")
+    assert np.array_equal(again.logits(x), head.logits(x))
+
+
+def test_plan_splits_keep_test_out_of_training(ravdess, tess):
+    from streamer.train.recipe import plan_splits
+
+    clips = scan([ravdess, tess]).clips
+    cfg = TrainConfig()
+    splits = plan_splits(cfg, clips)
+    assert [s.kind for s in splits] == ["loao"] * 5 + ["loco", "loco", "final"]
+    for s in splits:
+        train = {c.path for c in clips if s.train(c)}
+        val = {c.path for c in clips if s.val(c)}
+        test = {c.path for c in clips if s.test(c)} if s.test else set()
+        assert train and val and not train & val and not train & test and not val & test
+        if s.kind == "loao":
+            assert {c.speaker for c in clips if s.test(c)} == set(s.info["test_speakers"])
+            assert not {c.speaker for c in clips if c.path in train} & set(s.info["test_speakers"])
+        if s.kind == "loco":
+            assert {c.corpus for c in clips if c.path in train | val} == {s.info["train_corpus"]}
+            assert {c.corpus for c in clips if c.path in test} == set(s.info["test_corpora"])
+    tess_split = next(s for s in splits if s.name == "loco_tess")
+    from streamer.train.recipe import text_item
+
+    # validation words are never spoken in training
+    assert not {text_item(c) for c in clips if tess_split.train(c)} & set(tess_split.info["val_items"])
+
+
+def test_cross_fitted_temperature():
+    import numpy as np
+
+    from streamer.train.blend import HeldOut, cross_fitted, fit_temperature
+
+    rng = np.random.default_rng(1)
+
+    def make(sharp):
+        y = rng.integers(0, 7, 500)
+        z = rng.normal(0, 1, (500, 7))
+        z[np.arange(500), y] += 1.2
+        return HeldOut(sharp * z, np.zeros((500, 7)), np.arange(500), np.ones(500), list(y))
+
+    sets = {"a": make(3.0), "b": make(3.0)}
+    out = cross_fitted(sets, 0.0)
+    assert 2.0 < out["per_set"]["a"]["temperature_from_others"] < 4.5
+    raw = __import__("streamer.train.metrics", fromlist=["x"]).expected_calibration_error(sets["a"].probs(0.0, 1.0), sets["a"].y)
+    assert out["pooled_ece"] < 0.5 * raw  # calibrated on the other set, still far better than raw
+    assert fit_temperature(sets["a"], 0.0) > 2.0

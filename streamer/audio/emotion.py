@@ -5,6 +5,10 @@ normalised on the active speech, then split into windows of ``window_samples`` (
 a shorter last window of at least ``min_window_samples``; the probabilities of the windows
 are averaged, weighted by their length. Wrong sample rates are resampled and multichannel
 audio is downmixed; empty, silent or NaN input raises :class:`AudioInputError`.
+
+A model folder may add a linear head over pooled window statistics (``linear.npz``, see
+:mod:`streamer.audio.linear`); ``config.json``'s ``blend`` says with what weight its logits
+join the network's before the temperature: ``(1 - weight) * network + weight * linear``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from streamer.audio import SAMPLE_RATE
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
 from streamer.audio.features import prepare, prosody_frames, split_windows
 from streamer.audio.io import to_mono_float
+from streamer.audio.linear import LINEAR_FILE, LinearHead, pooled_stats
 from streamer.audio.model import AudioEmotionNet, NetConfig
 from streamer.errors import AudioInputError, ModelError
 from streamer.labels import LABELS
@@ -108,10 +113,27 @@ def pool_windows(logits: ArrayLike, owner: ArrayLike, frames: ArrayLike, n_clips
     return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def save_model(net: AudioEmotionNet, folder: Path, temperature: float) -> None:
-    """Write the weights, the network shape, the temperature and the label map."""
+def blend_logits(net_logits: ArrayLike, linear_logits: ArrayLike | None, weight: float) -> NDArray[np.float32]:
+    """``(1 - weight) * net + weight * linear`` (the network's logits alone without a head).
+
+    >>> blend_logits([[2.0, 0.0]], [[0.0, 4.0]], 0.25).tolist()
+    [[1.5, 1.0]]
+    """
+    z = np.asarray(net_logits, np.float32)
+    if linear_logits is None or weight == 0:
+        return z
+    return ((1.0 - weight) * z + weight * np.asarray(linear_logits, np.float32)).astype(np.float32)
+
+
+def save_model(net: AudioEmotionNet, folder: Path, temperature: float, linear: LinearHead | None = None,
+               linear_weight: float = 0.0) -> None:
+    """Write the weights, the network shape, the temperature, the label map and the linear head."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "model.pt")
+    if linear is not None:
+        linear.save(folder / LINEAR_FILE)
+    elif (folder / LINEAR_FILE).exists():
+        (folder / LINEAR_FILE).unlink()
     meta = {
         "net": net.config.to_dict(),
         "temperature": float(temperature),
@@ -120,6 +142,9 @@ def save_model(net: AudioEmotionNet, folder: Path, temperature: float) -> None:
         "min_window_samples": MIN_WINDOW_SAMPLES,
         "tail_samples": TAIL_SAMPLES,
     }
+    if linear is not None:
+        meta["blend"] = {"linear": LINEAR_FILE, "weight": float(linear_weight),
+                         "rule": "logits = (1 - weight) * network + weight * linear; probs = softmax(logits / temperature)"}
     (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     (folder / "labels.json").write_text(json.dumps(list(LABELS)) + "\n")
 
@@ -129,8 +154,15 @@ class AudioEmotion:
 
     def __init__(self, net: AudioEmotionNet, temperature: float, whisper: WhisperHandle,
                  window_samples: int = WINDOW_SAMPLES, min_window_samples: int = MIN_WINDOW_SAMPLES,
-                 tail_samples: int = TAIL_SAMPLES) -> None:
+                 tail_samples: int = TAIL_SAMPLES, linear: LinearHead | None = None, linear_weight: float = 0.0) -> None:
+        if linear is not None and linear.dim != 2 * (net.config.whisper_dim + net.config.prosody_dim):
+            raise ModelError(f"linear head expects {linear.dim} statistics, the network's inputs give "
+                             f"{2 * (net.config.whisper_dim + net.config.prosody_dim)}")
+        if not 0.0 <= linear_weight <= 1.0:
+            raise ModelError(f"blend weight must lie in [0, 1], not {linear_weight}")
         self.net = net.eval()
+        self.linear = linear
+        self.linear_weight = float(linear_weight) if linear is not None else 0.0
         self._forward = _traced(self.net)
         self.temperature = float(temperature)
         self.whisper = whisper
@@ -156,9 +188,19 @@ class AudioEmotion:
             raise ModelError(f"{folder}/labels.json lists {labels}, expected {list(LABELS)}")
         net = AudioEmotionNet(NetConfig(**meta["net"]))
         net.load_state_dict(state)
+        linear, weight = None, 0.0
+        if meta.get("blend"):
+            try:
+                linear = LinearHead.load(folder / meta["blend"]["linear"])
+            except FileNotFoundError as exc:
+                raise ModelError(f"audio model folder {folder} is incomplete ({exc.filename} missing, named by "
+                                 "config.json's blend); retrain it with ser-train") from exc
+            except (ValueError, KeyError, OSError) as exc:
+                raise ModelError(f"audio model folder {folder}: unreadable linear head ({exc}); retrain it with ser-train") from exc
+            weight = float(meta["blend"]["weight"])
         whisper = whisper or WhisperHandle.shared(WhisperOptions(model=meta.get("whisper_model", WhisperOptions().model)))
         return cls(net, meta.get("temperature", 1.0), whisper, meta["window_samples"], meta["min_window_samples"],
-                   meta.get("tail_samples", 0))
+                   meta.get("tail_samples", 0), linear, weight)
 
     # --- inputs ---------------------------------------------------------------------------
     def prepare_audio(self, audio: ArrayLike, sample_rate: int) -> NDArray[np.float32]:
@@ -182,8 +224,12 @@ class AudioEmotion:
     # --- prediction -----------------------------------------------------------------------
     @torch.inference_mode()
     def window_logits(self, items: Sequence[FrameInputs]) -> torch.Tensor:
-        """Uncalibrated logits (N, 7) of model inputs, one row per window."""
-        return self._forward(*collate(items))
+        """Uncalibrated logits (N, 7) of model inputs, one row per window (network and linear head blended)."""
+        z = self._forward(*collate(items))
+        if self.linear is None or self.linear_weight == 0:
+            return z
+        lin = self.linear.logits(pooled_stats([i.whisper for i in items], [i.prosody for i in items]))
+        return torch.from_numpy(blend_logits(z.numpy(), lin, self.linear_weight))
 
     def window_probs(self, items: Sequence[FrameInputs]) -> NDArray[np.float32]:
         """Calibrated probabilities (N, 7) of model inputs, one row per window."""

@@ -57,6 +57,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     ap.add_argument("--folds", type=int, default=None, help="override the number of cross-validation folds")
     ap.add_argument("--no-cv", action="store_true", help="skip cross-validation, train the final model only")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="folder of networks trained earlier for the same splits (<folder>/<split>/model.pt, info.json): "
+                         "reused instead of retrained; linear heads, blend, temperature and figures are recomputed")
     ap.add_argument("--ablation", action="store_true",
                     help="cross-validate each input variant instead (writes ablation.json; keeps the model)")
     args = ap.parse_args()
@@ -78,11 +81,17 @@ def main() -> int:
             for r in results["ablation"]:
                 print(f"{r['variant']}: UA {r['mean']['ua']:.3f}  telephone UA {r['mean']['telephone_ua']:.3f}")
         else:
-            results = run(cfg, out, reporter, cv=not args.no_cv)
+            results = run(cfg, out, reporter, cv=not args.no_cv, reuse=args.reuse)
             if results["cv"]:
                 m = results["cv"]["mean"]
                 print(f"cross-validation: UA {m['ua']:.3f}  telephone UA {m['telephone_ua']:.3f}  "
                       f"ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f}")
+                for name, r in results.get("loco", {}).items():
+                    print(f"{name} (train {r['train_corpus']}): UA {r['ua']:.3f}  ECE {r['ece_after']:.3f}")
+                cal = results["calibration"].get("loco_cross_fitted")
+                if cal:
+                    print(f"blend weight {results['blend']['weight']}, T {results['calibration']['temperature']:.3f}, "
+                          f"ECE pooled over LOCO (cross-fitted) {cal['pooled_ece']:.3f}")
     metrics = load_json(out / "metrics.json")
     if metrics:
         card = write_card(out, metrics, load_json(out / "ablation.json"), COMMAND, ABLATION_COMMAND)

@@ -22,21 +22,61 @@ def _f(x: float | None) -> str:
 
 def fold_table(cv: dict) -> list[str]:
     pc, pt = cv["pooled_clean"], cv["pooled_telephone"]
-    rows = ["| fold | test actors | val actors | best epoch | T | UA | WA | macro-F1 | ECE before | ECE after | telephone UA |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    extra = "net_only_ua" in cv["folds"][0]
+    rows = ["| fold | test actors | val actors | best epoch | T | UA | WA | macro-F1 | ECE before | ECE after | telephone UA |"
+            + (" network alone | linear alone |" if extra else ""),
+            "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if extra else "")]
     for r in cv["folds"]:
         test = ",".join(s.split(":")[1] for s in r["test_speakers"])
         val = ",".join(s.split(":")[1] for s in r["val_speakers"])
         if r.get("calib_speakers"):
             val += " (T: " + ",".join(s.split(":")[1] for s in r["calib_speakers"]) + ")"
         rows.append(f"| {r['fold']} | {test} | {val} | {r['best_epoch']} | {r['temperature']:.2f} | {_f(r['ua'])} | {_f(r['wa'])} | "
-                    f"{_f(r['macro_f1'])} | {_f(r['ece_before'])} | {_f(r['ece_after'])} | {_f(r['telephone_ua'])} |")
+                    f"{_f(r['macro_f1'])} | {_f(r['ece_before'])} | {_f(r['ece_after'])} | {_f(r['telephone_ua'])} |"
+                    + (f" {_f(r['net_only_ua'])} | {_f(r['linear_only_ua'])} |" if extra else ""))
     m, s = cv["mean"], cv["std"]
     rows.append(f"| **mean** | | | | | **{_f(m['ua'])}** ± {s['ua']:.3f} | {_f(m['wa'])} | {_f(m['macro_f1'])} | "
-                f"{_f(m['ece_before'])} | {_f(m['ece_after'])} | **{_f(m['telephone_ua'])}** ± {s['telephone_ua']:.3f} |")
+                f"{_f(m['ece_before'])} | {_f(m['ece_after'])} | **{_f(m['telephone_ua'])}** ± {s['telephone_ua']:.3f} |"
+                + (f" {_f(m['net_only_ua'])} | {_f(m['linear_only_ua'])} |" if extra else ""))
     rows.append(f"| **pooled** ({pc['n']} clips) | | | | | {_f(pc['ua'])} | {_f(pc['wa'])} | {_f(pc['macro_f1'])} | | "
-                f"**{_f(pc['ece'])}** | {_f(pt['ua'])} (ECE {_f(pt['ece'])}) |")
+                f"**{_f(pc['ece'])}** | {_f(pt['ua'])} (ECE {_f(pt['ece'])}) |" + (" | |" if extra else ""))
     return rows
+
+
+def loco_table(metrics: dict) -> list[str]:
+    cal = metrics.get("calibration", {}).get("loco_cross_fitted", {}).get("per_set", {})
+    rows = ["| run | trains on | tests on | clips | UA | WA | macro-F1 | ECE at T=1 | ECE at the shipped T | ECE cross-fitted (T from the other run) | network alone UA | linear alone UA |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in metrics.get("loco", {}).items():
+        cf = cal.get(name, {})
+        rows.append(f"| {name} | {r['train_corpus']} | {', '.join(r['test_corpora'])} | {r['n']} | **{_f(r['ua'])}** | {_f(r['wa'])} | "
+                    f"{_f(r['macro_f1'])} | {_f(r['ece_before'])} | {_f(r['ece_after'])} | {_f(cf.get('ece'))} "
+                    f"(T {cf.get('temperature_from_others', float('nan')):.2f}) | {_f(r['net_only_ua'])} | {_f(r['linear_only_ua'])} |")
+    return rows
+
+
+def blend_table(metrics: dict) -> list[str]:
+    cands = metrics.get("blend", {}).get("candidates", [])
+    if not cands:
+        return []
+    names = list(cands[0]["loco_ua"])
+    rows = ["| linear weight | LOAO validation UA | " + " | ".join(f"{n} UA" for n in names) + " | criterion | LOAO test UA | telephone UA |",
+            "|---|---|" + "---|" * len(names) + "---|---|---|"]
+    for c in cands:
+        mark = " **(shipped)**" if c["weight"] == metrics["blend"]["weight"] else ""
+        rows.append(f"| {c['weight']:.2f}{mark} | {_f(c['loao_val_ua'])} | " + " | ".join(_f(c["loco_ua"][n]) for n in names)
+                    + f" | {_f(c['criterion'])} | {_f(c['loao_test_ua'])} | {_f(c['telephone_ua'])} |")
+    return rows
+
+
+def experiments_section(experiments: list[dict] | None) -> list[str]:
+    if not experiments:
+        return []
+    lines = ["## What was tried (measured, same splits)", ""]
+    for e in experiments:
+        lines.append(f"- **{e['name']}** ({'shipped' if e.get('shipped') else 'not shipped'}): {e['result']}"
+                     + (f" Command: `{e['command']}`." if e.get("command") else ""))
+    return lines + [""]
 
 
 def ablation_table(runs: list[dict]) -> list[str]:
@@ -53,6 +93,8 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
     net = cfg["net"]
     cv = metrics.get("cv")
     final = metrics["final"]
+    blend = metrics.get("blend", {})
+    calib = metrics.get("calibration", {})
     lines = [
         "# Audio emotion model (ser-live default)",
         "",
@@ -68,10 +110,18 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
         f"  multi-layer aggregation; Whisper branch {net['whisper_channels']} channels, prosody branch {net['prosody_channels']};",
         f"  joined at `{net['join']}` (inputs: `{net['inputs']}`), attentive statistics pooling with length masks, a",
         f"  {net['embedding']}-d embedding, dropout {net['dropout']}, 7 outputs.",
-        f"- Calibrated by temperature scaling on the {'calibration' if final.get('calib_speakers') else 'validation'} "
-        f"speakers: T = {final['temperature']:.3f}.",
-        "- Files: `model.pt` (state dict), `config.json` (network shape, temperature, window), `labels.json` (label order),",
-        "  `train.toml` (the recipe), `metrics.json` (everything below, machine-readable), `confusion.png`.",
+        *([f"- A linear head beside the network: multinomial logistic regression (L2 {cfg.get('linear_l2')}) over the mean and std",
+           "  over time of each window's Whisper frames and prosody frames (804 numbers), trained on the "
+           + ("clean and augmented copies" if cfg.get("linear_copies") == "all" else "clean clips") + " of the training clips.",
+           f"  Blend: window logits = {1 - blend['weight']:.2f} x network + {blend['weight']:.2f} x linear (a weighted mean of",
+           "  log-probabilities), then the temperature, then the length-weighted mean over windows. The weight was chosen",
+           "  by the mean of LOAO validation-speaker UA and LOCO UA (table below), never by LOAO test actors."]
+          if blend.get("weight") else []),
+        (f"- Calibrated by one temperature fitted on the {calib.get('source', 'validation speakers')}: T = {final['temperature']:.3f}"
+         + (f" (the network's own on its validation speakers was {final['network_val_temperature']:.3f})." if final.get("network_val_temperature") else ".")),
+        "- Files: `model.pt` (state dict), `config.json` (network shape, temperature, window, blend), `labels.json` (label order),",
+        "  `linear.npz` (the linear head), `train.toml` (the recipe), `metrics.json` (everything below, machine-readable),",
+        "  `confusion.png`, `oof_ravdess.json` (out-of-fold predictions, below).",
         "",
         "## Data and licences",
         *[f"- {LICENCES.get(Path(d).name.lower(), d)}: `{d}`" for d in cfg["data"]],
@@ -114,7 +164,9 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
             "## Results on unseen speakers (RAVDESS, 5 folds)",
             "Clean audio as recorded; telephone = the same test clips through sox: 8 kHz, `sinc 300-3400`, 8-bit mu-law, back",
             "to 16 kHz (a codec chain the training augmentation does not use). ECE (15 bins) before and after temperature",
-            "scaling. Clips are cut into windows exactly as the live pipeline cuts speech.",
+            "scaling (T = the shipped temperature, fitted on LOCO predictions, not on these actors). Clips are cut into the",
+            "live pipeline's windows; their encoder and prosody frames come from the feature cache (the same computation",
+            "as `AudioEmotion`). 'network alone' / 'linear alone': the two heads of the same fold without the blend.",
             "",
             *fold_table(cv),
             "",
@@ -160,12 +212,50 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
             f"Command: `{ablation_command}` ({ablation['seconds'] / 60:.0f} minutes with the feature cache in place).",
             "",
         ]
+    if metrics.get("loco"):
+        cf = calib.get("loco_cross_fitted", {})
+        lines += [
+            "## Leave one corpus out (LOCO)",
+            "Each run trains on one corpus only (its own speakers or words stop it early) and is tested on every clip of the",
+            "other corpus: a different recording set-up, speakers and text, the nearest proxy here for the unseen corpora the",
+            "project is judged on (other languages, natural speech).",
+            "",
+            *loco_table(metrics),
+            "",
+            f"**ECE pooled over both LOCO runs, cross-fitted: {_f(cf.get('pooled_ece'))}** (each run scored at the temperature",
+            "fitted on the other run only, so no prediction is scored at a temperature fitted on it). The shipped temperature",
+            f"T = {calib.get('temperature', float('nan')):.3f} is fitted on both runs pooled.",
+            "",
+            "### Blend weight",
+            "",
+            *blend_table(metrics),
+            "",
+            "UA at T = 1 (the temperature does not change the argmax). Criterion = mean of pooled LOAO validation-speaker UA",
+            "and mean LOCO UA; the LOAO test and telephone columns are shown for the record and took no part in the choice.",
+            "",
+        ]
+    lines += experiments_section(metrics.get("experiments") or (load_json(folder / "experiments.json") or {}).get("experiments"))
+    if metrics.get("loco"):
+        lines += [
+            "## Out-of-fold predictions (for fitting the fusion)",
+            "- `oof_ravdess.json`: every RAVDESS clip (actors 01-20) predicted by the LOAO fold model that never saw its actor:",
+            "  path, actor, label, calibrated clip probabilities over the labels in `labels.json` order (shipped T and blend).",
+            f"- Each fold model is a complete model folder for `AudioEmotion.load`: `{cfg.get('folds_dir', 'runs/audio-folds')}/fold<k>/`",
+            "  (gitignored), with `test_actors.txt`.",
+            "- `oof_ravdess_loco_tess.json`: RAVDESS predicted by the model trained on TESS only (the LOCO run).",
+            "",
+        ]
     lines += [
         "## Reproduce",
         f"`{command}` (from the repository root, with `../shared` beside it) caches features, runs the folds, trains",
         f"and writes this folder. It took {metrics['seconds'] / 60:.0f} minutes on a 2-core CPU machine once the feature",
         "cache existed; building the cache (`cache/`, about 2 GB: 4000 clips, 4 augmented copies each, plus the sox",
         "telephone copies of RAVDESS for evaluation) took 9-12 minutes more on the first run.",
+        *([f"- This folder was written by `{command} --reuse {metrics['reused_networks']}`: the networks of every split had been",
+           "  trained by the same `fit` with the same splits and seeds (checked against the plan) in a background job, "
+           + (metrics.get("reuse_note") or ""),
+           "  `--reuse` recomputes the linear heads, the blend weight, the temperature, every figure and the saved folders."]
+          if metrics.get("reused_networks") else []),
         "",
     ]
     path = folder / "MODEL_CARD.md"

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from streamer.audio.emotion import AudioEmotion, pool_windows, save_model
+from streamer.audio.linear import pooled_stats
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
 from streamer.config import read_toml
 from streamer.errors import ConfigError
@@ -25,7 +26,11 @@ from streamer.train.cache import CLEAN, SOX_PHONE, ClipInputs, FeatureCache, sox
 from streamer.train.audio import (ClipData, FitResult, TrainConfig, fit, pick_val_speakers, speaker_folds, to_clip_data,
                                   window_logits)
 from streamer.train.corpora import Clip, scan
+from streamer.labels import INDEX, LABELS
+from streamer.train.blend import HeldOut, concat, cross_fitted, fit_temperature
 from streamer.train.evaluate import Predictions, predict_clips
+from streamer.train.linear import train_linear
+from streamer.train.metrics import expected_calibration_error, summary
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +158,7 @@ def _concat(preds: Sequence[Predictions]) -> Predictions:
 
 
 def train_final(cfg: TrainConfig, data: Dataset, reporter: Reporter) -> tuple[FitResult, list[str], list[str]]:
-    """The shipped model: every speaker trains except validation speakers of the eval corpus."""
+    """The shipped network: every speaker trains except validation speakers of the eval corpus."""
     speakers = sorted({c.speaker for c in data.clips if c.corpus == cfg.eval_corpus})
     val_speakers, calib_speakers = pick_val_speakers(speakers, cfg.val_speakers, cfg.seed, cfg.calib_speakers)
     _, val = data.select(lambda c: c.speaker in val_speakers)
@@ -163,28 +168,233 @@ def train_final(cfg: TrainConfig, data: Dataset, reporter: Reporter) -> tuple[Fi
     return res, val_speakers, calib_speakers
 
 
-ABLATION = {
-    "both, joined at frames": {"inputs": "both", "join": "frames"},
-    "both, joined at embedding": {"inputs": "both", "join": "embedding"},
-    "Whisper frames alone": {"inputs": "whisper"},
-    "prosody CNN alone": {"inputs": "prosody"},
-}
+# --- the transfer-aware recipe: LOAO folds, LOCO runs, linear head, blend, temperature -----
+
+@dataclass(frozen=True)
+class Split:
+    """One training run of the recipe: which clips train, stop it early, and test it."""
+
+    name: str
+    kind: str  # "loao" (leave actors out) | "loco" (leave one corpus out) | "final"
+    seed: int
+    train: Callable[[Clip], bool]
+    val: Callable[[Clip], bool]
+    test: Callable[[Clip], bool] | None
+    info: dict
 
 
-def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True) -> dict:
-    """Cache, cross-validate the recipe, train and save the shipped model with its metrics."""
+def text_item(clip: Clip) -> str:
+    """What a clip says (held-out validation items of a corpus with too few speakers):
+    TESS the target word, RAVDESS the statement code, else the file stem.
+
+    >>> from pathlib import Path
+    >>> text_item(Clip(Path("OAF_back_angry.flac"), "angry", "tess:OAF", "tess"))
+    'back'
+    """
+    stem = clip.path.stem
+    if clip.corpus == "tess":
+        return stem.split("_")[1].lower()
+    if clip.corpus == "ravdess":
+        return stem.split("-")[4]
+    return stem
+
+
+def plan_splits(cfg: TrainConfig, clips: Sequence[Clip]) -> list[Split]:
+    """The LOAO folds over the evaluation corpus, a LOCO run per corpus (when ``cfg.loco`` and
+    there are several) and the final run. Validation: speakers of the training corpus when it
+    has enough, else 15% of its text items (TESS: 30 of 200 words)."""
+    speakers = sorted({c.speaker for c in clips if c.corpus == cfg.eval_corpus})
+    out = []
+    for k, test in enumerate(speaker_folds(speakers, cfg.folds), start=1):
+        rest = sorted(set(speakers) - set(test))
+        val, _ = pick_val_speakers(rest, cfg.val_speakers, cfg.seed + k)
+        out.append(Split(f"fold{k}", "loao", cfg.seed + k,
+                         lambda c, t=frozenset(test), v=frozenset(val): c.speaker not in t and c.speaker not in v,
+                         lambda c, v=frozenset(val): c.speaker in v, lambda c, t=frozenset(test): c.speaker in t,
+                         {"test_speakers": test, "val_speakers": val}))
+    corpora = sorted({c.corpus for c in clips})
+    if cfg.loco and len(corpora) > 1:
+        # the evaluation corpus first, then the others
+        for j, corpus in enumerate(sorted(corpora, key=lambda x: (x != cfg.eval_corpus, x))):
+            seed = cfg.seed + 100 * (j + 1)
+            own = sorted({c.speaker for c in clips if c.corpus == corpus})
+            if len(own) > cfg.val_speakers + 1:
+                val, _ = pick_val_speakers(own, cfg.val_speakers, seed)
+                is_val = lambda c, v=frozenset(val): c.speaker in v
+                info: dict = {"train_corpus": corpus, "val_speakers": val}
+            else:
+                items = sorted({text_item(c) for c in clips if c.corpus == corpus})
+                held = np.random.default_rng(seed).choice(items, size=max(1, round(0.15 * len(items))), replace=False)
+                is_val = lambda c, h=frozenset(held.tolist()), k=corpus: c.corpus == k and text_item(c) in h
+                info = {"train_corpus": corpus, "val_items": sorted(held.tolist())}
+            info["test_corpora"] = [k for k in corpora if k != corpus]
+            out.append(Split(f"loco_{corpus}", "loco", seed,
+                             lambda c, k=corpus, v=is_val: c.corpus == k and not v(c), is_val,
+                             lambda c, k=corpus: c.corpus != k, info))
+    val, _ = pick_val_speakers(speakers, cfg.val_speakers, cfg.seed)
+    out.append(Split("final", "final", cfg.seed, lambda c, v=frozenset(val): c.speaker not in v,
+                     lambda c, v=frozenset(val): c.speaker in v, None, {"val_speakers": val}))
+    return out
+
+
+@dataclass
+class SplitRun:
+    split: Split
+    net: "AudioEmotionNet"
+    linear: "LinearHead | None"
+    fit_temperature: float  # the network's own temperature on its validation clips
+    best_epoch: int
+    val_ua: float
+    history: list[dict]
+    held: dict[str, HeldOut]  # "val", "test", "telephone"
+    clips: dict[str, list[Clip]]
+
+
+def held_out(net, linear, windows: Sequence[ClipInputs], y: Sequence[int]) -> HeldOut:
+    """Both heads' logits of every window of these clips (one forward pass of the network)."""
+    z, owner, frames = window_logits(net, windows)
+    flat = [w for ws in windows for w in ws]
+    lin = (linear.logits(pooled_stats([w.whisper for w in flat], [w.prosody for w in flat])) if linear is not None
+           else np.zeros_like(z))
+    return HeldOut(z, lin.astype(np.float64), owner, frames, list(y))
+
+
+def _load_net(folder: Path, split: Split) -> tuple[FitResult, Path] | None:
+    """A network trained earlier for this split (``--reuse``), checked against the plan."""
+    from streamer.audio.model import AudioEmotionNet, NetConfig
+
+    info_file = folder / split.name / "info.json"
+    if not info_file.exists():
+        return None
+    import torch
+
+    info = json.loads(info_file.read_text())
+    for key, alias in (("val_speakers", "val"), ("test_speakers", "test"), ("val_items", "val_words")):
+        saved = info.get(key, info.get(alias))
+        if key in split.info and saved is not None and list(saved) != list(split.info[key]):
+            raise ConfigError(f"{info_file}: {key} {saved} differ from the plan {split.info[key]}; retrain without --reuse")
+    meta = json.loads((folder / split.name / "config.json").read_text())
+    net = AudioEmotionNet(NetConfig(**meta["net"]))
+    net.load_state_dict(torch.load(folder / split.name / "model.pt", map_location="cpu", weights_only=True))
+    net.eval()
+    return FitResult(net, info["temperature"], info["best_epoch"], info["val_ua"], info.get("history", [])), info_file
+
+
+def run_split(cfg: TrainConfig, data: Dataset, split: Split, reporter: Reporter, reuse: Path | None = None) -> SplitRun:
+    """Train (or reuse) the network and fit the linear head of one split; keep held-out logits."""
+    train_clips, train = data.select(split.train)
+    val_clips, val = data.select(split.val)
+    loaded = _load_net(reuse, split) if reuse else None
+    if loaded:
+        res = loaded[0]
+        reporter.message(f"{split.name}: network reused from {loaded[1].parent}")
+    else:
+        res = fit(train, val, cfg, cfg.net, split.seed, lambda e, n, r, name=split.name: reporter.epoch(name, e, n, r))
+    copies = None if cfg.linear_copies == "all" else [0]
+    linear = train_linear(train, cfg.eval_corpus, cfg.eval_corpus_share, cfg.linear_l2, cfg.net.n_classes, copies) if cfg.linear_l2 > 0 else None
+    held = {"val": held_out(res.net, linear, [c.copies[0] for c in val], [c.label for c in val])}
+    clips = {"val": val_clips}
+    if split.test is not None:
+        test_clips, test = data.select(split.test)
+        held["test"] = held_out(res.net, linear, [c.copies[0] for c in test], [c.label for c in test])
+        clips["test"] = test_clips
+        phone = [c for c in test_clips if c.path in data.phone]
+        if split.kind == "loao" and phone:
+            held["telephone"] = held_out(res.net, linear, [data.phone[c.path] for c in phone], [INDEX[c.label] for c in phone])
+            clips["telephone"] = phone
+    return SplitRun(split, res.net, linear, res.temperature, res.best_epoch, res.val_ua, res.history, held, clips)
+
+
+def choose_weight(runs: Sequence[SplitRun], weights: Sequence[float]) -> tuple[float, list[dict]]:
+    """The blend weight with the best mean of (pooled LOAO validation-speaker UA, mean LOCO UA);
+    test actors of the LOAO folds play no part. Without LOCO runs, validation UA alone.
+    Every candidate's figures (test ones included, for the record) come back too."""
+    loao = [r for r in runs if r.split.kind == "loao"]
+    loco = [r for r in runs if r.split.kind == "loco"]
+    table = []
+    for w in weights:
+        val_ua = summary(concat([r.held["val"] for r in loao]).probs(w, 1.0), concat([r.held["val"] for r in loao]).y)["ua"]
+        loco_ua = {r.split.name: r.held["test"].report(w, 1.0)["ua"] for r in loco}
+        row = {"weight": w, "loao_val_ua": val_ua, "loco_ua": loco_ua,
+               "loco_mean_ua": float(np.mean(list(loco_ua.values()))) if loco_ua else None,
+               "loao_test_ua": float(np.mean([r.held["test"].report(w, 1.0)["ua"] for r in loao])),
+               "telephone_ua": float(np.mean([r.held["telephone"].report(w, 1.0)["ua"] for r in loao if "telephone" in r.held]))}
+        row["criterion"] = val_ua if not loco_ua else (val_ua + row["loco_mean_ua"]) / 2
+        table.append(row)
+    best = max(table, key=lambda r: r["criterion"])
+    return best["weight"], table
+
+
+def choose_temperature(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float) -> tuple[float, dict]:
+    """The temperature every saved model ships with, and the cross-fitted LOCO calibration."""
+    loco = {r.split.name: r.held["test"] for r in runs if r.split.kind == "loco"}
+    calib: dict = {}
+    if len(loco) > 1:
+        calib["loco_cross_fitted"] = cross_fitted(loco, weight)
+    if cfg.temperature_from == "loco" and loco:
+        t = fit_temperature(concat(list(loco.values())), weight)
+        calib["source"] = "pooled LOCO test predictions"
+    else:
+        t = fit_temperature(concat([r.held["val"] for r in runs if r.split.kind == "loao"]), weight)
+        calib["source"] = "pooled LOAO validation speakers"
+    calib["temperature"] = t
+    for name, held in loco.items():
+        calib.setdefault("loco_at_shipped", {})[name] = expected_calibration_error(held.probs(weight, t), held.y)
+    return t, calib
+
+
+def _report(held: HeldOut, weight: float, t: float) -> dict:
+    rep, raw = held.report(weight, t), held.report(weight, 1.0)
+    return {"ua": rep["ua"], "wa": rep["wa"], "macro_f1": rep["macro_f1"], "n": rep["n"], "ece_before": raw["ece"],
+            "ece_after": rep["ece"], "per_class_recall": rep["per_class_recall"], "confusion": rep["confusion"],
+            "net_only_ua": held.report(0.0, 1.0)["ua"], "linear_only_ua": held.report(1.0, 1.0)["ua"]}
+
+
+def oof_records(run: SplitRun, part: str, weight: float, t: float) -> list[dict]:
+    """Calibrated clip probabilities of a run's held-out clips (path, actor, label, probs)."""
+    probs = run.held[part].probs(weight, t)
+    return [{"path": str(c.path), "actor": c.speaker.split(":", 1)[1], "speaker": c.speaker, "corpus": c.corpus,
+             "label": c.label, "probs": [round(float(v), 6) for v in p]} for c, p in zip(run.clips[part], probs)]
+
+
+def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True, reuse: Path | None = None) -> dict:
+    """Cache; train every split (LOAO folds, LOCO runs, final); choose the blend weight and the
+    temperature; save the shipped model, every fold model and the out-of-fold predictions."""
     started = time.time()
     data = build_dataset(cfg, reporter)
-    whisper = WhisperHandle.shared(WhisperOptions())
+    splits = [s for s in plan_splits(cfg, data.clips) if cv or s.kind == "final"]
+    runs = []
+    for split in splits:
+        t0 = time.time()
+        runs.append(run_split(cfg, data, split, reporter, reuse))
+        reporter.message(f"{split.name}: done in {time.time() - t0:.0f} s (best epoch {runs[-1].best_epoch}, val UA {runs[-1].val_ua:.3f})")
     results: dict = {"config": _plain(cfg), "cv": None}
+    final = runs[-1]
+    if cv and cfg.linear_l2 > 0:
+        weight, table = choose_weight(runs, cfg.blend_weights)
+    else:
+        weight, table = 0.0, []
     if cv:
-        results["cv"] = cross_validate(cfg, data, whisper, reporter, "shipped recipe")
-    res, val_speakers, calib_speakers = train_final(cfg, data, reporter)
-    results["final"] = {"val_speakers": val_speakers, "calib_speakers": calib_speakers, "best_epoch": res.best_epoch, "val_ua": res.val_ua,
-                        "temperature": res.temperature, "history": res.history,
-                        "parameters": sum(p.numel() for p in res.net.parameters())}
+        t, calib = choose_temperature(cfg, runs, weight)
+    else:
+        t, calib = final.fit_temperature, {"source": "final model's validation speakers"}
+    results["blend"] = {"weight": weight, "candidates": table}
+    results["calibration"] = calib
+    if cv:
+        results["cv"] = _cv_results(cfg, runs, weight, t)
+        results["loco"] = {r.split.name: {**r.split.info, "best_epoch": r.best_epoch, "val_ua": r.val_ua,
+                                          **_report(r.held["test"], weight, t)} for r in runs if r.split.kind == "loco"}
+        _save_folds(cfg, runs, weight, t, out)
+    results["final"] = {"val_speakers": final.split.info["val_speakers"], "calib_speakers": [], "best_epoch": final.best_epoch,
+                        "val_ua": final.val_ua, "temperature": t, "network_val_temperature": final.fit_temperature,
+                        "blend_weight": weight, "history": final.history,
+                        "parameters": sum(p.numel() for p in final.net.parameters()),
+                        "linear_parameters": int(final.linear.coef.size + final.linear.intercept.size) if final.linear else 0}
     results["seconds"] = round(time.time() - started, 1)
-    save_model(res.net, out, res.temperature)
+    if reuse:
+        results["reused_networks"] = str(reuse)
+        results["network_seconds"] = {r.split.name: _net_seconds(reuse, r.split.name) for r in runs}
+    save_model(final.net, out, t, final.linear if weight > 0 else None, weight)
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     if results["cv"]:
         from streamer.train.metrics import confusion_png
@@ -192,6 +402,61 @@ def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True) -> dic
         m = results["cv"]["pooled_clean"]["confusion"]["matrix"]
         confusion_png(np.array(m), str(out / "confusion.png"), "RAVDESS, 5 folds pooled, unseen actors")
     return results
+
+
+def _net_seconds(reuse: Path, name: str) -> float | None:
+    info = reuse / name / "info.json"
+    return json.loads(info.read_text()).get("seconds") if info.exists() else None
+
+
+def _cv_results(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float, t: float) -> dict:
+    loao = [r for r in runs if r.split.kind == "loao"]
+    records = []
+    for k, r in enumerate(loao, start=1):
+        rep, phone = _report(r.held["test"], weight, t), r.held["telephone"].report(weight, t)
+        records.append({"fold": k, "test_speakers": r.split.info["test_speakers"], "val_speakers": r.split.info["val_speakers"],
+                        "best_epoch": r.best_epoch, "val_ua": r.val_ua, "temperature": t, **rep,
+                        "telephone_ua": phone["ua"], "telephone_wa": phone["wa"], "telephone_ece": phone["ece"]})
+    keys = ("ua", "wa", "macro_f1", "ece_before", "ece_after", "telephone_ua", "telephone_wa", "telephone_ece", "net_only_ua", "linear_only_ua")
+    mean = {m: float(np.mean([r[m] for r in records])) for m in keys}
+    std = {m: float(np.std([r[m] for r in records])) for m in ("ua", "telephone_ua")}
+    pooled = concat([r.held["test"] for r in loao])
+    pooled_phone = concat([r.held["telephone"] for r in loao])
+    return {"variant": "shipped recipe", "net": cfg.net.to_dict(), "folds": records, "mean": mean, "std": std,
+            "pooled_clean": pooled.report(weight, t), "pooled_telephone": pooled_phone.report(weight, t)}
+
+
+def _save_folds(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float, t: float, out: Path) -> None:
+    """Every LOAO fold model as a complete model folder (its test actors listed beside it), and
+    the out-of-fold predictions of the evaluation corpus (plus the LOCO runs' on it)."""
+    root = Path(cfg.folds_dir)
+    oof: list[dict] = []
+    for r in runs:
+        if r.split.kind != "loao":
+            continue
+        folder = root / r.split.name
+        save_model(r.net, folder, t, r.linear if weight > 0 else None, weight)
+        actors = [s.split(":", 1)[1] for s in r.split.info["test_speakers"]]
+        (folder / "test_actors.txt").write_text("\n".join(actors) + "\n")
+        (folder / "split.json").write_text(json.dumps({**r.split.info, "best_epoch": r.best_epoch, "val_ua": r.val_ua}, indent=1) + "\n")
+        oof += oof_records(r, "test", weight, t)
+    meta = {"labels": list(LABELS), "temperature": t, "blend_weight": weight,
+            "note": "each clip predicted by the LOAO fold model that never saw its actor (folder runs/audio-folds/fold<k>)"}
+    (out / "oof_ravdess.json").write_text(json.dumps({**meta, "predictions": oof}) + "\n")
+    for r in runs:
+        if r.split.kind == "loco":
+            recs = [x for x in oof_records(r, "test", weight, t) if x["corpus"] == cfg.eval_corpus]
+            if recs:
+                (out / f"oof_{cfg.eval_corpus}_{r.split.name}.json").write_text(json.dumps(
+                    {**meta, "note": f"predictions of the model trained on {r.split.info['train_corpus']} only", "predictions": recs}) + "\n")
+
+
+ABLATION = {
+    "both, joined at frames": {"inputs": "both", "join": "frames"},
+    "both, joined at embedding": {"inputs": "both", "join": "embedding"},
+    "Whisper frames alone": {"inputs": "whisper"},
+    "prosody CNN alone": {"inputs": "prosody"},
+}
 
 
 ABLATION_BUDGET = {"epochs": 8, "samples_per_epoch": 1000, "select_after": 4, "patience": 4}
