@@ -111,6 +111,11 @@ class LiveConfig:
     refresh_per_second: float = 4.0
     log_dir: str = ""  # empty: the user's data folder (ser-live/sessions)
     log_transcript: bool = True
+    utterance_max_s: float = 7.5  # long speech is closed into an utterance at least this often
+
+    @property
+    def utterance_max_samples(self) -> int:
+        return int(round(self.utterance_max_s * SAMPLE_RATE))
 
     def __post_init__(self) -> None:
         _check("live", "ring_seconds", 1 <= self.ring_seconds <= 600, "between 1 and 600")
@@ -119,6 +124,7 @@ class LiveConfig:
         _check("live", "words_timeout_s", 0.1 <= self.words_timeout_s <= 600, "between 0.1 and 600")
         _check("live", "join_timeout_s", 0.1 <= self.join_timeout_s <= 600, "between 0.1 and 600")
         _check("live", "refresh_per_second", 0.5 <= self.refresh_per_second <= 30, "between 0.5 and 30")
+        _check("live", "utterance_max_s", 2.5 <= self.utterance_max_s <= 25, "between 2.5 and 25")
 
 
 @dataclass(frozen=True)

@@ -73,15 +73,25 @@ def test_file_fast_end_to_end(tmp_path, text_model, audio_model):
             check_distribution(w["probs"][kind])
         if w["words"]:
             check_distribution(w["probs"]["text"])
-            assert all(w["start_s"] <= x["start_s"] <= x["end_s"] <= w["end_s"] + 0.01 for x in w["words"])
+            # a word ends in its window (one that was still growing at the window's end went on)
+            assert all(x["start_s"] <= x["end_s"] and w["start_s"] - 2.5 <= x["start_s"] and x["end_s"] <= w["end_s"] + 0.01
+                       for x in w["words"])
         else:
             assert w["probs"]["text"] is None
-        assert w["label"] == max(w["probs"]["rolling"], key=w["probs"]["rolling"].get)
+        assert w["label"] == max(w["probs"]["fused"], key=w["probs"]["fused"].get)  # the window's own
+        assert w["confidence"] == pytest.approx(w["probs"]["fused"][w["label"]], abs=1e-4)
+        assert w["rolling_label"] == max(w["probs"]["rolling"], key=w["probs"]["rolling"].get)
+        assert w["rolling_emoji"] == EMOJI[w["rolling_label"]] and isinstance(w["uncertain"], bool)
         assert w["emoji"] == EMOJI[w["label"]] and 0 < w["confidence"] <= 1 and w["latency_ms"] >= 0
     said = " ".join(w["transcript"] for w in windows)
     for word in ("thank", "calling", "waiting", "refund", "tomorrow", "wonderful"):
         assert word in said, said
-    assert res.stdout.count("\n") == len(windows)  # plain lines when stdout is not a terminal
+    utterances = contents.of_type("utterance")
+    assert utterances and sorted(i for u in utterances for i in u["windows"]) == list(range(len(windows)))
+    heard = " ".join(u["transcript"] for u in utterances)
+    for word in ("thank", "calling", "waiting", "refund", "tomorrow", "wonderful"):
+        assert word in heard, heard
+    assert res.stdout.count("\n") == len(windows) + len(utterances)  # plain lines when stdout is not a terminal
 
 
 def test_json_stdout_and_no_transcript_log(tmp_path, speech_wav, text_model, audio_model):

@@ -194,3 +194,51 @@ def test_session_log_private_flushed_and_tolerant(tmp_path):
     got = read_log(path)
     assert len(got.records) == 2 and got.skipped == [3] and not got.complete
     assert json.loads(path.read_text().splitlines()[1])["transcript"] == "héllo"
+
+
+def run_vad_ends(audio, chunk, **kw):
+    seg = VadSegmenter(VadConfig(), 40000, 8000, **kw)
+    wins, ends = [], []
+    for pos in range(0, len(audio), chunk):
+        seg.push(Chunk(pos, audio[pos: pos + chunk]))
+        wins += seg.poll()
+        ends += seg.poll_ends()
+    wins += seg.flush()
+    return wins, ends + seg.poll_ends()
+
+
+def test_vad_utterances_are_numbered_and_closed_after_their_windows(utterances):
+    wins, ends = run_vad_ends(utterances, 1600)
+    assert [u for u, _ in ends] == list(range(len(ends))) and len(ends) >= 2
+    for u, end in ends:
+        mine = [w for w in wins if w.utterance == u]
+        assert mine and [w.index for w in mine] == list(range(mine[0].index, mine[-1].index + 1))
+        assert end >= mine[-1].end and all(not w.final for w in mine[:-1])
+    assert sorted({w.utterance for w in wins}) == [u for u, _ in ends]
+    for chunk in (160, 7777):  # the same utterances whatever the chunking
+        got, got_ends = run_vad_ends(utterances, chunk)
+        assert got_ends == ends and [(w.start, w.utterance, w.final) for w in got] == [(w.start, w.utterance, w.final) for w in wins]
+
+
+def test_vad_long_speech_is_closed_every_max_utterance(speech_wav):
+    x = (load_audio(speech_wav) * 32767).astype(np.int16)
+    loud = np.flatnonzero(np.abs(x) > 500)
+    x = x[loud[0]: loud[-1]]  # no silence at either end
+    long = np.concatenate([np.zeros(SR // 2, np.int16), *[x] * 6, np.zeros(SR, np.int16)])  # 12+ s without a pause
+    free, _ = run_vad_ends(long, 1600)
+    capped, ends = run_vad_ends(long, 1600, max_utterance_samples=80000)
+    assert [(w.start, w.end) for w in capped] == [(w.start, w.end) for w in free]  # the same windows
+    for u in {w.utterance for w in capped}:
+        mine = [w for w in capped if w.utterance == u]
+        assert mine[-1].end - mine[0].start <= 80000 + 40000 and mine[-1].final
+    assert len(ends) > len({w.utterance for w in free})
+
+
+def test_vad_short_tail_still_closes_its_utterance(utterances):
+    seg = VadSegmenter(VadConfig(), 40000, 39000)
+    seg.push(Chunk(0, utterances))
+    wins = seg.flush()
+    ends = seg.poll_ends()
+    assert seg.short_tails >= 1 and ends
+    last = {u: e for u, e in ends}
+    assert any(e > max(w.end for w in wins if w.utterance == u) for u, e in last.items())  # the tail is in it

@@ -79,6 +79,9 @@ class StubAsr:
     def words_for(self, w):
         return [Word(f"w{w.start}", w.start, w.start + 1000, 1.0)]
 
+    def end_utterance(self, end):
+        return []
+
     def flush(self):
         pass
 

@@ -5,8 +5,12 @@
 - ``partial()``: the current partial text for the display (cheap; may be empty).
 - ``refresh_partial()``: optional extra work for the partial text, called only while the ASR
   thread is idle; returns True when it did something.
-- ``words_for(window)``: the final words spoken inside a closed window, with start and end
-  as stream sample indexes; may compute (Whisper transcribes the window here).
+- ``words_for(window)``: the final words of a closed window, with start and end as stream
+  sample indexes; may compute (Whisper decodes the utterance so far here). Each word is
+  given out once, to the window whose audio completes it.
+- ``end_utterance(end)``: the current utterance closed at sample ``end``: all of its words
+  (Whisper: one decode of the whole utterance; words of a short tail after the last window
+  included).
 - ``flush()`` at end of stream, ``reset()`` to start over.
 """
 
@@ -24,6 +28,7 @@ class AsrEngine(Protocol):
     def partial(self) -> str: ...
     def refresh_partial(self) -> bool: ...
     def words_for(self, window: Window) -> list[Word]: ...
+    def end_utterance(self, end: int) -> list[Word]: ...
     def flush(self) -> None: ...
     def reset(self) -> None: ...
 

@@ -63,6 +63,8 @@ class VoskEngine:
         self._final: list[Word] = []
         self._partial_words: list[Word] = []
         self._partial = ""
+        self._given_until = 0  # words with their middle before this were given out
+        self._utt_words: list[Word] = []  # words given out in the current utterance
 
     def _words(self, items: list[dict]) -> list[Word]:
         o = self._origin or 0
@@ -98,7 +100,20 @@ class VoskEngine:
         done = {(w.start, w.word) for w in words}
         words += [w for w in inside(self._partial_words, window.start, window.end) if (w.start, w.word) not in done]
         self._final = [w for w in self._final if (w.start + w.end) // 2 >= window.end]  # bounded
-        return sorted(words, key=lambda w: w.start)
+        self._given_until = window.end
+        words = sorted(words, key=lambda w: w.start)
+        self._utt_words.extend(words)
+        return words
+
+    def end_utterance(self, end: int) -> list[Word]:
+        """All words of the utterance: its windows' and a short tail's after them."""
+        tail = inside(self._final, self._given_until, end)
+        done = {(w.start, w.word) for w in tail}
+        tail += [w for w in inside(self._partial_words, self._given_until, end) if (w.start, w.word) not in done]
+        self._final = [w for w in self._final if (w.start + w.end) // 2 >= end]
+        self._given_until = max(self._given_until, end)
+        words, self._utt_words = self._utt_words + sorted(tail, key=lambda w: w.start), []
+        return words
 
     def flush(self) -> None:
         res = json.loads(self.rec.FinalResult())

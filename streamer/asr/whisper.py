@@ -1,7 +1,13 @@
 """Whisper through CTranslate2 (the faster-whisper model): the embedded default recogniser.
 
-Whisper is not incremental: each window is decoded when it closes (int8, greedy, English,
-not conditioned on earlier text, word times from cross-attention alignment). Whisper's
+Whisper is not incremental, so it recognises the utterance rather than the window: when a
+window closes, the utterance so far (from just before its first window to the end of this
+one) is decoded (int8, greedy, English, word times from cross-attention alignment), and the
+words not yet given to an earlier window of the utterance are this window's. Decoding the
+utterance keeps the left context, so words are not cut, doubled or dropped at window edges;
+a word that ends within ``hold_s`` of a window's end may still be growing, so it waits for
+the next window (or the utterance's end). An utterance is at most ``[live] utterance_max_s``
+long, so the decoded audio stays inside the encoder's input. Whisper's
 encoder is built for 30 s of audio; encoding a 3.5 s window padded to 30 s costs ~0.65 s on
 one core here, 12 times the rest. So the window is padded with silence to ``encode_s``
 (10 s by default, ~0.13 s) instead: the silence after the speech still tells the decoder
@@ -43,7 +49,8 @@ class WhisperAsrConfig:
     logprob_threshold: float = -1.0
     partial_interval_s: float = 1.0
     beam_size: int = 1
-    context_s: float = 1.0  # audio before a window given to Whisper too (its words are not the window's)
+    preroll_s: float = 0.2  # audio before an utterance's first window decoded with it
+    hold_s: float = 0.2  # a word ending this close to a window's end waits for more audio
     encode_s: float = 10.0  # audio length the encoder sees (speech + silence); Whisper's own is 30
     drop_anomalous: bool = True  # drop segments whose words look invented
 
@@ -58,24 +65,31 @@ class WhisperAsrConfig:
             raise ConfigError("config [asr] whisper_encode_s: must be between 4 and 30")
 
 
-HISTORY = 8 * SAMPLE_RATE  # recent stream audio kept for context
+HISTORY = 8 * SAMPLE_RATE  # recent stream audio kept at least (more for long utterances)
 SILENCE_RMS = 10 ** (-60 / 20)  # a window quieter than -60 dBFS RMS holds no words
 
 
 class WhisperEngine:
     def __init__(self, handle: WhisperHandle, cfg: WhisperAsrConfig = WhisperAsrConfig(),
-                 window_samples: int = int(2.5 * SAMPLE_RATE)) -> None:
+                 window_samples: int = int(2.5 * SAMPLE_RATE), max_utterance_samples: int = int(7.5 * SAMPLE_RATE)) -> None:
         self.handle = handle
         self.cfg = cfg
         self.window_samples = window_samples
+        # the open utterance, its last window and the pre-roll must all still be here
+        self.history = max(HISTORY, max_utterance_samples + 2 * window_samples + SAMPLE_RATE)
         self._decode_s = 0.5  # how long a partial decode takes (measured as it runs)
         self.name = f"whisper ({handle.options.model})"
         self.reset()
 
     def reset(self) -> None:
-        self._recent = np.zeros(HISTORY, np.int16)  # the stream's last HISTORY samples
+        self._recent = np.zeros(self.history, np.int16)  # the stream's last samples
         self._recent_end = 0  # stream index just after the last sample in _recent
-        self._last_word_end = 0
+        self._utt: int | None = None  # the utterance being recognised
+        self._utt_from = 0  # stream index where its decoded audio starts (pre-roll included)
+        self._utt_last: Word | None = None  # the last word given out in it
+        self._utt_done = 0  # words whose middle is before this were given out
+        self._utt_until = 0  # end of its last window
+        self._utt_whole: list[Word] | None = None  # its words from a decode of all of it
         self._open: list[np.ndarray] = []  # audio since the last closed window
         self._open_start = 0
         self._open_len = 0
@@ -86,7 +100,7 @@ class WhisperEngine:
 
     def push(self, chunk: Chunk, in_speech: bool) -> None:
         self._in_speech = in_speech
-        x = chunk.samples[-HISTORY:]
+        x = chunk.samples[-self.history:]
         if chunk.start != self._recent_end:  # a gap: what came before is not adjacent any more
             self._recent[:] = 0
         self._recent = np.concatenate([self._recent[len(x):], x])
@@ -127,22 +141,49 @@ class WhisperEngine:
         self._drop_open_until(window.end)
         self._partial = ""
         self._partial_len = 0
-        ctx = int(self.cfg.context_s * SAMPLE_RATE)
-        first = self._recent_end - HISTORY
-        if ctx and first <= window.start - ctx and window.end <= self._recent_end:
-            a = window.start - ctx - first
-            audio = self._recent[a: a + ctx + len(window.samples)]
-            words = self._transcribe(audio, window.start - ctx, timestamps=True)
-            # A word belongs here when its middle is inside the window, or when it reaches into
-            # the window and the previous window did not already have it (a word cut in two).
-            margin = SAMPLE_RATE // 20
-            keep = [w for w in words if (w.start + w.end) // 2 >= window.start
-                    or (w.end > window.start + margin and w.start >= self._last_word_end - margin)]
-            words = [Word(w.word, max(w.start, window.start), max(w.end, window.start + 1), w.conf) for w in keep]
-        else:
-            words = self._transcribe(window.samples, window.start, timestamps=True)
+        if window.utterance != self._utt:
+            self._start_utterance(window)
+        self._utt_until = window.end
+        return self._take(window.end, hold=not window.final)
+
+    def end_utterance(self, end: int) -> list[Word]:
+        """The utterance closed at ``end``: all its words, from one decode of the whole
+        utterance (the last window's, when it reached the end; else one more)."""
+        if self._utt is None:
+            return []
+        if end > self._utt_until or self._utt_whole is None:
+            self._take(end, hold=False)
+        words = self._utt_whole or []
+        self._utt = None
+        return words
+
+    def _start_utterance(self, window: Window) -> None:
+        self._utt = window.utterance
+        self._utt_from = max(window.start - int(self.cfg.preroll_s * SAMPLE_RATE), self._recent_end - self.history, 0)
+        self._utt_done = self._utt_from
+        self._utt_last = None
+        self._utt_whole = None
+
+    def _take(self, end: int, hold: bool) -> list[Word]:
+        """Decode the utterance up to ``end``; return its words not given out yet."""
+        first = self._recent_end - self.history
+        start = max(self._utt_from, first, end - 29 * SAMPLE_RATE)
+        end = min(end, self._recent_end)
+        if end - start <= 0:
+            return []
+        whole = self._transcribe(self._recent[start - first: end - first], start, timestamps=True)
+        self._utt_whole = None if hold else whole
+        words = [w for w in whole if (w.start + w.end) // 2 >= self._utt_done]
+        last = self._utt_last
+        if words and last is not None and words[0].word == last.word and words[0].start < last.end:
+            words = words[1:]  # the word already given out, aligned a little later this time
+        if hold:
+            cut = end - int(self.cfg.hold_s * SAMPLE_RATE)
+            while words and words[-1].end > cut:
+                words.pop()
         if words:
-            self._last_word_end = words[-1].end
+            self._utt_done = words[-1].end
+            self._utt_last = words[-1]
         return words
 
     def flush(self) -> None:
@@ -159,12 +200,30 @@ class WhisperEngine:
             return []
         words: list[Word] = []
         end = offset + len(samples)
-        for text, s0, s1, p in decode(self.handle, x, self.cfg, timestamps):
+        for text, s0, s1, p in _clamp_first(decode(self.handle, x, self.cfg, timestamps)):
             s = offset + int(round(s0 * SAMPLE_RATE))
             e = max(s + 1, offset + int(round(s1 * SAMPLE_RATE)))
             for part in asr_style(text).split():  # "2nd" -> "second"; "it's" stays one word
                 words.append(Word(part, min(s, end - 1), min(e, end), p))
         return words
+
+
+def _clamp_first(words: list["Decoded"]) -> list["Decoded"]:
+    """Cross-attention alignment tends to stretch the first word back to the start of the
+    audio (over leading silence). Like faster-whisper, cap it at twice the median word
+    duration (at most 0.7 s).
+
+    >>> w = _clamp_first([("hello", 0.0, 1.5, 1.0), ("there", 1.5, 1.8, 1.0), ("you", 1.8, 2.0, 1.0)])
+    >>> round(w[0][1], 2), w[1:] == [("there", 1.5, 1.8, 1.0), ("you", 1.8, 2.0, 1.0)]
+    (0.9, True)
+    """
+    if len(words) < 2:
+        return words
+    median = min(0.7, float(np.median([e - s for _, s, e, _ in words])))
+    text, s, e, p = words[0]
+    if e - s > 2 * median:
+        words = [(text, max(s, e - 2 * median), e, p), *words[1:]]
+    return words
 
 
 def _tokenizer(handle: WhisperHandle):

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", type=Path, default=None, help="settings file (default: config.toml of the project)")
     ap.add_argument("--log", type=Path, default=None, help="session log (default: a timestamped file in the user's data folder)")
     ap.add_argument("--no-dashboard", action="store_true", help="plain lines instead of the dashboard")
-    ap.add_argument("--json", action="store_true", help="window records as NDJSON on stdout")
+    ap.add_argument("--json", action="store_true", help="window and utterance records as NDJSON on stdout")
     ap.add_argument("--asr", choices=("auto", "vosk", "whisper"), default=None, help="speech recogniser (default: auto)")
     ap.add_argument("--vosk-model", default=None, help="Vosk model folder")
     ap.add_argument("--whisper-model", default=None, help="faster-whisper model name or folder (default: embedded tiny.en)")
@@ -75,7 +75,7 @@ def main() -> int:
     from streamer.live.session_log import SessionLog
     from streamer.live.sources import FileSource, MicrophoneSource, parse_device
     from streamer.live.state import LiveState
-    from streamer.ui.dashboard import Dashboard, window_line
+    from streamer.ui.dashboard import Dashboard, plain_line
 
     torch.set_num_threads(cfg.audio.threads)
     counters = Counters()
@@ -109,7 +109,7 @@ def main() -> int:
     if args.json:
         sinks.append(lambda r: print(json.dumps(r.to_record(transcript=cfg.live.log_transcript)), flush=True))
     elif not use_dashboard:
-        sinks.append(lambda r: print(window_line(r), flush=True))
+        sinks.append(lambda r: print(plain_line(r), flush=True))
     settings = pipeline_settings(cfg, block_when_full=bool(args.file and args.fast))
     pipeline = Pipeline(settings, source, asr, loaded.audio, loaded.text, sinks, state, counters, recorder)
     stop = threading.Event()
@@ -138,7 +138,7 @@ def main() -> int:
             recorder.close()
     lat = summary["latency_ms"]
     lat_text = "-" if lat["p50"] is None else f"{lat['p50']:.0f}/{lat['p95']:.0f} ms"
-    print(f"ser-live: {summary['windows']} windows, {summary['words']} words, {summary['stream_s']:.1f} s of audio, "
+    print(f"ser-live: {summary['windows']} windows, {summary.get('utterances', 0)} utterances, {summary['words']} words, {summary['stream_s']:.1f} s of audio, "
           f"latency p50/p95 {lat_text}, dropped audio {summary['counters'].get('audio_dropped_samples', 0) / 16000:.1f} s; "
           f"log: {log_path}", file=sys.stderr)
     if summary["error"]:

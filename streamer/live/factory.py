@@ -46,7 +46,7 @@ def asr_factory(cfg: Config):
     handle = whisper_handle(cfg, cfg.whisper.model)
     asr_cfg = WhisperAsrConfig(cfg.asr.whisper_no_speech_threshold, cfg.asr.whisper_logprob_threshold,
                                cfg.asr.whisper_partial_interval_s, encode_s=cfg.asr.whisper_encode_s)
-    return lambda: WhisperEngine(handle, asr_cfg, cfg.audio.window_samples)
+    return lambda: WhisperEngine(handle, asr_cfg, cfg.audio.window_samples, cfg.live.utterance_max_samples)
 
 
 def load_models(cfg: Config, with_asr: bool = True) -> Models:
@@ -67,7 +67,8 @@ def load_models(cfg: Config, with_asr: bool = True) -> Models:
 def pipeline_settings(cfg: Config, block_when_full: bool, channel: str | None = None):
     from streamer.live.pipeline import PipelineSettings
 
-    return PipelineSettings(cfg.audio.window_samples, cfg.audio.min_window_samples, cfg.vad, cfg.fusion,
+    return PipelineSettings(cfg.audio.window_samples, cfg.audio.min_window_samples, cfg.live.utterance_max_samples,
+                            cfg.vad, cfg.fusion,
                             cfg.live.queue_windows, cfg.live.queue_chunks, cfg.live.words_timeout_s,
                             cfg.live.join_timeout_s, block_when_full=block_when_full, channel=channel)
 

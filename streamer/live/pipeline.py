@@ -8,7 +8,9 @@ Three threads share one stop event:
   resolves each closed window's words;
 - the emotion worker runs the audio model on each window as soon as it closes, waits for the
   window's words, runs the text branch on them, fuses, updates the rolling emotion, and hands
-  a :class:`WindowResult` to every sink (session log, dashboard state, ``--json``).
+  a :class:`WindowResult` to every sink (session log, dashboard state, ``--json``); when the
+  VAD closes an utterance it hands over an :class:`UtteranceResult` too (the text branch
+  reads the whole utterance; the voice opinion is its windows' length-weighted mean).
 
 Queues are bounded. Live sources drop the oldest item when a queue is full and count it;
 a file read ``--fast`` makes the reader wait instead (nothing needs to be lost). On stop the
@@ -28,11 +30,12 @@ import numpy as np
 from streamer.asr.base import AsrEngine
 from streamer.audio import SAMPLE_RATE
 from streamer.audio.emotion import AudioEmotion
+from streamer.dims import all_dims
 from streamer.errors import AudioInputError
 from streamer.labels import LABELS
 from streamer.live.counters import Counters
-from streamer.live.fusion import FusionConfig, Rolling, fuse, top
-from streamer.live.messages import Chunk, Window, WindowResult, Word
+from streamer.live.fusion import Fuser, FusionConfig, Rolling, as_probs, as_vector, top
+from streamer.live.messages import Chunk, UtteranceResult, Window, WindowResult, Word
 from streamer.live.queues import DropOldestQueue, Empty
 from streamer.live.state import LiveState, level_db, percentile
 from streamer.live.vad import VadConfig, VadSegmenter
@@ -41,7 +44,15 @@ from streamer.text.emotion import TextEmotion
 log = logging.getLogger(__name__)
 
 END = object()  # end of stream marker in the worker queues
-Sink = Callable[[WindowResult], None]
+Sink = Callable[[WindowResult | UtteranceResult], None]
+
+
+@dataclass(frozen=True)
+class UtteranceEnd:
+    """Queue marker: the VAD closed utterance ``index`` at sample ``end`` (after its windows)."""
+
+    index: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class PipelineSettings:
 
     window_samples: int = int(2.5 * SAMPLE_RATE)
     min_window_samples: int = int(0.5 * SAMPLE_RATE)
+    max_utterance_samples: int = int(7.5 * SAMPLE_RATE)
     vad: VadConfig = VadConfig()
     fusion: FusionConfig = FusionConfig()
     queue_windows: int = 16
@@ -111,8 +123,11 @@ class Pipeline:
         self.state = state
         self.counters = counters or Counters()
         self.recorder = recorder
-        self.vad = VadSegmenter(settings.vad, settings.window_samples, settings.min_window_samples)
+        self.vad = VadSegmenter(settings.vad, settings.window_samples, settings.min_window_samples,
+                                max_utterance_samples=settings.max_utterance_samples)
+        self.fuser = Fuser(settings.fusion)
         self.rolling = Rolling(settings.fusion.half_life_s)
+        self._open_utts: dict[int, list[WindowResult]] = {}  # window results of utterances not closed yet
         self.board = _WordsBoard()
         block = settings.block_when_full
         self.asr_q: DropOldestQueue = DropOldestQueue(settings.queue_chunks, "asr_queue_dropped", self.counters, block,
@@ -122,6 +137,7 @@ class Pipeline:
         self._closed_at: dict[int, float] = {}
         self.latencies: list[float] = []
         self.results = 0
+        self.utterances = 0
         self.words = 0
         self.samples = 0
         self.error: str | None = None
@@ -129,9 +145,13 @@ class Pipeline:
 
     # --- drops ----------------------------------------------------------------------------
     def _asr_dropped(self, item) -> None:
-        if isinstance(item, Window):
+        if item is END or item[0] == "chunk":
+            return
+        if item[0] == "window":  # its words will never come: the emotion worker must not wait
             self.counters.add("asr_windows_dropped")
-            self.board.post(item.index, [])
+            self.board.post(item[1].index, [])
+        else:
+            self.board.post(("utterance", item[1].index), [])
 
     def _window_dropped(self, item) -> None:
         if isinstance(item, Window):  # its words will never be collected: forget them
@@ -145,6 +165,9 @@ class Pipeline:
             self.counters.add("windows")
             self.asr_q.put(("window", w), self._stop)
             self.emo_q.put(w, self._stop)
+        for index, end in self.vad.poll_ends():
+            self.asr_q.put(("end", UtteranceEnd(index, end)), self._stop)
+            self.emo_q.put(UtteranceEnd(index, end), self._stop)
 
     def _read_loop(self) -> None:
         stop = self._stop
@@ -188,10 +211,20 @@ class Pipeline:
                 if self.asr is None:
                     if msg[0] == "window":
                         self.board.post(msg[1].index, [])
+                    elif msg[0] == "end":
+                        self.board.post(("utterance", msg[1].index), [])
                     continue
                 if msg[0] == "chunk":
                     self.asr.push(msg[1], msg[2])
                     self.state.set_partial(self.asr.partial())
+                elif msg[0] == "end":
+                    try:
+                        words = self.asr.end_utterance(msg[1].end)
+                    except Exception:
+                        log.exception("speech recognition failed at the end of utterance %d", msg[1].index)
+                        self.counters.add("asr_errors")
+                        words = []
+                    self.board.post(("utterance", msg[1].index), words)
                 else:
                     w = msg[1]
                     t0 = time.perf_counter()
@@ -216,10 +249,15 @@ class Pipeline:
             if w is END:
                 break
             try:
-                self._analyse(w)
+                if isinstance(w, UtteranceEnd):
+                    self._close_utterances(w.index, w.end)
+                else:
+                    self._close_utterances(w.utterance - 1, None)  # its end marker was dropped
+                    self._analyse(w)
             except Exception:
-                log.exception("emotion analysis failed on window %d", w.index)
+                log.exception("emotion analysis failed on %s", w)
                 self.counters.add("emotion_errors")
+        self._close_utterances(None, None)
 
     def _analyse(self, w: Window) -> None:
         t0 = time.perf_counter()
@@ -240,18 +278,53 @@ class Pipeline:
         if words and self.text_model is not None:
             text = self.text_model.predict(" ".join(x.word for x in words))
         t3 = time.perf_counter()
-        fused = fuse(audio, text, self.s.fusion)
-        rolling = self.rolling.update(fused, w.end / SAMPLE_RATE)
-        label, emoji, conf = top(rolling)
+        fused = self.fuser.fuse(audio, text)
+        uncertain = self.fuser.is_uncertain(fused)
+        weight = self.s.fusion.uncertain_weight if uncertain else 1.0
+        rolling = self.rolling.update(fused, w.end / SAMPLE_RATE, weight)
+        label, emoji, conf = top(fused)
+        r_label, r_emoji, r_conf = top(rolling)
         latency = (time.monotonic() - self._closed_at.pop(w.index, time.monotonic())) * 1e3
         result = WindowResult(w.index, w.start, w.end, tuple(words), audio, text, fused, rolling, label, emoji, conf,
                               latency, self.s.channel,
                               {"audio": (t1 - t0) * 1e3, "asr": asr_ms, "wait_words": (t2 - t1) * 1e3,
-                               "text": (t3 - t2) * 1e3, "fusion": (time.perf_counter() - t3) * 1e3})
+                               "text": (t3 - t2) * 1e3, "fusion": (time.perf_counter() - t3) * 1e3},
+                              r_label, r_emoji, r_conf, uncertain, all_dims(audio, text, fused), w.utterance)
         self.results += 1
         self.words += len(words)
         self.latencies.append(latency)
+        self._open_utts.setdefault(w.utterance, []).append(result)
         self.state.add_result(result)
+        for sink in self.sinks:
+            sink(result)
+
+    def _close_utterances(self, upto: int | None, end: int | None) -> None:
+        """Close the open utterances with index <= ``upto`` (all when None); ``end`` is the
+        VAD's end sample of utterance ``upto``."""
+        for index in sorted(self._open_utts):
+            if upto is not None and index > upto:
+                break
+            extra = self.board.take(("utterance", index), self.s.words_timeout_s if index == upto else 0.0)
+            self._utterance(index, self._open_utts.pop(index), extra[0] if extra else [],
+                            end if index == upto else None)
+
+    def _utterance(self, index: int, windows: list[WindowResult], heard: list[Word], end: int | None) -> None:
+        """``heard``: the recogniser's words of the whole utterance (none: its windows' words)."""
+        words = tuple(heard) if heard else tuple(x for r in windows for x in r.words)
+        span = np.array([r.end - r.start for r in windows], float)
+        audio = as_probs(sum(k * as_vector(r.audio) for k, r in zip(span / span.sum(), windows)))
+        text = None
+        if words and self.text_model is not None:
+            text = self.text_model.predict(" ".join(x.word for x in words))
+        fused = self.fuser.fuse(audio, text)
+        label, emoji, conf = top(fused)
+        result = UtteranceResult(index, windows[0].start, max(end or 0, windows[-1].end, words[-1].end if words else 0),
+                                 tuple(r.index for r in windows), words, audio, text, fused, label, emoji, conf,
+                                 self.fuser.is_uncertain(fused), all_dims(audio, text, fused), self.s.channel)
+        self.utterances += 1
+        add = getattr(self.state, "add_utterance", None)
+        if add is not None:
+            add(result)
         for sink in self.sinks:
             sink(result)
 
@@ -281,7 +354,7 @@ class Pipeline:
     def summary(self) -> dict:
         counters = self.counters.snapshot()
         counters["audio_dropped_samples"] = int(getattr(self.source, "dropped_samples", 0))
-        return {"windows": self.results, "words": self.words, "stream_s": round(self.samples / SAMPLE_RATE, 3),
+        return {"windows": self.results, "utterances": self.utterances, "words": self.words, "stream_s": round(self.samples / SAMPLE_RATE, 3),
                 "counters": counters,
                 "latency_ms": {"p50": percentile(self.latencies, 50), "p95": percentile(self.latencies, 95),
                                "max": max(self.latencies) if self.latencies else None},

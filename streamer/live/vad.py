@@ -5,7 +5,10 @@ utterance starts when ``start_ratio`` of the last ``padding_ms`` of frames are v
 frames are kept: the onset is not clipped) and ends when ``end_ratio`` of them are unvoiced.
 Inside an utterance every ``window_samples`` of audio close a :class:`Window`; at its end the
 rest becomes a final, shorter window when it holds at least ``min_window_samples`` (shorter
-tails are counted in ``short_tails``).
+tails are counted in ``short_tails``). In long speech an utterance is closed at the first
+window boundary at least ``max_utterance_samples`` after its start, and the next one starts
+there. Every window carries its utterance's index; ``poll_ends()`` gives each closed
+utterance as (index, end sample), after its windows.
 
 Results depend only on the audio, never on how it was chunked: samples are re-framed
 internally. A gap in sample indexes (audio dropped upstream) ends the current utterance.
@@ -68,9 +71,11 @@ def webrtc_classifier(aggressiveness: int) -> Callable[[NDArray[np.int16]], bool
 
 class VadSegmenter:
     def __init__(self, cfg: VadConfig, window_samples: int, min_window_samples: int,
-                 is_speech: Callable[[NDArray[np.int16]], bool] | None = None) -> None:
+                 is_speech: Callable[[NDArray[np.int16]], bool] | None = None,
+                 max_utterance_samples: int | None = None) -> None:
         if not 0 < min_window_samples <= window_samples:
             raise ConfigError("min window must be positive and at most the window")
+        self.max_utterance_samples = max_utterance_samples
         self.cfg = cfg
         self.window_samples = window_samples
         self.min_window_samples = min_window_samples
@@ -87,7 +92,11 @@ class VadSegmenter:
         self._utt_start = 0
         self._utt_len = 0
         self._out: list[Window] = []
+        self._ends: list[tuple[int, int]] = []  # closed utterances: (index, end sample)
         self._next_index = 0
+        self._utterance = 0  # index of the open (or next) utterance
+        self._utt_first = 0  # stream index where the open utterance started
+        self._utt_windows = 0  # windows emitted for the open utterance
         self.in_speech = False
         self.last_voiced = False
 
@@ -111,6 +120,11 @@ class VadSegmenter:
         out, self._out = self._out, []
         return out
 
+    def poll_ends(self) -> list[tuple[int, int]]:
+        """Utterances closed since the last call, as (utterance index, end sample)."""
+        out, self._ends = self._ends, []
+        return out
+
     def flush(self) -> list[Window]:
         """End of stream: close the open utterance; returns every window not yet polled."""
         self._end_utterance()
@@ -125,7 +139,8 @@ class VadSegmenter:
             self._pre.append((start, frame, voiced))
             if sum(v for _, _, v in self._pre) >= self.cfg.start_ratio * pad:
                 self.in_speech = True
-                self._utt_start = self._pre[0][0]
+                self._utt_start = self._utt_first = self._pre[0][0]
+                self._utt_windows = 0
                 self._utt = [fr for _, fr, _ in self._pre]
                 self._utt_len = sum(len(fr) for fr in self._utt)
                 self._flags.clear()
@@ -143,24 +158,39 @@ class VadSegmenter:
     def _cut(self) -> None:
         while self._utt_len >= self.window_samples:
             audio = np.concatenate(self._utt)
-            self._emit(audio[: self.window_samples], final=False)
+            end = self._utt_start + self.window_samples
+            long = self.max_utterance_samples is not None and end - self._utt_first >= self.max_utterance_samples
+            self._emit(audio[: self.window_samples], final=long)
+            if long:  # close it here; the speech goes on in a new utterance
+                self._close(end)
+                self._utt_first = end
             rest = audio[self.window_samples:]
             self._utt = [rest] if len(rest) else []
             self._utt_len = len(rest)
 
     def _emit(self, audio: NDArray[np.int16], final: bool) -> None:
         start = self._utt_start
-        self._out.append(Window(self._next_index, start, start + len(audio), audio, final))
+        self._out.append(Window(self._next_index, start, start + len(audio), audio, final, self._utterance))
         self._next_index += 1
+        self._utt_windows += 1
         self._utt_start = start + len(audio)
 
+    def _close(self, end: int) -> None:
+        if self._utt_windows:
+            self._ends.append((self._utterance, end))
+            self._utterance += 1
+        self._utt_windows = 0
+
     def _end_utterance(self) -> None:
-        if self.in_speech and self._utt_len:
-            audio = np.concatenate(self._utt)
-            if len(audio) >= self.min_window_samples:
-                self._emit(audio, final=True)
-            else:
-                self.short_tails += 1
+        if self.in_speech:
+            end = self._utt_start + self._utt_len
+            if self._utt_len:
+                audio = np.concatenate(self._utt)
+                if len(audio) >= self.min_window_samples:
+                    self._emit(audio, final=True)
+                else:
+                    self.short_tails += 1
+            self._close(end)
         self.in_speech = False
         self._utt, self._utt_len = [], 0
         self._pre.clear()
