@@ -92,16 +92,17 @@ def run_stream(cfg, models, path: Path, fast: bool, stop: threading.Event | None
                with_asr: bool = True):
     from streamer.live.counters import Counters
     from streamer.live.factory import pipeline_settings
+    from streamer.live.messages import WindowResult
     from streamer.live.pipeline import Pipeline
     from streamer.live.sources import FileSource
     from streamer.live.state import LiveState
 
-    results = []
+    results = []  # window results (utterance records are not timed per window)
     counters = Counters()
     state = LiveState(path.name, models.names)
     source = FileSource(path, fast=fast)
     pipe = Pipeline(pipeline_settings(cfg, block_when_full=fast), source, models.asr_factory() if with_asr else None,
-                    models.audio, models.text, [results.append], state, counters)
+                    models.audio, models.text, [lambda r: isinstance(r, WindowResult) and results.append(r)], state, counters)
     live = None
     if dashboard:
         from rich.console import Console

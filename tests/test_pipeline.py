@@ -9,7 +9,8 @@ import pytest
 
 from streamer.audio.io import load_audio
 from streamer.labels import LABELS
-from streamer.live.messages import Chunk, Word
+from streamer.live.fusion import FusionConfig
+from streamer.live.messages import Chunk, UtteranceResult, Word
 from streamer.live.pipeline import Pipeline, PipelineSettings
 from streamer.live.state import LiveState
 
@@ -96,22 +97,37 @@ def speech(speech_wav):
     return np.concatenate([z, x, z, x, x, z, x, z] * 3)
 
 
-def run(x, chunk, settings, asr=None, pace=0.0, stop=None):
-    results = []
-    pipe = Pipeline(settings, ArraySource(x, chunk, pace), asr or StubAsr(), StubAudio(), StubText(), [results.append],
-                    LiveState("array", {}))
+def run(x, chunk, settings, asr=None, pace=0.0, stop=None, utterances=None):
+    """Window results and the summary; utterance results go to ``utterances`` when given."""
+    results, utts = [], []
+    pipe = Pipeline(settings, ArraySource(x, chunk, pace), asr or StubAsr(), StubAudio(), StubText(),
+                    [lambda r: (utts if isinstance(r, UtteranceResult) else results).append(r)], LiveState("array", {}))
     summary = pipe.run(stop or threading.Event())
+    if utterances is not None:
+        utterances.extend(utts)
     return results, summary
 
 
 def test_results_do_not_depend_on_chunk_size(speech):
-    s = PipelineSettings(block_when_full=True)
-    ref, _ = run(speech, 1600, s)
-    assert len(ref) >= 6
+    s = PipelineSettings(block_when_full=True, fusion=FusionConfig(mode="confidence", min_confidence=0.3))
+    ref_utts = []
+    ref, summary = run(speech, 1600, s, utterances=ref_utts)
+    assert len(ref) >= 6 and summary["utterances"] == len(ref_utts) >= 3
     for chunk in (160, 4321, 16000):
-        got, summary = run(speech, chunk, s)
+        utts = []
+        got, summary = run(speech, chunk, s, utterances=utts)
         assert [(r.start, r.end, r.transcript, r.label) for r in got] == [(r.start, r.end, r.transcript, r.label) for r in ref]
         assert [r.rolling for r in got] == [r.rolling for r in ref]
+        assert [(u.start, u.end, u.windows, u.transcript, u.fused) for u in utts] == \
+            [(u.start, u.end, u.windows, u.transcript, u.fused) for u in ref_utts]
+    for r in ref:  # the window's own result; the rolling one beside it
+        assert r.label == max(r.fused, key=r.fused.get) and r.confidence == r.fused[r.label]
+        assert r.rolling_label == max(r.rolling, key=r.rolling.get)
+        assert r.uncertain == (r.confidence < 0.3)
+    assert sorted(i for u in ref_utts for i in u.windows) == [r.index for r in ref]
+    for u in ref_utts:  # the stand-in recogniser's words of its windows, the text model on all of them
+        mine = [r for r in ref if r.index in u.windows]
+        assert u.transcript == " ".join(r.transcript for r in mine) and u.text == StubText().predict(u.transcript)
     starts = [r.start for r in ref]
     assert starts == sorted(starts) and all(a.end <= b.start for a, b in zip(ref, ref[1:]))
 

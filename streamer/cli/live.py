@@ -103,7 +103,7 @@ def main() -> int:
         args.record.parent.mkdir(parents=True, exist_ok=True)
         recorder = sf.SoundFile(str(args.record), "w", samplerate=16000, channels=1, subtype="PCM_16")
 
-    state = LiveState(source.name, models)
+    state = LiveState(source.name, models, half_life_s=cfg.fusion.half_life_s)
     sinks = [lambda r: session.write(r.to_record(transcript=cfg.live.log_transcript))]
     use_dashboard = not (args.no_dashboard or args.json) and sys.stdout.isatty()
     if args.json:

@@ -322,9 +322,7 @@ class Pipeline:
                                  tuple(r.index for r in windows), words, audio, text, fused, label, emoji, conf,
                                  self.fuser.is_uncertain(fused), all_dims(audio, text, fused), self.s.channel)
         self.utterances += 1
-        add = getattr(self.state, "add_utterance", None)
-        if add is not None:
-            add(result)
+        self.state.add_utterance(result)
         for sink in self.sinks:
             sink(result)
 
