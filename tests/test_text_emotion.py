@@ -115,8 +115,10 @@ def test_shipped_model_beats_majority_on_real_rows(text_model, text_data):
 
 
 @pytest.mark.slow
-def test_tiny_training_run_learns(tmp_path, text_data):
-    """A short LoRA run on real rows: it saves what the product loads, and it learns."""
+@pytest.mark.parametrize("encoder", ["lora", "full"])
+def test_tiny_training_run_learns(tmp_path, text_data, encoder):
+    """A short run on real rows (LoRA; full fine-tuning without the word embeddings): it saves
+    what the product loads, and it learns."""
     from streamer.text.emotion import load_text_emotion
     from streamer.train.text import TextTrainConfig, train
 
@@ -127,13 +129,17 @@ def test_tiny_training_run_learns(tmp_path, text_data):
         def message(self, text):
             pass
 
-    cfg = TextTrainConfig(goemotions=str(text_data / "goemotions"), meld=str(text_data / "meld"), epochs=1,
-                          max_rows=256, batch_size=16, max_length=32, evals_per_epoch=1, lr=1e-3, head_lr=5e-3)
+    cfg = TextTrainConfig(goemotions=str(text_data / "goemotions"), meld=str(text_data / "meld"), epochs=1, encoder=encoder,
+                          freeze_word_embeddings=encoder == "full", dev_sets=("goemotions",),
+                          max_rows=256, batch_size=16, max_length=32, evals_per_epoch=1,
+                          lr=1e-3 if encoder == "lora" else 5e-5, head_lr=5e-3)
     rec = train(cfg, tmp_path / "m", Quiet())
     losses = [h["loss"] for h in rec["history"]]
     assert rec["rows"]["train"] > 200 and losses
+    assert set(rec["rows"]) == {"train", "goemotions-dev"}  # MELD dev is not used for selection
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert saved["encoder"] == "lora" and (tmp_path / "m" / "adapter" / "adapter_config.json").is_file()
+    part = {"lora": "adapter/adapter_config.json", "full": "encoder.safetensors"}[encoder]
+    assert saved["encoder"] == encoder and (tmp_path / "m" / part).is_file()
     model = load_text_emotion(str(tmp_path / "m"))
     p = model.predict("thank you so much")
     assert abs(sum(p.values()) - 1) < 1e-5
@@ -225,3 +231,73 @@ def test_compiled_file_follows_the_model_files(tmp_path):
     head.write_bytes(head.read_bytes() + b"\0")
     assert compiled_path(copy, base) != compiled_path(DEFAULT_MODEL_DIR, base)
     assert compiled_path(copy, "some-hub/name") is None
+
+
+def make_base_encoder(folder):
+    """A small random BERT encoder with the MiniLM tokenizer, saved as a local base folder."""
+    import torch
+
+    from streamer.text.emotion import EMBEDDED_BASE, base_folder
+
+    tok = transformers.AutoTokenizer.from_pretrained(base_folder(EMBEDDED_BASE))
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_full_fine_tune_saves_only_trained_tensors_in_fp16(tmp_path, monkeypatch):
+    """encoder = "full" with frozen word embeddings: the folder holds the trained tensors (fp16,
+    no word embeddings) + head; built and compiled loads give the trained network's outputs."""
+    import torch
+    from safetensors import safe_open
+
+    from streamer.text.emotion import ENCODER_DELTA, EmbeddedTextEmotion, build_classifier, load_text_emotion
+    from streamer.train.text import TextTrainConfig, _build, save
+
+    base = make_base_encoder(tmp_path / "base")
+    cfg = TextTrainConfig(base=str(base), encoder="full", freeze_word_embeddings=True, max_length=32)
+    tokenizer, net, _ = _build(cfg)
+    plain = build_classifier(transformers.AutoModel.from_pretrained(str(base)))
+    plain.head.load_state_dict(net.head.state_dict())
+    untouched = EmbeddedTextEmotion(plain, tokenizer, 1.25, 32, "base", trace=False)
+    torch.manual_seed(1)
+    with torch.no_grad():  # stand-in for training: move every trainable tensor
+        for p in net.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    out = tmp_path / "m"
+    save(net, out, cfg, temperature=1.25)
+    with safe_open(str(out / ENCODER_DELTA), "pt") as f:
+        names = set(f.keys())
+        assert all(f.get_tensor(n).dtype == torch.float16 for n in names)
+    assert "embeddings.word_embeddings.weight" not in names and "encoder.layer.1.output.dense.weight" in names
+    assert not (out / "encoder").exists() and json.loads((out / "config.json").read_text())["encoder"] == "full"
+
+    texts = ["thank you so much", "i can't believe you did that", "ok"]
+    trained = EmbeddedTextEmotion(net, tokenizer, 1.25, 32, "trained", trace=False).logits(texts)
+    built = EmbeddedTextEmotion.load(out, compiled=False)
+    assert np.allclose(built.logits(texts), trained, atol=2e-2)  # fp16 weights
+    assert not np.allclose(untouched.logits(texts), trained, atol=2e-2)  # the delta matters
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path / "cache"))
+    compiled = EmbeddedTextEmotion.load(out)
+    assert compiled.net is None and np.allclose(compiled.logits(texts), built.logits(texts), atol=1e-5)
+    assert abs(sum(load_text_emotion(str(out)).predict("thank you").values()) - 1) < 1e-5
+
+
+def test_delta_for_another_base_is_a_clear_error(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from streamer.text.emotion import ENCODER_DELTA, EmbeddedTextEmotion
+    from streamer.train.text import TextTrainConfig, _build, save
+
+    base = make_base_encoder(tmp_path / "base")
+    cfg = TextTrainConfig(base=str(base), encoder="full", freeze_word_embeddings=True, max_length=32)
+    _, net, _ = _build(cfg)
+    save(net, tmp_path / "m", cfg, temperature=1.0)
+    save_file({"encoder.layer.0.output.dense.weight": torch.zeros(3, 3, dtype=torch.float16)}, str(tmp_path / "m" / ENCODER_DELTA))
+    with pytest.raises(ModelError, match="encoder.layer.0.output.dense.weight .*another base"):
+        EmbeddedTextEmotion.load(tmp_path / "m", compiled=False)

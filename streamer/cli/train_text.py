@@ -1,4 +1,4 @@
-"""ser-train-text: fine-tune the text emotion model (MiniLM + LoRA + head) and write its card."""
+"""ser-train-text: fine-tune the text emotion model (MiniLM + head) and write its card."""
 
 from __future__ import annotations
 
@@ -24,38 +24,57 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     ap.add_argument("--max-rows", type=int, default=None, help="train on this many rows only (quick runs)")
     ap.add_argument("--compare", type=Path, default=None,
-                    help="metrics.json of another run (full fine-tuning) to compare with in the model card")
+                    help="metrics.json of another run to compare with in the model card (kept in this metrics.json)")
+    ap.add_argument("--compare-name", default=None, help="its name in the card (default: its encoder)")
+    ap.add_argument("--compare-note", default="", help="a line about it in the card")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: up to 2)")
     ap.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md from the folder's metrics.json only")
     args = ap.parse_args()
 
     import torch
 
     from streamer.train.text import TextTrainConfig, evaluate_saved, train
-    from streamer.train.textcard import write_card
+    from streamer.train.textcard import summarize, write_card
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads if args.threads > 0 else max(1, min(2, os.cpu_count() or 1)))
     cfg = TextTrainConfig.load(args.config)
     overrides = {k: v for k, v in (("encoder", args.encoder), ("epochs", args.epochs), ("max_rows", args.max_rows)) if v is not None}
     cfg = replace(cfg, **overrides)
     out = args.out or args.config.parent
-    compare = json.loads(args.compare.read_text()) if args.compare and args.compare.is_file() else None
+    if args.compare and not args.compare.is_file():
+        raise SystemExit(f"error: --compare {args.compare}: no such file")
+    compare = json.loads(args.compare.read_text()) if args.compare else None
+    metrics = out / "metrics.json"
     command = " ".join([COMMAND] + ([f"--config {args.config}"] if args.config != DEFAULT_CONFIG else []))
+    previous = json.loads(metrics.read_text()).get("compare", []) if metrics.is_file() else []
     if args.card_only:
-        record = json.loads((out / "metrics.json").read_text())
-        print(f"model card: {write_card(out, record, compare, command)}")
+        record = json.loads(metrics.read_text())
+        _add_compare(record, compare, args, summarize)
+        metrics.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"model card: {write_card(out, record, None, command)}")
         return 0
     with RichReporter() as reporter:
         record = train(cfg, out, reporter)
         reporter.message("evaluating the saved model")
         dd = Path(cfg.goemotions).parent / "dailydialog" / "test.tsv"
         record["eval"] = evaluate_saved(out, cfg, {DAILYDIALOG: dd}, max_rows=cfg.max_rows)
-    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    record["compare"] = previous
+    _add_compare(record, compare, args, summarize)
+    metrics.write_text(json.dumps(record, indent=2) + "\n")
     for name, rep in record["eval"].items():
         a = rep["asr"]
         print(f"{name}: ASR-style accuracy {a['accuracy']:.3f}  macro-F1 {a['macro_f1']:.3f}  (n {a['n']})")
-    print(f"model card: {write_card(out, record, compare, command)}")
+    print(f"model card: {write_card(out, record, None, command)}")
     print(f"wrote {out} in {record['seconds']:.0f} s of training")
     return 0
+
+
+def _add_compare(record: dict, compare: dict | None, args: argparse.Namespace, summarize) -> None:
+    """Keep ``compare`` (summarised) in the record's comparison list, replacing one of the same name."""
+    if compare is None:
+        return
+    entry = summarize(compare, args.compare_name or f"{compare['config']['encoder']} run", args.compare_note)
+    record["compare"] = [c for c in record.get("compare", []) if c["name"] != entry["name"]] + [entry]
 
 
 def entry() -> None:

