@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--reuse", type=Path, default=None,
                     help="folder of networks trained earlier for the same splits (<folder>/<split>/model.pt, info.json): "
                          "reused instead of retrained; linear heads, blend, temperature and figures are recomputed")
+    ap.add_argument("--final-from-fold", action="store_true",
+                    help="no final run: ship the LOAO fold model with the best validation UA (when time is short)")
     ap.add_argument("--ablation", action="store_true",
                     help="cross-validate each input variant instead (writes ablation.json; keeps the model)")
     args = ap.parse_args()
@@ -81,7 +83,7 @@ def main() -> int:
             for r in results["ablation"]:
                 print(f"{r['variant']}: UA {r['mean']['ua']:.3f}  telephone UA {r['mean']['telephone_ua']:.3f}")
         else:
-            results = run(cfg, out, reporter, cv=not args.no_cv, reuse=args.reuse)
+            results = run(cfg, out, reporter, cv=not args.no_cv, reuse=args.reuse, final_from="best-val" if args.final_from_fold else None)
             if results["cv"]:
                 m = results["cv"]["mean"]
                 print(f"cross-validation: UA {m['ua']:.3f}  telephone UA {m['telephone_ua']:.3f}  "

@@ -62,10 +62,11 @@ class TrainConfig:
     time_mask: float = 0.15
     jobs: int = 2
     # Linear head over pooled window statistics, blended with the network (streamer.audio.linear).
-    linear_l2: float = 1e-2          # L2 penalty on the standardised weights (0: no head)
+    linear_candidates: tuple[str, ...] = ("whisper:0.01", "both:0.01")  # "<inputs>:<l2>"; chosen with the blend weight (empty: no head)
     linear_copies: str = "all"       # "all": clean + augmented copies train it; "clean": clean clips only
-    blend_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # candidate weights of the linear logits
+    blend_weights: tuple[float, ...] = (0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0)  # candidate weights of the linear logits
     loco: bool = True                # leave-one-corpus-out runs (train on one corpus, test on the others)
+    loco_epochs: int = 8             # their budget (checkpoints from half of it, patience 4): one corpus alone fits fast
     temperature_from: str = "loco"   # "loco": one temperature fitted on the pooled LOCO predictions; "val": per model on its val speakers
     folds_dir: str = "runs/audio-folds"  # every LOAO fold model is saved here as a complete model folder
     net: NetConfig = field(default_factory=NetConfig)
@@ -76,8 +77,8 @@ class TrainConfig:
             "patience": self.patience >= 1, "select_after": 1 <= self.select_after <= self.epochs, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
             "samples_per_epoch": self.samples_per_epoch >= self.batch_size,
             "clean_prob": 0 <= self.clean_prob <= 1, "ema_decay": 0 <= self.ema_decay < 1, "eval_corpus_share": 0 < self.eval_corpus_share <= 1,
-            "crop_frames": self.crop_frames >= 25, "jobs": self.jobs >= 1, "linear_l2": self.linear_l2 >= 0,
-            "linear_copies": self.linear_copies in ("all", "clean"), "temperature_from": self.temperature_from in ("loco", "val"),
+            "crop_frames": self.crop_frames >= 25, "jobs": self.jobs >= 1, "linear_candidates": all(c.partition(":")[0] in ("whisper", "both") and c.partition(":")[2] for c in self.linear_candidates),
+            "linear_copies": self.linear_copies in ("all", "clean"), "loco_epochs": self.loco_epochs >= 1, "temperature_from": self.temperature_from in ("loco", "val"),
             "blend_weights": len(self.blend_weights) > 0 and all(0 <= w <= 1 for w in self.blend_weights),
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -85,6 +86,7 @@ class TrainConfig:
             raise ConfigError(f"training config: out-of-range value for {', '.join(bad)}")
         object.__setattr__(self, "data", tuple(self.data))
         object.__setattr__(self, "blend_weights", tuple(float(w) for w in self.blend_weights))
+        object.__setattr__(self, "linear_candidates", tuple(self.linear_candidates))
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":

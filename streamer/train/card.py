@@ -60,11 +60,13 @@ def blend_table(metrics: dict) -> list[str]:
     if not cands:
         return []
     names = list(cands[0]["loco_ua"])
-    rows = ["| linear weight | LOAO validation UA | " + " | ".join(f"{n} UA" for n in names) + " | criterion | LOAO test UA | telephone UA |",
-            "|---|---|" + "---|" * len(names) + "---|---|---|"]
+    rows = ["| linear head (inputs:L2) | linear weight | LOAO validation UA | " + " | ".join(f"{n} UA" for n in names)
+            + " | criterion | LOAO test UA | telephone UA |",
+            "|---|---|---|" + "---|" * len(names) + "---|---|---|"]
+    b = metrics["blend"]
     for c in cands:
-        mark = " **(shipped)**" if c["weight"] == metrics["blend"]["weight"] else ""
-        rows.append(f"| {c['weight']:.2f}{mark} | {_f(c['loao_val_ua'])} | " + " | ".join(_f(c["loco_ua"][n]) for n in names)
+        mark = " **(shipped)**" if c["weight"] == b["weight"] and (c.get("linear") == b.get("linear") or c["weight"] == 0) else ""
+        rows.append(f"| {c.get('linear', '')} | {c['weight']:.2f}{mark} | {_f(c['loao_val_ua'])} | " + " | ".join(_f(c["loco_ua"][n]) for n in names)
                     + f" | {_f(c['criterion'])} | {_f(c['loao_test_ua'])} | {_f(c['telephone_ua'])} |")
     return rows
 
@@ -110,8 +112,9 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
         f"  multi-layer aggregation; Whisper branch {net['whisper_channels']} channels, prosody branch {net['prosody_channels']};",
         f"  joined at `{net['join']}` (inputs: `{net['inputs']}`), attentive statistics pooling with length masks, a",
         f"  {net['embedding']}-d embedding, dropout {net['dropout']}, 7 outputs.",
-        *([f"- A linear head beside the network: multinomial logistic regression (L2 {cfg.get('linear_l2')}) over the mean and std",
-           "  over time of each window's Whisper frames and prosody frames (804 numbers), trained on the "
+        *([f"- A linear head beside the network: multinomial logistic regression (inputs:L2 = `{blend.get('linear')}`) over the mean",
+           "  and std over time of each window's Whisper frames" + (" and prosody frames (804 numbers)" if str(blend.get("linear")).startswith("both")
+                                                                  else " (768 numbers)") + ", trained on the "
            + ("clean and augmented copies" if cfg.get("linear_copies") == "all" else "clean clips") + " of the training clips.",
            f"  Blend: window logits = {1 - blend['weight']:.2f} x network + {blend['weight']:.2f} x linear (a weighted mean of",
            "  log-probabilities), then the temperature, then the length-weighted mean over windows. The weight was chosen",
@@ -139,10 +142,15 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
           [f"- In each fold {cfg['val_speakers']} of the remaining 16 actors are validation speakers (early stopping on",
            f"  validation UA, temperature scaling); the other {16 - cfg['val_speakers']} actors and all of TESS train."]),
         "- TESS (2 speakers) is training data only. Augmented copies are made from their own clip and stay in its split.",
-        f"- The shipped model trains on {20 - len(final['val_speakers']) - len(final.get('calib_speakers', []))} RAVDESS actors"
-        f" + TESS and stops on validation actors {', '.join(s.split(':')[1] for s in final['val_speakers'])}"
-        + (f", calibrated on actors {', '.join(s.split(':')[1] for s in final['calib_speakers'])}" if final.get("calib_speakers") else "")
-        + f" (best epoch {final['best_epoch']},",
+        *([f"- The shipped model is LOAO {final['from']}'s model (network and linear head trained on "
+           f"{20 - len(final['val_speakers']) - len(final['test_speakers'])} RAVDESS actors + TESS; its test actors",
+           f"  {', '.join(s.split(':')[1] for s in final['test_speakers'])} never seen), chosen among the folds by validation UA only: a final run on 17",
+           f"  actors did not fit in the time of this release (best epoch {final['best_epoch']},"]
+          if final.get("from", "final") != "final" else
+          [f"- The shipped model trains on {20 - len(final['val_speakers']) - len(final.get('calib_speakers', []))} RAVDESS actors"
+           f" + TESS and stops on validation actors {', '.join(s.split(':')[1] for s in final['val_speakers'])}"
+           + (f", calibrated on actors {', '.join(s.split(':')[1] for s in final['calib_speakers'])}" if final.get("calib_speakers") else "")
+           + f" (best epoch {final['best_epoch']},"]),
         f"  validation UA {final['val_ua']:.3f}). Its figures are those of the recipe, measured by the folds below.",
         "",
         "## Augmentation (training only)",

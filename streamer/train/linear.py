@@ -29,10 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def fit_linear(x: NDArray, y: Sequence[int], weights: NDArray, n_classes: int, l2: float,
-               iters: int = 200) -> LinearHead:
-    """Weighted multinomial logistic regression; ``l2`` multiplies the mean squared weight
-    (the loss is the weighted mean cross-entropy)."""
+               iters: int = 100, cols: NDArray | None = None) -> LinearHead:
+    """Weighted multinomial logistic regression; ``l2`` multiplies the sum of squared weights
+    (the loss is the weighted mean cross-entropy). With ``cols`` only those inputs are used
+    (the others get zero weight, so the head still reads every statistic)."""
     x = np.asarray(x, np.float32)
+    if cols is not None:
+        part = fit_linear(x[:, cols], y, weights, n_classes, l2, iters)
+        d = x.shape[1]
+        mean, scale, coef = np.zeros(d, np.float32), np.ones(d, np.float32), np.zeros((n_classes, d), np.float32)
+        mean[cols], scale[cols], coef[:, cols] = part.mean, part.scale, part.coef
+        return LinearHead(mean, scale, coef, part.intercept)
     mean = x.mean(0)
     scale = x.std(0) + 1e-3
     z = torch.from_numpy((x - mean) / scale)
@@ -55,6 +62,17 @@ def fit_linear(x: NDArray, y: Sequence[int], weights: NDArray, n_classes: int, l
                       bias.detach().numpy().copy())
 
 
+_STATS: dict[int, tuple[object, NDArray]] = {}  # id(window list) -> (the list, its statistics): folds share clips
+
+
+def _copy_stats(windows: list) -> NDArray:
+    hit = _STATS.get(id(windows))
+    if hit is None or hit[0] is not windows:
+        hit = (windows, pooled_stats([w.whisper for w in windows], [w.prosody for w in windows]))
+        _STATS[id(windows)] = hit
+    return hit[1]
+
+
 def clip_rows(items: Sequence[ClipData], copies: Sequence[int] | None = None) -> tuple[NDArray, NDArray, NDArray]:
     """Pooled statistics of every window of the chosen copies (all by default) of each clip:
     (rows, D) statistics, (rows,) clip index, (rows,) share of the clip's weight."""
@@ -62,16 +80,33 @@ def clip_rows(items: Sequence[ClipData], copies: Sequence[int] | None = None) ->
     for k, c in enumerate(items):
         use = range(len(c.copies)) if copies is None else copies
         windows = [w for i in use for w in c.copies[i]]
-        stats.append(pooled_stats([w.whisper for w in windows], [w.prosody for w in windows]))
+        stats.append(np.concatenate([_copy_stats(c.copies[i]) for i in use]))
         owner += [k] * len(windows)
         share += [1.0 / len(windows)] * len(windows)
     return np.concatenate(stats), np.array(owner), np.array(share)
 
 
-def train_linear(items: Sequence[ClipData], eval_corpus: str, share: float, l2: float,
-                 n_classes: int, copies: Sequence[int] | None = None) -> LinearHead:
-    """The linear head of one training set (every copy of every clip, balanced as the network's draws)."""
-    x, owner, row_share = clip_rows(items, copies)
+def parse_candidate(text: str) -> tuple[str, float]:
+    """``"whisper:0.01"`` -> (inputs, l2); inputs ``whisper`` (encoder statistics only) or ``both``.
+
+    >>> parse_candidate("both:0.03")
+    ('both', 0.03)
+    """
+    inputs, _, l2 = text.partition(":")
+    if inputs not in ("whisper", "both") or not l2:
+        raise ValueError(f"linear candidate {text!r}: expected 'whisper:<l2>' or 'both:<l2>'")
+    return inputs, float(l2)
+
+
+def train_linear(items: Sequence[ClipData], eval_corpus: str, share: float, candidate: str,
+                 n_classes: int, copies: Sequence[int] | None = None,
+                 rows: tuple[NDArray, NDArray, NDArray] | None = None) -> LinearHead:
+    """The linear head of one training set (every copy of every clip, balanced as the network's
+    draws); ``rows`` reuses :func:`clip_rows` computed once for several candidates."""
+    inputs, l2 = parse_candidate(candidate)
+    x, owner, row_share = rows if rows is not None else clip_rows(items, copies)
     clip_w = sample_weights(items, eval_corpus, share)
     y = np.array([items[k].label for k in owner])
-    return fit_linear(x, y, clip_w[owner] * row_share, n_classes, l2)
+    dw = items[0].copies[0][0].whisper.shape[1]
+    cols = np.arange(2 * dw) if inputs == "whisper" else None
+    return fit_linear(x, y, clip_w[owner] * row_share, n_classes, l2, cols=cols)

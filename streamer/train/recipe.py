@@ -29,7 +29,7 @@ from streamer.train.corpora import Clip, scan
 from streamer.labels import INDEX, LABELS
 from streamer.train.blend import HeldOut, concat, cross_fitted, fit_temperature
 from streamer.train.evaluate import Predictions, predict_clips
-from streamer.train.linear import train_linear
+from streamer.train.linear import clip_rows, train_linear
 from streamer.train.metrics import expected_calibration_error, summary
 
 log = logging.getLogger(__name__)
@@ -241,22 +241,34 @@ def plan_splits(cfg: TrainConfig, clips: Sequence[Clip]) -> list[Split]:
 class SplitRun:
     split: Split
     net: "AudioEmotionNet"
-    linear: "LinearHead | None"
+    linears: dict[str, "LinearHead"]  # one per linear candidate
     fit_temperature: float  # the network's own temperature on its validation clips
     best_epoch: int
     val_ua: float
     history: list[dict]
-    held: dict[str, HeldOut]  # "val", "test", "telephone"
+    held_by: dict[str, dict[str, HeldOut]]  # candidate -> "val" | "test" | "telephone" -> logits
     clips: dict[str, list[Clip]]
+    linear: "LinearHead | None" = None  # the chosen candidate (set by ``use``)
+    held: dict[str, HeldOut] | None = None
+
+    def use(self, candidate: str | None) -> None:
+        self.linear = self.linears.get(candidate) if candidate else None
+        self.held = self.held_by[candidate or NO_LINEAR]
 
 
-def held_out(net, linear, windows: Sequence[ClipInputs], y: Sequence[int]) -> HeldOut:
-    """Both heads' logits of every window of these clips (one forward pass of the network)."""
+NO_LINEAR = "none"
+
+
+def held_out(net, linears: dict, windows: Sequence[ClipInputs], y: Sequence[int]) -> dict[str, HeldOut]:
+    """The network's logits of every window of these clips (one forward pass) beside each
+    linear candidate's (key ``none``: no linear head)."""
     z, owner, frames = window_logits(net, windows)
     flat = [w for ws in windows for w in ws]
-    lin = (linear.logits(pooled_stats([w.whisper for w in flat], [w.prosody for w in flat])) if linear is not None
-           else np.zeros_like(z))
-    return HeldOut(z, lin.astype(np.float64), owner, frames, list(y))
+    stats = pooled_stats([w.whisper for w in flat], [w.prosody for w in flat]) if linears else None
+    out = {NO_LINEAR: HeldOut(z, np.zeros_like(z), owner, frames, list(y))}
+    for name, head in linears.items():
+        out[name] = HeldOut(z, head.logits(stats).astype(np.float64), owner, frames, list(y))
+    return out
 
 
 def _load_net(folder: Path, split: Split) -> tuple[FitResult, Path] | None:
@@ -289,40 +301,50 @@ def run_split(cfg: TrainConfig, data: Dataset, split: Split, reporter: Reporter,
         res = loaded[0]
         reporter.message(f"{split.name}: network reused from {loaded[1].parent}")
     else:
-        res = fit(train, val, cfg, cfg.net, split.seed, lambda e, n, r, name=split.name: reporter.epoch(name, e, n, r))
+        budget = (replace(cfg, epochs=cfg.loco_epochs, select_after=max(1, cfg.loco_epochs // 2), patience=min(cfg.patience, 4))
+                  if split.kind == "loco" else cfg)
+        res = fit(train, val, budget, cfg.net, split.seed, lambda e, n, r, name=split.name: reporter.epoch(name, e, n, r))
     copies = None if cfg.linear_copies == "all" else [0]
-    linear = train_linear(train, cfg.eval_corpus, cfg.eval_corpus_share, cfg.linear_l2, cfg.net.n_classes, copies) if cfg.linear_l2 > 0 else None
-    held = {"val": held_out(res.net, linear, [c.copies[0] for c in val], [c.label for c in val])}
+    rows = clip_rows(train, copies) if cfg.linear_candidates else None
+    linears = {c: train_linear(train, cfg.eval_corpus, cfg.eval_corpus_share, c, cfg.net.n_classes, copies, rows)
+               for c in cfg.linear_candidates}
+    parts = {"val": held_out(res.net, linears, [c.copies[0] for c in val], [c.label for c in val])}
     clips = {"val": val_clips}
     if split.test is not None:
         test_clips, test = data.select(split.test)
-        held["test"] = held_out(res.net, linear, [c.copies[0] for c in test], [c.label for c in test])
+        parts["test"] = held_out(res.net, linears, [c.copies[0] for c in test], [c.label for c in test])
         clips["test"] = test_clips
         phone = [c for c in test_clips if c.path in data.phone]
         if split.kind == "loao" and phone:
-            held["telephone"] = held_out(res.net, linear, [data.phone[c.path] for c in phone], [INDEX[c.label] for c in phone])
+            parts["telephone"] = held_out(res.net, linears, [data.phone[c.path] for c in phone], [INDEX[c.label] for c in phone])
             clips["telephone"] = phone
-    return SplitRun(split, res.net, linear, res.temperature, res.best_epoch, res.val_ua, res.history, held, clips)
+    held_by = {cand: {part: h[cand] for part, h in parts.items()} for cand in [NO_LINEAR, *linears]}
+    return SplitRun(split, res.net, linears, res.temperature, res.best_epoch, res.val_ua, res.history, held_by, clips)
 
 
-def choose_weight(runs: Sequence[SplitRun], weights: Sequence[float]) -> tuple[float, list[dict]]:
-    """The blend weight with the best mean of (pooled LOAO validation-speaker UA, mean LOCO UA);
-    test actors of the LOAO folds play no part. Without LOCO runs, validation UA alone.
-    Every candidate's figures (test ones included, for the record) come back too."""
+def choose_weight(runs: Sequence[SplitRun], candidates: Sequence[str], weights: Sequence[float]) -> tuple[str | None, float, list[dict]]:
+    """The linear candidate and blend weight with the best mean of (pooled LOAO validation-speaker
+    UA, mean LOCO UA); test actors of the LOAO folds play no part. Without LOCO runs, validation
+    UA alone. Every candidate's figures (test ones included, for the record) come back too."""
     loao = [r for r in runs if r.split.kind == "loao"]
     loco = [r for r in runs if r.split.kind == "loco"]
     table = []
-    for w in weights:
-        val_ua = summary(concat([r.held["val"] for r in loao]).probs(w, 1.0), concat([r.held["val"] for r in loao]).y)["ua"]
-        loco_ua = {r.split.name: r.held["test"].report(w, 1.0)["ua"] for r in loco}
-        row = {"weight": w, "loao_val_ua": val_ua, "loco_ua": loco_ua,
-               "loco_mean_ua": float(np.mean(list(loco_ua.values()))) if loco_ua else None,
-               "loao_test_ua": float(np.mean([r.held["test"].report(w, 1.0)["ua"] for r in loao])),
-               "telephone_ua": float(np.mean([r.held["telephone"].report(w, 1.0)["ua"] for r in loao if "telephone" in r.held]))}
-        row["criterion"] = val_ua if not loco_ua else (val_ua + row["loco_mean_ua"]) / 2
-        table.append(row)
+    for cand in candidates or [NO_LINEAR]:
+        for w in (weights if cand != NO_LINEAR else [0.0]):
+            if cand != NO_LINEAR and w == 0 and table and table[0]["weight"] == 0:
+                continue  # weight 0 is the network alone, whatever the head
+            val = concat([r.held_by[cand]["val"] for r in loao])
+            val_ua = summary(val.probs(w, 1.0), val.y)["ua"]
+            loco_ua = {r.split.name: r.held_by[cand]["test"].report(w, 1.0)["ua"] for r in loco}
+            row = {"linear": cand if w > 0 else NO_LINEAR, "weight": w, "loao_val_ua": val_ua, "loco_ua": loco_ua,
+                   "loco_mean_ua": float(np.mean(list(loco_ua.values()))) if loco_ua else None,
+                   "loao_test_ua": float(np.mean([r.held_by[cand]["test"].report(w, 1.0)["ua"] for r in loao])),
+                   "telephone_ua": float(np.mean([r.held_by[cand]["telephone"].report(w, 1.0)["ua"] for r in loao
+                                                  if "telephone" in r.held_by[cand]]))}
+            row["criterion"] = val_ua if not loco_ua else (val_ua + row["loco_mean_ua"]) / 2
+            table.append(row)
     best = max(table, key=lambda r: r["criterion"])
-    return best["weight"], table
+    return (None if best["linear"] == NO_LINEAR else best["linear"]), best["weight"], table
 
 
 def choose_temperature(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float) -> tuple[float, dict]:
@@ -357,35 +379,40 @@ def oof_records(run: SplitRun, part: str, weight: float, t: float) -> list[dict]
              "label": c.label, "probs": [round(float(v), 6) for v in p]} for c, p in zip(run.clips[part], probs)]
 
 
-def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True, reuse: Path | None = None) -> dict:
+def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True, reuse: Path | None = None,
+        final_from: str | None = None) -> dict:
     """Cache; train every split (LOAO folds, LOCO runs, final); choose the blend weight and the
-    temperature; save the shipped model, every fold model and the out-of-fold predictions."""
+    temperature; save the shipped model, every fold model and the out-of-fold predictions.
+    ``final_from`` "best-val": no final run; the LOAO fold model with the best validation UA ships."""
     started = time.time()
     data = build_dataset(cfg, reporter)
-    splits = [s for s in plan_splits(cfg, data.clips) if cv or s.kind == "final"]
+    splits = [s for s in plan_splits(cfg, data.clips) if (cv or s.kind == "final") and not (final_from and s.kind == "final")]
     runs = []
     for split in splits:
         t0 = time.time()
         runs.append(run_split(cfg, data, split, reporter, reuse))
         reporter.message(f"{split.name}: done in {time.time() - t0:.0f} s (best epoch {runs[-1].best_epoch}, val UA {runs[-1].val_ua:.3f})")
     results: dict = {"config": _plain(cfg), "cv": None}
-    final = runs[-1]
-    if cv and cfg.linear_l2 > 0:
-        weight, table = choose_weight(runs, cfg.blend_weights)
+    final = runs[-1] if not final_from else max((r for r in runs if r.split.kind == "loao"), key=lambda r: r.val_ua)
+    if cv and cfg.linear_candidates:
+        chosen, weight, table = choose_weight(runs, cfg.linear_candidates, cfg.blend_weights)
     else:
-        weight, table = 0.0, []
+        chosen, weight, table = None, 0.0, []
+    for r in runs:
+        r.use(chosen)
     if cv:
         t, calib = choose_temperature(cfg, runs, weight)
     else:
         t, calib = final.fit_temperature, {"source": "final model's validation speakers"}
-    results["blend"] = {"weight": weight, "candidates": table}
+    results["blend"] = {"linear": chosen, "weight": weight, "candidates": table}
     results["calibration"] = calib
     if cv:
         results["cv"] = _cv_results(cfg, runs, weight, t)
         results["loco"] = {r.split.name: {**r.split.info, "best_epoch": r.best_epoch, "val_ua": r.val_ua,
                                           **_report(r.held["test"], weight, t)} for r in runs if r.split.kind == "loco"}
         _save_folds(cfg, runs, weight, t, out)
-    results["final"] = {"val_speakers": final.split.info["val_speakers"], "calib_speakers": [], "best_epoch": final.best_epoch,
+    results["final"] = {"from": final.split.name, "test_speakers": final.split.info.get("test_speakers", []),
+                        "val_speakers": final.split.info["val_speakers"], "calib_speakers": [], "best_epoch": final.best_epoch,
                         "val_ua": final.val_ua, "temperature": t, "network_val_temperature": final.fit_temperature,
                         "blend_weight": weight, "history": final.history,
                         "parameters": sum(p.numel() for p in final.net.parameters()),
@@ -440,23 +467,14 @@ def _save_folds(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float, t: fl
         (folder / "test_actors.txt").write_text("\n".join(actors) + "\n")
         (folder / "split.json").write_text(json.dumps({**r.split.info, "best_epoch": r.best_epoch, "val_ua": r.val_ua}, indent=1) + "\n")
         oof += oof_records(r, "test", weight, t)
-    meta = {"labels": list(LABELS), "temperature": t, "blend_weight": weight,
-            "note": "each clip predicted by the LOAO fold model that never saw its actor (folder runs/audio-folds/fold<k>)"}
-    (out / "oof_ravdess.json").write_text(json.dumps({**meta, "predictions": oof}) + "\n")
+    (out / f"oof_{cfg.eval_corpus}.json").write_text(json.dumps(oof) + "\n")
     for r in runs:
         if r.split.kind == "loco":
+            save_model(r.net, root / r.split.name, t, r.linear if weight > 0 else None, weight)
+            (root / r.split.name / "split.json").write_text(json.dumps(r.split.info, indent=1) + "\n")
             recs = [x for x in oof_records(r, "test", weight, t) if x["corpus"] == cfg.eval_corpus]
             if recs:
-                (out / f"oof_{cfg.eval_corpus}_{r.split.name}.json").write_text(json.dumps(
-                    {**meta, "note": f"predictions of the model trained on {r.split.info['train_corpus']} only", "predictions": recs}) + "\n")
-
-
-ABLATION = {
-    "both, joined at frames": {"inputs": "both", "join": "frames"},
-    "both, joined at embedding": {"inputs": "both", "join": "embedding"},
-    "Whisper frames alone": {"inputs": "whisper"},
-    "prosody CNN alone": {"inputs": "prosody"},
-}
+                (out / f"oof_{cfg.eval_corpus}_{r.split.name}.json").write_text(json.dumps(recs) + "\n")
 
 
 ABLATION_BUDGET = {"epochs": 8, "samples_per_epoch": 1000, "select_after": 4, "patience": 4}
