@@ -1,50 +1,77 @@
 """Late fusion of the audio and text opinions, and the rolling emotion (pure functions).
 
+- ``learned`` (default): a stacking model fitted on out-of-fold predictions of both branches
+  (``ser-train-fusion``; weights in ``[fusion] model_dir``, by default ``models/fusion``, see
+  its MODEL_CARD.md): a gated mixture of three logistic-regression experts (audio, text,
+  both) over each branch's centred log-probabilities and normalised entropy
+  (:class:`LearnedFusion`). It learns when a branch's opinion is evidence: on acted speech
+  with emotionally empty words ("kids are talking by the door") the text model's confident
+  *neutral* is absence of evidence, and a flat voice says little about emotional words.
+  A window with no words (text ``None``) goes through an audio-only regression (the audio
+  model recalibrated). Pure numpy, tens of microseconds.
 - ``weighted``: the seed's fixed weighted average (default audio 0.4, text 0.6).
-- ``confidence`` (default): each modality's weight is scaled by its confidence, one minus its
+- ``confidence``: each modality's weight is scaled by its confidence, one minus its
   normalised entropy (0 for a uniform distribution, 1 for a certain one), so an unsure branch
   counts less.
-A window with no words (text is ``None``: no opinion) uses the audio alone in both modes.
+A window with no words uses the audio alone in ``weighted`` and ``confidence``.
+
+A fused top probability below ``min_confidence`` marks the result uncertain (:class:`Fuser`).
 
 The rolling emotion is an exponential moving average of the fused distributions whose
 weight halves every ``half_life_s`` seconds of stream time.
 
 >>> a = {"angry": 0.7, "disgust": 0.0, "fear": 0.0, "happy": 0.1, "neutral": 0.2, "sad": 0.0, "surprise": 0.0}
->>> fuse(a, None, FusionConfig())["angry"]
+>>> fuse(a, None, FusionConfig(mode="confidence"))["angry"]
 0.7
 >>> t = {"angry": 0.0, "disgust": 0.0, "fear": 0.0, "happy": 1.0, "neutral": 0.0, "sad": 0.0, "surprise": 0.0}
 >>> round(fuse(a, t, FusionConfig(mode="weighted"))["happy"], 2)
 0.64
+>>> features(np.full(7, 1 / 7), None).shape, features(np.full(7, 1 / 7), np.full(7, 1 / 7)).shape
+((8,), (16,))
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, ModelError
 from streamer.labels import EMOJI, LABELS
 
+log = logging.getLogger(__name__)
+
 Probs = dict[str, float]
-MODES = ("confidence", "weighted")
+MODES = ("learned", "confidence", "weighted")
+ROOT = Path(__file__).resolve().parents[2]  # the repository root (as streamer.config.ROOT)
+EPS = 1e-4  # probabilities are clipped here before their logarithm
+FEATURES = "clr+entropy/moe3/v1"  # the feature layout a params.json was fitted on
+HOW_TO_FIT = "fit one with `ser-train-fusion` (see models/fusion/MODEL_CARD.md) or set [fusion] mode = \"confidence\""
 
 
 @dataclass(frozen=True)
 class FusionConfig:
     """``[fusion]`` in config.toml."""
 
-    mode: str = "confidence"
+    mode: str = "learned"
+    model_dir: str = "models/fusion"  # learned mode: relative to the repository root, or absolute
     audio_weight: float = 0.4
     text_weight: float = 0.6
     half_life_s: float = 5.0
-    min_confidence: float = 0.0  # a fused top probability below this is "uncertain"
+    min_confidence: float = 0.36  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
     uncertain_weight: float = 0.3  # how much an uncertain result moves the rolling emotion
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"config [fusion] mode: must be one of {', '.join(MODES)}")
+        if not isinstance(self.model_dir, str) or (self.mode == "learned" and not self.model_dir.strip()):
+            raise ConfigError("config [fusion] model_dir: must be a folder written by ser-train-fusion")
         if self.audio_weight < 0 or self.text_weight < 0 or self.audio_weight + self.text_weight <= 0:
             raise ConfigError("config [fusion] audio_weight, text_weight: must be >= 0 with a positive sum")
         if not 0 < self.half_life_s <= 3600:
@@ -53,6 +80,11 @@ class FusionConfig:
             raise ConfigError("config [fusion] min_confidence: must be in [0, 1)")
         if not 0 <= self.uncertain_weight <= 1:
             raise ConfigError("config [fusion] uncertain_weight: must be in [0, 1]")
+
+    @property
+    def model_path(self) -> Path:
+        p = Path(self.model_dir).expanduser()
+        return p if p.is_absolute() else ROOT / p
 
 
 def as_vector(p: Probs) -> np.ndarray:
@@ -79,11 +111,130 @@ def confidence(p: Probs) -> float:
     return float(1.0 + (nz * np.log(nz)).sum() / math.log(len(LABELS)))
 
 
+# --- the learned fusion ---------------------------------------------------------------------
+def branch_features(v: NDArray) -> NDArray[np.float64]:
+    """(..., 7) probabilities -> (..., 8): centred log-probabilities (clipped at EPS) and the
+    normalised entropy."""
+    v = np.clip(np.asarray(v, float), EPS, None)
+    v = v / v.sum(axis=-1, keepdims=True)
+    lv = np.log(v)
+    clr = lv - lv.mean(axis=-1, keepdims=True)
+    ent = -(v * lv).sum(axis=-1, keepdims=True) / math.log(len(LABELS))
+    return np.concatenate([clr, ent], axis=-1)
+
+
+def features(audio: NDArray, text: NDArray | None) -> NDArray[np.float64]:
+    """Input of the learned fusion: audio features, then text features when there is text
+    (the audio-only model reads the first 8 only). Works on one row (7,) or a batch (N, 7)."""
+    fa = branch_features(audio)
+    return fa if text is None else np.concatenate([fa, branch_features(text)], axis=-1)
+
+
+def softmax(z: NDArray) -> NDArray[np.float64]:
+    z = np.asarray(z, float)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+EXPERTS = ("audio", "text", "joint")
+
+
+def log_softmax(z: NDArray) -> NDArray[np.float64]:
+    z = np.asarray(z, float)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class LearnedFusion:
+    """Weights of the learned fusion (``params.json``).
+
+    With words: a mixture of three experts, each a multinomial logistic regression: one on
+    the audio features, one on the text features, one on both; a gate (a softmax over the
+    three, reading both) weighs them per input. So where one branch carries no evidence
+    (emotionally empty words, a flat voice) the gate can hand the answer to the other.
+    Without words (text ``None``): a separate regression on the audio features."""
+
+    weights: dict  # name -> array: expert_audio_w (7, 8), expert_audio_b (7,), expert_text_w (7, 8), ...
+    min_confidence: float = 0.0  # chosen on the fitting data (informative; [fusion] min_confidence decides)
+
+    SHAPES = {"expert_audio_w": (7, 8), "expert_audio_b": (7,), "expert_text_w": (7, 8), "expert_text_b": (7,),
+              "expert_joint_w": (7, 16), "expert_joint_b": (7,), "gate_w": (3, 16), "gate_b": (3,),
+              "no_words_w": (7, 8), "no_words_b": (7,)}
+
+    def __post_init__(self) -> None:
+        for name, shape in self.SHAPES.items():
+            v = self.weights.get(name)
+            if v is None or np.shape(v) != shape or not np.all(np.isfinite(v)):
+                raise ValueError(f"{name}: expected finite values of shape {shape}, got {None if v is None else np.shape(v)}")
+
+    def _w(self, name: str) -> NDArray[np.float64]:
+        return np.asarray(self.weights[name], float)
+
+    def experts(self, audio: NDArray, text: NDArray) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Log-probabilities of the experts (..., 7, 3) and log gate weights (..., 3)."""
+        x = features(audio, text)
+        fa, ft = x[..., : len(LABELS) + 1], x[..., len(LABELS) + 1:]
+        la = log_softmax(fa @ self._w("expert_audio_w").T + self._w("expert_audio_b"))
+        lt = log_softmax(ft @ self._w("expert_text_w").T + self._w("expert_text_b"))
+        lj = log_softmax(x @ self._w("expert_joint_w").T + self._w("expert_joint_b"))
+        lg = log_softmax(x @ self._w("gate_w").T + self._w("gate_b"))
+        return np.stack([la, lt, lj], axis=-1), lg
+
+    def gate(self, audio: NDArray, text: NDArray) -> NDArray[np.float64]:
+        """Weights of the audio, text and joint experts for these inputs."""
+        return np.exp(self.experts(audio, text)[1])
+
+    def proba(self, audio: NDArray, text: NDArray | None) -> NDArray[np.float64]:
+        """Fused probabilities of one row (7,) or a batch (N, 7) of branch probabilities."""
+        if text is None:
+            return softmax(features(audio, None) @ self._w("no_words_w").T + self._w("no_words_b"))
+        le, lg = self.experts(audio, text)
+        p = (np.exp(le) * np.exp(lg)[..., None, :]).sum(axis=-1)
+        return p / p.sum(axis=-1, keepdims=True)
+
+    def to_json(self, **extra) -> dict:
+        return {"format": "ser-fusion", "features": FEATURES, "labels": list(LABELS), "experts": list(EXPERTS),
+                **{k: np.asarray(self.weights[k], float).round(6).tolist() for k in self.SHAPES},
+                "min_confidence": self.min_confidence, **extra}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "LearnedFusion":
+        if raw.get("format") != "ser-fusion" or raw.get("features") != FEATURES:
+            raise ValueError(f"not a {FEATURES} fusion model (format {raw.get('format')!r}, features {raw.get('features')!r})")
+        if tuple(raw.get("labels", ())) != LABELS:
+            raise ValueError(f"labels {raw.get('labels')} differ from {list(LABELS)}")
+        return cls({k: np.asarray(raw[k], float) for k in cls.SHAPES}, float(raw.get("min_confidence", 0.0)))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "LearnedFusion":
+        """Read ``folder/params.json``; a missing or corrupt folder is one ModelError naming the fix."""
+        return _load_learned(str(Path(folder).resolve()))
+
+
+@lru_cache(maxsize=8)
+def _load_learned(folder: str) -> LearnedFusion:
+    path = Path(folder) / "params.json"
+    if not path.is_file():
+        what = "does not exist" if not Path(folder).is_dir() else "has no params.json"
+        raise ModelError(f"fusion model folder {folder} {what}; {HOW_TO_FIT}")
+    try:
+        model = LearnedFusion.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"fusion model {path} is corrupt ({exc}); refit it with `ser-train-fusion` "
+                         "or set [fusion] mode = \"confidence\"") from exc
+    log.info("fusion model %s loaded", path)
+    return model
+
+
 def fuse(audio: Probs, text: Probs | None, cfg: FusionConfig) -> Probs:
     a = as_vector(audio)
-    if text is None:
+    t = None if text is None else as_vector(text)
+    if cfg.mode == "learned":
+        return as_probs(LearnedFusion.load(cfg.model_path).proba(a, t))
+    if t is None:
         return as_probs(a)
-    t = as_vector(text)
     wa, wt = cfg.audio_weight, cfg.text_weight
     if cfg.mode == "confidence":
         wa, wt = wa * confidence(audio), wt * confidence(text)
@@ -94,13 +245,21 @@ def fuse(audio: Probs, text: Probs | None, cfg: FusionConfig) -> Probs:
 
 class Fuser:
     """Fusion as the pipeline uses it: ``fuse(audio, text)`` and ``is_uncertain(fused)``.
-    Built once per process from ``[fusion]``."""
+    Built once per process from ``[fusion]``; in learned mode the weights are read (and
+    checked) here, so a missing model folder fails at start-up with a ModelError."""
 
     def __init__(self, cfg: FusionConfig) -> None:
         self.cfg = cfg
+        self.model = LearnedFusion.load(cfg.model_path) if cfg.mode == "learned" else None
+
+    @classmethod
+    def load(cls, cfg: FusionConfig) -> "Fuser":
+        return cls(cfg)
 
     def fuse(self, audio: Probs, text: Probs | None) -> Probs:
-        return fuse(audio, text, self.cfg)
+        if self.model is None:
+            return fuse(audio, text, self.cfg)
+        return as_probs(self.model.proba(as_vector(audio), None if text is None else as_vector(text)))
 
     def is_uncertain(self, fused: Probs) -> bool:
         return max(fused.values()) < self.cfg.min_confidence

@@ -1,0 +1,328 @@
+"""Fitting the learned fusion: stacking on out-of-fold predictions of both branches.
+
+The fusion (:class:`streamer.live.fusion.LearnedFusion`) is a gated mixture of three
+multinomial logistic regressions (audio, text and joint experts, and a softmax gate) over
+:func:`streamer.live.fusion.features`, plus one regression on the audio features alone
+(windows without words), all with an L2 penalty on the weights. They are fitted on
+*examples*, pairs of branch probabilities with the label a listener would give, from four
+parts that together cover both one-sided cases:
+
+- ``voice+script``: RAVDESS clips, audio = the out-of-fold probabilities of the audio model's
+  leave-actors-out folds, text = the text model on the clip's script (sometimes cut at the
+  start or end, as a recogniser's window cuts it); label = the voice's.
+- ``voice+neutral-words``: the same clips with a neutral sentence of the text corpora's dev
+  splits as their words; label = the voice's.
+- ``flat-voice+words``: dev-split sentences spoken by espeak-ng, audio = the audio model on
+  the speech (and a copy flattened toward uniform: a voice that says even less), text = the
+  text model on the sentence; label = the sentence's.
+- ``neutral-voice+words``: neutral (and calm) RAVDESS clips with an emotional dev sentence as
+  their words; label = the sentence's.
+
+Examples are weighted so that each part has a fixed share and, within a part, each label
+the same weight (the fits aim at unweighted accuracy). Every example belongs to one of five
+groups: a RAVDESS clip to its actor's fold (actors 01-04, 05-08, ...; a sentence paired with
+it is drawn from the same group), a spoken sentence to a fixed random fold. The penalty is
+chosen by cross-validation over the groups, and the uncertainty threshold
+(``min_confidence``) on the cross-validated fused predictions. Fitting never sees a speaker
+or sentence of a reported figure when the caller leaves them out (``exclude_actors``, and
+evaluation sentences come from test splits).
+
+>>> x = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 0, 1, 1])
+>>> w, b = fit_logistic(x, y, np.ones(4), 1e-3, n_classes=2)
+>>> bool((softmax(x @ w.T + b).argmax(axis=1) == y).all())
+True
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import minimize
+
+from streamer.labels import INDEX, LABELS
+from streamer.live.fusion import LearnedFusion, confidence, features, softmax
+
+log = logging.getLogger(__name__)
+
+N = len(LABELS)
+PART_SHARES = {"voice+script": 1.0, "flat-voice+words": 1.0, "voice+neutral-words": 0.5, "neutral-voice+words": 0.5}
+PENALTIES = (3e-3, 1e-2, 3e-2)
+FOLDS = 5
+
+
+def actor_fold(actor: int) -> int:
+    """The audio model's leave-actors-out fold of a RAVDESS actor (01-04 -> 0, ...)."""
+    return (int(actor) - 1) // 4 % FOLDS
+
+
+@dataclass
+class Examples:
+    """Branch probabilities with labels: ``text`` rows are NaN where there are no words."""
+
+    audio: NDArray[np.float64]  # (N, 7)
+    text: NDArray[np.float64]  # (N, 7)
+    y: NDArray[np.int64]
+    group: NDArray[np.int64]  # cross-validation fold
+    part: NDArray[np.str_]
+    key: list[str] = field(default_factory=list)  # clip / sentence ids (for leaving them out)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, mask: NDArray[np.bool_]) -> "Examples":
+        idx = np.flatnonzero(mask)
+        return Examples(self.audio[idx], self.text[idx], self.y[idx], self.group[idx], self.part[idx],
+                        [self.key[i] for i in idx] if self.key else [])
+
+    @staticmethod
+    def concat(parts: list["Examples"]) -> "Examples":
+        return Examples(np.concatenate([p.audio for p in parts]), np.concatenate([p.text for p in parts]),
+                        np.concatenate([p.y for p in parts]), np.concatenate([p.group for p in parts]),
+                        np.concatenate([p.part for p in parts]), sum((p.key for p in parts), []))
+
+    @staticmethod
+    def make(audio, text, y, group, part: str, key: list[str] | None = None) -> "Examples":
+        audio = np.asarray(audio, float).reshape(-1, N)
+        text = np.asarray(text, float).reshape(-1, N)
+        n = len(audio)
+        return Examples(audio, text, np.asarray(y, np.int64).reshape(n), np.asarray(group, np.int64).reshape(n),
+                        np.array([part] * n), list(key) if key is not None else [""] * n)
+
+    def weights(self, shares: dict[str, float] | None = None) -> NDArray[np.float64]:
+        """Each part its share, each label within a part the same weight; mean weight 1."""
+        shares = shares or PART_SHARES
+        w = np.zeros(len(self))
+        for part in np.unique(self.part):
+            m = self.part == part
+            labels = np.unique(self.y[m])
+            for k in labels:
+                mk = m & (self.y == k)
+                w[mk] = shares.get(str(part), 1.0) / len(labels) / mk.sum()
+        return w * len(w) / w.sum()
+
+
+def fit_logistic(x: NDArray, y: NDArray, w: NDArray, penalty: float, n_classes: int = N
+                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Weighted multinomial logistic regression, L2 penalty on the weights (not the biases),
+    by L-BFGS. Returns W (classes, features) and b (classes,)."""
+    x = np.asarray(x, float)
+    n, f = x.shape
+    onehot = np.eye(n_classes)[y]
+    w = np.asarray(w, float) / np.sum(w)
+
+    def loss(theta: NDArray) -> tuple[float, NDArray]:
+        W = theta[: n_classes * f].reshape(n_classes, f)
+        b = theta[n_classes * f:]
+        z = x @ W.T + b
+        z -= z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        nll = -(w * ((z * onehot).sum(axis=1) - lse)).sum()
+        p = np.exp(z - lse[:, None])
+        g = (p - onehot) * w[:, None]
+        gw = g.T @ x + penalty * W
+        return nll + 0.5 * penalty * (W ** 2).sum(), np.concatenate([gw.ravel(), g.sum(axis=0)])
+
+    res = minimize(loss, np.zeros(n_classes * (f + 1)), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
+    theta = res.x
+    return theta[: n_classes * f].reshape(n_classes, f), theta[n_classes * f:]
+
+
+def fit_mixture(x: NDArray, y: NDArray, w: NDArray, penalty: float, iters: int = 200) -> dict[str, NDArray]:
+    """The gated mixture of :class:`LearnedFusion` (audio, text and joint experts and the
+    gate) by L-BFGS on the weighted negative log-likelihood, L2 penalty on the weights."""
+    import torch
+
+    x = torch.tensor(np.asarray(x, float))
+    yt = torch.tensor(np.asarray(y, np.int64))
+    sw = torch.tensor(np.asarray(w, float) / np.sum(w))
+    h = x.shape[1] // 2
+    shapes = LearnedFusion.SHAPES
+    p = {k: torch.zeros(shapes[k], dtype=torch.float64, requires_grad=True) for k in shapes if not k.startswith("no_words")}
+    opt = torch.optim.LBFGS(list(p.values()), max_iter=iters, line_search_fn="strong_wolfe")
+
+    def log_fused() -> torch.Tensor:
+        la = torch.log_softmax(x[:, :h] @ p["expert_audio_w"].T + p["expert_audio_b"], 1)
+        lt = torch.log_softmax(x[:, h:] @ p["expert_text_w"].T + p["expert_text_b"], 1)
+        lj = torch.log_softmax(x @ p["expert_joint_w"].T + p["expert_joint_b"], 1)
+        lg = torch.log_softmax(x @ p["gate_w"].T + p["gate_b"], 1)
+        return torch.logsumexp(torch.stack([la, lt, lj], 2) + lg[:, None, :], 2)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        nll = -(sw * log_fused()[torch.arange(len(yt)), yt]).sum()
+        loss = nll + 0.5 * penalty * sum((v ** 2).sum() for k, v in p.items() if k.endswith("_w"))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {k: v.detach().numpy().copy() for k, v in p.items()}
+
+
+def fit_fusion(ex: Examples, penalty: float, audio_only: Examples | None = None,
+               shares: dict[str, float] | None = None) -> LearnedFusion:
+    """The mixture on ``ex`` rows with text; the no-words regression on ``audio_only``
+    (default: the ``voice+script`` rows, read without their words)."""
+    has = ~np.isnan(ex.text).any(axis=1)
+    both = ex.take(has)
+    if len(both):
+        weights = fit_mixture(features(both.audio, both.text), both.y, both.weights(shares), penalty)
+    else:
+        weights = {k: np.zeros(s) for k, s in LearnedFusion.SHAPES.items() if not k.startswith("no_words")}
+    ao = audio_only if audio_only is not None else ex.take(ex.part == "voice+script")
+    if len(ao) == 0:
+        ao = ex
+    wa, ba = fit_logistic(features(ao.audio, None), ao.y, ao.weights({p: 1.0 for p in np.unique(ao.part)}), penalty)
+    return LearnedFusion({**weights, "no_words_w": wa, "no_words_b": ba})
+
+
+def fused_proba(model: LearnedFusion, ex: Examples) -> NDArray[np.float64]:
+    has = ~np.isnan(ex.text).any(axis=1)
+    out = np.empty((len(ex), N))
+    if has.any():
+        out[has] = model.proba(ex.audio[has], ex.text[has])
+    if (~has).any():
+        out[~has] = model.proba(ex.audio[~has], None)
+    return out
+
+
+def cross_validated(ex: Examples, penalty: float, shares: dict[str, float] | None = None) -> NDArray[np.float64]:
+    """Fused probabilities of every example from a fit that left its group out."""
+    out = np.empty((len(ex), N))
+    for g in np.unique(ex.group):
+        test = ex.group == g
+        model = fit_fusion(ex.take(~test), penalty, shares=shares)
+        out[test] = fused_proba(model, ex.take(test))
+    return out
+
+
+# --- the rules it is compared with --------------------------------------------------------
+def baseline(ex: Examples, rule: str) -> NDArray[np.float64]:
+    """Probabilities of a fixed rule: ``audio``, ``text`` (uniform where no words),
+    ``weighted`` (0.4 audio / 0.6 text), ``confidence`` (weights times confidence)."""
+    a, t = ex.audio, ex.text
+    has = ~np.isnan(t).any(axis=1)
+    if rule == "audio":
+        return a
+    tt = np.where(has[:, None], t, 1.0 / N)
+    if rule == "text":
+        return tt
+    wa = np.full(len(a), 0.4)
+    wt = np.where(has, 0.6, 0.0)
+    if rule == "confidence":
+        ca = np.array([confidence(dict(zip(LABELS, r))) for r in a])
+        ct = np.array([confidence(dict(zip(LABELS, r))) if h else 0.0 for r, h in zip(tt, has)])
+        wa2, wt2 = wa * ca, wt * ct
+        degenerate = wa2 + wt2 <= 1e-12
+        wa, wt = np.where(degenerate, wa, wa2), np.where(degenerate, wt, wt2)
+    elif rule != "weighted":
+        raise ValueError(f"unknown rule {rule}")
+    return (wa[:, None] * a + wt[:, None] * tt) / (wa + wt)[:, None]
+
+
+def ua(probs: NDArray, y: NDArray) -> float:
+    """Unweighted accuracy (mean recall over the labels present)."""
+    pred = np.asarray(probs).argmax(axis=1)
+    labels = np.unique(y)
+    return float(np.mean([(pred[y == k] == k).mean() for k in labels])) if len(labels) else float("nan")
+
+
+def part_table(ex: Examples, fused: NDArray) -> dict[str, dict[str, float]]:
+    """UA per part for the fused prediction and every fixed rule."""
+    rules = {"fused": fused, **{r: baseline(ex, r) for r in ("audio", "text", "weighted", "confidence")}}
+    out = {}
+    for part in sorted(set(ex.part.tolist())):
+        m = ex.part == part
+        out[part] = {"n": int(m.sum()), **{r: round(ua(p[m], ex.y[m]), 4) for r, p in rules.items()}}
+    return out
+
+
+def score(ex: Examples, fused: NDArray, shares: dict[str, float] | None = None) -> float:
+    """What the penalty is chosen by: the part-share-weighted mean UA."""
+    shares = shares or PART_SHARES
+    parts = sorted(set(ex.part.tolist()))
+    total = sum(shares.get(p, 1.0) for p in parts)
+    return sum(shares.get(p, 1.0) * ua(fused[ex.part == p], ex.y[ex.part == p]) for p in parts) / total
+
+
+# --- the uncertain threshold --------------------------------------------------------------
+def isotonic(x: NDArray, y: NDArray, w: NDArray) -> tuple[NDArray, NDArray]:
+    """Weighted isotonic (non-decreasing) regression of y on x by pooling adjacent
+    violators: the sorted x and the fitted values.
+
+    >>> isotonic(np.array([1, 2, 3, 4]), np.array([0, 1, 0, 1]), np.ones(4))[1].tolist()
+    [0.0, 0.5, 0.5, 1.0]
+    """
+    order = np.argsort(x, kind="stable")
+    xs, ys, ws = np.asarray(x, float)[order], np.asarray(y, float)[order], np.asarray(w, float)[order]
+    blocks: list[list[float]] = []  # [mean, weight, count]
+    for v, wt in zip(ys, ws):
+        blocks.append([v, wt, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, w2, c2 = blocks.pop()
+            m1, w1, c1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
+    return xs, np.concatenate([np.full(int(c), m) for m, _, c in blocks])
+
+
+def choose_min_confidence(probs: NDArray, y: NDArray, w: NDArray, max_share: float = 0.3) -> dict:
+    """The fused top probability below which a result is more likely wrong than right: the
+    smallest top probability whose estimated accuracy (isotonic regression of right/wrong on
+    the top probability, weighted) reaches 0.5, rounded down to 0.01; lowered if needed so
+    that at most ``max_share`` of the weight is flagged.
+
+    >>> p = np.array([[0.9, 0.1], [0.8, 0.2], [0.45, 0.55], [0.52, 0.48], [0.7, 0.3], [0.4, 0.6]])
+    >>> choose_min_confidence(p, np.array([0, 0, 0, 1, 0, 1]), np.ones(6), max_share=0.5)["min_confidence"]
+    0.6
+    """
+    top = np.asarray(probs).max(axis=1)
+    right = (np.asarray(probs).argmax(axis=1) == y).astype(float)
+    w = np.asarray(w, float) / np.sum(w)
+    xs, fit = isotonic(top, right, w)
+    reach = np.flatnonzero(fit >= 0.5)
+    t = float(xs[reach[0]]) if len(reach) else float(xs[-1])
+    t = float(np.floor(t * 100) / 100)
+    capped = False
+    while t > 0 and w[top < t].sum() > max_share:
+        t, capped = round(t - 0.01, 2), True
+    low = top < t
+    share = float(w[low].sum())
+    return {"min_confidence": t, "flagged_share": round(share, 4), "capped": capped,
+            "accuracy_flagged": round(float((w[low] * right[low]).sum() / share), 4) if share else None,
+            "accuracy_kept": round(float((w[~low] * right[~low]).sum() / max(1e-12, 1 - share)), 4),
+            "rule": "smallest fused top probability whose isotonic-estimated accuracy reaches 0.5 "
+                    f"(cross-validated fits, weighted), at most {max_share:.0%} flagged"}
+
+
+def fit_and_report(ex: Examples, penalties=PENALTIES, shares: dict[str, float] | None = None) -> tuple[LearnedFusion, dict]:
+    """Choose the penalty by grouped cross-validation, refit on everything, choose the
+    uncertain threshold on the cross-validated predictions; returns the model and a report."""
+    cv = {}
+    preds = {}
+    for pen in penalties:
+        preds[pen] = cross_validated(ex, pen, shares)
+        cv[pen] = score(ex, preds[pen], shares)
+        log.info("penalty %g: cross-validated score %.4f", pen, cv[pen])
+    best = max(penalties, key=lambda p: (round(cv[p], 4), p))
+    oof = preds[best]
+    thr = choose_min_confidence(oof, ex.y, ex.weights(shares))
+    model = fit_fusion(ex, best, shares=shares)
+    model = LearnedFusion(model.weights, thr["min_confidence"])
+    ao = ex.take(ex.part == "voice+script")
+    ao.text[:] = np.nan
+    report = {
+        "penalty": best, "cv_score_by_penalty": {str(k): round(v, 4) for k, v in cv.items()},
+        "cross_validated": part_table(ex, oof),
+        "cross_validated_no_words": part_table(ao, cross_validated(ao, best, shares)) if len(ao) else {},
+        "uncertain": thr,
+        "examples": {p: int((ex.part == p).sum()) for p in sorted(set(ex.part.tolist()))},
+        "labels": {p: {LABELS[k]: int(((ex.part == p) & (ex.y == k)).sum()) for k in range(N)}
+                   for p in sorted(set(ex.part.tolist()))},
+    }
+    return model, report
+
+
+def label_ids(names) -> NDArray[np.int64]:
+    return np.array([INDEX[n] for n in names], dtype=np.int64)

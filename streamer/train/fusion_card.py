@@ -1,0 +1,155 @@
+"""MODEL_CARD.md of the learned fusion, from its metrics.json and the pipeline evaluation
+(bench/results/fusion_eval.json). Written by ``ser-train-fusion`` and ``bench/fusion_eval.py``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from streamer.labels import LABELS
+
+PART_TEXT = {
+    "voice+script": "RAVDESS clips: out-of-fold audio, text model on the clip's script (full, or cut as a window cuts it); label = the voice's",
+    "voice+neutral-words": "the same clips with a neutral dev-split sentence as their words; label = the voice's",
+    "flat-voice+words": "dev-split sentences spoken by espeak-ng (and the same audio flattened toward uniform); label = the sentence's",
+    "neutral-voice+words": "neutral/calm RAVDESS clips with an emotional dev-split sentence as their words; label = the sentence's",
+}
+TRAIN = "HF_HUB_OFFLINE=1 .venv/bin/ser-train-fusion --cross-fit runs/fusion-folds"
+EVAL = ".venv/bin/python bench/fusion_eval.py"
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _regime_rows(name: str, s: dict) -> str:
+    return (f"| {name} | {s['clips']} | **{_f(s['fused']['ua'])}** | {_f(s['audio']['ua'])} | {_f(s['text']['ua'])} | "
+            f"{_f(s['fused'].get('ece'))} | {_f(s.get('uncertain_share'))} | {s['no_words']} | "
+            f"{'yes' if s['target_fused_ge_best_minus_0.01'] else 'NO'} |")
+
+
+def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> str:
+    cv = metrics["cross_validated"]
+    unc = metrics["uncertain"]
+    out = [
+        "# Fusion model (ser-live `[fusion] mode = \"learned\"`)",
+        "",
+        "Combines the audio branch's and the text branch's probabilities over angry, disgust, fear, happy, neutral, sad,",
+        "surprise into the fused distribution of each window and utterance.",
+        "",
+        *(["**Provisional:** this fit read development audio probabilities "
+            f"(`{metrics['oof']}`), not the audio model's out-of-fold predictions; refit with the commands below.", ""]
+          if not str(metrics.get("oof", "")).endswith("oof_ravdess.json") else []),
+        "## Model",
+        "- Inputs per branch (8 numbers): centred log-probabilities (clipped at 1e-4) and the normalised entropy.",
+        "- With words: a gated mixture of three multinomial logistic regressions, an *audio* expert (audio inputs), a",
+        "  *text* expert (text inputs) and a *joint* expert (both); a softmax gate over both branches' inputs weighs them",
+        "  per window. Where one branch carries no evidence (emotionally empty words such as the RAVDESS carrier sentences,",
+        "  which the text model reads as confidently neutral; a flat synthetic voice) the gate hands the answer to the other.",
+        "- Without words (text is `null`, no opinion): a logistic regression on the audio inputs alone (the audio model",
+        "  recalibrated on out-of-fold RAVDESS predictions).",
+        f"- L2 penalty {metrics['penalty']:g} on the weights, chosen by 5-fold grouped cross-validation "
+        f"(scores: {', '.join(f'{k}: {v}' for k, v in metrics['cv_score_by_penalty'].items())}).",
+        "- Inference is pure numpy (`streamer/live/fusion.py`, `LearnedFusion`), about 0.1 ms per call. Files:",
+        "  `params.json` (weights, threshold), `metrics.json` (everything below, machine-readable).",
+        "",
+        "## Fitting data",
+        f"- Audio model for the out-of-fold RAVDESS predictions: `{metrics['oof']}`; audio model on the spoken",
+        f"  sentences: `{metrics['audio_model']}`; text model: `{metrics['text_model']}`.",
+        f"- Spoken sentence sets (dev splits only): {', '.join(metrics['sets'])} (NAME:up to this many per label), spoken by",
+        "  espeak-ng in 8 voices (en-us, en-gb, en-029, en-gb-scotland with variants) at 140-180 wpm, 16 kHz mono.",
+        f"- RAVDESS clips used: {metrics['ravdess_clips']}" + (f" (actors {', '.join(map(str, metrics['excluded_actors']))} left out)"
+                                                              if metrics.get("excluded_actors") else "") + ".",
+        "",
+        "| part | examples | what |",
+        "|---|---|---|",
+        *[f"| {p} | {n} | {PART_TEXT.get(p, '')} |" for p, n in metrics["examples"].items()],
+        "",
+        "Examples are weighted: voice+script and flat-voice+words 1, the two pairings 0.5 each; within a part every label",
+        "weighs the same. Groups for cross-validation: a RAVDESS clip's leave-actors-out fold (a sentence paired with it",
+        "comes from the same group), a spoken sentence's fixed random fold.",
+        "",
+        "## Cross-validated on the fitting data (UA per part; each example predicted by a fit that left its group out)",
+        "",
+        "| part | n | learned | audio only | text only | weighted 0.4/0.6 | confidence |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {p} | {r['n']} | **{r['fused']:.3f}** | {r['audio']:.3f} | {r['text']:.3f} | {r['weighted']:.3f} | {r['confidence']:.3f} |"
+          for p, r in cv.items()],
+    ]
+    nw = metrics.get("cross_validated_no_words", {}).get("voice+script")
+    if nw:
+        out += ["", f"Without words (the audio-only part), RAVDESS clips: {nw['fused']:.3f} recalibrated vs {nw['audio']:.3f} raw audio."]
+    out += [
+        "",
+        "## Uncertain state (`[fusion] min_confidence`)",
+        f"- Rule: {unc['rule']}, on the cross-validated fused predictions of all parts (weighted as in fitting).",
+        f"- Chosen: **{unc['min_confidence']}**; it flags {unc['flagged_share']:.1%} of the (weighted) fitting examples, whose",
+        f"  accuracy is {_f(unc['accuracy_flagged'])}, against {_f(unc['accuracy_kept'])} for the rest. config.toml carries the same value.",
+        "",
+    ]
+    out += ["## Through the whole pipeline (`ser-analyze` session logs)", ""]
+    if not evaluation or not (evaluation.get("ravdess") or evaluation.get("spoken")):
+        out += ["Not measured yet: run the commands below.", ""]
+    else:
+        digest = hashlib.sha256((Path(folder) / "params.json").read_bytes()).hexdigest()[:12] if folder else None
+        stale = digest and evaluation.get("fusion_params") not in (None, digest)
+        out += [
+            f"Measured {evaluation.get('date', '')} with `{evaluation.get('command', EVAL)}` (bench/results/fusion_eval.json;",
+            f"shipped params.json {evaluation.get('fusion_params', '?')}"
+            + (", **not this params.json: re-run the evaluation**)." if stale else ")."),
+            "Per clip: the `utterance` records' probabilities (else the windows'), averaged over the clip weighted by",
+            "duration; a clip with no words has no text-only answer and counts as wrong for text only; a clip with no",
+            "record counts as wrong for all three.",
+            "",
+            "| regime | clips | fused UA | audio-only UA | text-only UA | fused ECE | uncertain share | clips without words | fused >= best - 0.01 |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        rav = evaluation.get("ravdess")
+        if rav:
+            out.append(_regime_rows("(a) unseen RAVDESS actors, pooled", rav["pooled"]))
+        for name, s in (evaluation.get("spoken") or {}).items():
+            out.append(_regime_rows(f"(b) spoken {name}", s))
+        if rav:
+            out += ["", f"(a) target fused >= 0.74: {'yes' if rav['pooled'].get('target_fused_ge_0.74') else 'NO'} "
+                        f"({_f(rav['pooled']['fused']['ua'])}).", "",
+                    "(a) per fold: each fold's test actors through `ser-analyze` with that fold's audio model",
+                    "(`runs/audio-folds/fold<k>`) and a fusion fitted without those actors (`runs/fusion-folds/fold<k>`):", "",
+                    "| fold | clips | fused | audio | text |", "|---|---|---|---|---|",
+                    *[f"| {k} | {s['clips']} | {_f(s['fused']['ua'])} | {_f(s['audio']['ua'])} | {_f(s['text']['ua'])} |"
+                      for k, s in rav["folds"].items()]]
+            pr = rav["pooled"]
+            out += ["", "Per-class recall, (a) pooled:", "", "| | " + " | ".join(LABELS) + " |", "|---" * (len(LABELS) + 1) + "|",
+                    *[f"| {r} | " + " | ".join(_f(pr[r]['recall'].get(k)) for k in LABELS) + " |" for r in ("fused", "audio", "text")]]
+        out.append("")
+    out += [
+        "## Commands",
+        "```",
+        "# refit (reads models/audio-emotion/oof_ravdess.json and the fold folders runs/audio-folds/fold<k>;",
+        "# speaks the dev sentences once into runs/fusion-data/); writes models/fusion and runs/fusion-folds/fold<k>",
+        TRAIN,
+        "# evaluate through the pipeline (both regimes; logs in runs/fusion-eval/), rewrites this card",
+        EVAL,
+        "```",
+        "",
+        "## Limits",
+        "- The flat voice is synthetic (espeak-ng): real speakers saying emotional words calmly are only represented by",
+        "  RAVDESS neutral/calm clips paired with sentences (the neutral-voice+words part).",
+        "- The fitting data has no case where both branches carry conflicting emotion; there the mixture's joint expert",
+        "  decides, fitted without such examples.",
+        "- Fitted for the shipped audio and text models: retrain either and refit the fusion (its inputs change).",
+        "- Data terms: RAVDESS CC BY-NC-SA 4.0; GoEmotions CC BY 4.0; MELD (GPL-3.0 repository, TV transcripts);",
+        "  DailyDialog (CC BY-NC-SA 4.0) is used for evaluation only. The weights inherit the non-commercial terms.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_card(folder: Path, evaluation_path: Path | None = None) -> Path:
+    metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    evaluation = None
+    if evaluation_path and Path(evaluation_path).is_file():
+        evaluation = json.loads(Path(evaluation_path).read_text())
+    path = Path(folder) / "MODEL_CARD.md"
+    path.write_text(card(metrics, evaluation, Path(folder)))
+    return path
