@@ -164,11 +164,11 @@ def test_fusion():
         assert abs(sum(f.values()) - 1) < 1e-9
         assert fuse(audio, None, FusionConfig(mode=mode)) == pytest.approx(audio)
     # a uniform text opinion has confidence 0: the confidence-aware mode ignores it
-    assert fuse(audio, unsure_text, FusionConfig()) == pytest.approx(audio)
+    assert fuse(audio, unsure_text, FusionConfig(mode="confidence")) == pytest.approx(audio)
     assert fuse(audio, unsure_text, FusionConfig(mode="weighted"))["angry"] < 0.6
     assert confidence(sure_text) == 1.0 and confidence(unsure_text) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError):
-        fuse(dist(angry=float("nan")), None, FusionConfig())
+        fuse(dist(angry=float("nan")), None, FusionConfig(mode="confidence"))
 
 
 def test_rolling_half_life():

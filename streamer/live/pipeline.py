@@ -132,8 +132,8 @@ class Pipeline:
         block = settings.block_when_full
         self.asr_q: DropOldestQueue = DropOldestQueue(settings.queue_chunks, "asr_queue_dropped", self.counters, block,
                                                       on_drop=self._asr_dropped)
-        self.emo_q: DropOldestQueue = DropOldestQueue(settings.queue_windows, "windows_dropped", self.counters, block,
-                                                      on_drop=self._window_dropped)
+        self.emo_q: DropOldestQueue = DropOldestQueue(settings.queue_windows, "emotion_queue_dropped", self.counters,
+                                                      block, on_drop=self._window_dropped)
         self._closed_at: dict[int, float] = {}
         self.latencies: list[float] = []
         self.results = 0
@@ -155,6 +155,7 @@ class Pipeline:
 
     def _window_dropped(self, item) -> None:
         if isinstance(item, Window):  # its words will never be collected: forget them
+            self.counters.add("windows_dropped")
             self._closed_at.pop(item.index, None)
             self.board.forget(item.index)
 
