@@ -45,7 +45,8 @@ def main() -> int:
         raise SystemExit(f"error: --compare {args.compare}: no such file")
     compare = json.loads(args.compare.read_text()) if args.compare else None
     metrics = out / "metrics.json"
-    command = " ".join([COMMAND] + ([f"--config {args.config}"] if args.config != DEFAULT_CONFIG else []))
+    command = " ".join([COMMAND] + ([f"--config {args.config}"] if args.config.resolve() != DEFAULT_CONFIG else [])
+                       + ([f"--threads {args.threads}"] if args.threads > 0 else []))
     previous = json.loads(metrics.read_text()).get("compare", []) if metrics.is_file() else []
     if args.card_only:
         record = json.loads(metrics.read_text())

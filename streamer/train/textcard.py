@@ -152,8 +152,10 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
               ".venv/bin/ser-eval-text --tsv ../shared/data/text/meld/dev.tsv --json out/text-meld-dev.json",
               ".venv/bin/ser-eval-text --tsv ../shared/data/text/dailydialog/test.tsv --json out/text-dailydialog-test.json",
               "```", "",
-              "`--model DIR` scores another model folder the same way (for example the earlier LoRA model, "
-              "`git show 7cc38c7:models/text-emotion/...`).",
+              "ECE is that of the top-class confidence (15 bins); *emotional F1* comes from each report's confusion matrix "
+              "(`streamer.train.textcard.emotional_f1`). `--model DIR` scores another model folder the same way, for example "
+              "the previous LoRA model: `git archive 7cc38c7 models/text-emotion | tar -x -C /tmp/lora` then "
+              "`--model /tmp/lora/models/text-emotion`.",
               ""]
     path = out / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
