@@ -129,11 +129,18 @@ def test_tiny_training_run_learns(tmp_path, text_data, encoder):
         def message(self, text):
             pass
 
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a busy 2-core machine are several times slower
     cfg = TextTrainConfig(goemotions=str(text_data / "goemotions"), meld=str(text_data / "meld"), epochs=1, encoder=encoder,
                           freeze_word_embeddings=encoder == "full", dev_sets=("goemotions",),
                           max_rows=256, batch_size=16, max_length=32, evals_per_epoch=1,
                           lr=1e-3 if encoder == "lora" else 5e-5, head_lr=5e-3)
-    rec = train(cfg, tmp_path / "m", Quiet())
+    try:
+        rec = train(cfg, tmp_path / "m", Quiet())
+    finally:
+        torch.set_num_threads(threads)
     losses = [h["loss"] for h in rec["history"]]
     assert rec["rows"]["train"] > 200 and losses
     assert set(rec["rows"]) == {"train", "goemotions-dev"}  # MELD dev is not used for selection
