@@ -1,14 +1,13 @@
 """Late fusion of the audio and text opinions, and the rolling emotion (pure functions).
 
-- ``learned`` (default): a stacking model fitted on out-of-fold predictions of both branches
-  (``ser-train-fusion``; weights in ``[fusion] model_dir``, by default ``models/fusion``, see
-  its MODEL_CARD.md): a gated mixture of three logistic-regression experts (audio, text,
-  both) over each branch's centred log-probabilities and normalised entropy
-  (:class:`LearnedFusion`). It learns when a branch's opinion is evidence: on acted speech
-  with emotionally empty words ("kids are talking by the door") the text model's confident
-  *neutral* is absence of evidence, and a flat voice says little about emotional words.
-  A window with no words (text ``None``) goes through an audio-only regression (the audio
-  model recalibrated). Pure numpy, tens of microseconds.
+- ``learned`` (default): fitted by ``ser-train-fusion`` on out-of-fold predictions of both
+  branches (weights in ``[fusion] model_dir``, by default ``models/fusion``; see its
+  MODEL_CARD.md). A gate (a logistic regression over both branches' distributions) decides
+  per window how much of the answer is the audio's and how much the text's
+  (:class:`LearnedFusion`): on acted speech with emotionally empty words ("kids are talking
+  by the door"), which the text model reads as confidently neutral, it follows the voice;
+  for emotional words in a flat voice, the words. Neutral words are absence of evidence.
+  A window with no words (text ``None``) is the audio's. Pure numpy, tens of microseconds.
 - ``weighted``: the seed's fixed weighted average (default audio 0.4, text 0.6).
 - ``confidence``: each modality's weight is scaled by its confidence, one minus its
   normalised entropy (0 for a uniform distribution, 1 for a certain one), so an unsure branch
@@ -26,8 +25,8 @@ weight halves every ``half_life_s`` seconds of stream time.
 >>> t = {"angry": 0.0, "disgust": 0.0, "fear": 0.0, "happy": 1.0, "neutral": 0.0, "sad": 0.0, "surprise": 0.0}
 >>> round(fuse(a, t, FusionConfig(mode="weighted"))["happy"], 2)
 0.64
->>> features(np.full(7, 1 / 7), None).shape, features(np.full(7, 1 / 7), np.full(7, 1 / 7)).shape
-((8,), (16,))
+>>> features(np.full(7, 1 / 7), None).shape, gate_features(np.full(7, 1 / 7), np.full(7, 1 / 7)).shape
+((8,), (81,))
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ Probs = dict[str, float]
 MODES = ("learned", "confidence", "weighted")
 ROOT = Path(__file__).resolve().parents[2]  # the repository root (as streamer.config.ROOT)
 EPS = 1e-4  # probabilities are clipped here before their logarithm
-FEATURES = "clr+entropy/moe3/v1"  # the feature layout a params.json was fitted on
+FEATURES = "gate81/v1"  # the feature layout a params.json was fitted on
 HOW_TO_FIT = "fit one with `ser-train-fusion` (see models/fusion/MODEL_CARD.md) or set [fusion] mode = \"confidence\""
 
 
@@ -64,7 +63,7 @@ class FusionConfig:
     audio_weight: float = 0.4
     text_weight: float = 0.6
     half_life_s: float = 5.0
-    min_confidence: float = 0.36  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
+    min_confidence: float = 0.53  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
     uncertain_weight: float = 0.3  # how much an uncertain result moves the rolling emotion
 
     def __post_init__(self) -> None:
@@ -124,8 +123,8 @@ def branch_features(v: NDArray) -> NDArray[np.float64]:
 
 
 def features(audio: NDArray, text: NDArray | None) -> NDArray[np.float64]:
-    """Input of the learned fusion: audio features, then text features when there is text
-    (the audio-only model reads the first 8 only). Works on one row (7,) or a batch (N, 7)."""
+    """Both branches' features side by side (audio first; audio alone without text).
+    Works on one row (7,) or a batch (N, 7)."""
     fa = branch_features(audio)
     return fa if text is None else np.concatenate([fa, branch_features(text)], axis=-1)
 
@@ -137,66 +136,67 @@ def softmax(z: NDArray) -> NDArray[np.float64]:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-EXPERTS = ("audio", "text", "joint")
+def gate_features(audio: NDArray, text: NDArray) -> NDArray[np.float64]:
+    """What the gate reads (81 numbers): both branches' features, their squares, each
+    branch's top probability and the products of the two branches' centred log-probabilities.
+    Works on one row (7,) or a batch (N, 7)."""
+    n = len(LABELS)
+    fa, ft = branch_features(audio), branch_features(text)
+    ca, ct = fa[..., :n], ft[..., :n]
+    outer = (ca[..., :, None] * ct[..., None, :]).reshape(*ca.shape[:-1], n * n)
+    tops = [np.asarray(audio, float).max(axis=-1, keepdims=True), np.asarray(text, float).max(axis=-1, keepdims=True)]
+    return np.concatenate([fa, ft, ca ** 2, ct ** 2, *tops, outer], axis=-1)
 
 
-def log_softmax(z: NDArray) -> NDArray[np.float64]:
-    z = np.asarray(z, float)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+GATE_FEATURES = 2 * (len(LABELS) + 1) + 2 * len(LABELS) + 2 + len(LABELS) ** 2  # 81
 
 
 @dataclass(frozen=True)
 class LearnedFusion:
-    """Weights of the learned fusion (``params.json``).
+    """Weights of the learned fusion (``params.json``): a gate that decides, per window,
+    which branch carries the emotion.
 
-    With words: a mixture of three experts, each a multinomial logistic regression: one on
-    the audio features, one on the text features, one on both; a gate (a softmax over the
-    three, reading both) weighs them per input. So where one branch carries no evidence
-    (emotionally empty words, a flat voice) the gate can hand the answer to the other.
-    Without words (text ``None``): a separate regression on the audio features."""
+    ``fused = g * audio + (1 - g) * text`` with ``g = sigmoid(w . z + b)``, ``z`` the
+    standardised :func:`gate_features`. The gate is a logistic regression fitted to tell
+    the cases where the voice carries the emotion (emotional speech with emotionally empty
+    words) from those where the words do (emotional words in a flat or neutral voice). Each
+    branch's own distribution is kept as it is, so where the gate is sure the fused answer is
+    that branch's answer. Without words (text ``None``) the fused result is the audio's."""
 
-    weights: dict  # name -> array: expert_audio_w (7, 8), expert_audio_b (7,), expert_text_w (7, 8), ...
-    min_confidence: float = 0.0  # chosen on the fitting data (informative; [fusion] min_confidence decides)
-
-    SHAPES = {"expert_audio_w": (7, 8), "expert_audio_b": (7,), "expert_text_w": (7, 8), "expert_text_b": (7,),
-              "expert_joint_w": (7, 16), "expert_joint_b": (7,), "gate_w": (3, 16), "gate_b": (3,),
-              "no_words_w": (7, 8), "no_words_b": (7,)}
+    gate_w: NDArray[np.float64]  # (81,)
+    gate_b: float
+    mean: NDArray[np.float64]  # (81,) standardisation of the gate features
+    scale: NDArray[np.float64]  # (81,)
+    min_confidence: float = 0.53  # chosen on the fitting data (informative; [fusion] min_confidence decides)
 
     def __post_init__(self) -> None:
-        for name, shape in self.SHAPES.items():
-            v = self.weights.get(name)
-            if v is None or np.shape(v) != shape or not np.all(np.isfinite(v)):
-                raise ValueError(f"{name}: expected finite values of shape {shape}, got {None if v is None else np.shape(v)}")
-
-    def _w(self, name: str) -> NDArray[np.float64]:
-        return np.asarray(self.weights[name], float)
-
-    def experts(self, audio: NDArray, text: NDArray) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Log-probabilities of the experts (..., 7, 3) and log gate weights (..., 3)."""
-        x = features(audio, text)
-        fa, ft = x[..., : len(LABELS) + 1], x[..., len(LABELS) + 1:]
-        la = log_softmax(fa @ self._w("expert_audio_w").T + self._w("expert_audio_b"))
-        lt = log_softmax(ft @ self._w("expert_text_w").T + self._w("expert_text_b"))
-        lj = log_softmax(x @ self._w("expert_joint_w").T + self._w("expert_joint_b"))
-        lg = log_softmax(x @ self._w("gate_w").T + self._w("gate_b"))
-        return np.stack([la, lt, lj], axis=-1), lg
+        for name in ("gate_w", "mean", "scale"):
+            v = getattr(self, name)
+            if np.shape(v) != (GATE_FEATURES,) or not np.all(np.isfinite(v)):
+                raise ValueError(f"{name}: expected {GATE_FEATURES} finite values, got shape {np.shape(v)}")
+        if not np.isfinite(self.gate_b) or np.any(np.asarray(self.scale) <= 0):
+            raise ValueError("gate_b must be finite and scale positive")
 
     def gate(self, audio: NDArray, text: NDArray) -> NDArray[np.float64]:
-        """Weights of the audio, text and joint experts for these inputs."""
-        return np.exp(self.experts(audio, text)[1])
+        """The audio's share g in [0, 1] (one value per row)."""
+        z = (gate_features(audio, text) - self.mean) / self.scale
+        return 1.0 / (1.0 + np.exp(-(z @ self.gate_w + self.gate_b)))
 
     def proba(self, audio: NDArray, text: NDArray | None) -> NDArray[np.float64]:
         """Fused probabilities of one row (7,) or a batch (N, 7) of branch probabilities."""
+        a = np.asarray(audio, float)
+        a = a / a.sum(axis=-1, keepdims=True)
         if text is None:
-            return softmax(features(audio, None) @ self._w("no_words_w").T + self._w("no_words_b"))
-        le, lg = self.experts(audio, text)
-        p = (np.exp(le) * np.exp(lg)[..., None, :]).sum(axis=-1)
-        return p / p.sum(axis=-1, keepdims=True)
+            return a
+        t = np.asarray(text, float)
+        t = t / t.sum(axis=-1, keepdims=True)
+        g = self.gate(a, t)[..., None]
+        return g * a + (1 - g) * t
 
     def to_json(self, **extra) -> dict:
-        return {"format": "ser-fusion", "features": FEATURES, "labels": list(LABELS), "experts": list(EXPERTS),
-                **{k: np.asarray(self.weights[k], float).round(6).tolist() for k in self.SHAPES},
+        return {"format": "ser-fusion", "features": FEATURES, "labels": list(LABELS),
+                "gate_w": np.round(self.gate_w, 6).tolist(), "gate_b": round(float(self.gate_b), 6),
+                "mean": np.round(self.mean, 6).tolist(), "scale": np.round(self.scale, 6).tolist(),
                 "min_confidence": self.min_confidence, **extra}
 
     @classmethod
@@ -205,7 +205,8 @@ class LearnedFusion:
             raise ValueError(f"not a {FEATURES} fusion model (format {raw.get('format')!r}, features {raw.get('features')!r})")
         if tuple(raw.get("labels", ())) != LABELS:
             raise ValueError(f"labels {raw.get('labels')} differ from {list(LABELS)}")
-        return cls({k: np.asarray(raw[k], float) for k in cls.SHAPES}, float(raw.get("min_confidence", 0.0)))
+        return cls(np.asarray(raw["gate_w"], float), float(raw["gate_b"]), np.asarray(raw["mean"], float),
+                   np.asarray(raw["scale"], float), float(raw.get("min_confidence", 0.0)))
 
     @classmethod
     def load(cls, folder: str | Path) -> "LearnedFusion":
