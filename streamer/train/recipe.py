@@ -442,7 +442,7 @@ def _cv_results(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float, t: fl
     for k, r in enumerate(loao, start=1):
         rep, phone = _report(r.held["test"], weight, t), r.held["telephone"].report(weight, t)
         records.append({"fold": k, "test_speakers": r.split.info["test_speakers"], "val_speakers": r.split.info["val_speakers"],
-                        "best_epoch": r.best_epoch, "val_ua": r.val_ua, "temperature": t, **rep,
+                        "best_epoch": r.best_epoch, "val_ua": r.val_ua, "temperature": t, "val_temperature": r.fit_temperature, **rep,
                         "telephone_ua": phone["ua"], "telephone_wa": phone["wa"], "telephone_ece": phone["ece"]})
     keys = ("ua", "wa", "macro_f1", "ece_before", "ece_after", "telephone_ua", "telephone_wa", "telephone_ece", "net_only_ua", "linear_only_ua")
     mean = {m: float(np.mean([r[m] for r in records])) for m in keys}
@@ -450,7 +450,8 @@ def _cv_results(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float, t: fl
     pooled = concat([r.held["test"] for r in loao])
     pooled_phone = concat([r.held["telephone"] for r in loao])
     return {"variant": "shipped recipe", "net": cfg.net.to_dict(), "folds": records, "mean": mean, "std": std,
-            "pooled_clean": pooled.report(weight, t), "pooled_telephone": pooled_phone.report(weight, t)}
+            "pooled_clean": pooled.report(weight, t), "pooled_telephone": pooled_phone.report(weight, t),
+            "pooled_clean_raw_ece": pooled.report(weight, 1.0)["ece"]}
 
 
 def _save_folds(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float, t: float, out: Path) -> None:
