@@ -41,6 +41,7 @@ from streamer.labels import INDEX, LABELS  # noqa: E402
 
 N = len(LABELS)
 RULES = ("fused", "audio", "text")
+SEED_RULES = ("weighted", "confidence")  # recomputed from the logged branch probabilities
 
 
 # --- configuration files with other model folders --------------------------------------------
@@ -92,6 +93,20 @@ def clip_opinions(log_path: Path) -> dict:
             acc += d * np.array([float(p.get(k, 0.0)) for k in LABELS])
             total += d
         out[rule] = (acc / total).tolist() if total > 0 else None
+    # the seed's rules on the same records' branch probabilities, for comparison
+    from streamer.live.fusion import FusionConfig, fuse
+
+    for rule in SEED_RULES:
+        acc, total = np.zeros(N), 0.0
+        for r in records:
+            probs = r.get("probs") or {}
+            if probs.get("audio") is None:
+                continue
+            d = max(1e-3, float(r.get("end_s", 0)) - float(r.get("start_s", 0)))
+            f = fuse(probs["audio"], probs.get("text"), FusionConfig(mode=rule))
+            acc += d * np.array([f[k] for k in LABELS])
+            total += d
+        out[rule] = (acc / total).tolist() if total > 0 else None
     if records:
         out["uncertain"] = float(np.mean([bool(r.get("uncertain")) for r in records]))
     out["transcript"] = " ".join((r.get("transcript") or "") for r in contents.of_type("window")).strip()
@@ -106,7 +121,7 @@ def score(rows: list[dict]) -> dict:
     out = {"clips": len(rows), "labels": {k: int((y == INDEX[k]).sum()) for k in LABELS if (y == INDEX[k]).any()},
            "no_records": sum(1 for r in rows if not r["records"]),
            "no_words": sum(1 for r in rows if r["text"] is None)}
-    for rule in RULES:
+    for rule in (*RULES, *[r for r in SEED_RULES if all(r in row for row in rows)]):
         pred = np.array([int(np.argmax(r[rule])) if r[rule] is not None else -1 for r in rows])
         recall = {LABELS[k]: round(float((pred[y == k] == k).mean()), 4) for k in range(N) if (y == k).any()}
         out[rule] = {"ua": round(float(np.mean(list(recall.values()))), 4), "wa": round(float((pred == y).mean()), 4),
@@ -177,6 +192,9 @@ def main() -> int:
 
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["bench/fusion_eval.py", *sys.argv[1:]])}
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.score_only and previous:  # the logs are the earlier run's: keep its date and command
+        result = {"date": previous.get("date"), "command": previous.get("command"),
+                  "rescored": f"{time.strftime('%Y-%m-%d %H:%M')} ({' '.join(sys.argv[1:])})"}
     base = args.config.read_text()
     if "ravdess" in args.regimes:
         folds = ravdess_folds(args.data, args.audio_folds)

@@ -41,6 +41,13 @@ def _digest_folder(folder: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def _text_digest(spec: str) -> str:
+    from streamer.text.emotion import DEFAULT_MODEL_DIR
+
+    folder = DEFAULT_MODEL_DIR if spec == "embedded" else Path(spec)
+    return _digest_folder(folder) if folder.is_dir() else hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
 class Branches:
     """The two models, loaded on first use, with per-model caches of their outputs."""
 
@@ -78,10 +85,9 @@ class Branches:
         return self._cached(f"audio-{_digest_folder(self.audio_dir)}", [it.id for it in items], compute)
 
     def text_probs(self, texts: list[str]) -> np.ndarray:
-        from streamer.text.emotion import DEFAULT_MODEL_DIR, load_text_emotion
+        from streamer.text.emotion import load_text_emotion
 
-        folder = DEFAULT_MODEL_DIR if self.text_spec == "embedded" else Path(self.text_spec)
-        tag = _digest_folder(folder) if folder.is_dir() else hashlib.sha256(self.text_spec.encode()).hexdigest()[:12]
+        tag = _text_digest(self.text_spec)
 
         def compute(ts):
             if self._text is None:
@@ -166,15 +172,15 @@ def neutral_sentences(data_root: Path, n: int, seed: int) -> list[str]:
     return [texts[i] for i in sorted(rng.permutation(len(texts))[:n])]
 
 
-def fit_one(oof, spoken, branches, pool, seed, out: Path, meta: dict, penalties=None) -> dict:
-    from streamer.train.fusion import PENALTIES, fit_and_report
+def fit_one(oof, spoken, branches, pool, seed, out: Path, meta: dict, penalties=None, sharpness=None) -> dict:
+    from streamer.train.fusion import PENALTIES, SHARPNESS, fit_and_report
 
     t0 = time.time()
     ex = build_examples(oof, spoken, branches, pool, seed)
-    model, report = fit_and_report(ex, penalties or PENALTIES)
+    model, report = fit_and_report(ex, penalties or PENALTIES, sharpness=sharpness or SHARPNESS)
     flat = branches.audio_probs(spoken).mean(axis=0)
     out.mkdir(parents=True, exist_ok=True)
-    params = model.to_json(penalty=report["penalty"], **meta)
+    params = model.to_json(penalty=report["penalty"], sharpness=report["sharpness"], **meta)
     (out / "params.json").write_text(json.dumps(params, indent=1) + "\n")
     report = {**meta, **report, "mean_audio_on_spoken": [round(float(x), 4) for x in flat],
               "fit_seconds": round(time.time() - t0, 1)}
@@ -228,9 +234,11 @@ def main() -> int:
     main_branches = Branches(args.audio_model, args.text_model, cache)
     oof = [c for c in oof_all if c.actor not in excluded]
     meta = {"oof": str(args.oof), "audio_model": str(args.audio_model), "text_model": args.text_model,
-            "sets": args.sets, "excluded_actors": sorted(excluded), "ravdess_clips": len(oof), "spoken": len(spoken)}
+            "sets": args.sets, "excluded_actors": sorted(excluded), "ravdess_clips": len(oof), "spoken": len(spoken),
+            "models": {"audio": f"{args.audio_model.name} {_digest_folder(args.audio_model)}",
+                       "text": f"{args.text_model} {_text_digest(args.text_model)}"}}
     report = fit_one(oof, spoken, main_branches, pool, args.seed, args.out, meta)
-    print(json.dumps({k: report[k] for k in ("penalty", "cross_validated", "uncertain")}, indent=1))
+    print(json.dumps({k: report[k] for k in ("penalty", "sharpness", "cross_validated", "uncertain")}, indent=1))
     if args.cross_fit:
         for k in sorted({fold_of(c) - 1 for c in oof_all}):
             test_actors = sorted({c.actor for c in oof_all if fold_of(c) == k + 1})
@@ -240,8 +248,9 @@ def main() -> int:
             keep = [c for c in oof_all if fold_of(c) != k + 1 and c.actor not in excluded]
             fmeta = {**meta, "audio_model": str(audio_dir), "excluded_actors": test_actors,
                      "fold": k + 1, "ravdess_clips": len(keep)}
-            r = fit_one(keep, spoken, b, pool, args.seed, args.cross_fit / f"fold{k + 1}", fmeta, [report["penalty"]])
-            print(f"fold {k + 1} (without actors {test_actors}): penalty {r['penalty']}, "
+            r = fit_one(keep, spoken, b, pool, args.seed, args.cross_fit / f"fold{k + 1}", fmeta, [report["penalty"]],
+                        [report["sharpness"]])
+            print(f"fold {k + 1} (without actors {test_actors}): penalty {r['penalty']}, sharpness {r['sharpness']}, "
                   f"min_confidence {r['uncertain']['min_confidence']}", file=sys.stderr)
     from streamer.train.fusion_card import write_card
 

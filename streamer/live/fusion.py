@@ -63,7 +63,7 @@ class FusionConfig:
     audio_weight: float = 0.4
     text_weight: float = 0.6
     half_life_s: float = 5.0
-    min_confidence: float = 0.53  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
+    min_confidence: float = 0.49  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
     uncertain_weight: float = 0.3  # how much an uncertain result moves the rolling emotion
 
     def __post_init__(self) -> None:
@@ -167,7 +167,7 @@ class LearnedFusion:
     gate_b: float
     mean: NDArray[np.float64]  # (81,) standardisation of the gate features
     scale: NDArray[np.float64]  # (81,)
-    min_confidence: float = 0.53  # chosen on the fitting data (informative; [fusion] min_confidence decides)
+    min_confidence: float = 0.0  # chosen on the fitting data (informative; [fusion] min_confidence decides)
 
     def __post_init__(self) -> None:
         for name in ("gate_w", "mean", "scale"):
@@ -177,10 +177,13 @@ class LearnedFusion:
         if not np.isfinite(self.gate_b) or np.any(np.asarray(self.scale) <= 0):
             raise ValueError("gate_b must be finite and scale positive")
 
+    def logit(self, audio: NDArray, text: NDArray) -> NDArray[np.float64]:
+        z = (gate_features(audio, text) - self.mean) / self.scale
+        return z @ self.gate_w + self.gate_b
+
     def gate(self, audio: NDArray, text: NDArray) -> NDArray[np.float64]:
         """The audio's share g in [0, 1] (one value per row)."""
-        z = (gate_features(audio, text) - self.mean) / self.scale
-        return 1.0 / (1.0 + np.exp(-(z @ self.gate_w + self.gate_b)))
+        return 1.0 / (1.0 + np.exp(-np.clip(self.logit(audio, text), -50, 50)))
 
     def proba(self, audio: NDArray, text: NDArray | None) -> NDArray[np.float64]:
         """Fused probabilities of one row (7,) or a batch (N, 7) of branch probabilities."""

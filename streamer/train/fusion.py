@@ -22,7 +22,7 @@ the first two, the words in the last two). Examples are weighted so that each pa
 fixed share and, within a part, each label the same weight. Every example belongs to one of five
 groups: a RAVDESS clip to its actor's fold (actors 01-04, 05-08, ...; a sentence paired with
 it is drawn from the same group), a spoken sentence to a fixed random fold. The penalty is
-chosen by cross-validation over the groups, and the uncertainty threshold
+and the gate's sharpness are chosen by cross-validation over the groups, and the uncertainty threshold
 (``min_confidence``) on the cross-validated fused predictions. Fitting never sees a speaker
 or sentence of a reported figure when the caller leaves them out (``exclude_actors``, and
 evaluation sentences come from test splits).
@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 N = len(LABELS)
 PART_SHARES = {"voice+script": 1.0, "flat-voice+words": 1.0, "voice+neutral-words": 0.5, "neutral-voice+words": 0.5}
-PENALTIES = (1e-3, 1e-2, 1e-1)
+PENALTIES = (1e-4, 1e-3, 1e-2)
+SHARPNESS = (1.0, 2.0, 4.0, 8.0)  # factors on the gate's logit
 FOLDS = 5
 
 
@@ -277,29 +278,48 @@ def choose_min_confidence(probs: NDArray, y: NDArray, w: NDArray, max_share: flo
                     f"(cross-validated fits, weighted), at most {max_share:.0%} flagged"}
 
 
-def fit_and_report(ex: Examples, penalties=PENALTIES, shares: dict[str, float] | None = None) -> tuple[LearnedFusion, dict]:
-    """Choose the penalty by grouped cross-validation, refit on everything, choose the
-    uncertain threshold on the cross-validated predictions; returns the model and a report."""
-    cv = {}
-    preds = {}
-    for pen in penalties:
-        preds[pen] = cross_validated(ex, pen, shares)
-        cv[pen] = score(ex, preds[pen], shares)
-        log.info("penalty %g: cross-validated score %.4f", pen, cv[pen])
-    best = max(penalties, key=lambda p: (round(cv[p], 4), p))
-    oof = preds[best]
-    thr = choose_min_confidence(oof, ex.y, ex.weights(shares))
-    model = fit_fusion(ex, best, shares=shares)
-    model = LearnedFusion(model.gate_w, model.gate_b, model.mean, model.scale, thr["min_confidence"])
-    gate = np.empty(len(ex))
+def cross_validated_logits(ex: Examples, penalty: float, shares: dict[str, float] | None = None) -> NDArray[np.float64]:
+    """The gate's logit for every example (NaN without words) from a fit that left its group out."""
+    out = np.full(len(ex), np.nan)
+    has = ~np.isnan(ex.text).any(axis=1)
     for g in np.unique(ex.group):
-        test = ex.group == g
-        part = ex.take(test)
-        gate[test] = fit_fusion(ex.take(~test), best, shares).gate(part.audio, part.text)
+        test = (ex.group == g) & has
+        if test.any():
+            out[test] = fit_fusion(ex.take((ex.group != g)), penalty, shares).logit(ex.audio[test], ex.text[test])
+    return out
+
+
+def mix(ex: Examples, logits: NDArray) -> NDArray[np.float64]:
+    """Fused probabilities for gate logits (the audio where there are no words)."""
+    g = 1.0 / (1.0 + np.exp(-np.clip(np.nan_to_num(logits, nan=50.0), -50, 50)))[:, None]
+    text = np.where(np.isnan(ex.text), 0.0, ex.text)
+    return g * ex.audio + (1 - g) * text
+
+
+def fit_and_report(ex: Examples, penalties=PENALTIES, shares: dict[str, float] | None = None,
+                   sharpness=SHARPNESS) -> tuple[LearnedFusion, dict]:
+    """Choose the penalty and the gate's sharpness (a factor on its logit: how decidedly it
+    hands the answer to one branch) by grouped cross-validation, refit on everything, choose
+    the uncertain threshold on the cross-validated predictions; returns the model and a report."""
+    cv: dict[tuple[float, float], float] = {}
+    logits = {}
+    for pen in penalties:
+        logits[pen] = cross_validated_logits(ex, pen, shares)
+        for k in sharpness:
+            cv[(pen, k)] = score(ex, mix(ex, k * logits[pen]), shares)
+            log.info("penalty %g, sharpness %g: cross-validated score %.4f", pen, k, cv[(pen, k)])
+    # ties: the larger penalty, then the gentler gate
+    pen, k = max(cv, key=lambda pk: (round(cv[pk], 4), pk[0], -pk[1]))
+    oof = mix(ex, k * logits[pen])
+    thr = choose_min_confidence(oof, ex.y, ex.weights(shares))
+    model = fit_fusion(ex, pen, shares=shares)
+    model = LearnedFusion(k * model.gate_w, k * model.gate_b, model.mean, model.scale, thr["min_confidence"])
+    gate = 1.0 / (1.0 + np.exp(-np.clip(k * logits[pen], -50, 50)))
     report = {
-        "penalty": best, "cv_score_by_penalty": {str(k): round(v, 4) for k, v in cv.items()},
+        "penalty": pen, "sharpness": k,
+        "cv_score": {f"penalty {a:g}, sharpness {b:g}": round(v, 4) for (a, b), v in cv.items()},
         "cross_validated": part_table(ex, oof),
-        "cross_validated_gate": {p: {"mean_audio_share": round(float(gate[ex.part == p].mean()), 4),
+        "cross_validated_gate": {p: {"mean_audio_share": round(float(np.nanmean(gate[ex.part == p])), 4),
                                      "gate_right": round(float(((gate[ex.part == p] > 0.5) == VOICE_CARRIES.get(p, 1)).mean()), 4)}
                                  for p in sorted(set(ex.part.tolist()))},
         "uncertain": thr,

@@ -24,9 +24,21 @@ def _f(x) -> str:
 
 
 def _regime_rows(name: str, s: dict) -> str:
-    return (f"| {name} | {s['clips']} | **{_f(s['fused']['ua'])}** | {_f(s['audio']['ua'])} | {_f(s['text']['ua'])} | "
-            f"{_f(s['fused'].get('ece'))} | {_f(s.get('uncertain_share'))} | {s['no_words']} | "
+    seed = " | ".join(_f(s.get(r, {}).get("ua")) for r in ("weighted", "confidence"))
+    return (f"| {name} | {s['clips']} | **{_f(s['fused']['ua'])}** | {_f(s['audio']['ua'])} | {_f(s['text']['ua'])} | {seed} | "
+            f"{_f(s['fused'].get('ece'))} / {_f(s['audio'].get('ece'))} | {_f(s.get('uncertain_share'))} | {s['no_words']} | "
             f"{'yes' if s['target_fused_ge_best_minus_0.01'] else 'NO'} |")
+
+
+def _score_table(scores: dict[str, float]) -> list[str]:
+    """"penalty P, sharpness K" -> score, as a table with a row per penalty."""
+    grid: dict[str, dict[str, float]] = {}
+    for key, v in scores.items():
+        pen, _, k = key.replace("penalty ", "").partition(", sharpness ")
+        grid.setdefault(pen, {})[k] = v
+    ks = sorted({k for row in grid.values() for k in row}, key=float)
+    return ["| penalty \\ sharpness | " + " | ".join(ks) + " |", "|---" * (len(ks) + 1) + "|",
+            *[f"| {pen} | " + " | ".join(f"{row.get(k, float('nan')):+.4f}" for k in ks) + " |" for pen, row in grid.items()]]
 
 
 def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> str:
@@ -52,14 +64,19 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
         "- Where the gate is sure, the fused answer is that branch's answer, so the fusion is never far below its better",
         "  input; calibration is each branch's own (a mixture of calibrated distributions).",
         "- Without words (text is `null`, no opinion) the fused result is the audio's.",
-        f"- Penalty {metrics['penalty']:g}, chosen by 5-fold grouped cross-validation on the worst margin of fused UA over",
-        f"  the better branch in the two main parts (scores: {', '.join(f'{k}: {v}' for k, v in metrics['cv_score_by_penalty'].items())}).",
+        f"- Penalty {metrics['penalty']:g} and sharpness {metrics['sharpness']:g} (a factor on the gate's logit: how decidedly",
+        "  it hands the answer to one branch; folded into the stored weights), chosen by 5-fold grouped cross-validation on",
+        "  the worst margin of fused UA over the better branch in the two main parts (voice+script, flat-voice+words):",
+        "",
+        *_score_table(metrics["cv_score"]),
+        "",
         "- Inference is pure numpy (`streamer/live/fusion.py`, `LearnedFusion`), well under 1 ms per call. Files:",
         "  `params.json` (gate weights, standardisation, threshold), `metrics.json` (everything below, machine-readable).",
         "",
         "## Fitting data",
         f"- Audio model for the out-of-fold RAVDESS predictions: `{metrics['oof']}`; audio model on the spoken",
-        f"  sentences: `{metrics['audio_model']}`; text model: `{metrics['text_model']}`.",
+        f"  sentences: `{metrics['audio_model']}`; text model: `{metrics['text_model']}`"
+        + (f" (`{metrics['models']['audio']}`, `{metrics['models']['text']}`)" if metrics.get("models") else "") + ".",
         f"- Spoken sentence sets (dev splits only): {', '.join(metrics['sets'])} (NAME:up to this many per label), spoken by",
         "  espeak-ng in 8 voices (en-us, en-gb, en-029, en-gb-scotland with variants) at 140-180 wpm, 16 kHz mono.",
         f"- RAVDESS clips used: {metrics['ravdess_clips']}" + (f" (actors {', '.join(map(str, metrics['excluded_actors']))} left out)"
@@ -105,10 +122,11 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
             + (", **not this params.json: re-run the evaluation**)." if stale else ")."),
             "Per clip: the `utterance` records' probabilities (else the windows'), averaged over the clip weighted by",
             "duration; a clip with no words has no text-only answer and counts as wrong for text only; a clip with no",
-            "record counts as wrong for all three.",
+            "record counts as wrong for all three. The seed's two rules are recomputed from the same records' logged",
+            "audio and text probabilities. Uncertain share: records flagged `uncertain` (fused top below min_confidence).",
             "",
-            "| regime | clips | fused UA | audio-only UA | text-only UA | fused ECE | uncertain share | clips without words | fused >= best - 0.01 |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| regime | clips | fused UA | audio-only UA | text-only UA | seed weighted 0.4/0.6 | seed confidence | ECE fused / audio | uncertain share | clips without words | fused >= best - 0.01 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         rav = evaluation.get("ravdess")
         if rav:
@@ -117,7 +135,7 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
             out.append(_regime_rows(f"(b) spoken {name}", s))
         if rav:
             out += ["", f"(a) target fused >= 0.74: {'yes' if rav['pooled'].get('target_fused_ge_0.74') else 'NO'} "
-                        f"({_f(rav['pooled']['fused']['ua'])}).", "",
+                        f"({rav['pooled']['fused']['ua']:.4f}; audio alone {rav['pooled']['audio']['ua']:.4f}).", "",
                     "(a) per fold: each fold's test actors through `ser-analyze` with that fold's audio model",
                     "(`runs/audio-folds/fold<k>`) and a fusion fitted without those actors (`runs/fusion-folds/fold<k>`):", "",
                     "| fold | clips | fused | audio | text |", "|---|---|---|---|---|",
@@ -146,9 +164,10 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
         "  actors are not. The voice+neutral-words part (other neutral sentences) shows how the gate handles new empty words.",
         "- The text model's checkpoint was chosen on GoEmotions dev, which the spoken fitting sentences come from.",
         "- Fitted for the shipped audio and text models: retrain either and refit the fusion (its inputs change).",
-        "- Tried first: a gated mixture of three logistic-regression experts (audio, text, joint) fitted jointly by",
-        "  likelihood. On development out-of-fold audio it lost about 0.06-0.09 UA against the audio alone on RAVDESS",
-        "  (it hedges between experts); keeping each branch's distribution and learning only the gate did not.",
+        "- Tried first (development data: two folds' out-of-fold audio): a mixture of three logistic-regression experts",
+        "  (audio, text, joint) and a gate, fitted jointly by likelihood. It lost 0.04-0.09 UA against the audio alone on",
+        "  RAVDESS (it hedges between experts and recalibrates the audio on few actors); keeping each branch's own",
+        "  distribution and learning only the gate did not.",
         "- Data terms: RAVDESS CC BY-NC-SA 4.0; GoEmotions CC BY 4.0; MELD (GPL-3.0 repository, TV transcripts);",
         "  DailyDialog (CC BY-NC-SA 4.0) is used for evaluation only. The weights inherit the non-commercial terms.",
         "",
