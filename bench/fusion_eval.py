@@ -18,7 +18,8 @@ speech found) counts as wrong for all three.
     .venv/bin/python bench/fusion_eval.py                 # both regimes, all folds
     .venv/bin/python bench/fusion_eval.py --regimes spoken --score-only
 
-Writes bench/results/fusion_eval.json (logs under runs/fusion-eval/).
+Writes bench/results/fusion_eval.json (logs and the manifest of each run's clips under
+runs/fusion-eval/) and rewrites models/fusion/MODEL_CARD.md with the figures.
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ def score(rows: list[dict]) -> dict:
     return out
 
 
+def write_manifest(path: Path, clips: list[tuple[Path, str]]) -> None:
+    """The clips a run scored (``path<TAB>label``, as ``ser-eval --manifest`` reads them)."""
+    path.write_text("path\tlabel\n" + "".join(f"{p}\t{label}\n" for p, label in clips))
+
+
 def params_digest(folder: Path) -> str:
     import hashlib
 
@@ -213,6 +219,7 @@ def main() -> int:
             if not args.score_only:
                 s = analyze([p for p, _ in clips], out, cfg, args.jobs, args.force)
                 print(f"fold {k}: {len(clips)} clips in {s:.0f} s", file=sys.stderr)
+            write_manifest(out / "manifest.tsv", [(p, label) for p, label in clips])
             rows = [{"file": p.name, "label": label, **clip_opinions(out / f"{p.name}.ndjson")} for p, label in clips]
             per_fold[k] = score(rows)
             rows_all += rows
@@ -233,6 +240,7 @@ def main() -> int:
             if not args.score_only:
                 sec = analyze([it.path for it in items], out, args.config, args.jobs, args.force)
                 print(f"{name}: {len(items)} clips in {sec:.0f} s", file=sys.stderr)
+            write_manifest(out / "manifest.tsv", [(it.path, it.label) for it in items])
             rows = [{"file": it.path.name, "label": it.label, "sentence": it.text,
                      **clip_opinions(out / f"{it.path.name}.ndjson")} for it in items]
             result["spoken"][name] = score(rows)
