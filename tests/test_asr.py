@@ -19,8 +19,9 @@ def engine(whisper):
     return WhisperEngine(whisper)
 
 
-def window(samples, start=0, index=0):
-    return Window(index, start, start + len(samples), samples)
+def window(samples, start=0, index=0, final=True):
+    """A window that is a whole utterance of its own (the engine is handed its audio)."""
+    return Window(index, start, start + len(samples), samples, final, utterance=index)
 
 
 @pytest.mark.slow
@@ -40,10 +41,11 @@ def test_whisper_words_with_stream_timestamps(engine, speech_wav):
 @pytest.mark.slow
 def test_whisper_gives_no_words_on_noise_or_silence(engine):
     rng = np.random.default_rng(0)
-    for samples in (rng.normal(0, 3000, int(2.5 * SR)).astype(np.int16),  # loud white noise
-                    (rng.normal(0, 300, int(2.5 * SR))).astype(np.int16),  # hiss
-                    np.zeros(int(2.5 * SR), np.int16)):
-        assert engine.words_for(window(samples)) == []
+    for k, samples in enumerate((rng.normal(0, 3000, int(2.5 * SR)).astype(np.int16),  # loud white noise
+                                 (rng.normal(0, 300, int(2.5 * SR))).astype(np.int16),  # hiss
+                                 np.zeros(int(2.5 * SR), np.int16))):
+        w = window(samples, start=(100 + 5 * k) * SR, index=100 + k)
+        assert engine.words_for(w) == [] and engine.end_utterance(w.end) == []
 
 
 @pytest.mark.slow

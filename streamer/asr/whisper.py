@@ -100,11 +100,7 @@ class WhisperEngine:
 
     def push(self, chunk: Chunk, in_speech: bool) -> None:
         self._in_speech = in_speech
-        x = chunk.samples[-self.history:]
-        if chunk.start != self._recent_end:  # a gap: what came before is not adjacent any more
-            self._recent[:] = 0
-        self._recent = np.concatenate([self._recent[len(x):], x])
-        self._recent_end = chunk.end
+        self._keep(chunk)
         if not self._open:
             self._open_start = chunk.start
         self._open.append(chunk.samples)
@@ -116,6 +112,14 @@ class WhisperEngine:
             self._open_start += len(dropped)
         if not in_speech and self._partial_len and self._open_len - self._partial_len > SAMPLE_RATE:
             self._partial = ""
+
+    def _keep(self, chunk: Chunk) -> None:
+        """Remember the stream's recent audio (a gap clears what came before)."""
+        x = chunk.samples[-self.history:]
+        if chunk.start != self._recent_end:  # a gap: what came before is not adjacent any more
+            self._recent[:] = 0
+        self._recent = np.concatenate([self._recent[len(x):], x])
+        self._recent_end = chunk.end
 
     def partial(self) -> str:
         return self._partial
@@ -141,7 +145,9 @@ class WhisperEngine:
         self._drop_open_until(window.end)
         self._partial = ""
         self._partial_len = 0
-        if window.utterance != self._utt:
+        if window.start >= self._recent_end:  # a caller that hands over windows without pushing their audio
+            self._keep(Chunk(window.start, window.samples))
+        if window.utterance != self._utt or window.start != self._utt_until:  # windows of one utterance are adjacent
             self._start_utterance(window)
         self._utt_until = window.end
         return self._take(window.end, hold=not window.final)

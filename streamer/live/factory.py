@@ -55,6 +55,9 @@ def load_models(cfg: Config, with_asr: bool = True) -> Models:
     from streamer.audio.encoder import EMBEDDED
     from streamer.text.emotion import load_text_emotion
 
+    from streamer.live.fusion import Fuser
+
+    Fuser(cfg.fusion)  # a missing or corrupt fusion model fails now, not at the first window
     audio = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
     factory = asr_factory(cfg) if with_asr else (lambda: None)
     text = load_text_emotion(cfg.text.model)
