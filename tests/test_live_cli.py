@@ -99,8 +99,9 @@ def test_json_stdout_and_no_transcript_log(tmp_path, speech_wav, text_model, aud
     res = ser_live(tmp_path, "--file", speech_wav, "--fast", "--json", "--no-transcript-log", "--log", log)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(x) for x in res.stdout.splitlines()]
-    assert lines and all(x["type"] == "window" for x in lines)
-    for rec in read_log(log).of_type("window"):
+    assert lines and {x["type"] for x in lines} == {"window", "utterance"}
+    contents = read_log(log)
+    for rec in contents.of_type("window") + contents.of_type("utterance"):
         assert rec["transcript"] is None and rec["words"] is None
     assert "quick" not in log.read_text() and "lazy" not in log.read_text()
 

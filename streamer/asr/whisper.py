@@ -86,6 +86,7 @@ class WhisperEngine:
         self._recent_end = 0  # stream index just after the last sample in _recent
         self._utt: int | None = None  # the utterance being recognised
         self._utt_from = 0  # stream index where its decoded audio starts (pre-roll included)
+        self._utt_start = 0  # start of its first window
         self._utt_last: Word | None = None  # the last word given out in it
         self._utt_done = 0  # words whose middle is before this were given out
         self._utt_until = 0  # end of its last window
@@ -165,6 +166,7 @@ class WhisperEngine:
 
     def _start_utterance(self, window: Window) -> None:
         self._utt = window.utterance
+        self._utt_start = window.start
         self._utt_from = max(window.start - int(self.cfg.preroll_s * SAMPLE_RATE), self._recent_end - self.history, 0)
         self._utt_done = self._utt_from
         self._utt_last = None
@@ -177,7 +179,8 @@ class WhisperEngine:
         end = min(end, self._recent_end)
         if end - start <= 0:
             return []
-        whole = self._transcribe(self._recent[start - first: end - first], start, timestamps=True)
+        whole = [Word(w.word, max(w.start, self._utt_start), max(w.end, self._utt_start + 1), w.conf)  # not before the utterance
+                 for w in self._transcribe(self._recent[start - first: end - first], start, timestamps=True)]
         self._utt_whole = None if hold else whole
         words = [w for w in whole if (w.start + w.end) // 2 >= self._utt_done]
         last = self._utt_last
