@@ -116,7 +116,7 @@ def clip_opinions(log_path: Path) -> dict:
 
 def score(rows: list[dict]) -> dict:
     """UA, WA, per-class recall of each opinion over clips; None opinions count as wrong."""
-    from streamer.train.metrics import expected_calibration_error
+    from streamer.train.metrics import arousal_bacc, expected_calibration_error
 
     y = np.array([INDEX[r["label"]] for r in rows])
     out = {"clips": len(rows), "labels": {k: int((y == INDEX[k]).sum()) for k in LABELS if (y == INDEX[k]).any()},
@@ -130,6 +130,8 @@ def score(rows: list[dict]) -> dict:
         have = [i for i, r in enumerate(rows) if r[rule] is not None]
         if have:
             out[rule]["ece"] = round(expected_calibration_error(np.array([rows[i][rule] for i in have]), y[have]), 4)
+            bacc = arousal_bacc(np.array([rows[i][rule] for i in have]), y[have])
+            out[rule]["arousal_bacc"] = None if bacc is None else round(bacc, 4)
     flags = [r["uncertain"] for r in rows if r["uncertain"] is not None]
     out["uncertain_share"] = round(float(np.mean(flags)), 4) if flags else None
     best = max(out["audio"]["ua"], out["text"]["ua"])

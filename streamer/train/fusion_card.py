@@ -142,6 +142,12 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
                     *[f"| {k} | {s['clips']} | {_f(s['fused']['ua'])} | {_f(s['audio']['ua'])} | {_f(s['text']['ua'])} |"
                       for k, s in rav["folds"].items()]]
             pr = rav["pooled"]
+            out += ["", "Arousal (item 5): balanced accuracy with which the sign of the clip's arousal (`streamer/dims.py`, from",
+                    "its duration-weighted probabilities) separates angry/happy clips from neutral/sad clips:", "",
+                    "| regime | fused | audio | text |", "|---|---|---|---|",
+                    *[f"| {name} | " + " | ".join(_f(sc.get(r, {}).get("arousal_bacc")) for r in ("fused", "audio", "text")) + " |"
+                      for name, sc in [("(a) unseen RAVDESS actors, pooled", pr)]
+                      + [(f"(b) spoken {n}", x) for n, x in (evaluation.get("spoken") or {}).items()]]]
             out += ["", "Per-class recall, (a) pooled:", "", "| | " + " | ".join(LABELS) + " |", "|---" * (len(LABELS) + 1) + "|",
                     *[f"| {r} | " + " | ".join(_f(pr[r]['recall'].get(k)) for k in LABELS) + " |" for r in ("fused", "audio", "text")]]
         out.append("")
