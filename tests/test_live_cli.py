@@ -57,6 +57,8 @@ def test_file_fast_end_to_end(tmp_path, text_model, audio_model):
     res = ser_live(tmp_path, "--file", DEMO, "--fast", "--no-dashboard", "--log", log)
     assert res.returncode == 0, res.stderr
     assert "whisper" in res.stderr  # says which engine runs
+    said = res.stderr.splitlines()
+    assert said[0].startswith("ser-live: loading models")  # before the seconds of loading
     contents = read_log(log)
     assert not contents.skipped and contents.complete
     assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
@@ -106,8 +108,23 @@ def test_json_stdout_and_no_transcript_log(tmp_path, speech_wav, text_model, aud
     assert "quick" not in log.read_text() and "lazy" not in log.read_text()
 
 
+def machine_has_input_device(tmp_path) -> bool:
+    code = "import sounddevice as sd; print(sum(d['max_input_channels'] > 0 for d in sd.query_devices()))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(tmp_path), timeout=60)
+    return res.returncode == 0 and int(res.stdout.strip() or 0) > 0
+
+
+def test_no_input_device_says_how_to_fix_it(tmp_path):
+    if machine_has_input_device(tmp_path):
+        pytest.skip("this machine has an input device (tests/test_microphone.py covers that case)")
+    for args in (["--list-devices"], []):
+        line = one_error_line(ser_live(tmp_path, *args))
+        assert "no audio input device found" in line and "audio` group" in line and "--file" in line, line
+
+
 def test_missing_inputs_and_models_give_one_clear_error(tmp_path, speech_wav):
-    assert "--list-devices" in one_error_line(ser_live(tmp_path, "--device", "no-such-device-xyz"))
+    missing = "--list-devices" if machine_has_input_device(tmp_path) else "no audio input device found"
+    assert missing in one_error_line(ser_live(tmp_path, "--device", "no-such-device-xyz"))
     assert "no such audio file" in one_error_line(ser_live(tmp_path, "--file", tmp_path / "nope.wav"))
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")

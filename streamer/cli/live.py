@@ -58,6 +58,9 @@ def main() -> int:
         return 0
     if args.fast and not args.file:
         raise SerError("--fast only applies to --file")
+    # Say what is happening at once: loading takes seconds (the first start builds the text model).
+    print("ser-live: loading models (the first start also builds the text model once, about 10 s)...",
+          file=sys.stderr, flush=True)
 
     from streamer.config import Config
 

@@ -48,8 +48,31 @@ def parse_device(text: str | None) -> int | str | None:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
+NO_INPUT_HELP = ("no audio input device found. On Linux, PortAudio reaches microphones through ALSA and "
+                 "PulseAudio/PipeWire: check that the sound server runs (`pactl info`), that your user is in the "
+                 "`audio` group (`sudo usermod -aG audio $USER`, then log in again) and that `arecord -l` lists a "
+                 "capture device; or analyse a recording with --file")
+
+
+def input_devices(sd=None) -> list[dict]:
+    """The devices that can record."""
+    sd = sd or _sounddevice()
+    return [d for d in sd.query_devices() if d.get("max_input_channels", 0) > 0]
+
+
 def list_devices() -> str:
-    return str(_sounddevice().query_devices())
+    """The device table, with the default input marked; no input device is an AudioInputError."""
+    sd = _sounddevice()
+    if not input_devices(sd):
+        raise AudioInputError(NO_INPUT_HELP)
+    return str(sd.query_devices())
+
+
+def _default_input_name(sd) -> str:
+    try:
+        return f"the system default input device ({sd.query_devices(kind='input')['name']})"
+    except (ValueError, sd.PortAudioError):
+        return "the system default input device"
 
 
 class _Resampler:
@@ -81,10 +104,13 @@ class MicrophoneSource:
         self.counters = counters
         self.error: str | None = None
         self._stopped = False
+        if not input_devices(sd):
+            raise AudioInputError(NO_INPUT_HELP)
         try:
             info = sd.query_devices(device, "input")
         except (ValueError, sd.PortAudioError) as exc:
-            raise AudioInputError(f"input device {device!r} not found ({exc}); `ser-live --list-devices` lists them") from exc
+            what = _default_input_name(sd) if device is None else f"input device {device!r}"
+            raise AudioInputError(f"{what} not found ({exc}); `ser-live --list-devices` lists them") from exc
         self.name = f"microphone: {info['name']}"
         rate = SAMPLE_RATE
         try:
