@@ -87,3 +87,11 @@ def test_cli_list_and_download(tmp_path, server):
     assert res.returncode == 0  # already installed: nothing to fetch
     res = run("download", "vosk-model-en-us-0.22-lgraph", "--base-url", "http://127.0.0.1:9")
     assert res.returncode == 2 and res.stderr.startswith("error: cannot download")
+
+
+def test_cli_unknown_model_draws_no_progress_bar(tmp_path):
+    env = dict(os.environ, SER_MODELS_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, "-m", "streamer.cli.models", "download", "nonexistent-model"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2 and "unknown model" in res.stderr
+    assert "bytes" not in res.stderr + res.stdout and res.stderr.count("\n") == 1

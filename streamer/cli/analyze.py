@@ -14,16 +14,21 @@ from streamer.cli import run_main
 def main() -> int:
     ap = argparse.ArgumentParser(prog="ser-analyze", description=__doc__)
     ap.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files or folders (searched recursively)")
-    ap.add_argument("--out", type=Path, default=Path("ser-analysis"), help="folder for the logs and summary.csv")
+    ap.add_argument("--out", type=Path, default=Path("ser-analysis"),
+                    help="folder for the logs and summary.csv (default: ser-analysis/)")
     ap.add_argument("--channels", choices=("mix", "split"), default="mix",
-                    help="split: each channel of a stereo file is its own speaker (names from config)")
-    ap.add_argument("--jobs", type=int, default=1, help="files analysed in parallel, each process loading the models once")
+                    help="split: each channel of a stereo file is its own speaker, named by [batch] channel_names; mix: one stream (default: mix)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="files analysed in parallel, each process loading the models once (default: 1)")
     ap.add_argument("--force", action="store_true", help="analyse again files whose log is already complete")
-    ap.add_argument("--config", type=Path, default=None)
-    ap.add_argument("--asr", choices=("auto", "vosk", "whisper"), default=None)
-    ap.add_argument("--vosk-model", default=None)
-    ap.add_argument("--whisper-model", default=None)
-    ap.add_argument("--text-model", default=None)
+    ap.add_argument("--config", type=Path, default=None, help="settings file (default: the repository's config.toml)")
+    ap.add_argument("--asr", choices=("auto", "vosk", "whisper"), default=None,
+                    help="speech recogniser (default: [asr] engine, auto: Vosk when a model is found, else Whisper)")
+    ap.add_argument("--vosk-model", default=None, help="a Vosk model folder (default: $SER_VOSK_MODEL, config, cache)")
+    ap.add_argument("--whisper-model", default=None,
+                    help="faster-whisper model name or folder (default: [whisper] model, the embedded tiny.en)")
+    ap.add_argument("--text-model", default=None,
+                    help="text emotion model: embedded, a folder or a Hugging Face name (default: [text] model)")
     args = ap.parse_args()
     if args.jobs < 1:
         from streamer.errors import SerError

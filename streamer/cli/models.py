@@ -33,6 +33,10 @@ def main() -> int:
         remove(args.name)
         print(f"removed {args.name}")
         return 0
+    if args.name not in CATALOGUE:  # before any progress bar is drawn
+        from streamer.models_store import DownloadError
+
+        raise DownloadError(f"unknown model '{args.name}'; `ser-models list` shows the known ones")
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     with Progress(TextColumn(args.name), BarColumn(), DownloadColumn(), TransferSpeedColumn()) as progress:

@@ -303,7 +303,3 @@ class Rolling:
             self._v = (1 - step) * self._v + step * v
         self._t = max(self._t, at_s)
         return as_probs(self._v)
-
-    @property
-    def value(self) -> Probs | None:
-        return None if self._v is None else as_probs(self._v)

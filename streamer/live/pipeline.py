@@ -19,6 +19,7 @@ reader flushes the VAD, workers drain what they hold, and threads are joined wit
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -135,7 +136,7 @@ class Pipeline:
         self.emo_q: DropOldestQueue = DropOldestQueue(settings.queue_windows, "emotion_queue_dropped", self.counters,
                                                       block, on_drop=self._window_dropped)
         self._closed_at: dict[int, float] = {}
-        self.latencies: list[float] = []
+        self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)  # bounded: the last ~70 h
         self.results = 0
         self.utterances = 0
         self.words = 0

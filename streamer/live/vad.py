@@ -98,7 +98,6 @@ class VadSegmenter:
         self._utt_first = 0  # stream index where the open utterance started
         self._utt_windows = 0  # windows emitted for the open utterance
         self.in_speech = False
-        self.last_voiced = False
 
     # --- streaming contract ---------------------------------------------------------------
     def push(self, chunk: Chunk) -> None:
@@ -133,7 +132,6 @@ class VadSegmenter:
     # --- internals ------------------------------------------------------------------------
     def _frame(self, start: int, frame: NDArray[np.int16]) -> None:
         voiced = bool(self._is_speech(frame))
-        self.last_voiced = voiced
         pad = self.cfg.padding_frames
         if not self.in_speech:
             self._pre.append((start, frame, voiced))

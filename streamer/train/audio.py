@@ -298,9 +298,5 @@ def pick_val_speakers(candidates: Sequence[str], n: int, seed: int, calib: int =
     return sorted(drawn[:n]), sorted(drawn[n:])
 
 
-def labels_of(items: Sequence[ClipData]) -> list[int]:
-    return [c.label for c in items]
-
-
 def to_clip_data(clips, copies_by_name: dict[str, list[ClipInputs]], names: Sequence[str]) -> list[ClipData]:
     return [ClipData(INDEX[c.label], c.corpus, c.speaker, [copies_by_name[n][i] for n in names]) for i, c in enumerate(clips)]

@@ -93,7 +93,7 @@ def summary(probs: NDArray, y_true: Sequence[int], skipped: int = 0) -> dict:
 
 def confusion_text(m: NDArray) -> str:
     """The confusion matrix as a fixed-width table (rows true, columns predicted)."""
-    head = "true\\pred " + " ".join(f"{lab[:7]:>8}" for lab in LABELS)
+    head = "true\\pred " + " ".join(f"{lab:>8}" for lab in LABELS)
     rows = [f"{lab:<10}" + " ".join(f"{v:>8d}" for v in row) for lab, row in zip(LABELS, np.asarray(m))]
     return "\n".join([head, *rows])
 
