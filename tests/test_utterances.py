@@ -138,3 +138,16 @@ def test_cli_json_prints_utterances_and_keeps_the_first_word(tmp_path):
     utterances = [r for r in records if r["type"] == "utterance"]
     assert len(utterances) == len(SENTENCES) and utterances[0]["transcript"].split()[0] == "yesterday"
     check_utterance_contract([r for r in records if r["type"] == "window"], utterances)
+
+
+def test_noise_that_passes_the_vad_comes_out_uncertain(tmp_path, models):
+    """White noise loud enough for the VAD: no words, and every window and utterance uncertain."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "noise.wav"
+    sf.write(str(path), np.clip(rng.normal(0, 0.3, 6 * 16000), -1, 1).astype(np.float32), 16000, subtype="PCM_16")
+    windows, utterances = analyse(path, models)
+    assert windows and utterances
+    for r in windows + utterances:
+        assert r["uncertain"] and not r["words"], r
