@@ -59,7 +59,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ctranslate2
 
-    from streamer.asr.whisper import WhisperAsrConfig, _tokenizer, decode
+    from streamer.asr.decode import WhisperAsrConfig, _tokenizer, decode
     from streamer.audio.encoder import WhisperHandle
     from streamer.audio.io import load_audio
 

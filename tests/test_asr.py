@@ -86,7 +86,7 @@ def test_vosk_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_segments_cut_where_the_decoder_runs_past_the_audio():
-    from streamer.asr.whisper import _segments
+    from streamer.asr.decode import _segments
 
     ts, eot = 1000, 999  # timestamp tokens from 1000, one per 20 ms
     ids = [ts + 0, 1, 2, ts + 50, ts + 50, 3, ts + 100, ts + 150, 4, 5, ts + 200]
@@ -96,7 +96,7 @@ def test_segments_cut_where_the_decoder_runs_past_the_audio():
 
 
 def test_invented_words_are_recognised_by_probability_and_duration():
-    from streamer.asr.whisper import _anomalous
+    from streamer.asr.decode import _anomalous
 
     spoken = [("kids", 0.1, 0.4, 0.9), ("are", 0.4, 0.6, 0.8), ("talking", 0.6, 1.1, 0.95)]
     assert not _anomalous(spoken)
@@ -106,7 +106,7 @@ def test_invented_words_are_recognised_by_probability_and_duration():
 
 
 def test_a_decoder_loop_squeezed_into_the_end_is_kept_once():
-    from streamer.asr.whisper import _without_loop
+    from streamer.asr.decode import _without_loop
 
     said = [("say", 0.1, 0.3, 1), ("the", 0.3, 0.4, 1), ("word", 0.4, 0.7, 1), ("tool", 0.7, 1.2, 1)]
     loop = [("say", 1.2, 1.22, 1), ("the", 1.22, 1.24, 1), ("word", 1.24, 1.26, 1), ("tool", 1.26, 1.28, 1)]
@@ -119,7 +119,7 @@ def test_a_decoder_loop_squeezed_into_the_end_is_kept_once():
 def test_short_encoder_input_recovers_real_speech_without_loops(whisper, tess):
     """Ten seconds of encoder input (the default) instead of Whisper's 30: the words of
     held-out real speech come back, and the decoder does not loop into the padding."""
-    from streamer.asr.whisper import WhisperAsrConfig, decode
+    from streamer.asr.decode import WhisperAsrConfig, decode
 
     clips = sorted(tess.glob("*/*.flac"))[::350][:8]
     assert len(clips) == 8
@@ -142,7 +142,7 @@ def tess_clips(tess):
 
 @pytest.mark.slow
 def test_batched_decode_equals_single_calls(whisper, tess_clips):
-    from streamer.asr.whisper import WhisperAsrConfig, decode_batch
+    from streamer.asr.decode import WhisperAsrConfig, decode_batch
 
     cfg = WhisperAsrConfig()
     single = [[w[0] for w in decode_batch(whisper, [(x, True)], cfg)[0]] for x in tess_clips]
@@ -155,7 +155,7 @@ def test_batched_decode_equals_single_calls(whisper, tess_clips):
 def test_overlapping_calls_from_streams_are_decoded_together(whisper, tess_clips):
     import threading
 
-    from streamer.asr.whisper import Batcher, WhisperAsrConfig, decode, decode_batch
+    from streamer.asr.decode import Batcher, WhisperAsrConfig, decode, decode_batch
 
     cfg = WhisperAsrConfig()
     expected = [[w[0] for w in decode_batch(whisper, [(x, True)], cfg)[0]] for x in tess_clips]
@@ -180,7 +180,7 @@ def test_overlapping_calls_from_streams_are_decoded_together(whisper, tess_clips
 
 
 def test_a_failed_batch_raises_in_every_caller(whisper):
-    from streamer.asr.whisper import Batcher, WhisperAsrConfig
+    from streamer.asr.decode import Batcher, WhisperAsrConfig
 
     with pytest.raises(ValueError):
         Batcher(whisper, concurrency=1).decode(np.zeros((2, 3), np.float32), WhisperAsrConfig(), True)

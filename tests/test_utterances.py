@@ -112,7 +112,7 @@ def test_real_scripts_keep_the_first_word(models, whisper, ravdess, tess):
     """RAVDESS statements ("kids are talking by the door", "dogs are sitting by the door") and
     TESS carrier phrases ("say the word ..."): where Whisper decoding the whole clip at its full
     30 s input hears the script's first word, the utterance keeps it too."""
-    from streamer.asr.whisper import WhisperAsrConfig, decode
+    from streamer.asr.decode import WhisperAsrConfig, decode
     from streamer.audio.io import load_audio
 
     clips = sorted((ravdess / "Actor_19").glob("03-01-0[15]-0[12]-0[12]-0[12]-19.*"))[::2][:4]

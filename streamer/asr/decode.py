@@ -1,0 +1,274 @@
+"""Whisper decoding through CTranslate2: one input (``decode``) or several batched across
+streams (``decode_batch``, :class:`Batcher`), with the guards against invented words and
+decoder loops. The streaming recogniser that uses it is ``streamer.asr.whisper``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.audio import SAMPLE_RATE
+from streamer.audio.encoder import WhisperHandle
+from streamer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WhisperAsrConfig:
+    """``[asr.whisper]`` in config.toml."""
+
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    partial_interval_s: float = 1.0
+    beam_size: int = 1
+    preroll_s: float = 0.2  # audio before an utterance's first window decoded with it
+    hold_s: float = 0.2  # a word ending this close to a window's end waits for more audio
+    encode_s: float = 10.0  # audio length the encoder sees (speech + silence); Whisper's own is 30
+    drop_anomalous: bool = True  # drop segments whose words look invented
+
+    def __post_init__(self) -> None:
+        if not 0 < self.no_speech_threshold <= 1:
+            raise ConfigError("config [asr] whisper_no_speech_threshold: must be in (0, 1]")
+        if not 0.1 <= self.partial_interval_s <= 60:
+            raise ConfigError("config [asr] whisper_partial_interval_s: must be between 0.1 and 60")
+        if not 1 <= self.beam_size <= 10:
+            raise ConfigError("config [asr] whisper_beam_size: must be between 1 and 10")
+        if not 4 <= self.encode_s <= 30:
+            raise ConfigError("config [asr] whisper_encode_s: must be between 4 and 30")
+
+
+def _clamp_first(words: list["Decoded"]) -> list["Decoded"]:
+    """Cross-attention alignment tends to stretch the first word back to the start of the
+    audio (over leading silence). Like faster-whisper, cap it at twice the median word
+    duration (at most 0.7 s).
+
+    >>> w = _clamp_first([("hello", 0.0, 1.5, 1.0), ("there", 1.5, 1.8, 1.0), ("you", 1.8, 2.0, 1.0)])
+    >>> round(w[0][1], 2), w[1:] == [("there", 1.5, 1.8, 1.0), ("you", 1.8, 2.0, 1.0)]
+    (0.9, True)
+    """
+    if len(words) < 2:
+        return words
+    median = min(0.7, float(np.median([e - s for _, s, e, _ in words])))
+    text, s, e, p = words[0]
+    if e - s > 2 * median:
+        words = [(text, max(s, e - 2 * median), e, p), *words[1:]]
+    return words
+
+
+def _tokenizer(handle: WhisperHandle):
+    tok = getattr(handle, "_asr_tokenizer", None)
+    if tok is None:
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = handle.model
+        tok = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        handle._asr_tokenizer = tok
+    return tok
+
+
+Decoded = tuple[str, float, float, float]  # a decoded word: text, start s, end s, probability
+
+
+def decode(handle: WhisperHandle, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool = True) -> list[Decoded]:
+    """Words of ``x`` (16 kHz float32, at most 30 s) as (text, start s, end s, probability).
+
+    Without ``timestamps`` every word spans the whole input and has probability 1. Calls from
+    several threads (streams) that overlap are decoded together (:class:`Batcher`).
+    """
+    return Batcher.of(handle).decode(x, cfg, timestamps)
+
+
+def decode_batch(handle: WhisperHandle, items: list[tuple[np.ndarray, bool]], cfg: WhisperAsrConfig) -> list[list[Decoded]]:
+    """Several inputs in one encoder call and one decoder call (then one alignment each)."""
+    import ctranslate2
+
+    model, tok = handle.model, _tokenizer(handle)
+    # Speech plus at least 0.5 s of silence, a whole number of encoder frames (320 samples),
+    # the same length for the whole batch.
+    n = min(30 * SAMPLE_RATE, max(int(cfg.encode_s * SAMPLE_RATE), *(len(x) + SAMPLE_RATE // 2 for x, _ in items)))
+    n -= n % 320
+    mels = []
+    for x, _ in items:
+        padded = np.zeros(n, np.float32)
+        padded[: min(len(x), n)] = x[:n]
+        mels.append(model.feature_extractor(padded, padding=0)[:, : n // 160])
+    enc = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(mels))))
+    prompt = list(tok.sot_sequence)
+    max_new = int(max(len(x) for x, _ in items) / SAMPLE_RATE * 8) + 12  # fast speech is ~5 tokens/s; a loop runs on
+    results = model.model.generate(enc, [prompt] * len(items), beam_size=cfg.beam_size, max_length=len(prompt) + max_new,
+                                   return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1])
+    frames = np.asarray(enc) if len(items) > 1 else None
+    out = []
+    for k, ((x, timestamps), res) in enumerate(zip(items, results)):
+        own = enc if frames is None else ctranslate2.StorageView.from_array(np.ascontiguousarray(frames[k: k + 1]))
+        out.append(_words(handle, x, res, own, cfg, timestamps))
+    return out
+
+
+def _words(handle: WhisperHandle, x: np.ndarray, res, enc, cfg: WhisperAsrConfig, timestamps: bool) -> list[Decoded]:
+    """One input's words from its decoding result and its encoder output (batch of one)."""
+    tok = _tokenizer(handle)
+    dur = len(x) / SAMPLE_RATE
+    ids = res.sequences_ids[0]
+    n_tok = len(ids)
+    avg_logprob = res.scores[0] * n_tok / (n_tok + 1) if n_tok else 0.0
+    if res.no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold:
+        return []
+    segments = _segments(ids, tok.timestamp_begin, tok.eot, dur)
+    if not segments:
+        return []
+    if not timestamps:
+        return [(w, 0.0, dur, 1.0) for seg in segments for w in tok.decode(seg).split()]
+    out: list[Decoded] = []
+    # One alignment over all text; words go back to their segments by token count.
+    aligned = handle.model.find_alignment(tok, [[t for seg in segments for t in seg]], enc, len(x) // 160)[0]
+    bounds = np.cumsum([len(seg) for seg in segments])
+    by_segment: list[list[Decoded]] = [[] for _ in segments]
+    used = 0
+    for w in aligned:
+        k = min(int(np.searchsorted(bounds, used, side="right")), len(segments) - 1)
+        used += len(w["tokens"])
+        if w["word"].strip():
+            by_segment[k].append((w["word"].strip(), float(w["start"]), float(w["end"]), float(w["probability"])))
+    for seg in by_segment:
+        if cfg.drop_anomalous and _anomalous(seg):
+            log.debug("dropped words that look invented: %s", " ".join(w[0] for w in seg))
+            continue
+        out.extend(seg)
+    return _without_loop(out)
+
+
+@dataclass
+class _Request:
+    x: np.ndarray
+    cfg: WhisperAsrConfig
+    timestamps: bool
+    done: bool = False
+    result: list[Decoded] | None = None
+    error: BaseException | None = None
+
+
+class Batcher:
+    """Dynamic batching of decodes across streams, one per Whisper model.
+
+    A call runs at once when fewer than ``concurrency`` batches are running (the model's
+    CTranslate2 workers); otherwise it waits, and the next free caller decodes everything
+    that queued up meanwhile (same settings, up to ``max_batch``) in one call. Nothing waits
+    for company, so one stream sees no delay. On this CPU a batch of 4 costs ~20% less per
+    window than 4 single calls (the decoder gains, the encoder does not; bench/asr_profile.py).
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, handle: WhisperHandle, concurrency: int, max_batch: int = 8) -> None:
+        self.handle = handle
+        self.concurrency = max(1, concurrency)
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._pending: list[_Request] = []
+        self._running = 0
+        self.batches = 0  # statistics: batches run and windows decoded
+        self.windows = 0
+        self.largest = 0
+
+    @classmethod
+    def of(cls, handle: WhisperHandle) -> "Batcher":
+        with cls._lock:
+            b = getattr(handle, "_batcher", None)
+            if b is None:
+                b = cls(handle, getattr(handle.options, "num_workers", 1))
+                handle._batcher = b
+            return b
+
+    def decode(self, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool) -> list[Decoded]:
+        req = _Request(x, cfg, timestamps)
+        with self._cond:
+            self._pending.append(req)
+            while not req.done:
+                if self._running < self.concurrency and self._pending:
+                    batch = self._take()
+                    self._running += 1
+                    self._cond.release()
+                    try:
+                        self._run(batch)
+                    finally:
+                        self._cond.acquire()
+                        self._running -= 1
+                        self._cond.notify_all()
+                else:
+                    self._cond.wait()
+        if req.error is not None:
+            raise req.error
+        return req.result or []
+
+    def _take(self) -> list[_Request]:
+        """The oldest request and those queued with the same settings, up to max_batch."""
+        first = self._pending[0]
+        batch = [r for r in self._pending if r.cfg == first.cfg][: self.max_batch]
+        taken = set(map(id, batch))
+        self._pending = [r for r in self._pending if id(r) not in taken]
+        return batch
+
+    def _run(self, batch: list[_Request]) -> None:
+        try:
+            results = decode_batch(self.handle, [(r.x, r.timestamps) for r in batch], batch[0].cfg)
+            for r, words in zip(batch, results):
+                r.result = words
+        except Exception as exc:  # the callers raise it, each in its own thread
+            for r in batch:
+                r.error = exc
+        for r in batch:
+            r.done = True
+        self.batches += 1
+        self.windows += len(batch)
+        self.largest = max(self.largest, len(batch))
+
+
+def _segments(ids: list[int], ts_begin: int, eot: int, dur: float) -> list[list[int]]:
+    """Text tokens split at timestamp tokens; a segment that starts after the audio is cut."""
+    segments: list[list[int]] = []
+    current: list[int] = []
+    for t in ids:
+        if t >= ts_begin:
+            if current:
+                segments.append(current)
+                current = []
+            if (t - ts_begin) * 0.02 > dur + 0.2:  # the decoder runs on into the padding
+                break
+        elif t < eot:
+            current.append(t)
+    if current:
+        segments.append(current)
+    return segments
+
+
+def _anomalous(words: list[Decoded]) -> bool:
+    """Whisper's invented words tend to be improbable and to have implausible durations
+    (the idea behind faster-whisper's hallucination check)."""
+    score = 0.0
+    checked = [w for w in words if any(c.isalnum() for c in w[0])][:8]
+    for _, s, e, p in checked:
+        d = e - s
+        score += (p < 0.15) + (max(0.0, 0.133 - d) * 15) + max(0.0, d - 2.0)
+    return bool(checked) and (score >= 3 or score + 0.01 >= len(checked))
+
+
+def _without_loop(words: list[Decoded]) -> list[Decoded]:
+    """Cut a decoder loop: the same run of three or more words repeated back to back, with
+    the repeat squeezed into the last moments of the audio, is kept once."""
+    keys = [re.sub(r"[^a-z0-9']", "", w[0].lower()) for w in words]
+    n = len(keys)
+    for size in range(3, n // 2 + 1):
+        for i in range(0, n - 2 * size + 1):
+            if keys[i:i + size] == keys[i + size:i + 2 * size] and all(keys[i:i + size]):
+                rep = words[i + size:i + 2 * size]
+                first = words[i:i + size]
+                if rep[-1][2] - rep[0][1] < 0.5 * (first[-1][2] - first[0][1]):  # squeezed: not spoken twice
+                    return words[:i + size]
+    return words
