@@ -24,7 +24,6 @@ idle.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import numpy as np
@@ -36,8 +35,6 @@ from streamer.live.messages import Chunk, Window, Word
 from streamer.text.normalize import asr_style
 
 __all__ = ["WhisperAsrConfig", "WhisperEngine"]
-
-log = logging.getLogger(__name__)
 
 HISTORY = 8 * SAMPLE_RATE  # recent stream audio kept at least (more for long utterances)
 SILENCE_RMS = 10 ** (-60 / 20)  # a window quieter than -60 dBFS RMS holds no words

@@ -306,8 +306,8 @@ class Pipeline:
         for index in sorted(self._open_utts):
             if upto is not None and index > upto:
                 break
-            extra = self.board.take(("utterance", index), self.s.words_timeout_s if index == upto else 0.0)
-            self._utterance(index, self._open_utts.pop(index), extra[0] if extra else [],
+            heard = self.board.take(("utterance", index), self.s.words_timeout_s if index == upto else 0.0)
+            self._utterance(index, self._open_utts.pop(index), heard[0] if heard else [],
                             end if index == upto else None)
 
     def _utterance(self, index: int, windows: list[WindowResult], heard: list[Word], end: int | None) -> None:
