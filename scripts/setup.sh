@@ -19,5 +19,5 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[live,text,test]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[vosk,train,test]'
 echo "ser-live is set up in .venv"

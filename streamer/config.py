@@ -23,18 +23,18 @@ from pathlib import Path
 
 from streamer.audio import SAMPLE_RATE
 from streamer.errors import ConfigError
+from streamer.paths import data_path, data_root
 from streamer.live.fusion import FusionConfig
 from streamer.live.vad import VadConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "config.toml"
+DEFAULT_CONFIG = data_root() / "config.toml"
 
 
 @dataclass(frozen=True)
 class AudioConfig:
     """The audio emotion model and how speech is cut into windows."""
 
-    model_dir: str = "models/audio-emotion"  # relative to the repository root, or absolute
+    model_dir: str = "models/audio-emotion"  # relative to the shipped data (streamer.paths), or absolute
     window_seconds: float = 2.5
     min_window_seconds: float = 0.5
     threads: int = 1
@@ -55,8 +55,7 @@ class AudioConfig:
 
     @property
     def model_path(self) -> Path:
-        p = Path(self.model_dir).expanduser()
-        return p if p.is_absolute() else ROOT / p
+        return data_path(self.model_dir)
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,11 @@ from streamer.audio.linear import LINEAR_FILE, LinearHead, pooled_stats
 from streamer.audio.model import AudioEmotionNet, NetConfig
 from streamer.errors import AudioInputError, ModelError
 from streamer.labels import LABELS
+from streamer.paths import model_dir
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "audio-emotion"
+DEFAULT_MODEL_DIR = model_dir("audio-emotion")
 SILENCE_PEAK = 10 ** (-70 / 20)  # below -70 dBFS peak a window holds nothing to classify
 WINDOW_SAMPLES = int(2.5 * SAMPLE_RATE)
 MIN_WINDOW_SAMPLES = int(0.5 * SAMPLE_RATE)

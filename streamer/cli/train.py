@@ -9,8 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from streamer.cli import run_main
+from streamer.paths import model_dir
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "models" / "audio-emotion" / "train.toml"
+DEFAULT_CONFIG = model_dir("audio-emotion") / "train.toml"
 COMMAND = ".venv/bin/ser-train"
 ABLATION_COMMAND = ".venv/bin/ser-train --ablation"
 

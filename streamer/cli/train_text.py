@@ -9,9 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from streamer.cli import run_main
+from streamer.paths import model_dir
 from streamer.cli.train import RichReporter
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "models" / "text-emotion" / "train.toml"
+DEFAULT_CONFIG = model_dir("text-emotion") / "train.toml"
 COMMAND = ".venv/bin/ser-train-text"
 DAILYDIALOG = "dailydialog-test"
 

@@ -58,9 +58,11 @@ def load_models(cfg: Config, with_asr: bool = True) -> Models:
     from streamer.live.fusion import Fuser
 
     Fuser(cfg.fusion)  # a missing or corrupt fusion model fails now, not at the first window
-    audio = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
-    factory = asr_factory(cfg) if with_asr else (lambda: None)
+    # The models a user names (a hub name that may be offline, a folder) load first, so a
+    # mistake fails in seconds, before the shipped models take theirs.
     text = load_text_emotion(cfg.text.model)
+    factory = asr_factory(cfg) if with_asr else (lambda: None)
+    audio = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
     probe = factory()
     names = {"asr": probe.name if probe is not None else "none",
              "audio": f"{cfg.audio.model_path.name} ({_digest(cfg.audio.model_path / 'model.pt')})", "text": text.name}

@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 Probs = dict[str, float]
 MODES = ("learned", "confidence", "weighted")
-ROOT = Path(__file__).resolve().parents[2]  # the repository root (as streamer.config.ROOT)
 EPS = 1e-4  # probabilities are clipped here before their logarithm
 FEATURES = "gate81/v1"  # the feature layout a params.json was fitted on
 HOW_TO_FIT = "fit one with `ser-train-fusion` (see models/fusion/MODEL_CARD.md) or set [fusion] mode = \"confidence\""
@@ -59,7 +58,7 @@ class FusionConfig:
     """``[fusion]`` in config.toml."""
 
     mode: str = "learned"
-    model_dir: str = "models/fusion"  # learned mode: relative to the repository root, or absolute
+    model_dir: str = "models/fusion"  # learned mode: relative to the shipped data (streamer.paths), or absolute
     audio_weight: float = 0.4
     text_weight: float = 0.6
     half_life_s: float = 5.0
@@ -82,8 +81,9 @@ class FusionConfig:
 
     @property
     def model_path(self) -> Path:
-        p = Path(self.model_dir).expanduser()
-        return p if p.is_absolute() else ROOT / p
+        from streamer.paths import data_path
+
+        return data_path(self.model_dir)
 
 
 def as_vector(p: Probs) -> np.ndarray:

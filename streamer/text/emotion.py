@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.config import ROOT
+from streamer.paths import model_dir
 from streamer.errors import MissingDependency, ModelError
 from streamer.labels import LABELS, text_model_label
 from streamer.text.normalize import asr_style
@@ -32,7 +32,7 @@ from streamer.text.normalize import asr_style
 log = logging.getLogger(__name__)
 
 EMBEDDED_BASE = "embedded:all-MiniLM-L6-v2"
-DEFAULT_MODEL_DIR = ROOT / "models" / "text-emotion"
+DEFAULT_MODEL_DIR = model_dir("text-emotion")
 MARKER = "ser_text_model"  # key in a model folder's config.json that marks our own format
 ENCODER_DELTA = "encoder.safetensors"  # a full fine-tune's trained encoder tensors (fp16), laid over the base
 
@@ -343,11 +343,20 @@ class HFTextEmotion(TextEmotion):
     def __init__(self, name_or_path: str, max_length: int = 128) -> None:
         import torch
 
+        from streamer import hub
+
         tf = _transformers()
+        local_only = hub.is_hub_name(name_or_path) and hub.offline()
         try:
-            self.tokenizer = tf.AutoTokenizer.from_pretrained(name_or_path)
-            self.model = tf.AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+            with hub.quiet_hub():
+                self.tokenizer = tf.AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only)
+                self.model = tf.AutoModelForSequenceClassification.from_pretrained(
+                    name_or_path, local_files_only=local_only).eval()
         except (OSError, ValueError) as exc:
+            if local_only:
+                raise hub.not_cached("text model", name_or_path,
+                                     "run once with network to download it, pass a local folder, "
+                                     "or use --text-model embedded (the shipped model, no network needed)") from exc
             raise ModelError(f"cannot load text model '{name_or_path}': {str(exc).splitlines()[0]} "
                              "(a Hugging Face name needs network the first time; or pass a local folder)") from exc
         id2label = self.model.config.id2label

