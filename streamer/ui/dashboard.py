@@ -6,20 +6,29 @@ the plain one-line forms used when stdout is not a terminal.
 Each transcript line and each mark of the "recent windows" strip carries its own window's (or
 utterance's) emotion; an uncertain one (fused confidence below ``[fusion] min_confidence``)
 shows a dim "?" instead. The big panel is the rolling emotion, and says so.
+
+The layout is made for the terminal's size when it is drawn (:func:`layout`, :func:`fit`):
+where the panels do not all fit, decoration goes first (blank rows, the model names, the
+borders, the window's time line) and the numbers stay: at 80x24 all seven label rows with
+their audio, text and fused percentages, arousal/valence, and every counter. Larger screens
+show as many transcript lines and windows as fit; a :class:`~streamer.live.state.LiveState`
+kept for the dashboard should hold :data:`ROWS` of each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 from rich.align import Align
-from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.layout import Layout
 from rich.panel import Panel
 from rich.segment import Segment
-from rich.table import Table
+from rich.style import Style
 from rich.text import Text
 
+from streamer.audio import SAMPLE_RATE
 from streamer.dims import dims as dims_of
 from streamer.labels import EMOJI, LABELS
 from streamer.live.messages import UtteranceResult, WindowResult
@@ -29,6 +38,9 @@ COLORS = {"angry": "red", "disgust": "green", "fear": "magenta", "happy": "yello
           "sad": "blue", "surprise": "cyan"}
 BAR = 24
 UNCERTAIN = "dim"
+ROWS = 200  # window results and utterances worth keeping for the dashboard: a 200-row screen's worth
+LABEL_CELLS = 11  # "😮 surprise": an emoji (2 cells), a space, the longest label (8)
+PERCENT_CELLS = 4  # "100%"
 def clock(seconds: float) -> str:
     """Seconds as h:mm:ss.
 
@@ -93,11 +105,153 @@ def branch_dims(r: WindowResult) -> dict[str, dict | None]:
     return {"audio": dims_of(r.audio), "text": dims_of(r.text), "fused": dims_of(r.fused)}
 
 
-def header(s: Snapshot) -> Panel:
-    t = Text.assemble(("ser-live ", "bold"), (s.source, "cyan"), f"   elapsed {clock(s.elapsed_s)}   audio {clock(s.stream_s)}   ",
-                      (s.status, "green" if s.status == "running" else "yellow"))
-    models = Text("  ".join(f"{k}: {v}" for k, v in s.models.items()), style="dim")
-    return Panel(Group(t, models), title="session", title_align="left")
+# --- what fits: decoration goes before numbers
+
+@dataclass(frozen=True)
+class Fit:
+    """What the dashboard draws at one size (:func:`fit` chooses). Each flag is a piece that
+    costs rows; the essentials (the seven label rows, the rolling emotion, the level meter, a
+    strip of windows, the counters) are always drawn."""
+
+    boxed: bool = True  # bordered panels; else a title rule above each panel and a rule between the columns
+    models: bool = True  # the session panel's line of model names
+    gap: bool = True  # blank rows above arousal/valence and below the level meter
+    sub: bool = True  # the rolling panel's line of window index, time span and latency
+    this: bool = True  # the rolling panel's "this window" line: the last window's own emotion
+    dims: bool = True  # the arousal and valence rows
+
+    @property
+    def frame(self) -> int:
+        """Rows a panel's frame takes: a border above and below, or a title rule."""
+        return 2 if self.boxed else 1
+
+    def mood_rows(self) -> int:
+        return self.frame + 1 + self.this + self.sub
+
+    def probs_rows(self) -> int:
+        return self.frame + 1 + len(LABELS) + ((self.gap + 2) if self.dims else 0)
+
+    def rows(self, counter_lines: int = 1) -> int:
+        """The rows needed to draw everything this fit keeps."""
+        transcript = self.frame + 1 + self.gap + 2  # the level meter and at least two lines
+        return (self.frame + 1 + self.models) + max(self.mood_rows() + self.probs_rows(), transcript) + \
+            (self.frame + 1) + (self.frame + counter_lines)
+
+
+DROP = ("gap", "models", "boxed", "sub", "this", "dims")  # the order in which pieces go when rows run short
+PROBS_MIN_CELLS = LABEL_CELLS + 3 * (1 + 3 + PERCENT_CELLS)  # a label and three columns, each a 2-cell bar and "100%"
+
+
+def left_width(width: int) -> int:
+    """Cells of the left column (rolling emotion and probabilities); the transcript gets the rest.
+
+    >>> left_width(80), left_width(100), left_width(200)
+    (48, 60, 72)
+    """
+    return max(PROBS_MIN_CELLS, min(72, width * 3 // 5))
+
+
+def fit(width: int, height: int, counter_lines: tuple[int, int] = (1, 1)) -> Fit:
+    """The most the dashboard can draw at ``width`` x ``height``: drop the pieces of :data:`DROP`
+    in order until the rest fits, then take back each dropped one that still fits, the most
+    needed first. Borders also need the width for the probabilities. ``counter_lines``: lines
+    the counters take with borders and without.
+
+    >>> fit(100, 30) == Fit(), fit(80, 24) == Fit(boxed=False)
+    (True, True)
+    >>> fit(80, 20)
+    Fit(boxed=False, models=False, gap=False, sub=False, this=True, dims=True)
+    """
+    def fits(f: Fit) -> bool:
+        if f.boxed and left_width(width) - 4 < PROBS_MIN_CELLS:
+            return False
+        return f.rows(counter_lines[0] if f.boxed else counter_lines[1]) <= height
+
+    f, dropped = Fit(), []
+    for name in DROP:
+        if fits(f):
+            break
+        f = replace(f, **{name: False})
+        dropped.append(name)
+    for name in reversed(dropped):
+        if fits(again := replace(f, **{name: True})):
+            f = again
+    return f
+
+
+# --- panels
+
+class Section:
+    """A panel without borders: a title rule, then the body below it (one row, no columns)."""
+
+    def __init__(self, body: RenderableType, title: str | Text) -> None:
+        self.body, self.title = body, title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        title = Text.assemble(("─ ", "dim"), self.title if isinstance(self.title, Text) else Text(self.title, "bold"), " ")
+        title.truncate(width, overflow="ellipsis")
+        title.append("─" * (width - title.cell_len), "dim")
+        yield from console.render_lines(title, options.update(height=1), pad=True)[0]
+        yield Segment.line()
+        height = None if options.height is None else options.height - 1
+        if height == 0:
+            return
+        for line in console.render_lines(self.body, options.update(height=height), pad=True):
+            yield from line
+            yield Segment.line()
+
+
+class VRule:
+    """A dim vertical rule as high as it is given (between the columns when there are no borders)."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for _ in range(options.height or 1):
+            yield Segment("│", Style(dim=True))
+            yield Segment.line()
+
+
+def frame(body: RenderableType, title: str | Text, f: Fit, align: str = "left") -> RenderableType:
+    return Panel(body, title=title, title_align=align) if f.boxed else Section(body, title)
+
+
+class Sized:
+    """A renderable made for the width it is given: ``make(width)``."""
+
+    def __init__(self, make: Callable[[int], RenderableType]) -> None:
+        self.make = make
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.make(options.max_width)
+
+
+def one_line(t: Text, width: int | None = None) -> Text:
+    """``t`` never wrapped: cut with an ellipsis (at ``width`` now, or wherever it is drawn)."""
+    t.no_wrap, t.overflow = True, "ellipsis"
+    if width is not None:
+        t.truncate(width, overflow="ellipsis")
+    return t
+
+
+def session_lines(s: Snapshot, width: int, models: bool = True) -> Group:
+    """The source, clocks and status on one line (the source is cut first, then "ser-live"),
+    then the models."""
+    status = Text(s.status, style="green" if s.status == "running" else "yellow")
+    for sep in ("   ", "  ", " "):
+        rest = Text.assemble(f"{sep}elapsed {clock(s.elapsed_s)}{sep}audio {clock(s.stream_s)}{sep}", status)
+        if rest.cell_len + min(len(s.source), 12) <= width:
+            break
+    source = Text(s.source, style="cyan")
+    prefix = Text("ser-live ", style="bold") if 9 + source.cell_len + rest.cell_len <= width else Text("")
+    source.truncate(max(1, width - prefix.cell_len - rest.cell_len), overflow="ellipsis")
+    lines = [one_line(Text.assemble(prefix, source, rest), width)]
+    if models:
+        lines.append(one_line(Text("  ".join(f"{k}: {v}" for k, v in s.models.items()), style="dim"), width))
+    return Group(*lines)
+
+
+def header(s: Snapshot, f: Fit = Fit()) -> RenderableType:
+    return frame(Sized(lambda w: session_lines(s, w, f.models)), "session", f)
 
 
 def rolling_title(s: Snapshot) -> str:
@@ -106,65 +260,80 @@ def rolling_title(s: Snapshot) -> str:
     return "rolling emotion"
 
 
-def mood(s: Snapshot) -> Panel:
+def mood(s: Snapshot, f: Fit = Fit()) -> RenderableType:
     if not s.results:
         body = Align.center(Text("waiting for speech…", style="dim"), vertical="middle")
-        return Panel(body, title=rolling_title(s))
+        return frame(body, rolling_title(s), f, "center")
     r = s.results[-1]
     label, emoji, conf = rolling_of(r)
-    big = Text.assemble((f"{emoji}  ", ""), (label.upper(), f"bold {COLORS.get(label, '')}"),
-                        (f"   {conf:.0%}", "bold"), ("  rolling", "dim"))
-    this = Text.assemble(("this window: ", "dim"), own(r)) if r.rolling_label else Text("")
-    sub = Text(f"window {r.index}  {r.start / 16000:.1f}-{r.end / 16000:.1f} s  latency {r.latency_ms:.0f} ms", style="dim")
-    return Panel(Align.center(Group(Align.center(big), Align.center(this), Align.center(sub)), vertical="middle"),
-                 title=rolling_title(s))
+    lines = [Text.assemble((f"{emoji}  ", ""), (label.upper(), f"bold {COLORS.get(label, '')}"),
+                           (f"   {conf:.0%}", "bold"), ("  rolling", "dim"))]
+    if f.this and r.rolling_label:
+        lines.append(Text.assemble(("this window: ", "dim"), own(r)))
+    if f.sub:
+        lines.append(Text(f"window {r.index}  {r.start / SAMPLE_RATE:.1f}-{r.end / SAMPLE_RATE:.1f} s  "
+                          f"latency {r.latency_ms:.0f} ms", style="dim"))
+    body = Align.center(Group(*(Align.center(one_line(t)) for t in lines)), vertical="middle")
+    return frame(body, rolling_title(s), f, "center")
 
 
-def prob_table(r: WindowResult | None, width: int = 80) -> Table:
-    """Per label, the audio, text and fused probabilities of ``r``; below them its arousal and
-    valence per branch as signed bars. Bars shrink to fit ``width`` cells.
+def prob_cells(width: int) -> tuple[int, int, int]:
+    """For a table ``width`` cells wide: the cells of each branch column, of its bars, and of
+    each half of the arousal/valence bars (0: no bar; the numbers always fit first).
+
+    >>> prob_cells(44), prob_cells(35), prob_cells(26), prob_cells(200)
+    ((10, 5, 1), (7, 2, 0), (4, 0, 0), (25, 20, 4))
+    """
+    cell = max(PERCENT_CELLS, min(25, (width - LABEL_CELLS) // 3 - 1))
+    return cell, max(0, cell - PERCENT_CELLS - 1), max(0, min(4, (cell - 7) // 2))
+
+
+def prob_table(r: WindowResult | None, width: int = 80, dims: bool = True, gap: bool = True) -> Group:
+    """Per label, the audio, text and fused probabilities of ``r`` as whole percentages with a
+    bar; below them (``dims``) its arousal and valence per branch, with signed bars where they
+    fit. The bars shrink to fit ``width`` cells, down to none; the numbers stay.
 
     >>> import io
-    >>> c = Console(width=56, record=True, file=io.StringIO())
-    >>> c.print(prob_table(None, 56)); max(len(line) for line in c.export_text().splitlines()) <= 56
-    True
+    >>> c = Console(width=35, record=True, file=io.StringIO())
+    >>> c.print(prob_table(None, 35)); lines = c.export_text().splitlines()
+    >>> len(lines), max(len(line) for line in lines) <= 35, lines[0].split()
+    (8, True, ['audio', 'text', 'fused'])
     """
-    cell = max(9, min(15, (width - 11 - 8) // 3))  # label column 11, padding 2 per column
-    n, half = cell - 5, max(2, min(4, (cell - 7) // 2))
-    t = Table(box=None, expand=True, padding=(0, 1))
-    t.add_column("", no_wrap=True, min_width=11)
-    for name in ("audio", "text", "fused"):
-        t.add_column(name, no_wrap=True, min_width=cell)
+    cell, n, half = prob_cells(width)
+    branches = (r.audio, r.text, r.fused) if r else (None, None, None)
+    none = Text("—".rjust(cell), style="dim") if r else Text(" " * cell)
+
+    def row(head: Text, cells: Iterable[Text]) -> Text:
+        t = Text.assemble(head, *(x for c in cells for x in (" ", c)))
+        return one_line(t)
+
+    lines = [row(Text(" " * LABEL_CELLS), (Text(name.center(cell), style="bold") for name in ("audio", "text", "fused")))]
     for k in LABELS:
-        row = [f"{EMOJI[k]} {k}"]
-        for probs in ((r.audio if r else None), (r.text if r else None), (r.fused if r else None)):
-            if probs is None:
-                row.append(Text("—" if r and probs is None else "", style="dim"))
-            else:
-                p = probs[k]
-                row.append(Text(f"{bar(p, n)} {p:4.0%}", style=COLORS[k]))
-        t.add_row(*row)
-    if r is not None:
+        cells = [none if p is None else Text(((f"{bar(p[k], n)} " if n else "") + f"{p[k]:4.0%}").rjust(cell),
+                                             style=COLORS[k]) for p in branches]
+        lines.append(row(Text(f"{EMOJI[k]} {k:<8}"), cells))
+    if r is not None and dims:
         d = branch_dims(r)
-        t.add_row("", "", "", "")
+        if gap:
+            lines.append(Text(""))
         for axis in ("arousal", "valence"):
-            row = [Text(axis, style="bold")]
+            cells = []
             for name in ("audio", "text", "fused"):
                 v = (d.get(name) or {}).get(axis)
-                row.append(Text("—", style="dim") if v is None else
-                           Text(f"{signed_bar(v, half)} {v:+.2f}", style="bold" if name == "fused" else ""))
-            t.add_row(*row)
-    return t
+                cells.append(none if v is None else Text((((signed_bar(v, half) + " ") if half else "") + f"{v:+.2f}").rjust(cell),
+                                                         style="bold" if name == "fused" else ""))
+            lines.append(row(Text(f"{axis:<{LABEL_CELLS}}", style="bold"), cells))
+    return Group(*lines)
 
 
 class Probabilities:
     """:func:`prob_table` sized to the width it is given."""
 
-    def __init__(self, r: WindowResult | None) -> None:
-        self.r = r
+    def __init__(self, r: WindowResult | None, f: Fit = Fit()) -> None:
+        self.r, self.f = r, f
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield prob_table(self.r, options.max_width)
+        yield prob_table(self.r, options.max_width, self.f.dims, self.f.gap)
 
 
 def prob_title(r: WindowResult | None) -> Text:
@@ -174,11 +343,11 @@ def prob_title(r: WindowResult | None) -> Text:
 
 
 def window_text(r: WindowResult, style: str = "white") -> Text:
-    return Text.assemble((f"{r.start / 16000:7.1f}s ", "dim"), mark(r), " ", (r.transcript or "·", style))
+    return Text.assemble((f"{r.start / SAMPLE_RATE:7.1f}s ", "dim"), mark(r), " ", (r.transcript or "·", style))
 
 
 def utterance_text(u: UtteranceResult) -> Text:
-    return Text.assemble((f"{u.start / 16000:7.1f}s ", "dim"), mark(u), " ", (u.transcript or "·", "bold white"),
+    return Text.assemble((f"{u.start / SAMPLE_RATE:7.1f}s ", "dim"), mark(u), " ", (u.transcript or "·", "bold white"),
                          (f"  {u.confidence:.0%}", UNCERTAIN))
 
 
@@ -216,57 +385,121 @@ class Tail:
             yield Segment.line()
 
 
-def transcript(s: Snapshot) -> Panel:
+def level_line(s: Snapshot, width: int) -> Text:
+    """The input level as a bar (as wide as fits, none when narrow), its dBFS and the VAD state."""
     vad = Text("● speech" if s.in_speech else "○ silence", style="bold green" if s.in_speech else "dim")
     level = max(0.0, min(1.0, (s.level_db + 60) / 60))
+    n = min(20, width - 27)
+    meter = [(bar(level, n), "green" if level < 0.85 else "red"), " "] if n >= 3 else []
+    return one_line(Text.assemble(("level ", "dim"), *meter, f"{s.level_db:5.1f} dBFS ", vad), width)
 
-    def head(width: int) -> list[Text]:
-        n = max(4, min(20, width - 27))
-        return [Text.assemble(("level ", "dim"), (bar(level, n), "green" if level < 0.85 else "red"),
-                              f" {s.level_db:5.1f} dBFS ", vad), Text("")]
 
+def transcript(s: Snapshot, f: Fit = Fit()) -> RenderableType:
     partial = [Text(f"… {s.partial}", style="italic yellow")] if s.partial else []
-    return Panel(Tail(head, transcript_lines(s), partial), title="what was said", title_align="left")
+    head = lambda width: [level_line(s, width)] + ([Text("")] if f.gap else [])  # noqa: E731
+    return frame(Tail(head, transcript_lines(s), partial), "what was said", f)
 
 
-def timeline(s: Snapshot) -> Panel:
-    t = Text()
-    for r in s.results:
+def strip(results: Iterable[WindowResult], width: int) -> Text:
+    """The newest windows' marks that fit on one line ``width`` cells wide, oldest first.
+
+    >>> from streamer.live.messages import WindowResult
+    >>> p = {k: 1 / 7 for k in LABELS}
+    >>> rs = [WindowResult(i, 0, 1, (), p, None, p, p, "sad", EMOJI["sad"], 0.3, 1.0, uncertain=i == 9) for i in range(10)]
+    >>> strip(rs, 8).plain == EMOJI["sad"] + " " + EMOJI["sad"] + " ?"
+    True
+    """
+    shown = list(results)[-max(1, (width + 1) // 3):]
+    if not shown:
+        return Text("—", style="dim")
+    t = Text(no_wrap=True, overflow="crop")
+    for r in shown:
         t.append_text(mark(r))
         t.append(" ")
-    return Panel(t or Text("—", style="dim"), title="recent windows (each its own; ? uncertain)", title_align="left")
+    t.rstrip()
+    return t
 
 
-def footer(s: Snapshot) -> Panel:
+def timeline(s: Snapshot, f: Fit = Fit()) -> RenderableType:
+    return frame(Sized(lambda w: strip(s.results, w)), "recent windows (each its own; ? uncertain)", f)
+
+
+def counter_lines(s: Snapshot, width: int) -> list[str]:
+    """The counters in the longest words that fit one line of ``width`` cells; else in short
+    words, as many lines as they take. Every counter keeps its number.
+
+    >>> snap = Snapshot("mic", {}, 0.0, 0.0, -90.0, False, "", (), {"windows": 12}, 140.0, 310.0)
+    >>> counter_lines(snap, 100)
+    ['windows 12   dropped audio 0.0 s   queue drops 0   overflows 0   latency p50/p95 140 / 310 ms']
+    >>> counter_lines(snap, 40)
+    ['windows 12  dropped 0.0 s  q-drops 0', 'overflows 0  p50/p95 140/310 ms']
+    """
     c = s.counters
-    lat = "—" if s.latency_p50_ms is None else f"{s.latency_p50_ms:.0f} / {s.latency_p95_ms:.0f} ms"
-    dropped = c.get("audio_dropped_samples", 0) / 16000
-    parts = [f"windows {c.get('windows', 0)}", f"dropped audio {dropped:.1f} s",
-             f"queue drops {c.get('asr_queue_dropped', 0) + c.get('windows_dropped', 0)}",
-             f"overflows {c.get('portaudio_input_overflow', 0)}", f"latency p50/p95 {lat}"]
-    return Panel(Text("   ".join(parts)), title="counters", title_align="left")
+    none = s.latency_p50_ms is None
+    dropped = c.get("audio_dropped_samples", 0) / SAMPLE_RATE
+    queue = c.get("asr_queue_dropped", 0) + c.get("windows_dropped", 0)
+    windows, overflows = f"windows {c.get('windows', 0)}", f"overflows {c.get('portaudio_input_overflow', 0)}"
+    long = [windows, f"dropped audio {dropped:.1f} s", f"queue drops {queue}", overflows,
+            "latency p50/p95 " + ("—" if none else f"{s.latency_p50_ms:.0f} / {s.latency_p95_ms:.0f} ms")]
+    short = [windows, f"dropped {dropped:.1f} s", f"q-drops {queue}", overflows,
+             "p50/p95 " + ("—" if none else f"{s.latency_p50_ms:.0f}/{s.latency_p95_ms:.0f} ms")]
+    for parts, sep in ((long, "   "), (long, "  "), (short, "  ")):
+        if len(line := sep.join(parts)) <= width:
+            return [line]
+    lines = [short[0]]
+    for part in short[1:]:
+        if len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += "  " + part
+        else:
+            lines.append(part)
+    return lines
 
 
-def render(s: Snapshot) -> Layout:
+def footer(s: Snapshot, f: Fit = Fit()) -> RenderableType:
+    return frame(Sized(lambda w: Text("\n".join(counter_lines(s, w)))), "counters", f)
+
+
+def layout(s: Snapshot, width: int, height: int) -> Layout:
+    """The dashboard for a ``width`` x ``height`` screen (see :func:`fit`)."""
+    lines = (len(counter_lines(s, width - 4)), len(counter_lines(s, width)))
+    f = fit(width, height, lines)
     root = Layout(name="root")
-    root.split_column(Layout(header(s), name="header", size=4), Layout(name="body"),
-                      Layout(timeline(s), name="timeline", size=3), Layout(footer(s), name="footer", size=3))
-    root["body"].split_row(Layout(name="left", ratio=3), Layout(transcript(s), name="transcript", ratio=2))
+    root.split_column(Layout(header(s, f), name="header", size=f.frame + 1 + f.models), Layout(name="body"),
+                      Layout(timeline(s, f), name="timeline", size=f.frame + 1),
+                      Layout(footer(s, f), name="footer", size=f.frame + lines[0 if f.boxed else 1]))
+    columns = [Layout(name="left", size=left_width(width))]
+    if not f.boxed:
+        columns.append(Layout(VRule(), name="rule", size=1))
+    root["body"].split_row(*columns, Layout(transcript(s, f), name="transcript"))
     last = s.results[-1] if s.results else None
-    root["left"].split_column(Layout(mood(s), name="mood", size=6),
-                              Layout(Panel(Probabilities(last), title=prob_title(last), title_align="left"), name="probs"))
+    root["left"].split_column(Layout(mood(s, f), name="mood", minimum_size=f.mood_rows()),
+                              Layout(frame(Probabilities(last, f), prob_title(last), f), name="probs", size=f.probs_rows()))
     return root
 
 
+class Screen:
+    """:func:`layout` for the size it is drawn at (the console's, under ``Live``)."""
+
+    def __init__(self, s: Snapshot) -> None:
+        self.s = s
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield layout(self.s, options.max_width, options.height or console.height)
+
+
+def render(s: Snapshot) -> Screen:
+    return Screen(s)
+
+
 class Dashboard:
-    """A renderable that renders the latest snapshot each time ``Live`` refreshes."""
+    """A renderable that renders the latest snapshot each time ``Live`` refreshes, at the
+    terminal's size then."""
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self.snapshot = snapshot
 
-    def __rich__(self) -> Layout:
+    def __rich__(self) -> Screen:
         return render(self.snapshot())
-
 
 def _dims_text(d: dict | None) -> str:
     return "" if not d else f"a{d['arousal']:+.2f} v{d['valence']:+.2f}"
@@ -290,7 +523,7 @@ def window_line(r: WindowResult) -> str:
     if r.rolling_label:
         rolling = f"  rolling {r.rolling_emoji or EMOJI[r.rolling_label]} {r.rolling_label} {r.rolling_confidence:.0%}"
     dims = _dims_text(r.dims.get("fused") if r.dims else None)
-    return (f"[{r.start / 16000:7.2f}-{r.end / 16000:7.2f}s] {_own_plain(r)}  audio {audio}{text}{rolling}"
+    return (f"[{r.start / SAMPLE_RATE:7.2f}-{r.end / SAMPLE_RATE:7.2f}s] {_own_plain(r)}  audio {audio}{text}{rolling}"
             f"{'  ' + dims if dims else ''}  | {r.transcript}")
 
 
@@ -299,7 +532,7 @@ def utterance_line(u: UtteranceResult) -> str:
     arousal/valence, window count and whole transcript."""
     dims = _dims_text((u.dims or {}).get("fused"))
     n = len(u.windows)
-    return (f"utterance {u.index} [{u.start / 16000:7.2f}-{u.end / 16000:7.2f}s] {_own_plain(u)}"
+    return (f"utterance {u.index} [{u.start / SAMPLE_RATE:7.2f}-{u.end / SAMPLE_RATE:7.2f}s] {_own_plain(u)}"
             f"{'  ' + dims if dims else ''}  ({n} window{'s' if n != 1 else ''})  | {u.transcript}")
 
 
