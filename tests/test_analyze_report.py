@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.config import ROOT
+from streamer.audio import SAMPLE_RATE
+from streamer.paths import CHECKOUT as ROOT
 from streamer.live.session_log import read_log
 
 pytestmark = pytest.mark.slow
-SR = 16000
+SR = SAMPLE_RATE
 
 
 def espeak(text, path, voice="en-us"):
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(path)], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(SR), "-c", "1", "-b", "16", str(path)], check=True)
     x, _ = sf.read(path, dtype="float32")
     raw.unlink()
     return x
@@ -123,7 +124,23 @@ def test_reports_from_normal_split_and_torn_logs(split_run, tmp_path):
             assert "One row per utterance" in page and "arousal" in page
         assert "<script" not in page and "http" not in page.replace("http-equiv", "")
         if log == torn:
-            assert f"skipped unreadable line {len(lines)}" in res.stderr and "no session_end" in page
+            assert f"skipped 1 unreadable line (line {len(lines)})" in res.stderr and "no session_end" in page
+
+
+def test_report_of_an_analysis_folder(split_run, tmp_path):
+    """ser-report over ser-analyze's --out folder: a page per log, an index, the broken file's error."""
+    out, _ = split_run
+    pages = tmp_path / "pages"
+    res = report(out, "--html", pages)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in pages.iterdir()) == ["day1__broken.wav.html", "day1__call.wav.html", "index.html",
+                                                       "mono.flac.html"]
+    index = (pages / "index.html").read_text()
+    rows = {r.split("</a>")[0].split(">")[-1]: r for r in index.split("<tr><td>")[1:]}
+    assert "error: cannot read broken.wav as audio" in rows["day1__broken.wav.ndjson"]
+    assert "agent: " in rows["day1__call.wav.ndjson"] and "customer: " in rows["day1__call.wav.ndjson"]
+    assert "error" not in rows["mono.flac.ndjson"]
+    assert "<p class='e'>error: cannot read broken.wav as audio" in (pages / "day1__broken.wav.html").read_text()
 
 
 def test_clip_figure(tmp_path, calls):

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from streamer.audio import SAMPLE_RATE
 from streamer.batch import SUMMARY_FIELDS, summary_rows, write_summary
 from streamer.dims import all_dims
 from streamer.labels import EMOJI, LABELS
@@ -15,7 +16,7 @@ from streamer.live.session_log import read_log
 from streamer.report import draw, html_report, report
 from streamer.summary import summarise_records
 
-W = 40000  # 2.5 s windows
+W = int(2.5 * SAMPLE_RATE)  # 2.5 s windows
 
 
 def one_hot(k):
@@ -109,7 +110,7 @@ def test_summary_per_channel_and_empty_channel(tmp_path):
 
 def test_report_of_a_log_with_utterances(new_log, tmp_path):
     html, png = tmp_path / "r.html", tmp_path / "r.png"
-    assert report(new_log, html, png) == []
+    assert report(new_log, html, png).warnings == ()
     page = html.read_text()
     assert "One row per utterance" in page and "Most intense utterances" in page
     body = page.split("<h2>Transcript</h2>")[1]
@@ -134,8 +135,8 @@ def test_report_of_an_old_and_a_torn_log(old_log, new_log, tmp_path):
     torn = tmp_path / "torn.ndjson"
     torn.write_text(text[: text.rindex('{"type": "utterance"') + 40])  # the last utterance torn, no end
     html = tmp_path / "t.html"
-    warnings = report(torn, html, None)
-    assert warnings and "skipped unreadable line" in warnings[0]
+    warnings = report(torn, html, None).warnings
+    assert warnings == (f"torn.ndjson: skipped 1 unreadable line (line {len(torn.read_text().splitlines())})",)
     page = html.read_text()
     assert "no session_end" in page and page.split("<h2>Transcript</h2>")[1].count("<tr><td>") == 2
 
