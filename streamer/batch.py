@@ -71,8 +71,9 @@ def channel_plan(path: Path, opts: BatchOptions) -> list[tuple[int | None, str |
     return [(None, None)]
 
 
-def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOptions) -> None:
-    """Run the pipeline over ``path`` (each channel in turn when split) into ``log_path``."""
+def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOptions) -> str | None:
+    """Run the pipeline over ``path`` (each channel in turn when split) into ``log_path``;
+    returns the error stored in the log's ``session_end`` (None when it went well)."""
     import soundfile as sf
 
     from streamer.live.counters import Counters
@@ -89,9 +90,10 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
             plan = channel_plan(path, opts)
         except Exception as exc:
             session.write({"type": "session_start", "file": str(path), "time": _now(), "models": models.names})
-            session.write({"type": "session_end", "error": f"cannot read {path.name} as audio ({exc})", "windows": 0})
+            error = f"cannot read {path.name} as audio ({exc})"
+            session.write({"type": "session_end", "error": error, "windows": 0})
             tmp.replace(log_path)
-            return
+            return error
         session.write({"type": "session_start", "file": str(path), "time": _now(), "duration_s": round(info.duration, 3),
                        "channels": [name for _, name in plan if name], "models": models.names})
         ends = []
@@ -108,9 +110,11 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
             summary = pipe.run(threading.Event())
             ends.append({"channel": name, **summary})
         errors = [e["error"] for e in ends if e.get("error")]
+        error = "; ".join(errors) if errors else None
         session.write({"type": "session_end", "time": _now(), "windows": sum(e["windows"] for e in ends),
-                       "channels": ends, "error": "; ".join(errors) if errors else None})
+                       "channels": ends, "error": error})
     tmp.replace(log_path)
+    return error
 
 
 def _now() -> str:
@@ -183,8 +187,7 @@ def _init_worker(config_path: str | None, overrides: dict) -> None:
 def _work(task: tuple[str, str, BatchOptions]) -> tuple[str, str | None]:
     path, log_path, opts = task
     try:
-        analyse_file(Path(path), Path(log_path), _worker["cfg"], _worker["models"], opts)
-        return path, None
+        return path, analyse_file(Path(path), Path(log_path), _worker["cfg"], _worker["models"], opts)
     except Exception as exc:  # one bad file never ends the batch
         log.exception("analysis of %s failed", path)
         return path, str(exc)

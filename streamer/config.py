@@ -18,11 +18,12 @@ from __future__ import annotations
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from streamer.audio import SAMPLE_RATE
-from streamer.errors import ConfigError
+from streamer.asr.decode import WhisperAsrConfig
+from streamer.errors import ConfigError, check
 from streamer.paths import data_path, data_root
 from streamer.live.fusion import FusionConfig
 from streamer.live.vad import VadConfig
@@ -40,10 +41,10 @@ class AudioConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        _check("audio", "window_seconds", 0.5 <= self.window_seconds <= 30.0, "between 0.5 and 30")
-        _check("audio", "min_window_seconds", 0.1 <= self.min_window_seconds <= self.window_seconds,
+        check("audio", "window_seconds", 0.5 <= self.window_seconds <= 30.0, "between 0.5 and 30")
+        check("audio", "min_window_seconds", 0.1 <= self.min_window_seconds <= self.window_seconds,
                "between 0.1 and window_seconds")
-        _check("audio", "threads", 1 <= self.threads <= 64, "between 1 and 64")
+        check("audio", "threads", 1 <= self.threads <= 64, "between 1 and 64")
 
     @property
     def window_samples(self) -> int:
@@ -67,9 +68,9 @@ class WhisperConfig:
     cpu_threads: int = 1
 
     def __post_init__(self) -> None:
-        _check("whisper", "compute_type", self.compute_type in ("int8", "int8_float32", "float32", "float16", "int16"),
+        check("whisper", "compute_type", self.compute_type in ("int8", "int8_float32", "float32", "float16", "int16"),
                "one of int8, int8_float32, int16, float16, float32")
-        _check("whisper", "cpu_threads", 1 <= self.cpu_threads <= 64, "between 1 and 64")
+        check("whisper", "cpu_threads", 1 <= self.cpu_threads <= 64, "between 1 and 64")
 
 
 @dataclass(frozen=True)
@@ -82,20 +83,14 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class AsrConfig:
-    """Speech recognition: which engine, and the Whisper engine's gates."""
+    """Speech recognition: which engine; the Whisper engine's settings are ``[asr.whisper]``."""
 
     engine: str = "auto"  # auto | vosk | whisper
     vosk_model: str = ""  # a Vosk model folder; empty: $SER_VOSK_MODEL, then the user's cache
-    whisper_no_speech_threshold: float = 0.6
-    whisper_logprob_threshold: float = -1.0
-    whisper_partial_interval_s: float = 1.0
-    whisper_encode_s: float = 10.0
+    whisper: WhisperAsrConfig = field(default_factory=WhisperAsrConfig)
 
     def __post_init__(self) -> None:
-        _check("asr", "engine", self.engine in ("auto", "vosk", "whisper"), "one of auto, vosk, whisper")
-        _check("asr", "whisper_no_speech_threshold", 0 < self.whisper_no_speech_threshold <= 1, "in (0, 1]")
-        _check("asr", "whisper_partial_interval_s", 0.1 <= self.whisper_partial_interval_s <= 60, "between 0.1 and 60")
-        _check("asr", "whisper_encode_s", 4 <= self.whisper_encode_s <= 30, "between 4 and 30")
+        check("asr", "engine", self.engine in ("auto", "vosk", "whisper"), "one of auto, vosk, whisper")
 
 
 @dataclass(frozen=True)
@@ -117,13 +112,13 @@ class LiveConfig:
         return int(round(self.utterance_max_s * SAMPLE_RATE))
 
     def __post_init__(self) -> None:
-        _check("live", "ring_seconds", 1 <= self.ring_seconds <= 600, "between 1 and 600")
-        _check("live", "queue_windows", 1 <= self.queue_windows <= 10_000, "between 1 and 10000")
-        _check("live", "queue_chunks", 1 <= self.queue_chunks <= 100_000, "between 1 and 100000")
-        _check("live", "words_timeout_s", 0.1 <= self.words_timeout_s <= 600, "between 0.1 and 600")
-        _check("live", "join_timeout_s", 0.1 <= self.join_timeout_s <= 600, "between 0.1 and 600")
-        _check("live", "refresh_per_second", 0.5 <= self.refresh_per_second <= 30, "between 0.5 and 30")
-        _check("live", "utterance_max_s", 2.5 <= self.utterance_max_s <= 25, "between 2.5 and 25")
+        check("live", "ring_seconds", 1 <= self.ring_seconds <= 600, "between 1 and 600")
+        check("live", "queue_windows", 1 <= self.queue_windows <= 10_000, "between 1 and 10000")
+        check("live", "queue_chunks", 1 <= self.queue_chunks <= 100_000, "between 1 and 100000")
+        check("live", "words_timeout_s", 0.1 <= self.words_timeout_s <= 600, "between 0.1 and 600")
+        check("live", "join_timeout_s", 0.1 <= self.join_timeout_s <= 600, "between 0.1 and 600")
+        check("live", "refresh_per_second", 0.5 <= self.refresh_per_second <= 30, "between 0.5 and 30")
+        check("live", "utterance_max_s", 2.5 <= self.utterance_max_s <= 25, "between 2.5 and 25")
 
 
 @dataclass(frozen=True)
@@ -134,7 +129,7 @@ class BatchConfig:
 
     def __post_init__(self) -> None:
         names = tuple(self.channel_names)
-        _check("batch", "channel_names", len(names) >= 1 and all(isinstance(n, str) and n for n in names)
+        check("batch", "channel_names", len(names) >= 1 and all(isinstance(n, str) and n for n in names)
                and len(set(names)) == len(names), "a list of distinct, non-empty names")
         object.__setattr__(self, "channel_names", names)
 
@@ -161,7 +156,7 @@ class Config:
             section = raw.get(name, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"config: [{name}] must be a table")
-            built[name] = _build(name, typing.get_type_hints(cls)[name], section)
+            built[name] = build(typing.get_type_hints(cls)[name], section, name)
         return cls(**built)
 
     @classmethod
@@ -179,18 +174,41 @@ def read_toml(path: Path, what: str) -> dict:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
 
 
-def _check(section: str, key: str, ok: bool, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"config [{section}] {key}: must be {expected}")
+# Keys that moved, so an old config.toml is told where they went.
+MOVED = {f"asr.whisper_{k}": f"[asr.whisper] {k}" for k in ("no_speech_threshold", "logprob_threshold",
+                                                           "partial_interval_s", "encode_s")}
 
 
-def _build(section: str, cls: type, raw: dict):
+def build(cls: type, raw: dict, path: str = "", what: str = "config"):
+    """One frozen dataclass from one TOML table, the only way settings are built.
+
+    Unknown keys and wrong types raise :class:`ConfigError` naming the key; a field whose type
+    is itself a dataclass is built from the subtable of that name (``[asr.whisper]``); ranges
+    are the class's own ``__post_init__`` (it runs once, here). ``what`` names the file kind
+    ("config", "training config"), ``path`` the table.
+
+    >>> build(WhisperAsrConfig, {"encode_s": 12}, "asr.whisper").encode_s
+    12.0
+    >>> build(WhisperAsrConfig, {"beam": 2}, "asr.whisper")
+    Traceback (most recent call last):
+    ...
+    streamer.errors.ConfigError: config [asr.whisper]: unknown key 'beam' (known: no_speech_threshold, logprob_threshold, partial_interval_s, beam_size, preroll_s, hold_s, encode_s, drop_anomalous)
+    """
+    where = f"{what} [{path}]" if path else what
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
+    values = {}
     for key, value in raw.items():
         if key not in hints:
-            raise ConfigError(f"config [{section}]: unknown key '{key}' (known: {', '.join(names)})")
+            moved = MOVED.get(f"{path}.{key}")
+            hint = f"; it is now {moved}" if moved else ""
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(names)}){hint}")
         want = hints[key]
+        if is_dataclass(want):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where} {key}: must be a table ([{path + '.' if path else ''}{key}])")
+            values[key] = build(want, value, f"{path}.{key}" if path else key, what)
+            continue
         ok_types = typing.get_args(want) if isinstance(want, types.UnionType) else (want,)
         ok_types = tuple(typing.get_origin(t) or t for t in ok_types)  # tuple[str, ...] -> tuple
         if tuple in ok_types:
@@ -198,7 +216,12 @@ def _build(section: str, cls: type, raw: dict):
         if float in ok_types:
             ok_types = (*ok_types, int)
         if isinstance(value, bool) and bool not in ok_types or not isinstance(value, ok_types):
-            raise ConfigError(f"config [{section}] {key}: expected {want.__name__ if isinstance(want, type) else want}, "
+            raise ConfigError(f"{where} {key}: expected {want.__name__ if isinstance(want, type) else want}, "
                               f"got {type(value).__name__} {value!r}")
-    values = {k: (float(v) if hints[k] is float else v) for k, v in raw.items()}
-    return cls(**values)
+        values[key] = float(value) if want is float else value
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # a nested class that checks with ValueError (NetConfig)
+        raise ConfigError(f"{where}: {exc}") from exc

@@ -22,3 +22,9 @@ class MissingDependency(SerError):
 
     def __init__(self, package: str, feature: str) -> None:
         super().__init__(f"{feature} needs the package '{package}': pip install {package}")
+
+
+def check(section: str, key: str, ok: bool, expected: str) -> None:
+    """The one range-check error of every settings class: ``config [section] key: must be ...``."""
+    if not ok:
+        raise ConfigError(f"config [{section}] {key}: must be {expected}")

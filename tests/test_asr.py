@@ -179,8 +179,42 @@ def test_overlapping_calls_from_streams_are_decoded_together(whisper, tess_clips
     assert sum(o == e for o, e in zip(out, expected + expected)) >= 6, (out, expected)
 
 
-def test_a_failed_batch_raises_in_every_caller(whisper):
-    from streamer.asr.decode import Batcher, WhisperAsrConfig
+def test_a_failed_batch_fails_only_the_bad_call(whisper, speech_wav):
+    """Four streams' windows queue while the model is busy and go as one batch; one of them
+    is not audio. Its caller gets the error; the other three get the words a single decode gives."""
+    import threading
+    import time
 
-    with pytest.raises(ValueError):
-        Batcher(whisper, concurrency=1).decode(np.zeros((2, 3), np.float32), WhisperAsrConfig(), True)
+    from streamer.asr.decode import Batcher, WhisperAsrConfig, decode_batch
+
+    cfg = WhisperAsrConfig()
+    good = load_audio(speech_wav)
+    alone = [w[0] for w in decode_batch(whisper, [(good, True)], cfg)[0]]
+    assert alone
+    batcher = Batcher(whisper, concurrency=1)
+    inputs = [good, np.zeros((2, 3), np.float32), good, good]
+    out: list = [None] * len(inputs)
+
+    def call(k):
+        try:
+            out[k] = [w[0] for w in batcher.decode(inputs[k], cfg, True)]
+        except ValueError as exc:
+            out[k] = exc
+
+    with batcher._cond:
+        batcher._running = 1  # the model is busy: every call queues
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(len(inputs))]
+    for t in threads:
+        t.start()
+    while True:
+        with batcher._cond:
+            if len(batcher._pending) == len(inputs):
+                batcher._running = 0
+                batcher._cond.notify_all()
+                break
+        time.sleep(0.001)
+    for t in threads:
+        t.join(60)
+    assert batcher.largest == len(inputs)  # they went together
+    assert isinstance(out[1], ValueError)
+    assert out[0] == out[2] == out[3] == alone

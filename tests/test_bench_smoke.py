@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from streamer.config import ROOT
+from streamer.paths import CHECKOUT as ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 import pytest
 
-from streamer.config import ROOT, Config
+from streamer.config import Config
+from streamer.paths import CHECKOUT as ROOT
 from streamer.errors import ConfigError
 from streamer.train.recipe import load_config
 
@@ -12,10 +13,16 @@ def test_shipped_config_documents_every_setting():
     written = tomllib.loads((ROOT / "config.toml").read_text())
     defaults = asdict(Config())
     assert set(written) == set(defaults)
-    for section, values in defaults.items():
-        assert set(written[section]) == set(values), section
+    def same(table: dict, values: dict, where: str) -> None:
+        assert set(table) == set(values), where
         for key, value in values.items():
-            assert written[section][key] == (list(value) if isinstance(value, tuple) else value), (section, key)
+            if isinstance(value, dict):
+                same(table[key], value, f"{where}.{key}")
+            else:
+                assert table[key] == (list(value) if isinstance(value, tuple) else value), (where, key)
+
+    for section, values in defaults.items():
+        same(written[section], values, section)
 
 
 def test_shipped_config_loads():
@@ -43,7 +50,12 @@ def test_shipped_config_loads():
     ("[fusion]\nmin_confidence = 1.0\n", "[fusion] min_confidence: must be in [0, 1)"),
     ("[fusion]\nuncertain_weight = 1.5\n", "[fusion] uncertain_weight"),
     ("[asr]\nengine = 'sphinx'\n", "[asr] engine"),
-    ("[asr]\nwhisper_encode_s = 2.0\n", "[asr] whisper_encode_s: must be between 4 and 30"),
+    ("[asr.whisper]\nencode_s = 2.0\n", "[asr.whisper] encode_s: must be between 4 and 30"),
+    ("[asr.whisper]\nlogprob_threshold = 0.5\n", "[asr.whisper] logprob_threshold: must be between -20 and 0"),
+    ("[asr.whisper]\nbeam_size = 0\n", "[asr.whisper] beam_size: must be between 1 and 10"),
+    ("[asr.whisper]\nbeam = 2\n", "config [asr.whisper]: unknown key 'beam'"),
+    ("[asr]\nwhisper = 3\n", "[asr] whisper: must be a table ([asr.whisper])"),
+    ("[asr]\nwhisper_encode_s = 10.0\n", "unknown key 'whisper_encode_s' (known: engine, vosk_model, whisper); it is now [asr.whisper] encode_s"),
     ("[live]\nqueue_windows = 0\n", "[live] queue_windows"),
     ("[live]\nlog_transcript = 'no'\n", "[live] log_transcript: expected bool"),
     ("[batch]\nchannel_names = ['a', 'a']\n", "[batch] channel_names"),
@@ -75,3 +87,22 @@ def test_training_recipe_rejects_unknown_keys(tmp_path):
     path.write_text("epochs = 0\n")
     with pytest.raises(ConfigError, match="epochs"):
         load_config(path)
+    path.write_text("epochs = 'many'\n")  # types are checked by the same builder as config.toml
+    with pytest.raises(ConfigError, match="training config epochs: expected int"):
+        load_config(path)
+    path.write_text("[net]\ninputs = 'video'\n")
+    with pytest.raises(ConfigError, match=r"training config \[net\]: inputs must be"):
+        load_config(path)
+
+
+def test_text_training_recipe_uses_the_same_builder(tmp_path):
+    from streamer.train.text import TextTrainConfig
+
+    assert TextTrainConfig.load(ROOT / "models" / "text-emotion" / "train.toml").encoder == "full"
+    path = tmp_path / "train.toml"
+    path.write_text("epoch = 3\n")
+    with pytest.raises(ConfigError, match="text training config: unknown key 'epoch'"):
+        TextTrainConfig.load(path)
+    path.write_text("lr = '1e-3'\n")
+    with pytest.raises(ConfigError, match="text training config lr: expected float"):
+        TextTrainConfig.load(path)

@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from streamer.config import ROOT, Config
+from streamer.config import Config
+from streamer.paths import CHECKOUT as ROOT
 from streamer.errors import ConfigError, ModelError
 from streamer.labels import INDEX, LABELS
 from streamer.live.fusion import Fuser, FusionConfig, LearnedFusion, fuse

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from streamer.config import ROOT
+from streamer.paths import CHECKOUT as ROOT
 from streamer.labels import EMOJI, LABELS
 from streamer.live.session_log import read_log
 
@@ -59,10 +59,14 @@ def test_file_fast_end_to_end(tmp_path, text_model, audio_model):
     assert "whisper" in res.stderr  # says which engine runs
     said = res.stderr.splitlines()
     assert said[0].startswith("ser-live: loading models")  # before the seconds of loading
+    # --fast reads ahead of the workers: the closing line gives processing time, not a latency
+    assert "processing p50/p95" in said[-1] and "latency p50" not in said[-1] and "no latency is measured" in said[-1]
     contents = read_log(log)
     assert not contents.skipped and contents.complete
     assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
     start, windows, end = contents.of_type("session_start"), contents.of_type("window"), contents.of_type("session_end")
+    proc = end[0]["processing_ms"]
+    assert 0 < proc["p50"] <= proc["p95"] <= proc["max"] < end[0]["latency_ms"]["max"]  # queueing is not work
     assert len(start) == 1 and start[0]["models"]["asr"].startswith("whisper")
     expected = expected_windows(DEMO)
     assert len(windows) == len(expected) == end[0]["windows"]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from streamer.config import ROOT
+from streamer.paths import CHECKOUT as ROOT
 from streamer.live.session_log import read_log
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def virtual_mic(tmp_path):
-    """A private PulseAudio daemon with a 16 kHz mono null sink 'vspk' (recipe in NOTES.md)."""
+    """A private PulseAudio daemon with a 16 kHz mono null sink 'vspk': PortAudio's ALSA
+    'pulse' device records the sink's monitor, so what paplay plays is what the microphone hears."""
     if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
         pytest.skip("pulseaudio and paplay are needed: apt-get install pulseaudio pulseaudio-utils")
     root = tmp_path / "pulse"

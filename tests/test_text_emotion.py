@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from streamer.config import ROOT
+from streamer.paths import CHECKOUT as ROOT
 from streamer.errors import ModelError
 from streamer.labels import LABELS, text_model_label
 

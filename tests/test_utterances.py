@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from streamer.config import ROOT, Config
+from streamer.config import Config
+from streamer.paths import CHECKOUT as ROOT
 from streamer.labels import EMOJI, LABELS
 from streamer.text.normalize import asr_style
 

@@ -14,14 +14,14 @@ import numpy as np
 
 from streamer.audio import SAMPLE_RATE
 from streamer.audio.encoder import WhisperHandle
-from streamer.errors import ConfigError
+from streamer.errors import check
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class WhisperAsrConfig:
-    """``[asr.whisper]`` in config.toml."""
+    """``[asr.whisper]`` in config.toml: the Whisper engine's gates and decoding."""
 
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
@@ -33,14 +33,14 @@ class WhisperAsrConfig:
     drop_anomalous: bool = True  # drop segments whose words look invented
 
     def __post_init__(self) -> None:
-        if not 0 < self.no_speech_threshold <= 1:
-            raise ConfigError("config [asr] whisper_no_speech_threshold: must be in (0, 1]")
-        if not 0.1 <= self.partial_interval_s <= 60:
-            raise ConfigError("config [asr] whisper_partial_interval_s: must be between 0.1 and 60")
-        if not 1 <= self.beam_size <= 10:
-            raise ConfigError("config [asr] whisper_beam_size: must be between 1 and 10")
-        if not 4 <= self.encode_s <= 30:
-            raise ConfigError("config [asr] whisper_encode_s: must be between 4 and 30")
+        s = "asr.whisper"
+        check(s, "no_speech_threshold", 0 < self.no_speech_threshold <= 1, "in (0, 1]")
+        check(s, "logprob_threshold", -20 <= self.logprob_threshold <= 0, "between -20 and 0 (a mean log-probability)")
+        check(s, "partial_interval_s", 0.1 <= self.partial_interval_s <= 60, "between 0.1 and 60")
+        check(s, "beam_size", 1 <= self.beam_size <= 10, "between 1 and 10")
+        check(s, "preroll_s", 0 <= self.preroll_s <= 1, "between 0 and 1")
+        check(s, "hold_s", 0 <= self.hold_s <= 1, "between 0 and 1")
+        check(s, "encode_s", 4 <= self.encode_s <= 30, "between 4 and 30")
 
 
 def _clamp_first(words: list["Decoded"]) -> list["Decoded"]:
@@ -220,9 +220,16 @@ class Batcher:
             results = decode_batch(self.handle, [(r.x, r.timestamps) for r in batch], batch[0].cfg)
             for r, words in zip(batch, results):
                 r.result = words
-        except Exception as exc:  # the callers raise it, each in its own thread
-            for r in batch:
-                r.error = exc
+        except Exception as exc:  # one bad input must not fail the other streams' windows
+            if len(batch) == 1:
+                batch[0].error = exc  # its caller raises it, in its own thread
+            else:
+                log.warning("a batch of %d decodes failed (%s); decoding each alone", len(batch), exc)
+                for r in batch:
+                    try:
+                        r.result = decode_batch(self.handle, [(r.x, r.timestamps)], r.cfg)[0]
+                    except Exception as one:
+                        r.error = one
         for r in batch:
             r.done = True
         self.batches += 1

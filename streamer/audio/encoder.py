@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from streamer.audio import SAMPLE_RATE
 from streamer.errors import MissingDependency, ModelError
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded:tiny.en"
-MAX_SAMPLES = 30 * 16_000  # Whisper's encoder holds at most 30 s
+MAX_SAMPLES = 30 * SAMPLE_RATE  # Whisper's encoder holds at most 30 s
 
 
 def _prefer_avx512() -> None:

@@ -58,21 +58,28 @@ def main() -> int:
             seconds[f] = sf.info(str(f)).duration
         except Exception:
             seconds[f] = 0.0
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a long path is never cut into two lines
     console.print(f"{len(files)} file(s), {len(files) - len(todo)} already analysed, {len(todo)} to do "
                   f"({sum(seconds.values()) / 60:.1f} min of audio), {args.jobs} job(s)")
     failures = {}
     if todo:
         tasks = [(str(f), str(logs[f]), opts) for f in todo]
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                      TimeElapsedColumn(), console=console, transient=not console.is_terminal) as progress:
-            t_files = progress.add_task("files", total=len(todo), info="")
-            t_audio = progress.add_task("audio (s)", total=round(sum(seconds.values())), info="")
-            for path, error in run_batch(tasks, args.jobs, str(args.config) if args.config else None, overrides):
+        results = run_batch(tasks, args.jobs, str(args.config) if args.config else None, overrides)
+        if console.is_terminal:  # bars on a terminal; one line per file elsewhere (a log, a pipe)
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                          TimeElapsedColumn(), console=console) as progress:
+                t_files = progress.add_task("files", total=len(todo), info="")
+                t_audio = progress.add_task("audio (s)", total=round(sum(seconds.values())), info="")
+                for path, error in results:
+                    if error:
+                        failures[path] = error
+                    progress.update(t_files, advance=1, info=Path(path).name)
+                    progress.update(t_audio, advance=round(seconds[Path(path)]))
+        else:
+            for n, (path, error) in enumerate(results, 1):
                 if error:
                     failures[path] = error
-                progress.update(t_files, advance=1, info=Path(path).name)
-                progress.update(t_audio, advance=round(seconds[Path(path)]))
+                print(f"[{n}/{len(todo)}] {path}: {'error' if error else 'done'}", file=sys.stderr, flush=True)
     rows = []
     for f in files:
         if logs[f].is_file():

@@ -13,6 +13,7 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from streamer.audio import SAMPLE_RATE
 from streamer.cli import run_main
 from streamer.errors import SerError
 
@@ -104,7 +105,7 @@ def main() -> int:
         import soundfile as sf
 
         args.record.parent.mkdir(parents=True, exist_ok=True)
-        recorder = sf.SoundFile(str(args.record), "w", samplerate=16000, channels=1, subtype="PCM_16")
+        recorder = sf.SoundFile(str(args.record), "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16")
 
     state = LiveState(source.name, models, half_life_s=cfg.fusion.half_life_s)
     sinks = [lambda r: session.write(r.to_record(transcript=cfg.live.log_transcript))]
@@ -139,14 +140,32 @@ def main() -> int:
         session.close()
         if recorder is not None:
             recorder.close()
-    lat = summary["latency_ms"]
-    lat_text = "-" if lat["p50"] is None else f"{lat['p50']:.0f}/{lat['p95']:.0f} ms"
-    print(f"ser-live: {summary['windows']} windows, {summary.get('utterances', 0)} utterances, {summary['words']} words, {summary['stream_s']:.1f} s of audio, "
-          f"latency p50/p95 {lat_text}, dropped audio {summary['counters'].get('audio_dropped_samples', 0) / 16000:.1f} s; "
-          f"log: {log_path}", file=sys.stderr)
+    print(f"ser-live: {summary['windows']} windows, {summary.get('utterances', 0)} utterances, {summary['words']} words, "
+          f"{summary['stream_s']:.1f} s of audio, {timing_text(summary, fast=args.fast)}, "
+          f"dropped audio {summary['counters'].get('audio_dropped_samples', 0) / SAMPLE_RATE:.1f} s; log: {log_path}", file=sys.stderr)
     if summary["error"]:
         raise SerError(f"{summary['error']}; the {summary['windows']} windows before it are in {log_path}")
     return 130 if interrupted else 0
+
+
+def timing_text(summary: dict, fast: bool) -> str:
+    """The closing line's timings. Latency (a window's end to its result) means something only
+    in real time; a --fast run reads ahead of the workers, so there it is queueing and the
+    figure given is the processing time per window.
+
+    >>> s = {"latency_ms": {"p50": 2400.0, "p95": 3900.0}, "processing_ms": {"p50": 210.0, "p95": 380.0}}
+    >>> timing_text(s, fast=True)
+    'processing p50/p95 210/380 ms per window (--fast: windows queue, so no latency is measured)'
+    >>> timing_text(s, fast=False)
+    'latency p50/p95 2400/3900 ms (processing 210/380 ms per window)'
+    """
+    def pair(d: dict | None) -> str:
+        return "-" if not d or d.get("p50") is None else f"{d['p50']:.0f}/{d['p95']:.0f}"
+
+    proc = summary.get("processing_ms")
+    if fast:
+        return f"processing p50/p95 {pair(proc)} ms per window (--fast: windows queue, so no latency is measured)"
+    return f"latency p50/p95 {pair(summary['latency_ms'])} ms (processing {pair(proc)} ms per window)"
 
 
 def entry() -> None:

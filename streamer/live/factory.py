@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamer.audio import SAMPLE_RATE
 from streamer.config import Config
 from streamer.errors import ModelError
 
@@ -32,7 +33,7 @@ def whisper_handle(cfg: Config, model: str):
 def asr_factory(cfg: Config):
     """A factory of recognisers: Vosk when asked for or (auto) when a model is found, else Whisper."""
     from streamer.asr.vosk import HOW_TO_GET, VoskEngine, find_vosk_model, shared_model
-    from streamer.asr.whisper import WhisperAsrConfig, WhisperEngine
+    from streamer.asr.whisper import WhisperEngine
 
     engine = cfg.asr.engine
     vosk_path = find_vosk_model(None, cfg.asr.vosk_model or None) if engine != "whisper" else None
@@ -44,9 +45,7 @@ def asr_factory(cfg: Config):
         shared_model(vosk_path)  # load (and check) once, now
         return lambda: VoskEngine(vosk_path)
     handle = whisper_handle(cfg, cfg.whisper.model)
-    asr_cfg = WhisperAsrConfig(cfg.asr.whisper_no_speech_threshold, cfg.asr.whisper_logprob_threshold,
-                               cfg.asr.whisper_partial_interval_s, encode_s=cfg.asr.whisper_encode_s)
-    return lambda: WhisperEngine(handle, asr_cfg, cfg.audio.window_samples, cfg.live.utterance_max_samples)
+    return lambda: WhisperEngine(handle, cfg.asr.whisper, cfg.audio.window_samples, cfg.live.utterance_max_samples)
 
 
 def load_models(cfg: Config, with_asr: bool = True) -> Models:
@@ -86,7 +85,7 @@ def warm_up(models: Models) -> None:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    x = (0.1 * np.sin(2 * np.pi * 180 * np.arange(24000) / 16000) + rng.normal(0, 0.01, 24000)).astype(np.float32)
+    x = (0.1 * np.sin(2 * np.pi * 180 * np.arange(24000) / SAMPLE_RATE) + rng.normal(0, 0.01, 24000)).astype(np.float32)
     models.audio.predict(x)
     if models.text is not None:
         for n in (1, 2, 5, 12, 30):

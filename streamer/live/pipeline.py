@@ -137,6 +137,9 @@ class Pipeline:
                                                       block, on_drop=self._window_dropped)
         self._closed_at: dict[int, float] = {}
         self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)  # bounded: the last ~70 h
+        # The work on a window (audio model + its ASR decode + text + fusion), without queueing:
+        # what a --fast run measures, where the latency is only how far the reader ran ahead.
+        self.processing: collections.deque[float] = collections.deque(maxlen=100_000)
         self.results = 0
         self.utterances = 0
         self.words = 0
@@ -295,6 +298,7 @@ class Pipeline:
         self.results += 1
         self.words += len(words)
         self.latencies.append(latency)
+        self.processing.append(sum(v for k, v in result.timings_ms.items() if k != "wait_words"))
         self._open_utts.setdefault(w.utterance, []).append(result)
         self.state.add_result(result)
         for sink in self.sinks:
@@ -358,4 +362,6 @@ class Pipeline:
                 "counters": counters,
                 "latency_ms": {"p50": percentile(self.latencies, 50), "p95": percentile(self.latencies, 95),
                                "max": max(self.latencies) if self.latencies else None},
+                "processing_ms": {"p50": percentile(self.processing, 50), "p95": percentile(self.processing, 95),
+                                  "max": max(self.processing) if self.processing else None},
                 "error": self.error}

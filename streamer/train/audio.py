@@ -14,7 +14,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -90,18 +90,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
-        raw = dict(raw)
-        net = raw.pop("net", {})
-        known = {f.name for f in fields(cls)} - {"net"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"training config: unknown key(s) {', '.join(sorted(unknown))}")
-        try:
-            return cls(**raw, net=NetConfig(**net))
-        except TypeError as exc:
-            raise ConfigError(f"training config [net]: {exc}") from exc
-        except ValueError as exc:
-            raise ConfigError(f"training config: {exc}") from exc
+        from streamer.config import build
+
+        return build(cls, raw, what="training config")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from streamer.audio import SAMPLE_RATE
 from streamer.audio.emotion import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES, FrameInputs, encode_window
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
 from streamer.audio.features import normalize_level, prepare, split_windows, trim_silence
@@ -45,7 +46,7 @@ def sox_telephone(path: Path) -> NDArray[np.float32]:
     with tempfile.TemporaryDirectory() as tmp:
         narrow, wide = Path(tmp) / "n.wav", Path(tmp) / "w.wav"
         subprocess.run(["sox", str(path), "-r", "8000", "-c", "1", "-e", "mu-law", "-b", "8", str(narrow), "sinc", "300-3400"], check=True, capture_output=True)
-        subprocess.run(["sox", str(narrow), "-r", "16000", "-e", "signed", "-b", "16", str(wide)], check=True, capture_output=True)
+        subprocess.run(["sox", str(narrow), "-r", str(SAMPLE_RATE), "-e", "signed", "-b", "16", str(wide)], check=True, capture_output=True)
         return load_audio(wide)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from streamer.audio import SAMPLE_RATE
 from streamer.audio.emotion import AudioEmotion, pool_windows
 from streamer.audio.io import load_audio
 from streamer.errors import AudioInputError
@@ -54,7 +55,7 @@ def predict_clips(model: AudioEmotion, clips: Sequence[Clip], load: Loader = loa
     skipped: Counter[str] = Counter()
     for clip in clips:
         try:
-            windows = model.window_inputs(model.prepare_audio(load(clip), 16_000))
+            windows = model.window_inputs(model.prepare_audio(load(clip), SAMPLE_RATE))
         except AudioInputError as exc:
             skipped[f"{type(exc).__name__}"] += 1
             log.warning("skipped %s: %s", clip.path, exc)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.audio import SAMPLE_RATE
 from streamer.errors import ConfigError, MissingDependency
 from streamer.labels import INDEX, LABELS, to_label
 from streamer.train.textdata import TextRows, read_goemotions, read_tsv
@@ -126,7 +127,7 @@ def speak(text: str, out: Path, voice: str, speed: int) -> None:
         raw = Path(tmp) / "raw.wav"
         subprocess.run([_need("espeak-ng"), "-v", voice, "-s", str(speed), "-w", str(raw), text],
                        check=True, capture_output=True)
-        subprocess.run([_need("sox"), str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)],
+        subprocess.run([_need("sox"), str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out)],
                        check=True, capture_output=True)
 
 

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -78,14 +78,9 @@ class TextTrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TextTrainConfig":
-        raw = read_toml(Path(path), "text training config")
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"text training config: unknown key(s) {', '.join(sorted(unknown))}")
-        try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise ConfigError(f"text training config: {exc}") from exc
+        from streamer.config import build
+
+        return build(cls, read_toml(Path(path), "text training config"), what="text training config")
 
 
 class Reporter(Protocol):
