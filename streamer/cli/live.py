@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ser-live", description=__doc__)
     src = ap.add_mutually_exclusive_group()
     src.add_argument("-d", "--device", help="input device: a number or part of a name (see --list-devices; default: the system's default input)")
-    src.add_argument("--file", type=Path, help="analyse an audio file (WAV, FLAC, OGG, MP3) instead of a microphone, in real time unless --fast")
+    src.add_argument("--file", type=Path, help="analyse an audio file (WAV, FLAC, OGG, MP3) in real time unless --fast (default: the microphone)")
     ap.add_argument("-l", "--list-devices", action="store_true", help="list audio devices and exit")
     ap.add_argument("--fast", action="store_true", help="with --file: as fast as the models go, not in real time (off by default)")
     ap.add_argument("--config", type=Path, default=None, help="settings file (default: the shipped config.toml; flags override it)")
