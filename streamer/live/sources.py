@@ -3,8 +3,9 @@
 - :class:`MicrophoneSource`: a sounddevice ``InputStream``. Its callback only copies into a
   :class:`RingBuffer` and counts PortAudio status flags: it never blocks, logs or raises.
   A device that cannot do 16 kHz is opened at its own rate and resampled outside the callback.
-- :class:`FileSource`: any soundfile-readable file, downmixed and resampled, paced in real time
-  or as fast as the pipeline takes it (``fast``).
+- :class:`FileSource`: any soundfile-readable file, decoded whole once (as ``load_audio`` does,
+  so the same samples whatever the chunk size), paced in real time or as fast as the pipeline
+  takes it (``fast``).
 
 ``read(timeout)`` returns the next chunk or None; ``done`` is True once no more audio will
 come (end of file, device lost: ``error`` then says why).
@@ -176,32 +177,33 @@ class MicrophoneSource:
 
 
 class FileSource:
+    """A file decoded once, whole (:func:`streamer.audio.io.decode_file`), served in chunks.
+
+    The chunks are the int16 form of exactly what ``load_audio`` returns, whatever ``chunk``
+    is: one decoder call and one resampling per file, so an MP3 read in 100 ms chunks is
+    not re-decoded at each chunk (see ``streamer.audio.io`` for why that mattered, and for
+    the memory it takes: 115 MB an hour kept, more while decoding). A file damaged part way
+    serves the audio before the damage, then ``error`` says where and how to fix it.
+    """
+
     def __init__(self, path: str | Path, fast: bool = False, chunk: int = CHUNK, channel: int | None = None) -> None:
-        """``channel`` None downmixes; a number reads that channel alone (a stereo call's side)."""
-        import soundfile as sf
+        """``chunk``: samples per chunk at 16 kHz. ``channel`` None downmixes; a number reads
+        that channel alone (a stereo call's side)."""
+        from streamer.audio.io import decode_file, to_int16
 
         self.path = Path(path)
         self.fast = fast
-        self.error: str | None = None
-        if not self.path.is_file():
-            raise AudioInputError(f"no such audio file: {self.path}")
-        try:
-            self._file = sf.SoundFile(str(self.path))
-        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            raise AudioInputError(f"cannot read {self.path} as audio ({exc}); give a WAV, FLAC, OGG or MP3 file") from exc
-        if self._file.frames == 0:
-            raise AudioInputError(f"{self.path} holds no audio")
-        if channel is not None and not 0 <= channel < self._file.channels:
-            raise AudioInputError(f"{self.path} has {self._file.channels} channel(s), no channel {channel}")
+        decoded = decode_file(self.path, channel=channel)
+        self.error: str | None = decoded.damage
         self.channel = channel
-        self.channels = self._file.channels
+        self.channels = decoded.channels
         self.name = f"file: {self.path.name}" + (f" (channel {channel})" if channel is not None else "")
-        self.rate = self._file.samplerate
-        self.duration_s = self._file.frames / self.rate
-        self._block = max(1, int(round(chunk * self.rate / SAMPLE_RATE)))
-        self._resample = _Resampler(self.rate)
+        self.rate = decoded.source_rate
+        self._samples = to_int16(decoded.samples)
+        del decoded
+        self.duration_s = len(self._samples) / SAMPLE_RATE
+        self._chunk = max(1, int(chunk))
         self._next = 0
-        self._eof = False
         self._t0: float | None = None
         self.dropped_samples = 0
 
@@ -210,35 +212,20 @@ class FileSource:
 
     @property
     def done(self) -> bool:
-        return self._eof
+        return self._next >= len(self._samples)
 
     def read(self, timeout: float = 0.1) -> Chunk | None:
-        if self._eof:
+        """The next chunk; paced to real time (unless ``fast``) once :meth:`start` was called."""
+        if self.done:
             return None
-        try:
-            block = self._file.read(self._block, dtype="float32", always_2d=True)
-        except Exception as exc:  # a truncated or corrupt file fails mid-read
-            self.error = f"{self.path} is damaged after {self._next / SAMPLE_RATE:.1f} s ({exc})"
-            self._eof = True
-            return None
-        last = len(block) < self._block
-        if not len(block):
-            x = np.zeros(0, np.float32)
-        else:
-            x = block[:, self.channel] if self.channel is not None else block.mean(axis=1)
-        x = np.clip(np.nan_to_num(x) * 32768.0, -32768, 32767)
-        start = self._resample.out
-        y = self._resample(x, last=last)
-        if last:
-            self._eof = True
-            self._file.close()
+        start = self._next
+        y = self._samples[start:start + self._chunk].copy()
+        self._next = start + len(y)
         if not self.fast and self._t0 is not None:
-            wait = self._t0 + (start + len(y)) / SAMPLE_RATE - time.monotonic()
+            wait = self._t0 + self._next / SAMPLE_RATE - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-        return Chunk(start, y.astype(np.int16)) if len(y) else None
+        return Chunk(start, y)
 
     def stop(self) -> None:
-        self._eof = True
-        if not self._file.closed:
-            self._file.close()
+        self._next = len(self._samples)
