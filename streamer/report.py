@@ -81,7 +81,8 @@ def _sniff(path: Path) -> str | None:
     from streamer.batch import AUDIO_SUFFIXES
 
     mp3 = len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
-    if head.startswith(AUDIO_MAGIC) or mp3 or path.suffix.lower() in AUDIO_SUFFIXES:
+    named = path.suffix.lower() in AUDIO_SUFFIXES and not head.lstrip().startswith(b"{")
+    if head.startswith(AUDIO_MAGIC) or mp3 or named:
         return (f"{path} is audio, not a session log: make its log with `ser-analyze {path} --out DIR` "
                 f"(or `ser-live --file {path} --log LOG.ndjson`), then give ser-report that log")
     if b"\0" in head:

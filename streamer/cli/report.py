@@ -9,7 +9,7 @@ audio and text models agree), the time spent in each emotion, the most intense u
 the transcript by utterance, and any error stored in the log. With --clip, instead, the
 figure of one recording: its waveform, its log-mel spectrogram, and bars of the audio,
 text and fused emotion probabilities of the whole clip, titled with its transcript, the
-fused emotion and the fused arousal and valence.
+fused emotion and the fused arousal and valence. Give --html, --png or both.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from streamer.cli import run_main
 from streamer.errors import SerError
@@ -29,7 +31,6 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     import torch
 
     from streamer.audio import SAMPLE_RATE
@@ -40,7 +41,6 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     from streamer.labels import LABELS
     from streamer.live.factory import load_models
     from streamer.live.fusion import Fuser
-    from streamer.live.messages import Window
     from streamer.report import COLORS, clip_title
 
     torch.set_num_threads(1)
@@ -49,8 +49,7 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     x = load_audio(path)
     audio = models.audio.predict(x)
     samples = np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16)
-    words = models.asr_factory().words_for(Window(0, 0, len(samples), samples, final=True))
-    transcript = " ".join(w.word for w in words)
+    transcript = " ".join(w.word for w in clip_words(models.asr_factory(), samples, cfg))
     text = models.text.predict(transcript) if transcript else None
     fuser = Fuser.load(cfg.fusion)
     fused = fuser.fuse(audio, text)
@@ -87,6 +86,50 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png)
     plt.close(fig)
+
+
+def clip_pieces(spans: list[tuple[int, int]], n: int, step: int) -> list[tuple[int, int]]:
+    """Adjacent pieces covering samples [0, n), each holding whole speech spans (VAD
+    utterances) and at most ``step`` samples of them when it can, cut midway in the pause
+    between two spans; fixed pieces of ``step`` when no speech was found.
+
+    >>> clip_pieces([(10, 30), (40, 60), (90, 100)], 120, 60)
+    [(0, 75), (75, 120)]
+    >>> clip_pieces([], 25, 10)
+    [(0, 10), (10, 20), (20, 25)]
+    """
+    if not spans:
+        return [(a, min(n, a + step)) for a in range(0, n, step)]
+    pieces, start, last_end = [], 0, None
+    for a, b in spans:
+        if last_end is not None and b - start > step:
+            cut = (last_end + a) // 2
+            pieces.append((start, cut))
+            start = cut
+        last_end = b
+    return pieces + [(start, n)]
+
+
+def clip_words(asr, samples: np.ndarray, cfg, piece_s: float = 10.0) -> list:
+    """The words of a whole clip. The streaming recognisers keep only the last seconds of
+    their input (Whisper's about 13 s), so the clip is handed over in pieces of about
+    ``piece_s`` seconds cut in the pauses the VAD finds, each piece its own utterance."""
+    from streamer.audio import SAMPLE_RATE
+    from streamer.live.factory import pipeline_settings
+    from streamer.live.messages import Chunk, Window
+    from streamer.live.vad import VadSegmenter
+
+    s = pipeline_settings(cfg, block_when_full=True)
+    vad = VadSegmenter(s.vad, s.window_samples, s.min_window_samples, max_utterance_samples=s.max_utterance_samples)
+    vad.push(Chunk(0, samples))
+    spans: dict[int, tuple[int, int]] = {}
+    for w in vad.flush():
+        a, b = spans.get(w.utterance, (w.start, w.end))
+        spans[w.utterance] = (min(a, w.start), max(b, w.end))
+    words = []
+    for k, (a, b) in enumerate(clip_pieces(sorted(spans.values()), len(samples), int(piece_s * SAMPLE_RATE))):
+        words += asr.words_for(Window(k, a, b, samples[a:b], final=True, utterance=k))
+    return words
 
 
 def parser() -> argparse.ArgumentParser:
