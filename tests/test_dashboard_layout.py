@@ -157,3 +157,11 @@ def test_decoration_goes_first():
         assert len(re.findall(r"\d+%", row.split("│")[0])) == 3, row
     out = "\n".join(rows)
     assert "arousal" in out and "valence" in out and "this window:" in out and "p50/p95 140/310 ms" in out
+
+
+def test_any_size_fills_the_screen_and_no_more():
+    for s in (snap(), snap((), ())):
+        for width in (30, 61, 79, 81, 133):
+            for height in (6, 13, 19, 23, 27, 41):
+                rows = draw(render(s), width, height).splitlines()
+                assert len(rows) == height and max(map(cell_len, rows)) <= width, (width, height)

@@ -195,7 +195,7 @@ class Section:
         yield from console.render_lines(title, options.update(height=1), pad=True)[0]
         yield Segment.line()
         height = None if options.height is None else options.height - 1
-        if height == 0:
+        if height is not None and height <= 0:
             return
         for line in console.render_lines(self.body, options.update(height=height), pad=True):
             yield from line
