@@ -369,8 +369,7 @@ def draw(contents: LogContents, width_px: int = 1400, dpi: int = 100):
                                  Line2D([], [], ls="", marker="x", color="#666666", label="no words: audio only")],
                         loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     ends = [r["end_s"] for lane in ls for r in lane.windows + lane.utterances]
-    start = (contents.of_type("session_start") or [{}])[0]
-    t_max = max([*ends, float(start.get("duration_s") or 0.0)] or [0.0]) or 1.0
+    t_max = max([*ends, duration_of(contents) or 0.0]) or 1.0
     axes[0].set_xlim(0, t_max)
     axes[-1].set_xlabel("time (s)")
     handles = [Patch(color=COLORS[k], label=k) for k in LABELS]
