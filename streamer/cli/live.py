@@ -79,7 +79,7 @@ def main() -> int:
     from streamer.live.session_log import SessionLog
     from streamer.live.sources import FileSource, MicrophoneSource, parse_device
     from streamer.live.state import LiveState
-    from streamer.ui.dashboard import Dashboard, plain_line
+    from streamer.ui.dashboard import ROWS, Dashboard, plain_line
 
     torch.set_num_threads(cfg.audio.threads)
     counters = Counters()
@@ -107,7 +107,7 @@ def main() -> int:
         args.record.parent.mkdir(parents=True, exist_ok=True)
         recorder = sf.SoundFile(str(args.record), "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16")
 
-    state = LiveState(source.name, models, half_life_s=cfg.fusion.half_life_s)
+    state = LiveState(source.name, models, history=ROWS, utterances=ROWS, half_life_s=cfg.fusion.half_life_s)  # as many as a big screen shows
     sinks = [lambda r: session.write(r.to_record(transcript=cfg.live.log_transcript))]
     use_dashboard = not (args.no_dashboard or args.json) and sys.stdout.isatty()
     if args.json:
@@ -149,23 +149,23 @@ def main() -> int:
 
 
 def timing_text(summary: dict, fast: bool) -> str:
-    """The closing line's timings. Latency (a window's end to its result) means something only
-    in real time; a --fast run reads ahead of the workers, so there it is queueing and the
-    figure given is the processing time per window.
+    """The closing line's timings, each named. Latency (a window's end to its result) means
+    something only in real time. A --fast run reads ahead of the workers, so its latency is
+    queueing; there the figure is the processing time of a window: the audio model, its ASR
+    decode, the text model and fusion, summed (some of them run side by side).
 
     >>> s = {"latency_ms": {"p50": 2400.0, "p95": 3900.0}, "processing_ms": {"p50": 210.0, "p95": 380.0}}
     >>> timing_text(s, fast=True)
     'processing p50/p95 210/380 ms per window (--fast: windows queue, so no latency is measured)'
     >>> timing_text(s, fast=False)
-    'latency p50/p95 2400/3900 ms (processing 210/380 ms per window)'
+    'latency p50/p95 2400/3900 ms'
     """
     def pair(d: dict | None) -> str:
         return "-" if not d or d.get("p50") is None else f"{d['p50']:.0f}/{d['p95']:.0f}"
 
-    proc = summary.get("processing_ms")
     if fast:
-        return f"processing p50/p95 {pair(proc)} ms per window (--fast: windows queue, so no latency is measured)"
-    return f"latency p50/p95 {pair(summary['latency_ms'])} ms (processing {pair(proc)} ms per window)"
+        return f"processing p50/p95 {pair(summary.get('processing_ms'))} ms per window (--fast: windows queue, so no latency is measured)"
+    return f"latency p50/p95 {pair(summary['latency_ms'])} ms"
 
 
 def entry() -> None:
