@@ -62,9 +62,9 @@ def log_name(path: Path, roots: list[Path]) -> str:
 
 
 def channel_plan(path: Path, opts: BatchOptions) -> list[tuple[int | None, str | None]]:
-    import soundfile as sf
+    from streamer.audio.io import file_info
 
-    channels = sf.info(str(path)).channels
+    channels = file_info(path).channels
     if opts.channels == "split" and channels >= 2:
         names = list(opts.channel_names) + [f"channel{k}" for k in range(len(opts.channel_names), channels)]
         return [(k, names[k]) for k in range(channels)]
@@ -74,8 +74,7 @@ def channel_plan(path: Path, opts: BatchOptions) -> list[tuple[int | None, str |
 def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOptions) -> str | None:
     """Run the pipeline over ``path`` (each channel in turn when split) into ``log_path``;
     returns the error stored in the log's ``session_end`` (None when it went well)."""
-    import soundfile as sf
-
+    from streamer.audio.io import file_info
     from streamer.live.counters import Counters
     from streamer.live.factory import pipeline_settings
     from streamer.live.pipeline import Pipeline
@@ -86,11 +85,12 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
     tmp.unlink(missing_ok=True)
     with SessionLog(tmp) as session:
         try:
-            info = sf.info(str(path))
+            info = file_info(path)
             plan = channel_plan(path, opts)
         except Exception as exc:
             session.write({"type": "session_start", "file": str(path), "time": _now(), "models": models.names})
-            error = f"cannot read {path.name} as audio ({exc})"
+            cause = exc.__cause__ if isinstance(exc, SerError) and exc.__cause__ else exc
+            error = f"cannot read {path.name} as audio ({cause}); give a WAV, FLAC, OGG or MP3 file"
             session.write({"type": "session_end", "error": error, "windows": 0})
             tmp.replace(log_path)
             return error

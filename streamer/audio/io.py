@@ -211,6 +211,18 @@ def decode_file(path: str | Path, *, channel: int | None = None, target_rate: in
     return Decoded(resample(x, rate, target_rate), rate, channels, damage)
 
 
+def file_info(path: str | Path):
+    """soundfile's header info (duration, channels, rate), read with the decoder's notes kept
+    off the terminal like :func:`decode_file`; an unreadable file is an AudioInputError."""
+    import soundfile as sf
+
+    with _decoder_messages():
+        try:
+            return sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise AudioInputError(f"cannot read {path} as audio ({exc}); give a WAV, FLAC, OGG or MP3 file") from exc
+
+
 def load_audio(path: str | Path, *, target_rate: int = SAMPLE_RATE) -> NDArray[np.float32]:
     """Read any soundfile-readable file as float32 mono at ``target_rate`` (:func:`decode_file`).
 

@@ -35,10 +35,10 @@ def main() -> int:
 
         raise SerError("--jobs must be at least 1")
 
-    import soundfile as sf
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from streamer.audio.io import file_info
     from streamer.batch import BatchOptions, find_audio, is_complete, log_name, run_batch, summary_rows, write_summary
     from streamer.config import Config
 
@@ -55,7 +55,7 @@ def main() -> int:
     seconds = {}
     for f in todo:
         try:
-            seconds[f] = sf.info(str(f)).duration
+            seconds[f] = file_info(f).duration
         except Exception:
             seconds[f] = 0.0
     console = Console(stderr=True, soft_wrap=True)  # a long path is never cut into two lines
