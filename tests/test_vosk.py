@@ -200,6 +200,18 @@ def test_partial_text_comes_while_speech_goes_on(model_path):
     assert words and all(win.start <= mid(w) < win.end for w in words)
 
 
+def test_the_utterance_gets_the_words_that_came_after_their_window(alone):
+    """Vosk gives words about 1.5 s late: windows inside an utterance get few, the last window
+    (Vosk finished first) all of its own, the utterance every word once, in order."""
+    partials, windows, utterance = alone[KO_A]
+    assert sum(len(ws) for _, _, ws in windows) + 5 <= len(utterance)
+    last_start, last_end, last = windows[-1]
+    assert last and set(last) <= set(utterance)
+    assert [w for w in utterance if last_start <= mid(w) < last_end] == list(last)
+    assert list(utterance) == sorted(utterance, key=lambda w: w.start) and len(set(utterance)) == len(utterance)
+    assert all(0 <= mid(w) < windows[-1][1] for w in utterance)
+
+
 # --- 3. streams share one Model ------------------------------------------------------------------
 
 def test_two_streams_share_one_model_and_stay_independent(undithered, alone):
