@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from streamer.paths import CHECKOUT
+
+ROOT = CHECKOUT  # the repository root (streamer.paths)
 SHARED = Path(os.environ.get("SER_SHARED", ROOT.parent / "shared"))
 RAVDESS = SHARED / "data" / "speech" / "RAVDESS"
 TESS = SHARED / "data" / "speech" / "TESS"

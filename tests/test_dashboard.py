@@ -112,7 +112,6 @@ def test_uncertain_last_window_and_its_arousal_valence():
     out = draw(own_snapshot(WINDOWS[:2]), 100, 30)
     assert "probabilities (last window: ? uncertain (sad 30%))" in out
     assert "this window: ? uncertain" in out
-    f = last.dims["fused"]
     rows = {axis: next(row for row in out.splitlines() if axis in row) for axis in ("arousal", "valence")}
     for axis, row in rows.items():
         for branch in ("audio", "text", "fused"):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from streamer import hub
+from streamer.paths import CHECKOUT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = CHECKOUT  # the repository root (streamer.paths)
 DEMO = ROOT / "demo" / "demo.flac"
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from streamer.paths import CHECKOUT
+
+ROOT = CHECKOUT  # the repository root (streamer.paths)
 
 
 @pytest.fixture(scope="module")

@@ -136,3 +136,17 @@ def test_cross_fitted_temperature():
     raw = __import__("streamer.train.metrics", fromlist=["x"]).expected_calibration_error(sets["a"].probs(0.0, 1.0), sets["a"].y)
     assert out["pooled_ece"] < 0.5 * raw  # calibrated on the other set, still far better than raw
     assert fit_temperature(sets["a"], 0.0) > 2.0
+
+
+def test_every_ablation_variant_builds_a_network():
+    """ser-train --ablation compares these variants; each must be a valid change to the shipped net."""
+    from streamer.audio.model import AudioEmotionNet
+    from streamer.paths import model_dir
+    from streamer.train.recipe import ABLATION, ABLATION_BUDGET, load_config
+
+    cfg = load_config(model_dir("audio-emotion") / "train.toml")
+    assert len(ABLATION) == 4 and set(ABLATION_BUDGET) <= set(vars(cfg))
+    variants = {name: replace(cfg.net, **change) for name, change in ABLATION.items()}
+    assert len(set(variants.values())) == len(ABLATION)  # four different networks
+    for name, net_cfg in variants.items():
+        assert sum(p.numel() for p in AudioEmotionNet(net_cfg).parameters()) > 0, name

@@ -31,8 +31,9 @@ import soundfile as sf
 from streamer.audio import SAMPLE_RATE
 from streamer.live.messages import Chunk, Window, Word
 from streamer.live.session_log import read_log
+from streamer.paths import CHECKOUT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = CHECKOUT  # the repository root (streamer.paths)
 DATA = Path(__file__).resolve().parent / "data"
 KO_A, KO_B = DATA / "ko_a.flac", DATA / "ko_b.flac"
 WINDOW = int(2.5 * SAMPLE_RATE)

@@ -140,7 +140,7 @@ def write_card(folder: Path, metrics: dict, ablation: dict | None, command: str,
            f"  {16 - cfg['val_speakers'] - cfg['calib_speakers']} actors and all of TESS train."]
           if cfg.get("calib_speakers") else
           [f"- In each fold {cfg['val_speakers']} of the remaining 16 actors are validation speakers (early stopping on",
-           f"  validation UA" + (", and with the LOCO runs the choice of linear head and blend weight)" if metrics.get("loco") else ", temperature scaling)")
+           "  validation UA" + (", and with the LOCO runs the choice of linear head and blend weight)" if metrics.get("loco") else ", temperature scaling)")
            + f"; the other {16 - cfg['val_speakers']} actors and all of TESS train."]),
         "- TESS (2 speakers) is training data only. Augmented copies are made from their own clip and stay in its split.",
         *([f"- The shipped model is LOAO {final['from']}'s model (network and linear head trained on "

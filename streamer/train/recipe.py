@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from streamer.audio.emotion import AudioEmotion, pool_windows, save_model
 from streamer.audio.linear import pooled_stats
-from streamer.audio.encoder import WhisperHandle, WhisperOptions
+from streamer.audio.encoder import WhisperHandle
 from streamer.config import read_toml
 from streamer.errors import ConfigError
 from streamer.train.augment import COPIES
@@ -26,11 +26,15 @@ from streamer.train.cache import CLEAN, SOX_PHONE, ClipInputs, FeatureCache, sox
 from streamer.train.audio import (ClipData, FitResult, TrainConfig, fit, pick_val_speakers, speaker_folds, to_clip_data,
                                   window_logits)
 from streamer.train.corpora import Clip, scan
-from streamer.labels import INDEX, LABELS
+from streamer.labels import INDEX
 from streamer.train.blend import HeldOut, concat, cross_fitted, fit_temperature
 from streamer.train.evaluate import Predictions, predict_clips
 from streamer.train.linear import clip_rows, train_linear
 from streamer.train.metrics import expected_calibration_error, summary
+
+if TYPE_CHECKING:
+    from streamer.audio.linear import LinearHead
+    from streamer.audio.model import AudioEmotionNet
 
 log = logging.getLogger(__name__)
 
@@ -478,6 +482,13 @@ def _save_folds(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float, t: fl
                 (out / f"oof_{cfg.eval_corpus}_{r.split.name}.json").write_text(json.dumps(recs) + "\n")
 
 
+# The network variants ``ser-train --ablation`` compares (each a change to the shipped NetConfig).
+ABLATION = {
+    "both, joined at frames": {"inputs": "both", "join": "frames"},
+    "both, joined at embedding": {"inputs": "both", "join": "embedding"},
+    "Whisper frames alone": {"inputs": "whisper"},
+    "prosody CNN alone": {"inputs": "prosody"},
+}
 ABLATION_BUDGET = {"epochs": 8, "samples_per_epoch": 1000, "select_after": 4, "patience": 4}
 
 
