@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from streamer.audio.io import load_audio
-from streamer.config import ROOT
+from streamer.paths import CHECKOUT as ROOT
 
 
 def run_eval(*args):
