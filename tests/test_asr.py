@@ -202,3 +202,22 @@ def test_a_failed_batch_fails_only_the_bad_call(whisper, speech_wav):
     assert batcher.largest == len(inputs)  # they went together
     assert isinstance(out[1], ValueError)
     assert out[0] == out[2] == out[3] == alone
+
+
+def test_a_spoken_sentence_survives_a_squeezed_alignment(whisper, tmp_path):
+    """Over telephone audio after half a second of silence, the aligner squeezes "I am" to no
+    duration; the invented-words guard used to drop the whole sentence for it."""
+    import shutil
+    import subprocess
+
+    from streamer.asr.decode import WhisperAsrConfig, decode
+
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed")
+    raw, tel = tmp_path / "raw.wav", tmp_path / "tel.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), "hello thank you for calling, I am so happy to hear from you today"],
+                   check=True)
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(tel)], check=True)
+    x = np.concatenate([np.zeros(8000, np.float32), load_audio(tel)])
+    words = [w[0].lower().strip(".,") for w in decode(whisper, x[int(0.28 * 16000):], WhisperAsrConfig())]
+    assert {"hello", "calling", "happy", "today"} <= set(words), words

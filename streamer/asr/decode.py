@@ -257,12 +257,19 @@ def _segments(ids: list[int], ts_begin: int, eot: int, dur: float) -> list[list[
 
 def _anomalous(words: list[Decoded]) -> bool:
     """Whisper's invented words tend to be improbable and to have implausible durations
-    (the idea behind faster-whisper's hallucination check)."""
+    (the idea behind faster-whisper's hallucination check). Each word counts at most once:
+    the alignment sometimes squeezes a real, probable word to no duration ("I am" after a
+    pause), and two such words must not sink a whole spoken sentence.
+
+    >>> spoken = [("so", 0.0, 0.2, 0.9), ("I", 0.6, 0.6, 0.7), ("am", 0.6, 0.62, 0.8), ("happy", 0.62, 0.9, 0.99)]
+    >>> _anomalous(spoken + [("to", 0.9, 1.1, 0.95), ("hear", 1.1, 1.3, 0.97)])
+    False
+    """
     score = 0.0
     checked = [w for w in words if any(c.isalnum() for c in w[0])][:8]
     for _, s, e, p in checked:
         d = e - s
-        score += (p < 0.15) + (max(0.0, 0.133 - d) * 15) + max(0.0, d - 2.0)
+        score += min(1.0, (p < 0.15) + (max(0.0, 0.133 - d) * 15) + max(0.0, d - 2.0))
     return bool(checked) and (score >= 3 or score + 0.01 >= len(checked))
 
 
