@@ -98,6 +98,75 @@ class _Resampler:
         return y
 
 
+class PushSource:
+    """Audio pushed in by someone else (a server's protocol handler, on any thread) at
+    ``rate`` Hz, read as 16 kHz chunks like a microphone: a bounded :class:`RingBuffer` in
+    between, so when the reader falls behind the oldest audio is dropped and counted
+    (``dropped_samples``), and time keeps its place. ``end()`` says no more will come.
+
+    >>> src = PushSource("call", 8000); src.write(np.zeros(800, np.int16)); src.end()
+    >>> chunks = [src.read(0.0) for _ in range(3)]
+    >>> [(c.start, len(c.samples)) for c in chunks if c], src.done
+    ([(0, 1600)], True)
+    """
+
+    def __init__(self, name: str, rate: int = SAMPLE_RATE, buffer_seconds: float = 10.0) -> None:
+        self.name = name
+        self.rate = int(rate)
+        self.error: str | None = None
+        self.ring = RingBuffer(int(buffer_seconds * self.rate))
+        self._resample = _Resampler(self.rate)
+        self._ended = threading.Event()
+        self._flushed = False
+        self._more = threading.Event()
+
+    def write(self, samples: np.ndarray) -> None:
+        if not self._ended.is_set():
+            self.ring.write(np.asarray(samples, np.int16))
+            self._more.set()
+
+    def end(self, error: str | None = None) -> None:
+        if error and self.error is None:
+            self.error = error
+        self._ended.set()
+        self._more.set()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.end()
+
+    @property
+    def dropped_samples(self) -> int:
+        return self.ring.dropped
+
+    @property
+    def done(self) -> bool:
+        return self._ended.is_set() and self.ring.pending() == 0 and self._flushed
+
+    def read(self, timeout: float = 0.1) -> Chunk | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._more.clear()
+            raw = self.ring.read()
+            if raw is not None:
+                start = self._resample.out if self.rate != SAMPLE_RATE else raw.start
+                y = self._resample(raw.samples)
+                return Chunk(start, y) if len(y) else None
+            if self._ended.is_set():
+                if not self._flushed:  # the resampler's last samples
+                    self._flushed = True
+                    start = self._resample.out
+                    y = self._resample(np.zeros(0, np.int16), last=True) if self.rate != SAMPLE_RATE else np.zeros(0, np.int16)
+                    return Chunk(start, y) if len(y) else None
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._more.wait(left)
+
+
 class MicrophoneSource:
     def __init__(self, device: int | str | None, counters: Counters, buffer_seconds: float = 10.0,
                  blocksize: int = 0) -> None:

@@ -1,0 +1,1 @@
+"""ser-serve: many calls at once in one process, from the streams telephony platforms send."""

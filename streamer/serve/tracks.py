@@ -1,0 +1,81 @@
+"""One track of a call (a speaker's audio): what a protocol handler feeds and the results it gets.
+
+A :class:`TrackRunner` takes 16-bit PCM at the platform's rate (``push``, from the event loop
+or any thread: it only copies into a bounded ring), analyses it over the process's shared
+models and hands every result to ``sink`` as the session-log record (``window``,
+``utterance``) plus ``call_id`` and ``track``. ``sink`` is called from a worker thread: an
+asyncio caller passes ``loop.call_soon_threadsafe``-wrapped callbacks. ``close()`` ends the
+audio, finishes the windows held and returns the track's summary (blocking: call it from an
+executor); ``abort()`` stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from streamer.config import Config
+from streamer.live.counters import Counters
+from streamer.live.factory import Models, pipeline_settings
+from streamer.live.pipeline import Pipeline
+from streamer.live.sources import PushSource
+from streamer.live.state import LiveState
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[dict], None]
+
+
+class TrackRunner:
+    def __init__(self, call_id: str, track: str, rate: int, models: Models, cfg: Config, sink: Sink,
+                 transcript: bool = True) -> None:
+        self.call_id, self.track = call_id, track
+        self.counters = Counters()
+        self.source = PushSource(f"{call_id}/{track}", rate, cfg.live.ring_seconds)
+        self._sink = sink
+        self._transcript = transcript
+        self.state = LiveState(self.source.name, models.names, half_life_s=cfg.fusion.half_life_s)
+        self.pipeline = Pipeline(pipeline_settings(cfg, block_when_full=False, channel=track), self.source,
+                                 models.asr_factory(), models.audio, models.text, [self._emit], self.state, self.counters)
+        self._stop = threading.Event()
+        self.summary: dict | None = None
+        self._thread = threading.Thread(target=self._run, name=f"track {call_id}/{track}", daemon=True)
+
+    def _emit(self, result) -> None:
+        record = result.to_record(transcript=self._transcript)
+        record.update(call_id=self.call_id, track=self.track)
+        try:
+            self._sink(record)
+        except Exception:  # a sink's failure must not end the track's analysis
+            log.exception("call %s track %s: a result sink failed", self.call_id, self.track)
+
+    def _run(self) -> None:
+        try:
+            self.summary = self.pipeline.run(self._stop)
+        except Exception as exc:
+            log.exception("call %s track %s: analysis failed", self.call_id, self.track)
+            self.summary = {**self.pipeline.summary(), "error": f"analysis failed: {exc}"}
+
+    def start(self) -> "TrackRunner":
+        self._thread.start()
+        return self
+
+    def push(self, samples: np.ndarray) -> None:
+        """16-bit PCM at the track's rate (never blocks)."""
+        self.source.write(samples)
+
+    def close(self, error: str | None = None, timeout: float | None = None) -> dict:
+        """No more audio: finish what is held, return the summary (blocks up to ``timeout``)."""
+        self.source.end(error)
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # it did not finish in time: stop it
+            self._stop.set()
+            self._thread.join(5.0)
+        return self.summary or self.pipeline.summary()
+
+    def abort(self) -> None:
+        self._stop.set()
+        self.source.end()
