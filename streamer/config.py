@@ -135,6 +135,32 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """ser-serve: where it listens, how many calls it takes, what it keeps."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    audiosocket_port: int = 0  # Asterisk AudioSocket over TCP; 0: off
+    max_calls: int = 16  # calls beyond this are refused (WebSocket close 1013)
+    log_dir: str = ""  # empty: the user's data folder (ser-live/calls)
+    keep_ended_min: float = 30.0  # /api/calls lists calls that ended this recently
+    twilio_auth_token: str = ""  # set: X-Twilio-Signature is checked too
+    max_message_bytes: int = 1_048_576  # a larger message closes the call (1009)
+    idle_timeout_s: float = 20.0  # a client that sends nothing this long is closed
+    shutdown_s: float = 10.0  # SIGTERM: calls are finished and logged within this
+
+    def __post_init__(self) -> None:
+        check("server", "host", isinstance(self.host, str) and bool(self.host.strip()), "an address to listen on")
+        check("server", "port", 0 <= self.port <= 65535, "between 0 and 65535")
+        check("server", "audiosocket_port", 0 <= self.audiosocket_port <= 65535, "between 0 (off) and 65535")
+        check("server", "max_calls", 1 <= self.max_calls <= 10_000, "between 1 and 10000")
+        check("server", "keep_ended_min", 0 <= self.keep_ended_min <= 10_080, "between 0 and 10080 (a week)")
+        check("server", "max_message_bytes", 1024 <= self.max_message_bytes <= 64 * 1_048_576, "between 1 KiB and 64 MiB")
+        check("server", "idle_timeout_s", 1 <= self.idle_timeout_s <= 3600, "between 1 and 3600")
+        check("server", "shutdown_s", 1 <= self.shutdown_s <= 600, "between 1 and 600")
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
@@ -144,6 +170,7 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Config":
