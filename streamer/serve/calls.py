@@ -1,0 +1,456 @@
+"""The calls a ser-serve process holds: admission, one log per call, the live results feed.
+
+One :class:`CallRegistry` per process holds the loaded models and settings. A protocol
+handler (Twilio, vosk, audio-fork, AudioSocket) runs on the event loop and does::
+
+    try:
+        call = await registry.open(call_id, "twilio", meta, tracks=["customer", "agent"])
+    except Refused as exc:
+        await ws.close(code=exc.code, message=exc.reason.encode())   # 1013 when full
+        return
+    try:
+        call.track("customer", 8000).push(pcm_int16)    # never blocks
+        ...
+    finally:
+        await registry.end(call, error=None)             # closes tracks in threads, logs session_end
+
+``registry.subscribe(call_id)`` follows one call's events (``call.partial(track)`` is the
+track's current partial text); ``registry.subscribe()`` follows every call (``/events``).
+Each subscriber has its own bounded queue that drops its oldest event when full (counted),
+so a slow reader never holds up the analysis or another reader.
+
+Results are produced on the tracks' worker threads: the log record is written there
+(flushed per record) and the event is handed to the loop with ``call_soon_threadsafe``.
+Model code and blocking joins never run on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from streamer.config import Config
+from streamer.serve.metrics import Metrics
+from streamer.serve.tracks import TrackRunner
+
+log = logging.getLogger(__name__)
+
+MAX_WINDOWS = 2000  # kept per call for /api/calls/{id} (the log has them all)
+MAX_UTTERANCES = 500
+SUBSCRIBER_QUEUE = 1000  # events a subscriber may fall behind before its oldest are dropped
+CLOSE_TIMEOUT_S = 30.0  # a track given longer than this to finish is stopped
+
+
+class Refused(Exception):
+    """A call that is not taken: ``reason`` (a metrics label) and the WebSocket close ``code``."""
+
+    def __init__(self, reason: str, message: str, code: int = 1013) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.code = reason, message, code
+
+
+class CallLogger(logging.LoggerAdapter):
+    """Log lines that name their call: ``call CA123: ...``."""
+
+    def process(self, msg, kwargs):
+        return f"call {self.extra['call_id']}: {msg}", kwargs
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def safe_name(call_id: str) -> str:
+    """A call id as a file name part.
+
+    >>> safe_name("CA/../x y")
+    'CA_.._x_y'
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", call_id)[:80] or "call"
+
+
+def default_log_dir(cfg: Config) -> Path:
+    if cfg.server.log_dir:
+        return Path(cfg.server.log_dir).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("ser-live")) / "calls"
+
+
+class Subscriber:
+    """One reader of the feed: a bounded queue that drops its oldest event when full.
+
+    >>> s = Subscriber(None, maxsize=2)
+    >>> for i in range(3): s.put({"i": i})
+    >>> [e["i"] for e in s.pending()], s.dropped
+    ([1, 2], 1)
+    """
+
+    def __init__(self, call_id: str | None, maxsize: int = SUBSCRIBER_QUEUE, on_drop=None) -> None:
+        self.call_id = call_id
+        self._items: collections.deque[dict] = collections.deque()
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.closed = False
+        self._more: asyncio.Event | None = None
+        self._on_drop = on_drop
+
+    def _event(self) -> asyncio.Event:
+        if self._more is None:
+            self._more = asyncio.Event()
+        return self._more
+
+    def put(self, event: dict) -> None:
+        if self.closed:
+            return
+        if len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop()
+        self._items.append(event)
+        if self._more is not None:
+            self._more.set()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._more is not None:
+            self._more.set()
+
+    def pending(self) -> list[dict]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def get(self, timeout: float | None = None) -> dict | None:
+        """The next event; None once closed (and drained) or after ``timeout`` seconds."""
+        while not self._items:
+            if self.closed:
+                return None
+            ev = self._event()
+            ev.clear()
+            try:
+                await asyncio.wait_for(ev.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        return self._items.popleft()
+
+
+class Call:
+    """One call: its tracks, log and what it produced so far. Mutated on the loop only
+    (the tracks' threads reach it through ``call_soon_threadsafe``)."""
+
+    def __init__(self, registry: "CallRegistry", call_id: str, source: str, meta: dict, tracks: list[str],
+                 log_path: Path) -> None:
+        from streamer.live.session_log import SessionLog
+
+        self.registry = registry
+        self.id = call_id
+        self.source = source
+        self.meta = meta
+        self.declared_tracks = list(tracks)
+        self.started = now_iso()
+        self.started_mono = time.monotonic()
+        self.ended: str | None = None
+        self.ended_mono: float | None = None
+        self.state = "active"
+        self.error: str | None = None
+        self.log_path = log_path
+        self.session = SessionLog(log_path)
+        self.runners: dict[str, TrackRunner] = {}
+        self.rates: dict[str, int] = {}
+        self.last: dict[str, dict] = {}  # the last window record of each track
+        self.windows: collections.deque[dict] = collections.deque(maxlen=MAX_WINDOWS)
+        self.utterances: collections.deque[dict] = collections.deque(maxlen=MAX_UTTERANCES)
+        self.counts = collections.Counter()
+        self.summaries: dict[str, dict] = {}
+        self.log = CallLogger(log, {"call_id": call_id})
+        self._ending: asyncio.Future | None = None
+
+    # --- what handlers use ------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    @property
+    def tracks(self) -> list[str]:
+        return list(dict.fromkeys([*self.declared_tracks, *self.runners]))
+
+    def track(self, name: str, rate: int) -> TrackRunner:
+        """The track's runner, started on first use at ``rate`` Hz (16-bit mono PCM)."""
+        runner = self.runners.get(name)
+        if runner is not None:
+            if self.rates[name] != int(rate):
+                raise ValueError(f"track {name!r} of call {self.id} runs at {self.rates[name]} Hz, not {rate}")
+            return runner
+        if not self.active:
+            raise RuntimeError(f"call {self.id} has ended: no new track {name!r}")
+        reg = self.registry
+        runner = TrackRunner(self.id, name, int(rate), reg.models, reg.cfg, self._sink, transcript=reg.cfg.live.log_transcript)
+        self.runners[name], self.rates[name] = runner, int(rate)
+        runner.start()
+        self.log.info("track %s started at %d Hz", name, rate)
+        return runner
+
+    def partial(self, track: str) -> str:
+        """The track's current partial (not yet final) transcript; '' when none."""
+        runner = self.runners.get(track)
+        state = getattr(runner, "state", None)
+        return str(getattr(state, "partial", "") or "") if state is not None else ""
+
+    def summary_row(self) -> dict:
+        """One row of ``GET /api/calls``."""
+        return {"call_id": self.id, "source": self.source, "tracks": self.tracks, "started": self.started,
+                "ended": self.ended, "state": self.state, "error": self.error,
+                "windows": self.counts["window"], "utterances": self.counts["utterance"],
+                "last": {t: self.last.get(t) for t in self.tracks}, "log": str(self.log_path)}
+
+    def detail(self) -> dict:
+        """``GET /api/calls/{id}``: the row plus its windows and utterances so far (the last
+        MAX_WINDOWS / MAX_UTTERANCES; the log holds them all)."""
+        return {**self.summary_row(), "meta": self.meta, "partial": {t: self.partial(t) for t in self.runners},
+                "windows": list(self.windows), "utterances": list(self.utterances),
+                "window_count": self.counts["window"], "utterance_count": self.counts["utterance"],
+                "summaries": self.summaries or None}
+
+    # --- results from the tracks' threads ----------------------------------------------------
+    def _sink(self, record: dict) -> None:
+        """On a track's worker thread: log it, then hand it to the loop."""
+        self.session.write(record)
+        t = time.monotonic()
+        try:
+            self.registry.loop.call_soon_threadsafe(self._on_result, record, t)
+        except RuntimeError:  # the loop is closed (the process is going down): the log has it
+            pass
+
+    def _on_result(self, record: dict, t_sink: float) -> None:
+        kind = record.get("type")
+        track = record.get("track")
+        self.counts[kind] += 1
+        event = dict(record)
+        if kind == "window":
+            self.windows.append(record)
+            self.last[track] = record
+            # window close -> result (the pipeline's latency) + result -> here (the hand-over)
+            latency_s = float(record.get("latency_ms") or 0.0) / 1e3 + (time.monotonic() - t_sink)
+            event["feed_latency_ms"] = round(latency_s * 1e3, 1)
+            self.registry.metrics.windows.inc()
+            self.registry.metrics.latency.observe(latency_s)
+        elif kind == "utterance":
+            self.utterances.append(record)
+            self.registry.metrics.utterances.inc()
+        self.registry.publish(event)
+
+
+class CallRegistry:
+    """Every call of the process. ``loop`` (where handlers run) defaults to the running loop
+    of the first :meth:`open`."""
+
+    def __init__(self, models, cfg: Config, log_dir: str | Path | None = None, metrics: Metrics | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.models = models
+        self.cfg = cfg
+        self.log_dir = Path(log_dir).expanduser() if log_dir else default_log_dir(cfg)
+        self.metrics = metrics or Metrics()
+        self.loop = loop
+        self.calls: dict[str, Call] = {}  # active and recently ended, by id
+        self.subscribers: set[Subscriber] = set()
+        self.accepting = True
+        self.refused = collections.Counter()
+        self.total = 0
+        # closing a track joins its threads: never on the loop, and enough workers that a
+        # shutdown closes every track at once
+        self.executor = ThreadPoolExecutor(max_workers=2 * cfg.server.max_calls + 4, thread_name_prefix="ser-close")
+        self.metrics.watch(self._live_stats)
+
+    # --- admission ------------------------------------------------------------------------
+    @property
+    def active_calls(self) -> list[Call]:
+        return [c for c in self.calls.values() if c.state != "ended"]
+
+    def refuse(self, reason: str, message: str, code: int = 1013) -> Refused:
+        self.refused[reason] += 1
+        self.metrics.refused.labels(reason=reason).inc()
+        log.warning("refused a call: %s", message)
+        return Refused(reason, message, code)
+
+    async def open(self, call_id: str | None, source: str, meta: dict | None = None,
+                   tracks: list[str] | None = None) -> Call:
+        """Admit a call (raises :class:`Refused`), open its log, write ``session_start``
+        and announce ``call_start``. ``call_id`` None or empty: a generated one."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        if not self.accepting:
+            raise self.refuse("shutting_down", "the server is shutting down", 1001)
+        if len(self.active_calls) >= self.cfg.server.max_calls:
+            raise self.refuse("max_calls", f"the server is at its limit of {self.cfg.server.max_calls} calls "
+                              "([server] max_calls, --max-calls)", 1013)
+        call_id = str(call_id).strip() if call_id else ""
+        if not call_id:
+            call_id = uuid.uuid4().hex
+        old = self.calls.get(call_id)
+        if old is not None and old.state != "ended":
+            raise self.refuse("duplicate", f"call {call_id} is already being analysed", 1008)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = self.log_dir / f"{stamp}-{safe_name(call_id)}.ndjson"
+        n = 1
+        while path.exists():
+            n += 1
+            path = self.log_dir / f"{stamp}-{safe_name(call_id)}-{n}.ndjson"
+        call = Call(self, call_id, source, dict(meta or {}), list(tracks or []), path)
+        self.calls.pop(call_id, None)  # an ended call of that id gives way
+        self.calls[call_id] = call
+        self.total += 1
+        self.metrics.calls.labels(source=source).inc()
+        self.metrics.active.set(len(self.active_calls))
+        start = {"type": "session_start", "time": call.started, "call_id": call_id, "source": source,
+                 "tracks": call.declared_tracks, "meta": call.meta, "models": self.models.names}
+        call.session.write({**start, "config": asdict(self.cfg)})
+        self.publish({**start, "type": "call_start", "track": None})
+        call.log.info("started (%s, tracks %s), log %s", source, ", ".join(call.declared_tracks) or "-", path)
+        self._prune()
+        return call
+
+    # --- ending ---------------------------------------------------------------------------
+    async def end(self, call: Call, error: str | None = None, interrupted: bool = False) -> None:
+        """No more audio: close every track (in threads), write ``session_end``, announce
+        ``call_end``. Safe to call more than once (later calls wait for the first)."""
+        if call._ending is not None:
+            await asyncio.shield(call._ending)
+            return
+        call._ending = self.loop.create_future()
+        call.state = "ending"
+        try:
+            if error:
+                call.error = error
+                self.publish({"type": "error", "call_id": call.id, "track": None, "error": error,
+                              "time": now_iso()})
+                call.log.warning("%s", error)
+            names = list(call.runners)
+            results = await asyncio.gather(*(self.loop.run_in_executor(self.executor, call.runners[n].close, error,
+                                                                         CLOSE_TIMEOUT_S) for n in names),
+                                           return_exceptions=True)
+            for name, res in zip(names, results):
+                if isinstance(res, BaseException):
+                    res = {"error": f"closing the track failed: {res}"}
+                call.summaries[name] = res
+                if res.get("error"):
+                    self.metrics.errors.inc()
+                    self.publish({"type": "error", "call_id": call.id, "track": name, "error": res["error"],
+                                  "time": now_iso()})
+                    if not call.error:
+                        call.error = f"track {name}: {res['error']}"
+                counters = res.get("counters") or {}
+                self.metrics.ended_dropped_audio_s += counters.get("audio_dropped_samples", 0) / call.rates[name]
+                self.metrics.ended_windows_dropped += counters.get("windows_dropped", 0) + counters.get("asr_windows_dropped", 0)
+            call.ended = now_iso()
+            call.ended_mono = time.monotonic()
+            end = {"type": "session_end", "time": call.ended, "call_id": call.id, "source": call.source,
+                   "tracks": call.summaries, "duration_s": round(call.ended_mono - call.started_mono, 3),
+                   "windows": call.counts["window"], "utterances": call.counts["utterance"],
+                   "words": sum(int(s.get("words") or 0) for s in call.summaries.values()),
+                   "stream_s": max([float(s.get("stream_s") or 0.0) for s in call.summaries.values()] or [0.0]),
+                   "interrupted": interrupted, "error": call.error}
+            await self.loop.run_in_executor(self.executor, _write_and_close, call.session, end)
+            call.state = "ended"
+            self.metrics.active.set(len(self.active_calls))
+            self.publish({**end, "type": "call_end", "track": None})
+            call.log.info("ended: %d windows, %d utterances%s", call.counts["window"], call.counts["utterance"],
+                          f", error: {call.error}" if call.error else "")
+        finally:
+            call.state = "ended"
+            call._ending.set_result(None)
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, end every call (windows held are finished) within ``timeout`` s."""
+        self.accepting = False
+        calls = self.active_calls
+        if calls:
+            log.warning("shutting down: ending %d call(s)", len(calls))
+            done, pending = await asyncio.wait([asyncio.ensure_future(self.end(c, interrupted=True)) for c in calls],
+                                               timeout=timeout)
+            for c in calls:
+                if c.state != "ended":  # past the deadline: stop its tracks, still log its end
+                    for r in c.runners.values():
+                        r.abort()
+                    c.log.warning("did not finish within %.0f s; stopped", timeout)
+                    msg = f"stopped: the call did not finish within shutdown_s ({timeout:.0f} s)"
+                    _write_and_close(c.session, {"type": "session_end", "time": now_iso(), "call_id": c.id,
+                                                 "source": c.source, "tracks": c.summaries,
+                                                 "windows": c.counts["window"], "utterances": c.counts["utterance"],
+                                                 "interrupted": True, "error": msg})
+        for s in list(self.subscribers):
+            s.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- the feed -------------------------------------------------------------------------
+    def subscribe(self, call_id: str | None = None, maxsize: int = SUBSCRIBER_QUEUE) -> Subscriber:
+        """Follow one call's events (``call_id``) or every call's (None). Unsubscribe when done."""
+        sub = Subscriber(call_id, maxsize, on_drop=self.metrics.events_dropped.inc)
+        self.subscribers.add(sub)
+        self.metrics.subscribers.set(len(self.subscribers))
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        sub.close()
+        self.subscribers.discard(sub)
+        self.metrics.subscribers.set(len(self.subscribers))
+
+    def publish(self, event: dict) -> None:
+        for sub in list(self.subscribers):
+            if sub.call_id is None or sub.call_id == event.get("call_id"):
+                sub.put(event)
+
+    # --- listing --------------------------------------------------------------------------
+    def _prune(self) -> None:
+        keep_s = self.cfg.server.keep_ended_min * 60
+        now = time.monotonic()
+        for cid, c in list(self.calls.items()):
+            if c.state == "ended" and c.ended_mono is not None and now - c.ended_mono > keep_s:
+                del self.calls[cid]
+
+    def listing(self) -> list[dict]:
+        self._prune()
+        return [c.summary_row() for c in self.calls.values()]
+
+    def get(self, call_id: str) -> Call | None:
+        self._prune()
+        return self.calls.get(call_id)
+
+    def _live_stats(self) -> dict:
+        """For /metrics at scrape time: drops and queue depths over the active calls."""
+        audio_s, windows, ring_s, emo, asr = 0.0, 0, 0.0, 0, 0
+        for c in list(self.calls.values()):
+            if c.state == "ended":
+                continue
+            for name, r in list(c.runners.items()):
+                rate = c.rates[name]
+                src = getattr(r, "source", None)
+                if src is not None:
+                    audio_s += getattr(src, "dropped_samples", 0) / rate
+                    ring = getattr(src, "ring", None)
+                    ring_s += ring.pending() / rate if ring is not None else 0.0
+                counters = r.counters.snapshot() if hasattr(r, "counters") else {}
+                windows += counters.get("windows_dropped", 0) + counters.get("asr_windows_dropped", 0)
+                p = getattr(r, "pipeline", None)
+                emo += len(getattr(p, "emo_q", ()) or ())
+                asr += len(getattr(p, "asr_q", ()) or ())
+        events = sum(len(s) for s in list(self.subscribers))
+        return {"dropped_audio_s": audio_s, "windows_dropped": windows,
+                "queues": {"audio_s": round(ring_s, 3), "windows": emo, "asr": asr, "events": events}}
+
+
+def _write_and_close(session, record: dict) -> None:
+    session.write(record)
+    session.close()

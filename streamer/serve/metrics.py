@@ -1,0 +1,79 @@
+"""ser-serve's Prometheus metrics (``GET /metrics``), one registry per server.
+
+Counters and the latency histogram are updated on the event loop as events happen; what
+lives inside the tracks (audio dropped by a full ring, windows dropped by a full queue,
+queue depths) is read at scrape time by a collector, so nothing is polled in between.
+
+>>> m = Metrics(); m.refused.labels(reason="max_calls").inc(); m.active.set(2)
+>>> text = m.render().decode()
+>>> 'ser_serve_calls_refused_total{reason="max_calls"} 1.0' in text, "ser_serve_active_calls 2.0" in text
+(True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Window close (the VAD cut it) to its event leaving for the /events feed, in seconds.
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.active = Gauge("ser_serve_active_calls", "Calls being analysed now", registry=r)
+        self.calls = Counter("ser_serve_calls", "Calls accepted, by protocol", ["source"], registry=r)
+        self.refused = Counter("ser_serve_calls_refused", "Calls refused, by reason", ["reason"], registry=r)
+        self.closed = Counter("ser_serve_connections_closed", "Connections the server closed for bad input or auth, "
+                              "by protocol and WebSocket close code", ["source", "code"], registry=r)
+        self.windows = Counter("ser_serve_windows", "Windows analysed", registry=r)
+        self.utterances = Counter("ser_serve_utterances", "Utterances closed", registry=r)
+        self.errors = Counter("ser_serve_track_errors", "Tracks that ended with an analysis error", registry=r)
+        self.latency = Histogram("ser_serve_window_latency_seconds",
+                                 "Window close to its event on the /events feed", buckets=LATENCY_BUCKETS, registry=r)
+        self.events_dropped = Counter("ser_serve_events_dropped", "Feed events dropped because a subscriber "
+                                      "read too slowly (oldest first)", registry=r)
+        self.subscribers = Gauge("ser_serve_event_subscribers", "Clients on /events (and handlers following a call)",
+                                 registry=r)
+        self._live: Callable[[], dict] | None = None
+        r.register(_TrackCollector(self))
+        # what ended calls dropped, so the totals do not fall when a call ends
+        self.ended_dropped_audio_s = 0.0
+        self.ended_windows_dropped = 0
+
+    def watch(self, live: Callable[[], dict]) -> None:
+        """``live()`` -> {"dropped_audio_s", "windows_dropped", "queues": {name: depth}} of the calls now."""
+        self._live = live
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _TrackCollector:
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def describe(self) -> Iterable:
+        return []
+
+    def collect(self) -> Iterable:
+        live = self.m._live() if self.m._live is not None else {}
+        audio = CounterMetricFamily("ser_serve_audio_dropped_seconds", "Audio dropped because analysis fell behind "
+                                    "(a track's ring was full), seconds at the track's rate")
+        audio.add_metric([], self.m.ended_dropped_audio_s + live.get("dropped_audio_s", 0.0))
+        yield audio
+        win = CounterMetricFamily("ser_serve_windows_dropped", "Windows dropped unanalysed because a track's queue "
+                                  "was full (oldest first)")
+        win.add_metric([], self.m.ended_windows_dropped + live.get("windows_dropped", 0))
+        yield win
+        q = GaugeMetricFamily("ser_serve_queue_depth", "Items waiting, summed over active calls: audio (seconds in "
+                              "the tracks' rings), windows (for the emotion worker), asr (for the recogniser), "
+                              "events (in subscribers' queues)", labels=["queue"])
+        for name, depth in sorted(live.get("queues", {}).items()):
+            q.add_metric([name], depth)
+        yield q
