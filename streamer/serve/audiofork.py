@@ -1,0 +1,144 @@
+"""``WS /audio-fork``: FreeSWITCH mod_audio_fork (WebSocket subprotocol ``audio.drachtio.org``).
+
+``uuid_audio_fork <uuid> start <ws-url> <mix-type> <rate> <metadata>`` connects, sends the
+metadata JSON as the first (text) frame, then binary L16: 16-bit little-endian PCM (the host's
+order, as FreeSWITCH hands it over), 20 ms a frame. The metadata is the dialplan's own JSON, so
+what it carries is agreed with whoever writes the dialplan; this server reads:
+
+- ``sampleRate``: 8000 or 16000 (also ``"8k"``/``"16k"``), default 8000;
+- ``channels``: 1 or 2, default 1 (``mixType: "stereo"`` also means 2);
+- ``callId`` (else ``callSid``, as jambonz sends it): the call's id; none: a generated one.
+
+Stereo is the caller on the left and the callee on the right: tracks ``customer`` and
+``agent``. Mono is ``customer`` (mod_audio_fork's ``mono`` is the caller only), or ``mixed``
+when ``mixType`` says so. Text frames after the metadata must be JSON and are ignored.
+
+>>> f = parse_metadata('{"callId": "abc", "sampleRate": 16000, "channels": 2}')
+>>> f.call_id, f.rate, f.tracks
+('abc', 16000, ('customer', 'agent'))
+>>> parse_metadata('{}').rate, parse_metadata('{}').tracks, parse_metadata('{}').call_id
+(8000, ('customer',), None)
+>>> import numpy as np
+>>> left, right = split(np.array([1, -1, 2, -2], "<i2").tobytes(), 2)
+>>> left.tolist(), right.tolist()
+([1, 2], [-1, -2])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiohttp import WSMsgType
+
+from streamer.serve import wire
+from streamer.serve.wire import BAD_DATA, GOING_AWAY, INTERNAL, NORMAL, UNSUPPORTED, ProtocolError
+
+log = logging.getLogger(__name__)
+
+SOURCE = "audio-fork"
+SUBPROTOCOL = "audio.drachtio.org"
+RATES = (8000, 16000)
+STEREO_TRACKS = ("customer", "agent")  # caller left, callee right
+
+
+@dataclass(frozen=True)
+class ForkFormat:
+    rate: int = 8000
+    channels: int = 1
+    call_id: str | None = None
+    tracks: tuple[str, ...] = ("customer",)
+    meta: dict = field(default_factory=dict)
+
+
+def _rate(value) -> int:
+    if isinstance(value, str):
+        v = value.strip().lower()
+        value = {"8k": 8000, "16k": 16000}.get(v, v)
+        try:
+            value = int(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in RATES:
+        raise ProtocolError(BAD_DATA, f"metadata sampleRate {value!r}: mod_audio_fork sends 8000 or 16000")
+    return int(value)
+
+
+def parse_metadata(text: str) -> ForkFormat:
+    """The first frame's metadata JSON -> the stream's format and call id."""
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(BAD_DATA, f"the metadata is not JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise ProtocolError(BAD_DATA, "the metadata must be a JSON object")
+    rate = _rate(meta["sampleRate"]) if "sampleRate" in meta else 8000
+    mix = str(meta.get("mixType", "")).lower()
+    channels = meta.get("channels", 2 if mix == "stereo" else 1)
+    if isinstance(channels, str) and channels.strip().isdigit():
+        channels = int(channels)
+    if isinstance(channels, bool) or channels not in (1, 2):
+        raise ProtocolError(BAD_DATA, f"metadata channels {channels!r}: 1 (mono) or 2 (caller left, callee right)")
+    call_id = meta.get("callId") or meta.get("callSid")
+    tracks = STEREO_TRACKS if channels == 2 else (("mixed",) if mix == "mixed" else ("customer",))
+    return ForkFormat(rate, int(channels), str(call_id) if call_id else None, tracks, meta)
+
+
+def split(data: bytes, channels: int) -> list[np.ndarray]:
+    """A binary L16 frame -> one int16 array per channel (interleaved when stereo)."""
+    if len(data) % (2 * channels):
+        raise ProtocolError(BAD_DATA, f"an audio frame of {len(data)} bytes is not whole 16-bit "
+                            f"{'stereo' if channels == 2 else 'mono'} samples")
+    x = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+    if channels == 1:
+        return [x]
+    return [x[0::2], x[1::2]]
+
+
+async def run(ws, registry, idle_s: float) -> None:
+    """Serve one mod_audio_fork connection on a prepared WebSocket (the token was checked)."""
+    from streamer.serve.calls import Refused
+
+    first = await wire.receive(ws, idle_s) if not ws.closed else None
+    if first is None:
+        return
+    try:
+        if first.type is not WSMsgType.TEXT:
+            raise ProtocolError(UNSUPPORTED, "the first message must be the metadata JSON (text), then binary L16")
+        fmt = parse_metadata(first.data)
+    except ProtocolError as exc:
+        await wire.close(ws, exc.code, exc.reason)
+        return
+    try:
+        call = await registry.open(fmt.call_id, SOURCE, fmt.meta, tracks=list(fmt.tracks))
+    except Refused as exc:
+        await wire.close(ws, exc.code, exc.message)
+        return
+    runners = [call.track(t, fmt.rate) for t in fmt.tracks]
+    error, code, reason = None, NORMAL, "end of stream"
+    try:
+        while True:
+            msg = await wire.receive(ws, idle_s)
+            if msg is None:  # mod_audio_fork closes the socket when the fork stops
+                break
+            if not call.active:
+                code, reason = GOING_AWAY, "the call was ended by the server (shutting down)"
+                break
+            if msg.type is WSMsgType.TEXT:
+                try:
+                    json.loads(msg.data)
+                except ValueError as exc:
+                    raise ProtocolError(BAD_DATA, f"a text frame that is not JSON ({exc.msg})") from None
+                continue
+            for runner, samples in zip(runners, split(msg.data, fmt.channels)):
+                runner.push(samples)
+    except ProtocolError as exc:
+        error, code, reason = exc.reason, exc.code, exc.reason
+    except Exception as exc:
+        log.exception("call %s: audio-fork handler failed", call.id)
+        error, code, reason = f"server error: {exc}", INTERNAL, "server error (see the server's log)"
+    finally:
+        await wire.close(ws, code, reason)
+        await registry.end(call, error=error)

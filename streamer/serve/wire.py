@@ -1,0 +1,85 @@
+"""What the WebSocket protocol handlers share: close codes, the error that closes a call, and a
+WebSocket response whose every close carries a reason.
+
+A handler raises :class:`ProtocolError` (code and reason) for bad input; the loop around it
+closes the socket with that code and reason, and the call ends with that error. Close codes
+(RFC 6455, section 7.4.1), as the handlers use them:
+
+====  ==================  ===========================================================
+1000  NORMAL              the stream ended (``stop``, ``{"eof" : 1}``, hangup)
+1001  GOING_AWAY          the server is shutting down
+1003  UNSUPPORTED         a binary frame where text is expected, or the reverse
+1007  BAD_DATA            malformed JSON, bad base64, bad metadata, a bad audio length
+1008  POLICY              wrong or missing token, unknown events or tracks, out of order
+1009  TOO_BIG             a message over ``[server] max_message_bytes``
+1011  INTERNAL            the server failed (its log says why)
+1013  TRY_LATER           the server is full (``[server] max_calls``)
+====  ==================  ===========================================================
+
+>>> close_reason("x" * 200).__len__() <= 123
+True
+>>> ProtocolError(BAD_DATA, "not JSON").code
+1007
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import WSMsgType, web
+
+NORMAL, GOING_AWAY, UNSUPPORTED, BAD_DATA, POLICY, TOO_BIG, INTERNAL, TRY_LATER = (
+    1000, 1001, 1003, 1007, 1008, 1009, 1011, 1013)
+
+_MAX_REASON = 123  # bytes: a close frame's payload is at most 125, two of them the code
+
+
+class ProtocolError(Exception):
+    """Bad input from the platform: close the socket with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def close_reason(text: str) -> bytes:
+    """``text`` as a close frame's reason: UTF-8, cut to 123 bytes on a character boundary."""
+    raw = text.encode("utf-8")
+    if len(raw) <= _MAX_REASON:
+        return raw
+    return raw[:_MAX_REASON].decode("utf-8", "ignore").encode("utf-8")
+
+
+class ReasonedWebSocket(web.WebSocketResponse):
+    """aiohttp closes a socket itself when a message is too big or a frame is malformed, and
+    then gives no reason: this one names it."""
+
+    def __init__(self, *args, max_msg_size: int = 1_048_576, **kwargs) -> None:
+        super().__init__(*args, max_msg_size=max_msg_size, **kwargs)
+        self._limit = max_msg_size
+
+    async def close(self, *, code: int = NORMAL, message: bytes = b"", drain: bool = True) -> bool:
+        if not message and code == TOO_BIG:
+            message = close_reason(f"a message over {self._limit} bytes ([server] max_message_bytes)")
+        elif not message and code not in (NORMAL, GOING_AWAY) and self.exception() is not None:
+            message = close_reason(str(self.exception()))
+        elif not message and code == 1002:
+            message = b"WebSocket protocol error"
+        return await super().close(code=code, message=message, drain=drain)
+
+
+async def receive(ws: web.WebSocketResponse, idle_s: float):
+    """The next data message (TEXT or BINARY); None when the peer closed or the socket failed.
+    Raises :class:`ProtocolError` when nothing came for ``idle_s`` seconds."""
+    try:
+        msg = await ws.receive(timeout=idle_s)
+    except asyncio.TimeoutError:
+        raise ProtocolError(POLICY, f"nothing received for {idle_s:g} s ([server] idle_timeout_s)") from None
+    if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return msg
+    return None  # CLOSE, CLOSING, CLOSED or ERROR (aiohttp has closed it, with a reason above)
+
+
+async def close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+    if not ws.closed:
+        await ws.close(code=code, message=close_reason(reason))
