@@ -1,0 +1,172 @@
+"""Shared inference services: one object per model per process, batching across streams.
+
+A :class:`BatchService` runs a model's batch entry point on a worker thread of its own.
+A request is taken at once when the worker is free; requests that arrive while a batch runs
+go together in the next one (up to ``max_batch``). When more than one stream uses the
+service, the worker waits at most ``max_wait_s`` for company before a batch; a stream alone
+never waits. A batch that fails is run again item by item, so one bad input fails only its
+own request.
+
+>>> svc = BatchService("double", lambda xs: [2 * x for x in xs])
+>>> svc(21), svc.submit(4).result(timeout=5)
+(42, 8)
+>>> svc.close()
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class BatchService(Generic[In, Out]):
+    def __init__(self, name: str, run_batch: Callable[[list[In]], Sequence[Out]], max_batch: int = 8,
+                 max_wait_s: float = 0.003) -> None:
+        self.name = name
+        self.run_batch = run_batch
+        self.max_batch = max(1, max_batch)
+        self.max_wait_s = max_wait_s
+        self.clients = 0  # streams using the service (they wait for company only when > 1)
+        self._pending: collections.deque[tuple[In, Future]] = collections.deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.batches = 0  # statistics
+        self.items = 0
+        self.largest = 0
+
+    # --- clients ---------------------------------------------------------------------------
+    def attach(self) -> None:
+        with self._cond:
+            self.clients += 1
+
+    def detach(self) -> None:
+        with self._cond:
+            self.clients = max(0, self.clients - 1)
+
+    def submit(self, item: In) -> "Future[Out]":
+        fut: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"the {self.name} service is closed")
+            self._pending.append((item, fut))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=f"service {self.name}", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return fut
+
+    def __call__(self, item: In) -> Out:
+        return self.submit(item).result()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (for /metrics)."""
+        with self._cond:
+            return len(self._pending)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    # --- the worker ------------------------------------------------------------------------
+    def _take(self) -> list[tuple[In, Future]] | None:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if not self._pending:
+                return None
+            if self.clients > 1 and len(self._pending) < self.max_batch and self.max_wait_s > 0:
+                self._cond.wait_for(lambda: len(self._pending) >= self.max_batch or self._closed, self.max_wait_s)
+            n = min(self.max_batch, len(self._pending))
+            return [self._pending.popleft() for _ in range(n)]
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            batch = [(x, f) for x, f in batch if f.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                outs = list(self.run_batch([x for x, _ in batch]))
+                if len(outs) != len(batch):
+                    raise RuntimeError(f"{self.name}: {len(outs)} results for {len(batch)} inputs")
+                ms = (time.perf_counter() - t0) * 1e3
+                for (_, f), out in zip(batch, outs):
+                    f.compute_ms = ms  # the batch's time, for the window's timings
+                    f.set_result(out)
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0][1].set_exception(exc)
+                else:
+                    log.debug("%s: a batch of %d failed (%s); running each alone", self.name, len(batch), exc)
+                    for x, f in batch:
+                        try:
+                            f.set_result(self.run_batch([x])[0])
+                        except Exception as one:
+                            f.set_exception(one)
+            self.batches += 1
+            self.items += len(batch)
+            self.largest = max(self.largest, len(batch))
+
+
+def _batch_of(model, batch_name: str = "predict_batch") -> Callable[[list], Sequence]:
+    batch = getattr(model, batch_name, None)
+    if batch is not None:
+        return batch
+    return lambda xs: [model.predict(x) for x in xs]
+
+
+@dataclass
+class Services:
+    """The process's shared inference: the audio emotion model and the text model (None: no
+    text branch). Speech recognition is shared inside the engines: one Whisper model whose
+    decodes are batched across streams (``streamer.asr.decode.Batcher``), or one Vosk model
+    with a recogniser per stream."""
+
+    audio: BatchService
+    text: BatchService | None
+
+    def attach(self) -> None:
+        for s in (self.audio, self.text):
+            if s is not None:
+                s.attach()
+
+    def detach(self) -> None:
+        for s in (self.audio, self.text):
+            if s is not None:
+                s.detach()
+
+
+_shared: dict[tuple[int, int], Services] = {}
+_lock = threading.Lock()
+
+
+def services_for(audio_model, text_model, max_batch: int = 8, max_wait_s: float = 0.003) -> Services:
+    """The one :class:`Services` of these model objects in this process (made on first use)."""
+    key = (id(audio_model), id(text_model))
+    with _lock:
+        svc = _shared.get(key)
+        if svc is None:
+            svc = Services(BatchService("audio", _batch_of(audio_model), max_batch, max_wait_s),
+                           None if text_model is None else BatchService("text", _batch_of(text_model), max_batch, max_wait_s))
+            svc._models = (audio_model, text_model)  # keep them alive as long as the key is used
+            _shared[key] = svc
+        return svc
