@@ -106,3 +106,14 @@ def test_text_training_recipe_uses_the_same_builder(tmp_path):
     path.write_text("lr = '1e-3'\n")
     with pytest.raises(ConfigError, match="text training config lr: expected float"):
         TextTrainConfig.load(path)
+
+
+def test_config_imports_no_shell_or_live_module():
+    """The import graph runs one way: settings know nothing of the live pipeline or the shells."""
+    import subprocess
+    import sys
+
+    code = ("import sys, streamer.config; "
+            "print(sorted(m for m in sys.modules if m.startswith(('streamer.live', 'streamer.cli', 'streamer.serve', 'streamer.ui'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
