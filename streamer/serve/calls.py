@@ -429,8 +429,10 @@ class CallRegistry:
         return self.calls.get(call_id)
 
     def _live_stats(self) -> dict:
-        """For /metrics at scrape time: drops and queue depths over the active calls."""
-        audio_s, windows, ring_s, emo, asr = 0.0, 0, 0.0, 0, 0
+        """For /metrics at scrape time: drops and queue depths over the active calls. Read
+        defensively: these are the tracks' internals, which may change shape."""
+        audio_s, windows, ring_s = 0.0, 0, 0.0
+        lane = collections.Counter()
         for c in list(self.calls.values()):
             if c.state == "ended":
                 continue
@@ -443,12 +445,21 @@ class CallRegistry:
                     ring_s += ring.pending() / rate if ring is not None else 0.0
                 counters = r.counters.snapshot() if hasattr(r, "counters") else {}
                 windows += counters.get("windows_dropped", 0) + counters.get("asr_windows_dropped", 0)
-                p = getattr(r, "pipeline", None)
-                emo += len(getattr(p, "emo_q", ()) or ())
-                asr += len(getattr(p, "asr_q", ()) or ())
-        events = sum(len(s) for s in list(self.subscribers))
-        return {"dropped_audio_s": audio_s, "windows_dropped": windows,
-                "queues": {"audio_s": round(ring_s, 3), "windows": emo, "asr": asr, "events": events}}
+                q = getattr(getattr(getattr(r, "pipeline", None), "session", None), "lane", None)
+                for kind, n in dict(getattr(q, "_count", {}) or {}).items():
+                    lane[kind] += n
+        queues = {"audio_s": round(ring_s, 3), "track_windows": lane["window"], "track_chunks": lane["chunk"],
+                  "events": sum(len(s) for s in list(self.subscribers))}
+        try:
+            from streamer.core.services import services_for
+
+            svc = services_for(self.models.audio, self.models.text)
+            queues["audio_model"] = svc.audio.depth()
+            if svc.text is not None:
+                queues["text_model"] = svc.text.depth()
+        except Exception:  # no shared services in this build: no figure
+            pass
+        return {"dropped_audio_s": audio_s, "windows_dropped": windows, "queues": queues}
 
 
 def _write_and_close(session, record: dict) -> None:

@@ -71,9 +71,10 @@ class _TrackCollector:
                                   "was full (oldest first)")
         win.add_metric([], self.m.ended_windows_dropped + live.get("windows_dropped", 0))
         yield win
-        q = GaugeMetricFamily("ser_serve_queue_depth", "Items waiting, summed over active calls: audio (seconds in "
-                              "the tracks' rings), windows (for the emotion worker), asr (for the recogniser), "
-                              "events (in subscribers' queues)", labels=["queue"])
+        q = GaugeMetricFamily("ser_serve_queue_depth", "Items waiting: audio_s (seconds of audio in the tracks' "
+                              "rings), track_windows and track_chunks (in the tracks' lanes), audio_model and "
+                              "text_model (requests at the shared models), events (in subscribers' queues)",
+                              labels=["queue"])
         for name, depth in sorted(live.get("queues", {}).items()):
             q.add_metric([name], depth)
         yield q

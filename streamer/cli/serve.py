@@ -1,0 +1,121 @@
+"""ser-serve: many phone calls at once in one process (Twilio Media Streams, the vosk-server
+protocol, FreeSWITCH mod_audio_fork, Asterisk AudioSocket), the models shared across calls;
+results on a live WebSocket feed (/events), a JSON API and one NDJSON log per call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from streamer.cli import run_main
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ser-serve", description=__doc__)
+    ap.add_argument("--host", default=None, help="address to listen on (default: [server] host, 127.0.0.1; any other "
+                    "address needs a token)")
+    ap.add_argument("--port", type=int, default=None, help="port for every HTTP/WebSocket endpoint (default: [server] "
+                    "port, 8765; 0: a free port, printed)")
+    ap.add_argument("--config", type=Path, default=None, help="settings file (default: the shipped config.toml; flags "
+                    "override it)")
+    ap.add_argument("--max-calls", type=int, default=None, help="calls at once; more are refused with close 1013 "
+                    "(default: [server] max_calls, 16)")
+    ap.add_argument("--log-dir", type=Path, default=None, help="folder of the per-call NDJSON logs (default: [server] "
+                    "log_dir, else ~/.local/share/ser-live/calls)")
+    ap.add_argument("--token-file", type=Path, default=None, help="file whose first line is the token clients must send "
+                    "(default: $SER_SERVE_TOKEN; none: loopback only)")
+    ap.add_argument("--audiosocket-port", type=int, default=None, help="also take Asterisk AudioSocket calls over TCP on "
+                    "this port (default: [server] audiosocket_port, 0: off)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every call's start and end (default: warnings only)")
+    return ap
+
+
+def settings(args):
+    """The Config with the flags applied (ConfigError when out of range)."""
+    from streamer.config import Config
+
+    cfg = Config.load(args.config)
+    flags = {"host": args.host, "port": args.port, "max_calls": args.max_calls,
+             "log_dir": str(args.log_dir) if args.log_dir else None, "audiosocket_port": args.audiosocket_port}
+    server = replace(cfg.server, **{k: v for k, v in flags.items() if v is not None})  # ranges checked again
+    return replace(cfg, server=server)
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    if args.verbose:
+        logging.getLogger("streamer").setLevel(logging.INFO)
+    from streamer.serve.auth import check_listen, load_token
+
+    cfg = settings(args)
+    token = load_token(args.token_file)
+    note = check_listen(cfg.server.host, token)  # off loopback without a token: SerError, exit 2
+    if note:
+        print(f"ser-serve: {note}", file=sys.stderr, flush=True)
+    print("ser-serve: loading models (once, shared by every call; the first start also builds the text model, "
+          "about 10 s)...", file=sys.stderr, flush=True)
+    import torch
+
+    from streamer.live.factory import load_models, warm_up
+
+    torch.set_num_threads(cfg.audio.threads)
+    models = load_models(cfg)
+    warm_up(models)
+    print(f"ser-serve: models: {', '.join(f'{k} {v}' for k, v in models.names.items())}", file=sys.stderr, flush=True)
+    return asyncio.run(serve(models, cfg, token))
+
+
+async def serve(models, cfg, token: str | None) -> int:
+    from streamer.serve.app import make_app, start
+    from streamer.serve.auth import Auth
+    from streamer.serve.calls import CallRegistry
+
+    loop = asyncio.get_running_loop()
+    registry = CallRegistry(models, cfg, loop=loop)
+    app = make_app(registry, Auth(token, cfg.server.twilio_auth_token))
+    runner, port = await start(app, cfg.server.host, cfg.server.port, shutdown_timeout=1.0)
+    audiosocket = None
+    if cfg.server.audiosocket_port:
+        try:
+            from streamer.serve.audiosocket import serve_audiosocket
+        except ImportError as exc:
+            await runner.cleanup()
+            from streamer.errors import SerError
+
+            raise SerError(f"--audiosocket-port: AudioSocket support is not available ({exc})") from exc
+        audiosocket = await serve_audiosocket(registry, cfg.server.host, cfg.server.audiosocket_port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host = f"[{cfg.server.host}]" if ":" in cfg.server.host else cfg.server.host
+    print(f"ser-serve: listening on http://{host}:{port} (/twilio /vosk /audio-fork /events /api/calls /metrics "
+          f"/healthz); logs in {registry.log_dir}"
+          + (f"; AudioSocket on port {cfg.server.audiosocket_port}" if audiosocket else ""), file=sys.stderr, flush=True)
+    await stop.wait()
+    print(f"ser-serve: stopping: finishing {len(registry.active_calls)} call(s)...", file=sys.stderr, flush=True)
+    registry.accepting = False
+    if audiosocket is not None:
+        audiosocket.close()
+    try:
+        # on_shutdown ends every call (session_end written) within shutdown_s
+        await asyncio.wait_for(runner.cleanup(), cfg.server.shutdown_s + 2.0)
+    except asyncio.TimeoutError:
+        print("ser-serve: shutdown took too long; some connections were cut", file=sys.stderr, flush=True)
+    ended = sum(1 for c in registry.calls.values() if c.state == "ended")
+    print(f"ser-serve: stopped ({registry.total} calls served, {ended} logged as ended)", file=sys.stderr, flush=True)
+    return 0
+
+
+def entry() -> None:
+    run_main(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,198 @@
+"""ser-serve's HTTP and WebSocket endpoints, all on one port (aiohttp).
+
+- ``GET /healthz`` (no token): ``{"status": "ok", ...}``.
+- ``GET /metrics``: Prometheus text (:mod:`streamer.serve.metrics`).
+- ``GET /api/calls``: active calls and those that ended in the last ``[server] keep_ended_min``
+  minutes; ``GET /api/calls/{id}``: one call's windows and utterances so far.
+- ``WS /events``: every call's ``call_start``, ``window``, ``utterance``, ``call_end`` and
+  ``error`` events, one JSON text message each (``?call_id=ID`` follows one call). An event
+  is the call log's record plus ``call_id`` and ``track``; window events also carry
+  ``feed_latency_ms`` (the window's close to this event, which the log cannot know).
+- ``WS /twilio``: Twilio Media Streams (:mod:`streamer.serve.twilio`).
+- Protocol modules that define ``routes`` (a list of ``aiohttp.web.RouteDef``) are mounted too:
+  :data:`PROTOCOL_MODULES` (``/vosk``, ``/audio-fork``). Their handlers reach the registry as
+  ``request.app[REGISTRY]`` and open their WebSocket with :func:`prepare_ws`.
+
+The token (:mod:`streamer.serve.auth`) is checked by a middleware for every path but
+``/healthz``: a wrong token is 401; a missing one is 401 too, except on ``/twilio`` whose
+start message may carry it (``request["authed"]`` says whether the handshake had it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import weakref
+
+from aiohttp import WSCloseCode, web
+
+from streamer.serve import wire
+from streamer.serve.auth import Auth
+from streamer.serve.calls import CallRegistry
+from streamer.serve.metrics import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+REGISTRY = web.AppKey("registry", CallRegistry)
+AUTH = web.AppKey("auth", Auth)
+SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+
+OPEN_PATHS = frozenset({"/healthz"})
+TOKEN_IN_MESSAGE = frozenset({"/twilio"})  # a missing handshake token may come in the first message
+PROTOCOL_MODULES = ("streamer.serve.vosk_ws", "streamer.serve.audiofork")
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def make_auth_middleware(auth: Auth):
+    @web.middleware
+    async def check_token(request: web.Request, handler):
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        status = auth.check(request.headers, request.query)
+        if status == "wrong" or (status == "missing" and request.path not in TOKEN_IN_MESSAGE):
+            registry = request.app[REGISTRY]
+            registry.metrics.refused.labels(reason="unauthorized").inc()
+            log.warning("%s %s from %s: %s token", request.method, request.path, request.remote, status)
+            raise web.HTTPUnauthorized(text=f"{status} token: send Authorization: Bearer TOKEN or ?token=TOKEN\n",
+                                       headers={"WWW-Authenticate": 'Bearer realm="ser-serve"'})
+        request["authed"] = status in ("ok", "off")
+        return await handler(request)
+
+    return check_token
+
+
+async def prepare_ws(request: web.Request, **kwargs) -> web.WebSocketResponse:
+    """A WebSocket for a protocol handler: messages over ``[server] max_message_bytes`` are
+    refused by aiohttp (close 1009); the socket is closed (1001) when the server shuts down."""
+    registry = request.app[REGISTRY]
+    kwargs.setdefault("max_msg_size", registry.cfg.server.max_message_bytes)
+    kwargs.setdefault("timeout", 2.0)  # a peer that does not answer our close frame is cut after this
+    ws = wire.ReasonedWebSocket(**kwargs)  # a too-big message's close (1009) names the limit
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    return ws
+
+
+async def close_ws(ws: web.WebSocketResponse, code: int, reason: str, registry: CallRegistry | None = None,
+                   source: str = "") -> None:
+    """Close with ``code`` and ``reason`` (cut to the 123 bytes a close frame holds); counted."""
+    if registry is not None and code not in (1000, 1001):
+        registry.metrics.closed.labels(source=source, code=str(code)).inc()
+    data = reason.encode("utf-8")[:123]
+    try:
+        await ws.close(code=code, message=data)
+    except Exception:  # the peer is gone already
+        pass
+
+
+# --- handlers ---------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    return web.json_response({"status": "ok" if registry.accepting else "shutting_down",
+                              "active_calls": len(registry.active_calls), "max_calls": registry.cfg.server.max_calls,
+                              "models": registry.models.names}, dumps=dumps)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    return web.Response(body=registry.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    return web.json_response({"calls": registry.listing(), "active": len(registry.active_calls),
+                              "max_calls": registry.cfg.server.max_calls,
+                              "keep_ended_min": registry.cfg.server.keep_ended_min}, dumps=dumps)
+
+
+async def get_call(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    call = registry.get(request.match_info["id"])
+    if call is None:
+        raise web.HTTPNotFound(text=f"no call {request.match_info['id']!r} (active, or ended in the last "
+                                    f"{registry.cfg.server.keep_ended_min:g} minutes)\n")
+    return web.json_response(call.detail(), dumps=dumps)
+
+
+async def events(request: web.Request) -> web.WebSocketResponse:
+    """The live feed; a slow reader loses its own oldest events (counted), nobody else's."""
+    registry = request.app[REGISTRY]
+    ws = await prepare_ws(request)
+    sub = registry.subscribe(request.query.get("call_id") or None)
+
+    async def reader() -> None:  # the client sends nothing we need; notice when it goes
+        async for _ in ws:
+            pass
+        sub.close()
+
+    task = asyncio.ensure_future(reader())
+    try:
+        while not ws.closed:
+            event = await sub.get()
+            if event is None:
+                break
+            await ws.send_str(dumps(event))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        registry.unsubscribe(sub)
+        task.cancel()
+        if not ws.closed:
+            await close_ws(ws, 1001, "server shutting down")
+    return ws
+
+
+# --- the application --------------------------------------------------------------------
+def protocol_routes() -> list[web.RouteDef]:
+    """The routes of the protocol modules that exist (each module's ``routes`` list)."""
+    out: list[web.RouteDef] = []
+    for name in PROTOCOL_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        out.extend(getattr(module, "routes", []))
+    return out
+
+
+def make_app(registry: CallRegistry, auth: Auth, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+    from streamer.serve.twilio import twilio_handler
+
+    app = web.Application(middlewares=[make_auth_middleware(auth)],
+                          client_max_size=registry.cfg.server.max_message_bytes)
+    app[REGISTRY] = registry
+    app[AUTH] = auth
+    app[SOCKETS] = weakref.WeakSet()
+    app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics), web.get("/api/calls", list_calls),
+                    web.get("/api/calls/{id}", get_call), web.get("/events", events),
+                    web.get("/twilio", twilio_handler)])
+    app.add_routes(protocol_routes() if extra_routes is None else extra_routes)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """Stop taking calls, finish and log every call, then close the sockets still open."""
+    registry = app[REGISTRY]
+    await registry.shutdown(registry.cfg.server.shutdown_s)
+    for ws in list(app[SOCKETS]):
+        if not ws.closed:
+            await close_ws(ws, WSCloseCode.GOING_AWAY, "server shutting down")
+
+
+async def start(app: web.Application, host: str, port: int, shutdown_timeout: float = 5.0) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on host:port (0: a free port); returns the runner (``await runner.cleanup()``
+    to stop) and the port it got."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    got = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    return runner, int(got)
