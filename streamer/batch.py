@@ -12,13 +12,12 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from streamer.config import Config
 from streamer.errors import SerError
 from streamer.labels import LABELS
-from streamer.live.session_log import SessionLog, read_log
+from streamer.live.session_log import SessionLog, read_log, session_end, session_start
 from streamer.summary import summarise_records
 
 log = logging.getLogger(__name__)
@@ -88,14 +87,14 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
             info = file_info(path)
             plan = channel_plan(path, opts)
         except Exception as exc:
-            session.write({"type": "session_start", "file": str(path), "time": _now(), "models": models.names})
+            session.write(session_start(models.names, file=str(path)))
             cause = exc.__cause__ if isinstance(exc, SerError) and exc.__cause__ else exc
             error = f"cannot read {path.name} as audio ({cause}); give a WAV, FLAC, OGG or MP3 file"
-            session.write({"type": "session_end", "error": error, "windows": 0})
+            session.write(session_end(0, error))
             tmp.replace(log_path)
             return error
-        session.write({"type": "session_start", "file": str(path), "time": _now(), "duration_s": round(info.duration, 3),
-                       "channels": [name for _, name in plan if name], "models": models.names})
+        session.write(session_start(models.names, file=str(path), duration_s=round(info.duration, 3),
+                                    channels=[name for _, name in plan if name]))
         ends = []
         for channel, name in plan:
             counters = Counters()
@@ -111,14 +110,9 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
             ends.append({"channel": name, **summary})
         errors = [e["error"] for e in ends if e.get("error")]
         error = "; ".join(errors) if errors else None
-        session.write({"type": "session_end", "time": _now(), "windows": sum(e["windows"] for e in ends),
-                       "channels": ends, "error": error})
+        session.write(session_end(sum(e["windows"] for e in ends), error, channels=ends))
     tmp.replace(log_path)
     return error
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def summary_rows(path: Path, log_path: Path) -> list[dict]:

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from streamer.audio import SAMPLE_RATE
@@ -76,7 +76,7 @@ def main() -> int:
     from streamer.live.counters import Counters
     from streamer.live.factory import load_models, pipeline_settings, warm_up
     from streamer.live.pipeline import Pipeline
-    from streamer.live.session_log import SessionLog
+    from streamer.live.session_log import SessionLog, session_end, session_start
     from streamer.live.sources import FileSource, MicrophoneSource, parse_device
     from streamer.live.state import LiveState
     from streamer.ui.dashboard import ROWS, Dashboard, plain_line
@@ -97,9 +97,8 @@ def main() -> int:
 
     log_path = args.log or default_log_path(cfg)
     session = SessionLog(log_path)
-    session.write({"type": "session_start", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "source": source.name, "device": args.device, "file": str(args.file) if args.file else None,
-                   "fast": args.fast, "models": models, "config": asdict(cfg)})
+    session.write(session_start(models, source=source.name, device=args.device, file=str(args.file) if args.file else None,
+                                fast=args.fast, config=asdict(cfg)))
     recorder = None
     if args.record:
         import soundfile as sf
@@ -135,8 +134,8 @@ def main() -> int:
         interrupted = True
     finally:
         summary = summary or pipeline.summary()
-        session.write({"type": "session_end", "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       "interrupted": interrupted, **summary})
+        rest = {k: v for k, v in summary.items() if k not in ("windows", "error")}
+        session.write(session_end(summary["windows"], summary["error"], interrupted=interrupted, **rest))
         session.close()
         if recorder is not None:
             recorder.close()

@@ -17,6 +17,30 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def now_iso() -> str:
+    """The wall-clock time of a record, UTC, to the second."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def session_start(models: dict, **fields) -> dict:
+    """The first record of every session log (ser-live, ser-analyze, a ser-serve call): its
+    time, the models that ran, and what the front end knows (source, file, device, call_id,
+    tracks, config, ...).
+
+    >>> r = session_start({"asr": "whisper"}, source="x"); r["type"], r["models"], r["source"]
+    ('session_start', {'asr': 'whisper'}, 'x')
+    """
+    return {"type": "session_start", "time": now_iso(), "models": dict(models), **fields}
+
+
+def session_end(windows: int, error: str | None = None, **fields) -> dict:
+    """The last record: how many windows, the error if the session failed, and the front
+    end's summary (counts, drops, latency; per channel or track when there are several)."""
+    return {"type": "session_end", "time": now_iso(), "windows": int(windows), "error": error, **fields}
+
+
 class SessionLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
