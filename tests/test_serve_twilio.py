@@ -177,6 +177,7 @@ def test_bad_input_closes_only_its_own_connection(models, speech, tmp_path):
     assert "base64" in ended["CAb64"]["error"] and "idle_timeout_s" in ended["CAidle"]["error"]
     assert "CAtok" not in ended and "CAnotok" not in ended  # never admitted
     assert 'ser_serve_connections_closed_total{code="1007",source="twilio"} 2.0' in metrics
+    assert 'ser_serve_calls_refused_total{reason="unauthorized"} 2.0' in metrics  # the start messages' tokens
 
 
 def test_twilio_signature_is_checked_when_an_auth_token_is_set(models, tmp_path):

@@ -56,7 +56,7 @@ def make_auth_middleware(auth: Auth):
         status = auth.check(request.headers, request.query)
         if status == "wrong" or (status == "missing" and request.path not in TOKEN_IN_MESSAGE):
             registry = request.app[REGISTRY]
-            registry.metrics.refused.labels(reason="unauthorized").inc()
+            registry.metrics.unauthorized.labels(path=request.path if request.match_info.route.resource else "other").inc()
             log.warning("%s %s from %s: %s token", request.method, request.path, request.remote, status)
             raise web.HTTPUnauthorized(text=f"{status} token: send Authorization: Bearer TOKEN or ?token=TOKEN\n",
                                        headers={"WWW-Authenticate": 'Bearer realm="ser-serve"'})

@@ -31,6 +31,8 @@ class Metrics:
         self.refused = Counter("ser_serve_calls_refused", "Calls refused, by reason", ["reason"], registry=r)
         self.closed = Counter("ser_serve_connections_closed", "Connections the server closed for bad input or auth, "
                               "by protocol and WebSocket close code", ["source", "code"], registry=r)
+        self.unauthorized = Counter("ser_serve_unauthorized", "Requests refused at the handshake for a missing or "
+                                    "wrong token (401), by path", ["path"], registry=r)
         self.windows = Counter("ser_serve_windows", "Windows analysed", registry=r)
         self.utterances = Counter("ser_serve_utterances", "Utterances closed", registry=r)
         self.errors = Counter("ser_serve_track_errors", "Tracks that ended with an analysis error", registry=r)
