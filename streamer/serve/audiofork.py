@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 
 from streamer.serve import wire
 from streamer.serve.wire import BAD_DATA, GOING_AWAY, INTERNAL, NORMAL, UNSUPPORTED, ProtocolError
@@ -97,31 +97,48 @@ def split(data: bytes, channels: int) -> list[np.ndarray]:
     return [x[0::2], x[1::2]]
 
 
+async def audiofork_handler(request: web.Request) -> web.WebSocketResponse:
+    """``GET /audio-fork`` (the token was checked by the app's middleware)."""
+    from streamer.serve.app import REGISTRY, prepare_ws
+
+    registry = request.app[REGISTRY]
+    ws = await prepare_ws(request, protocols=(SUBPROTOCOL,))
+    await run(ws, registry, registry.cfg.server.idle_timeout_s)
+    return ws
+
+
+routes = [web.get("/audio-fork", audiofork_handler)]
+
+
 async def run(ws, registry, idle_s: float) -> None:
-    """Serve one mod_audio_fork connection on a prepared WebSocket (the token was checked)."""
+    """Serve one mod_audio_fork connection on a prepared WebSocket."""
+    from streamer.serve.app import close_ws
     from streamer.serve.calls import Refused
 
-    first = await wire.receive(ws, idle_s) if not ws.closed else None
-    if first is None:
-        return
     try:
+        first = await wire.receive(ws, idle_s)
+        if first is None:
+            return
         if first.type is not WSMsgType.TEXT:
             raise ProtocolError(UNSUPPORTED, "the first message must be the metadata JSON (text), then binary L16")
         fmt = parse_metadata(first.data)
     except ProtocolError as exc:
-        await wire.close(ws, exc.code, exc.reason)
+        log.warning("audio-fork: closing (%d): %s", exc.code, exc.reason)
+        await close_ws(ws, exc.code, exc.reason, registry, SOURCE)
         return
     try:
         call = await registry.open(fmt.call_id, SOURCE, fmt.meta, tracks=list(fmt.tracks))
     except Refused as exc:
-        await wire.close(ws, exc.code, exc.message)
+        await close_ws(ws, exc.code, exc.message, registry, SOURCE)
         return
     runners = [call.track(t, fmt.rate) for t in fmt.tracks]
     error, code, reason = None, NORMAL, "end of stream"
     try:
         while True:
             msg = await wire.receive(ws, idle_s)
-            if msg is None:  # mod_audio_fork closes the socket when the fork stops
+            if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
+                if ws.close_code not in (None, NORMAL, GOING_AWAY):
+                    error = f"connection closed with {ws.close_code}: {ws.exception() or 'no reason'}"
                 break
             if not call.active:
                 code, reason = GOING_AWAY, "the call was ended by the server (shutting down)"
@@ -136,9 +153,11 @@ async def run(ws, registry, idle_s: float) -> None:
                 runner.push(samples)
     except ProtocolError as exc:
         error, code, reason = exc.reason, exc.code, exc.reason
+        call.log.warning("closing (%d): %s", exc.code, exc.reason)
     except Exception as exc:
         log.exception("call %s: audio-fork handler failed", call.id)
         error, code, reason = f"server error: {exc}", INTERNAL, "server error (see the server's log)"
     finally:
-        await wire.close(ws, code, reason)
+        if not ws.closed:
+            await close_ws(ws, code, reason, registry, SOURCE)
         await registry.end(call, error=error)

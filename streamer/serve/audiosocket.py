@@ -26,7 +26,7 @@ So 0x11 means 16 kHz in one version and (very likely) 12 kHz in another. Only ``
 any other audio kind ends the connection with a log line that says to keep the channel at 8 kHz
 (``Set(CHANNEL(audioreadformat)=slin)`` or the dialplan ``AudioSocket()`` application, which
 sends 8 kHz). A deployment that knows its Asterisk can pass ``rates={0x10: 8000, 0x12: 16000}``
-to :func:`serve`.
+to :func:`serve_audiosocket`.
 
 A TCP stream has no close code: on bad input the server logs the reason, ends the call with that
 error and closes the connection. It never sends a hangup (0x00): that would hang up the phone call.
@@ -225,8 +225,13 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             await registry.end(call, error=error)
 
 
-async def serve(registry, host: str, port: int, idle_s: float, rates: dict[int, int] | None = None) -> asyncio.Server:
-    """Listen for Asterisk AudioSocket connections (``port`` 0: a free one; see ``sockets``)."""
+async def serve_audiosocket(registry, host: str, port: int, idle_s: float | None = None,
+                            rates: dict[int, int] | None = None) -> asyncio.Server:
+    """Listen for Asterisk AudioSocket connections (``port`` 0: a free one, in ``sockets``);
+    ``idle_s`` defaults to ``[server] idle_timeout_s``. ``close()`` the server to stop listening;
+    the registry's shutdown ends the calls."""
+    if idle_s is None:
+        idle_s = registry.cfg.server.idle_timeout_s
 
     async def on_connect(reader, writer):
         await handle_connection(reader, writer, registry, idle_s, rates)

@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 
 from streamer.serve import wire
 from streamer.serve.wire import BAD_DATA, GOING_AWAY, INTERNAL, NORMAL, POLICY, ProtocolError
@@ -153,14 +153,28 @@ class Replies:
 
 # --- the handler, on the event loop ---------------------------------------------------------
 
+async def vosk_handler(request: web.Request) -> web.WebSocketResponse:
+    """``GET /vosk`` (the token was checked by the app's middleware)."""
+    from streamer.serve.app import REGISTRY, prepare_ws
+
+    registry = request.app[REGISTRY]
+    ws = await prepare_ws(request)
+    await run(ws, registry, registry.cfg.server.idle_timeout_s, meta={"peer": request.remote})
+    return ws
+
+
+routes = [web.get("/vosk", vosk_handler)]
+
+
 async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dict | None = None) -> None:
-    """Serve one vosk connection on a prepared WebSocket (the token was checked before)."""
+    """Serve one vosk connection on a prepared WebSocket."""
+    from streamer.serve.app import close_ws
     from streamer.serve.calls import Refused
 
     try:
         call = await registry.open(call_id, SOURCE, meta or {}, tracks=[TRACK])
     except Refused as exc:
-        await wire.close(ws, exc.code, exc.message)
+        await close_ws(ws, exc.code, exc.message, registry, SOURCE)
         return
     sub = registry.subscribe(call.id)
     opts, track, resets = VoskOptions(), TRACK, 0
@@ -182,7 +196,9 @@ async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dic
     try:
         while True:
             msg = await wire.receive(ws, idle_s)
-            if msg is None:  # the client closed without eof: its results stay in the log and feed
+            if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
+                if ws.close_code not in (None, NORMAL, GOING_AWAY):
+                    error = f"connection closed with {ws.close_code}: {ws.exception() or 'no reason'}"
                 break
             if not call.active:
                 code, reason = GOING_AWAY, "the call was ended by the server (shutting down)"
@@ -216,6 +232,7 @@ async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dic
             await ws.send_str(json.dumps(replies.next(call.partial(track))))
     except ProtocolError as exc:
         error, code, reason = exc.reason, exc.code, exc.reason
+        call.log.warning("closing (%d): %s", exc.code, exc.reason)
     except ConnectionResetError as exc:  # the peer went away while a reply was sent
         error, code, reason = f"the connection failed: {exc}", INTERNAL, "connection failed"
     except Exception as exc:
@@ -223,5 +240,6 @@ async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dic
         error, code, reason = f"server error: {exc}", INTERNAL, "server error (see the server's log)"
     finally:
         registry.unsubscribe(sub)
-        await wire.close(ws, code, reason)
+        if not ws.closed:
+            await close_ws(ws, code, reason, registry, SOURCE)
         await registry.end(call, error=error)
