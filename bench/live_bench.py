@@ -95,7 +95,7 @@ def run_stream(cfg, models, path: Path, fast: bool, stop: threading.Event | None
     from streamer.live.messages import WindowResult
     from streamer.live.pipeline import Pipeline
     from streamer.live.sources import FileSource
-    from streamer.live.state import LiveState
+    from streamer.ui.state import LiveState
 
     results = []  # window results (utterance records are not timed per window)
     counters = Counters()

@@ -93,7 +93,7 @@ def pipeline_words(path: Path, models, cfg) -> list[tuple[str, float, float]]:
     from streamer.live.factory import pipeline_settings
     from streamer.live.pipeline import Pipeline
     from streamer.live.sources import FileSource
-    from streamer.live.state import LiveState
+    from streamer.ui.state import LiveState
 
     records = []
     pipe = Pipeline(pipeline_settings(cfg, block_when_full=True), FileSource(path, fast=True), models.asr_factory(),

@@ -78,7 +78,7 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
     from streamer.live.factory import pipeline_settings
     from streamer.live.pipeline import Pipeline
     from streamer.live.sources import FileSource
-    from streamer.live.state import LiveState
+    from streamer.ui.state import LiveState
 
     tmp = log_path.with_suffix(".partial")
     tmp.unlink(missing_ok=True)

@@ -4,7 +4,7 @@ from rich.console import Console
 
 from streamer.labels import EMOJI, LABELS
 from streamer.live.messages import WindowResult, Word
-from streamer.live.state import Snapshot
+from streamer.ui.state import Snapshot
 from streamer.ui.dashboard import Dashboard, render, window_line
 
 

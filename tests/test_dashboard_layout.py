@@ -13,7 +13,7 @@ from streamer.audio import SAMPLE_RATE
 from streamer.dims import all_dims
 from streamer.labels import EMOJI, LABELS
 from streamer.live.messages import UtteranceResult, WindowResult, Word
-from streamer.live.state import LiveState, Snapshot
+from streamer.ui.state import LiveState, Snapshot
 from streamer.ui.dashboard import ROWS, Dashboard, Fit, fit, render
 
 SIZES = ((80, 24), (100, 30), (200, 50))

@@ -12,7 +12,7 @@ from streamer.labels import LABELS
 from streamer.live.fusion import FusionConfig
 from streamer.live.messages import Chunk, UtteranceResult, Word
 from streamer.live.pipeline import Pipeline, PipelineSettings
-from streamer.live.state import LiveState
+from streamer.ui.state import LiveState
 
 SR = 16000
 

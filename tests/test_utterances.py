@@ -54,7 +54,7 @@ def analyse(path, models, cfg=None):
     from streamer.live.factory import pipeline_settings
     from streamer.live.pipeline import Pipeline
     from streamer.live.sources import FileSource
-    from streamer.live.state import LiveState
+    from streamer.ui.state import LiveState
 
     cfg = cfg or Config.load()
     records = []

@@ -78,7 +78,7 @@ def main() -> int:
     from streamer.live.pipeline import Pipeline
     from streamer.live.session_log import SessionLog, session_end, session_start
     from streamer.live.sources import FileSource, MicrophoneSource, parse_device
-    from streamer.live.state import LiveState
+    from streamer.ui.state import LiveState
     from streamer.ui.dashboard import ROWS, Dashboard, plain_line
 
     torch.set_num_threads(cfg.audio.threads)

@@ -42,7 +42,7 @@ from streamer.live.counters import Counters
 from streamer.live.fusion import Fuser, FusionConfig, Rolling, as_probs, as_vector, top
 from streamer.live.messages import Chunk, UtteranceResult, Window, WindowResult, Word
 from streamer.live.queues import Empty
-from streamer.live.state import level_db, percentile
+from streamer.core.measures import level_db, percentile
 from streamer.live.vad import VadConfig, VadSegmenter
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from streamer.core.services import services_for
 from streamer.core.session import Partial, SessionSettings, StreamSession, UtteranceEnd
 from streamer.live.counters import Counters
 from streamer.live.messages import Chunk, UtteranceResult, WindowResult
-from streamer.live.state import LiveState
+from streamer.ui.state import LiveState
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,9 @@ class Pipeline:
 
     def _deliver(self) -> None:
         for event in self.session.poll():
+            self.state.on_event(event)  # the dashboard's state is one consumer of the events
             if isinstance(event, Partial):
-                self.state.set_partial(event.text)
                 continue
-            if isinstance(event, WindowResult):
-                self.state.add_result(event)
-            else:
-                self.state.add_utterance(event)
             for sink in self.sinks:
                 sink(event)
 

@@ -22,7 +22,7 @@ from streamer.live.counters import Counters
 from streamer.live.factory import Models, pipeline_settings
 from streamer.live.pipeline import Pipeline
 from streamer.live.sources import PushSource
-from streamer.live.state import LiveState
+from streamer.ui.state import LiveState
 
 log = logging.getLogger(__name__)
 

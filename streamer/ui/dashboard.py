@@ -11,7 +11,7 @@ The layout is made for the terminal's size when it is drawn (:func:`layout`, :fu
 where the panels do not all fit, decoration goes first (blank rows, the model names, the
 borders, the window's time line) and the numbers stay: at 80x24 all seven label rows with
 their audio, text and fused percentages, arousal/valence, and every counter. Larger screens
-show as many transcript lines and windows as fit; a :class:`~streamer.live.state.LiveState`
+show as many transcript lines and windows as fit; a :class:`~streamer.ui.state.LiveState`
 kept for the dashboard should hold :data:`ROWS` of each.
 """
 
@@ -32,7 +32,7 @@ from streamer.audio import SAMPLE_RATE
 from streamer.dims import dims as dims_of
 from streamer.labels import EMOJI, LABELS
 from streamer.live.messages import UtteranceResult, WindowResult
-from streamer.live.state import Snapshot
+from streamer.ui.state import Snapshot
 
 COLORS = {"angry": "red", "disgust": "green", "fear": "magenta", "happy": "yellow", "neutral": "white",
           "sad": "blue", "surprise": "cyan"}

@@ -1,5 +1,6 @@
-"""What the dashboard shows, as plain data: the pipeline's threads update a :class:`LiveState`,
-the dashboard renders a :class:`Snapshot` of it."""
+"""What the dashboard shows, as plain data: a :class:`LiveState` consumes a stream's events
+(:meth:`LiveState.on_event`: partial text, window and utterance results) and status (level,
+VAD), from whichever threads make them; the dashboard renders a :class:`Snapshot` of it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
 
+from streamer.core.measures import percentile
 from streamer.live.messages import UtteranceResult, WindowResult
 
 
@@ -29,22 +30,6 @@ class Snapshot:
     status: str = "running"
     utterances: tuple[UtteranceResult, ...] = ()  # the most recent closed utterances, oldest first
     half_life_s: float | None = None  # of the rolling emotion, when known (for the dashboard's title)
-
-
-def level_db(samples: np.ndarray) -> float:
-    """RMS level of int16 samples in dBFS (floor -90).
-
-    >>> level_db(np.zeros(160, np.int16)), round(level_db(np.full(160, 16384, np.int16)), 1)
-    (-90.0, -6.0)
-    """
-    if len(samples) == 0:
-        return -90.0
-    rms = float(np.sqrt(np.mean((samples.astype(np.float64) / 32768.0) ** 2)))
-    return max(-90.0, float(20 * np.log10(rms))) if rms > 0 else -90.0
-
-
-def percentile(values, q: float) -> float | None:
-    return float(np.percentile(np.asarray(values), q)) if len(values) else None
 
 
 class LiveState:
@@ -83,6 +68,17 @@ class LiveState:
     def add_utterance(self, u: UtteranceResult) -> None:
         with self._lock:
             self.utterances.append(u)
+
+    def on_event(self, event) -> None:
+        """One of a session's events (``streamer.core.session``): partial text or a result."""
+        from streamer.core.session import Partial
+
+        if isinstance(event, Partial):
+            self.set_partial(event.text)
+        elif isinstance(event, WindowResult):
+            self.add_result(event)
+        elif isinstance(event, UtteranceResult):
+            self.add_utterance(event)
 
     def set_status(self, status: str) -> None:
         with self._lock:
