@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import stat
+import time
 
 import aiohttp
 import pytest
@@ -45,9 +46,12 @@ def test_two_track_call_gives_per_track_results_on_the_feed_api_and_log(models, 
         cfg = server_config()
         async with running_server(models, cfg, tmp_path) as (url, registry), aiohttp.ClientSession() as http:
             feed = await http.ws_connect(f"{url}/events", headers=AUTH)
+            lazy = registry.subscribe(maxsize=2)  # a subscriber that never reads
+            lag = asyncio.ensure_future(loop_lag())
             call = await http.ws_connect(f"{url}/twilio")  # the token comes in customParameters
             await play_call(call, "CA01", [("inbound", speech["customer"]), ("outbound", speech["agent"])])
             events = await collect(feed, lambda e: e["type"] == "call_end")
+            lag.cancel()
             code, _ = await closed_with(call)
             async with http.get(f"{url}/api/calls", headers=AUTH) as r:
                 listing = await r.json()
@@ -56,10 +60,24 @@ def test_two_track_call_gives_per_track_results_on_the_feed_api_and_log(models, 
             async with http.get(f"{url}/metrics", headers=AUTH) as r:
                 metrics = await r.text()
             await feed.close()
-            return events, code, listing, detail, metrics
+            return events, code, listing, detail, metrics, lazy
 
-    events, code, listing, detail, metrics = asyncio.run(scenario())
+    lags = [0.0]
+
+    async def loop_lag():  # how late the event loop wakes a 10 ms sleep: model code must not run there
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - t - 0.01)
+
+    events, code, listing, detail, metrics, lazy = asyncio.run(scenario())
+    print(f"event loop lag: worst {max(lags) * 1e3:.0f} ms, p99 {sorted(lags)[int(len(lags) * 0.99)] * 1e3:.0f} ms "
+          f"over {len(lags)} wakes")
+    assert max(lags) < 0.25
     assert code == 1000
+    # the subscriber that never read lost its own oldest events, and nobody else's
+    assert lazy.dropped == len(events) - 2 and len(lazy) == 2
+    assert f"ser_serve_events_dropped_total {float(lazy.dropped)}" in metrics
     kinds = [e["type"] for e in events]
     assert kinds[0] == "call_start" and kinds[-1] == "call_end" and "error" not in kinds
     assert events[0]["call_id"] == "CA01" and events[0]["tracks"] == ["customer", "agent"]

@@ -34,10 +34,11 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from streamer.config import Config
+from streamer.live.session_log import SessionLog, now_iso, session_end, session_start
 from streamer.serve.metrics import Metrics
 from streamer.serve.tracks import TrackRunner
 
@@ -62,10 +63,6 @@ class CallLogger(logging.LoggerAdapter):
 
     def process(self, msg, kwargs):
         return f"call {self.extra['call_id']}: {msg}", kwargs
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def safe_name(call_id: str) -> str:
@@ -153,8 +150,6 @@ class Call:
 
     def __init__(self, registry: "CallRegistry", call_id: str, source: str, meta: dict, tracks: list[str],
                  log_path: Path) -> None:
-        from streamer.live.session_log import SessionLog
-
         self.registry = registry
         self.id = call_id
         self.source = source
@@ -314,8 +309,9 @@ class CallRegistry:
         self.total += 1
         self.metrics.calls.labels(source=source).inc()
         self.metrics.active.set(len(self.active_calls))
-        start = {"type": "session_start", "time": call.started, "call_id": call_id, "source": source,
-                 "tracks": call.declared_tracks, "meta": call.meta, "models": self.models.names}
+        start = session_start(self.models.names, call_id=call_id, source=source, tracks=call.declared_tracks,
+                              meta=call.meta)
+        call.started = start["time"]
         call.session.write({**start, "config": asdict(self.cfg)})
         self.publish({**start, "type": "call_start", "track": None})
         call.log.info("started (%s, tracks %s), log %s", source, ", ".join(call.declared_tracks) or "-", path)
@@ -354,14 +350,14 @@ class CallRegistry:
                 counters = res.get("counters") or {}
                 self.metrics.ended_dropped_audio_s += counters.get("audio_dropped_samples", 0) / call.rates[name]
                 self.metrics.ended_windows_dropped += counters.get("windows_dropped", 0) + counters.get("asr_windows_dropped", 0)
-            call.ended = now_iso()
             call.ended_mono = time.monotonic()
-            end = {"type": "session_end", "time": call.ended, "call_id": call.id, "source": call.source,
-                   "tracks": call.summaries, "duration_s": round(call.ended_mono - call.started_mono, 3),
-                   "windows": call.counts["window"], "utterances": call.counts["utterance"],
-                   "words": sum(int(s.get("words") or 0) for s in call.summaries.values()),
-                   "stream_s": max([float(s.get("stream_s") or 0.0) for s in call.summaries.values()] or [0.0]),
-                   "interrupted": interrupted, "error": call.error}
+            end = session_end(call.counts["window"], call.error, call_id=call.id, source=call.source,
+                              tracks=call.summaries, duration_s=round(call.ended_mono - call.started_mono, 3),
+                              utterances=call.counts["utterance"],
+                              words=sum(int(s.get("words") or 0) for s in call.summaries.values()),
+                              stream_s=max([float(s.get("stream_s") or 0.0) for s in call.summaries.values()] or [0.0]),
+                              interrupted=interrupted)
+            call.ended = end["time"]
             await self.loop.run_in_executor(self.executor, _write_and_close, call.session, end)
             call.state = "ended"
             self.metrics.active.set(len(self.active_calls))
@@ -386,10 +382,9 @@ class CallRegistry:
                         r.abort()
                     c.log.warning("did not finish within %.0f s; stopped", timeout)
                     msg = f"stopped: the call did not finish within shutdown_s ({timeout:.0f} s)"
-                    _write_and_close(c.session, {"type": "session_end", "time": now_iso(), "call_id": c.id,
-                                                 "source": c.source, "tracks": c.summaries,
-                                                 "windows": c.counts["window"], "utterances": c.counts["utterance"],
-                                                 "interrupted": True, "error": msg})
+                    _write_and_close(c.session, session_end(c.counts["window"], msg, call_id=c.id, source=c.source,
+                                                            tracks=c.summaries, utterances=c.counts["utterance"],
+                                                            interrupted=True))
         for s in list(self.subscribers):
             s.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
