@@ -120,7 +120,7 @@ def test_two_track_call_gives_per_track_results_on_the_feed_api_and_log(models, 
 
 def test_admission_refuses_the_call_beyond_max_calls_with_1013(models, speech, tmp_path):
     async def scenario():
-        cfg = server_config(max_calls=1)
+        cfg = server_config(max_calls=1, keep_ended_min=0.0)
         async with running_server(models, cfg, tmp_path) as (url, registry), aiohttp.ClientSession() as http:
             first = await http.ws_connect(f"{url}/twilio", headers=AUTH)
             await first.send_str(start_message("CA1"))
@@ -132,13 +132,23 @@ def test_admission_refuses_the_call_beyond_max_calls_with_1013(models, speech, t
             refused = await closed_with(second)
             async with http.get(f"{url}/metrics", headers=AUTH) as r:
                 metrics = await r.text()
-            await first.close()
-            return refused, metrics
+            await first.close()  # hung up without a stop: the call ends, its place is free again
+            while registry.active_calls:
+                await asyncio.sleep(0.01)
+            third = await http.ws_connect(f"{url}/twilio", headers=AUTH)
+            await third.send_str(start_message("CA3"))
+            await third.send_str(media_message("CA3", "inbound", 1, SILENCE))
+            while not registry.active_calls:
+                await asyncio.sleep(0.01)
+            listed = [c["call_id"] for c in registry.listing()]
+            await third.close()
+            return refused, metrics, listed
 
-    (code, reason), metrics = asyncio.run(scenario())
+    (code, reason), metrics, listed = asyncio.run(scenario())
     assert code == 1013 and "max_calls" in reason
     assert 'ser_serve_calls_refused_total{reason="max_calls"} 1.0' in metrics
     assert 'ser_serve_calls_total{source="twilio"} 1.0' in metrics
+    assert listed == ["CA3"]  # keep_ended_min = 0: the ended CA1 is no longer listed
 
 
 BAD = {  # name: (messages after the handshake, close code, words in the reason)
