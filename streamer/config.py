@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from streamer.audio import SAMPLE_RATE
+from streamer.alerts import DEFAULT_RULES, AlertRule
 from streamer.asr.decode import WhisperAsrConfig
 from streamer.errors import ConfigError, check
 from streamer.paths import data_path, data_root
@@ -223,6 +224,16 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class DeskConfig:
+    """The supervisor's web page on ser-serve (``GET /``)."""
+
+    keep_ended_min: float = 30.0  # ended calls stay listed this long, with a link to their report
+
+    def __post_init__(self) -> None:
+        check("desk", "keep_ended_min", 0 <= self.keep_ended_min <= 10_080, "between 0 and 10080 (a week)")
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
@@ -233,6 +244,8 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    desk: DeskConfig = field(default_factory=DeskConfig)
+    alerts: tuple[AlertRule, ...] = DEFAULT_RULES  # [[alerts]]: an array of tables
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Config":
@@ -241,7 +254,17 @@ class Config:
         if unknown:
             raise ConfigError(f"config: unknown section(s) {', '.join(sorted(map(repr, unknown)))} (known: {', '.join(sections)})")
         built = {}
+        if "alerts" in raw:
+            rules = raw["alerts"]
+            if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+                raise ConfigError("config: alerts must be an array of tables ([[alerts]])")
+            built["alerts"] = tuple(build(AlertRule, r, "[alerts]") for r in rules)
+            names = [r.name for r in built["alerts"]]
+            if len(set(names)) != len(names):
+                raise ConfigError("config [[alerts]]: rule names must be distinct")
         for name, f in sections.items():
+            if name == "alerts":
+                continue
             section = raw.get(name, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"config: [{name}] must be a table")
