@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="espeak-ng sox libsox-fmt-all libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins"
+APT_PACKAGES="espeak-ng sox libsox-fmt-all libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins chromium"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
