@@ -110,6 +110,10 @@ async def serve(models, cfg, token: str | None) -> int:
         print("ser-serve: shutdown took too long; some connections were cut", file=sys.stderr, flush=True)
     ended = sum(1 for c in registry.calls.values() if c.state == "ended")
     print(f"ser-serve: stopped ({registry.total} calls served, {ended} logged as ended)", file=sys.stderr, flush=True)
+    registry.calls.clear()
+    import gc
+
+    gc.collect()  # the tracks' native resamplers go now, not in the interpreter's teardown
     return 0
 
 

@@ -180,7 +180,7 @@ class Call:
 
     @property
     def tracks(self) -> list[str]:
-        return list(dict.fromkeys([*self.declared_tracks, *self.runners]))
+        return list(dict.fromkeys([*self.declared_tracks, *self.rates]))
 
     def track(self, name: str, rate: int) -> TrackRunner:
         """The track's runner, started on first use at ``rate`` Hz (16-bit mono PCM)."""
@@ -214,7 +214,7 @@ class Call:
     def detail(self) -> dict:
         """``GET /api/calls/{id}``: the row plus its windows and utterances so far (the last
         MAX_WINDOWS / MAX_UTTERANCES; the log holds them all)."""
-        return {**self.summary_row(), "meta": self.meta, "partial": {t: self.partial(t) for t in self.runners},
+        return {**self.summary_row(), "meta": self.meta, "partial": {t: self.partial(t) for t in self.rates},
                 "windows": list(self.windows), "utterances": list(self.utterances),
                 "window_count": self.counts["window"], "utterance_count": self.counts["utterance"],
                 "summaries": self.summaries or None}
@@ -360,6 +360,7 @@ class CallRegistry:
             call.ended = end["time"]
             await self.loop.run_in_executor(self.executor, _write_and_close, call.session, end)
             call.state = "ended"
+            call.runners.clear()  # an ended call keeps its results, not its analysers (memory)
             self.metrics.active.set(len(self.active_calls))
             self.publish({**end, "type": "call_end", "track": None})
             call.log.info("ended: %d windows, %d utterances%s", call.counts["window"], call.counts["utterance"],
