@@ -41,7 +41,7 @@ from streamer.labels import LABELS
 from streamer.live.counters import Counters
 from streamer.live.fusion import Fuser, FusionConfig, Rolling, as_probs, as_vector, top
 from streamer.live.messages import Chunk, UtteranceResult, Window, WindowResult, Word
-from streamer.live.queues import Empty
+from streamer.live.queues import Empty, Lane
 from streamer.core.measures import level_db, percentile
 from streamer.live.vad import VadConfig, VadSegmenter
 
@@ -106,76 +106,8 @@ class UtteranceEnd:
 _END = object()  # lane item: the input ended
 
 
-class Lane:
-    """The session's ordered work: chunks for the recogniser, closed windows, utterance ends.
-
-    Bounded per kind: at most ``chunks`` chunks and ``windows`` windows wait. When one kind is
-    full its oldest item is dropped and counted (``asr_queue_dropped`` for a chunk: the
-    recogniser misses that audio; ``windows_dropped`` for a window: it gets no result), or,
-    with ``block``, the producer waits. Utterance ends and the input's end are never dropped.
-
-    >>> from streamer.live.counters import Counters
-    >>> c = Counters(); lane = Lane(2, 1, c)
-    >>> for i in range(3): lane.put(("chunk", i))
-    >>> lane.put(("window", "a")); lane.put(("window", "b"))
-    >>> [lane.get(0)[1] for _ in range(3)], c.get("asr_queue_dropped"), c.get("windows_dropped")
-    ([1, 2, 'b'], 1, 1)
-    """
-
-    COUNTER = {"chunk": "asr_queue_dropped", "window": "windows_dropped"}
-
-    def __init__(self, chunks: int, windows: int, counters: Counters, block: bool = False,
-                 on_drop=None) -> None:
-        self.cap = {"chunk": max(1, chunks), "window": max(1, windows)}
-        self.counters = counters
-        self.block = block
-        self.on_drop = on_drop
-        self._items: collections.deque = collections.deque()
-        self._count = {"chunk": 0, "window": 0}
-        self._cond = threading.Condition()
-
-    @staticmethod
-    def _kind(item) -> str | None:
-        return item[0] if isinstance(item, tuple) and item[0] in ("chunk", "window") else None
-
-    def put(self, item, stop: threading.Event | None = None) -> None:
-        kind = self._kind(item)
-        dropped = None
-        with self._cond:
-            if kind is not None:
-                if self.block:
-                    while self._count[kind] >= self.cap[kind] and not (stop is not None and stop.is_set()):
-                        self._cond.wait(0.05)
-                elif self._count[kind] >= self.cap[kind]:
-                    for k, old in enumerate(self._items):
-                        if self._kind(old) == kind:
-                            del self._items[k]
-                            dropped = old
-                            break
-                    self._count[kind] -= 1
-                    self.counters.add(self.COUNTER[kind])
-                self._count[kind] += 1
-            self._items.append(item)
-            self._cond.notify_all()
-        if dropped is not None and self.on_drop is not None:
-            self.on_drop(dropped)
-
-    def get(self, timeout: float | None = None):
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            if not self._items:
-                raise Empty
-            item = self._items.popleft()
-            kind = self._kind(item)
-            if kind is not None:
-                self._count[kind] -= 1
-            self._cond.notify_all()
-            return item
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
+def _kind(item) -> str | None:
+    return item[0] if isinstance(item, tuple) else None
 
 
 class StreamSession:
@@ -200,8 +132,11 @@ class StreamSession:
         self.vad = VadSegmenter(self.s.vad, self.s.window_samples, self.s.min_window_samples,
                                 max_utterance_samples=self.s.max_utterance_samples)
         self.rolling = Rolling(self.s.fusion.half_life_s)
-        self.lane = Lane(self.s.queue_chunks, self.s.queue_windows, self.counters, self.s.block_when_full,
-                         on_drop=self._dropped)
+        # The ordered work, bounded per kind: a chunk dropped means the recogniser misses that
+        # audio; a window dropped gets no result. Utterance ends and the input's end are kept.
+        self.lane: Lane = Lane({"chunk": self.s.queue_chunks, "window": self.s.queue_windows},
+                               {"chunk": "asr_queue_dropped", "window": "windows_dropped"}, self.counters,
+                               self.s.block_when_full, on_drop=self._dropped, kind_of=_kind)
         self._open_utts: dict[int, list[WindowResult]] = {}  # window results of utterances not closed yet
         self._heard: dict[int, list[Word]] = {}  # the recogniser's words of closed utterances
         self.status = Status()
