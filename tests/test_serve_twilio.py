@@ -97,7 +97,7 @@ def test_two_track_call_gives_per_track_results_on_the_feed_api_and_log(models, 
 
     row = [c for c in listing["calls"] if c["call_id"] == "CA01"][0]
     assert row["state"] == "ended" and row["source"] == "twilio" and set(row["last"]) == {"customer", "agent"}
-    assert row["last"]["agent"]["type"] == "window"
+    assert row["last"]["agent"]["type"] == "window" and row["dropped"] == {"audio_s": 0.0, "windows": 0}
     assert len(detail["windows"]) == len(windows) and len(detail["utterances"]) == len(utterances)
 
     assert 'ser_serve_calls_total{source="twilio"} 1.0' in metrics

@@ -80,7 +80,13 @@ async def serve(models, cfg, token: str | None) -> int:
     loop = asyncio.get_running_loop()
     registry = CallRegistry(models, cfg, loop=loop)
     app = make_app(registry, Auth(token, cfg.server.twilio_auth_token))
-    runner, port = await start(app, cfg.server.host, cfg.server.port, shutdown_timeout=1.0)
+    try:
+        runner, port = await start(app, cfg.server.host, cfg.server.port, shutdown_timeout=1.0)
+    except OSError as exc:
+        from streamer.errors import SerError
+
+        raise SerError(f"cannot listen on {cfg.server.host}:{cfg.server.port} ({exc.strerror or exc}); "
+                       "pass another --port (0: any free one) or --host") from exc
     audiosocket = None
     if cfg.server.audiosocket_port:
         try:
@@ -90,7 +96,14 @@ async def serve(models, cfg, token: str | None) -> int:
             from streamer.errors import SerError
 
             raise SerError(f"--audiosocket-port: AudioSocket support is not available ({exc})") from exc
-        audiosocket = await serve_audiosocket(registry, cfg.server.host, cfg.server.audiosocket_port)
+        try:
+            audiosocket = await serve_audiosocket(registry, cfg.server.host, cfg.server.audiosocket_port)
+        except OSError as exc:
+            await runner.cleanup()
+            from streamer.errors import SerError
+
+            raise SerError(f"cannot listen for AudioSocket on {cfg.server.host}:{cfg.server.audiosocket_port} "
+                           f"({exc.strerror or exc}); pass another --audiosocket-port") from exc
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -204,11 +204,25 @@ class Call:
         state = getattr(runner, "state", None)
         return str(getattr(state, "partial", "") or "") if state is not None else ""
 
+    def dropped(self) -> dict:
+        """What analysis falling behind cost this call so far: audio (s) and windows."""
+        audio_s, windows = 0.0, 0
+        for name, rate in self.rates.items():
+            runner = self.runners.get(name)
+            if runner is not None:
+                audio_s += getattr(runner.source, "dropped_samples", 0) / rate
+                counters = runner.counters.snapshot()
+            else:
+                counters = (self.summaries.get(name) or {}).get("counters") or {}
+                audio_s += counters.get("audio_dropped_samples", 0) / rate
+            windows += counters.get("windows_dropped", 0) + counters.get("asr_windows_dropped", 0)
+        return {"audio_s": round(audio_s, 3), "windows": windows}
+
     def summary_row(self) -> dict:
         """One row of ``GET /api/calls``."""
         return {"call_id": self.id, "source": self.source, "tracks": self.tracks, "started": self.started,
                 "ended": self.ended, "state": self.state, "error": self.error,
-                "windows": self.counts["window"], "utterances": self.counts["utterance"],
+                "windows": self.counts["window"], "utterances": self.counts["utterance"], "dropped": self.dropped(),
                 "last": {t: self.last.get(t) for t in self.tracks}, "log": str(self.log_path)}
 
     def detail(self) -> dict:
