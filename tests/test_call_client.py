@@ -82,14 +82,9 @@ async def server(served_models, log_dir: Path, token: str | None = None, **setti
 
 async def ended(session, url: str, call_id: str, token: str | None = None, timeout: float = 60.0) -> dict:
     """The call's detail once the server has ended it (bounded wait)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        d = await cc.fetch_call(session, url, call_id, token)
-        if d is not None and d["state"] == "ended":
-            return d
-        assert loop.time() < deadline, f"call {call_id} did not end within {timeout} s: {d and d['state']}"
-        await asyncio.sleep(0.2)
+    d = await cc.wait_ended(session, url, call_id, token, timeout)
+    assert d is not None and d["state"] == "ended", f"call {call_id} did not end within {timeout} s: {d and d['state']}"
+    return d
 
 
 def tracks_of(detail: dict, kind: str = "utterances") -> dict[str, list[dict]]:

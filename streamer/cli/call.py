@@ -311,6 +311,18 @@ async def fetch_call(session, url: str, call_id: str, token: str | None = None) 
         return await r.json()
 
 
+async def wait_ended(session, url: str, call_id: str, token: str | None = None, timeout: float = 60.0) -> dict | None:
+    """The call's results once the server has ended it (it finishes the windows held after the
+    stream closes); what it holds so far after ``timeout`` s; None when it has no such call."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        detail = await fetch_call(session, url, call_id, token)
+        if detail is None or detail.get("state") == "ended" or loop.time() >= deadline:
+            return detail
+        await asyncio.sleep(0.2)
+
+
 def describe(detail: dict) -> list[str]:
     lines = []
     for u in sorted(detail.get("utterances") or [], key=lambda u: (u.get("start_s") or 0, u.get("track") or "")):
@@ -408,7 +420,7 @@ async def _main(args) -> int:
             if code not in (None, 1000) or r.get("server_closed") is False:
                 failed += 1
             if not args.no_results:
-                detail = await fetch_call(session, url, r["call_id"], token)
+                detail = await wait_ended(session, url, r["call_id"], token)
                 for line in describe(detail or {}):
                     print(line)
     return 1 if failed else 0
