@@ -40,7 +40,8 @@ __all__ = ["Pipeline", "PipelineSettings", "Sink", "UtteranceEnd"]
 
 class Pipeline:
     def __init__(self, settings: PipelineSettings, source, asr: AsrEngine | None, audio_model, text_model,
-                 sinks: list[Sink], state: LiveState, counters: Counters | None = None, recorder=None) -> None:
+                 sinks: list[Sink], state: LiveState, counters: Counters | None = None, recorder=None,
+                 partials: bool = True) -> None:
         self.s = settings
         self.source = source
         self.sinks = sinks
@@ -48,6 +49,7 @@ class Pipeline:
         self.counters = counters or Counters()
         self.recorder = recorder
         self.asr = asr
+        self.partials = partials  # refresh the partial text while idle (Whisper decodes for it)
         self.session = StreamSession(settings, asr, services_for(audio_model, text_model), self.counters)
         self._stop: threading.Event | None = None
 
@@ -102,7 +104,7 @@ class Pipeline:
         while not session.finished:
             if session.step(timeout=0.05):
                 self._deliver()
-            else:
+            elif self.partials:
                 session.idle()
                 self._deliver()
         self._deliver()

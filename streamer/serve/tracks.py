@@ -6,7 +6,8 @@ models and hands every result to ``sink`` as the session-log record (``window``,
 ``utterance``) plus ``call_id`` and ``track``. ``sink`` is called from a worker thread: an
 asyncio caller passes ``loop.call_soon_threadsafe``-wrapped callbacks. ``close()`` ends the
 audio, finishes the windows held and returns the track's summary (blocking: call it from an
-executor); ``abort()`` stops at once.
+executor); ``abort()`` stops at once. Partial text (``partials``) costs a Whisper decode a
+second per speaking track, so only a protocol that sends it (vosk) asks for it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ Sink = Callable[[dict], None]
 
 class TrackRunner:
     def __init__(self, call_id: str, track: str, rate: int, models: Models, cfg: Config, sink: Sink,
-                 transcript: bool = True) -> None:
+                 transcript: bool = True, partials: bool = False) -> None:
         self.call_id, self.track = call_id, track
         self.counters = Counters()
         self.source = PushSource(f"{call_id}/{track}", rate, cfg.live.ring_seconds)
@@ -39,7 +40,8 @@ class TrackRunner:
         self._transcript = transcript
         self.state = LiveState(self.source.name, models.names, half_life_s=cfg.fusion.half_life_s)
         self.pipeline = Pipeline(pipeline_settings(cfg, block_when_full=False, channel=track), self.source,
-                                 models.asr_factory(), models.audio, models.text, [self._emit], self.state, self.counters)
+                                 models.asr_factory(), models.audio, models.text, [self._emit], self.state, self.counters,
+                                 partials=partials)
         self._stop = threading.Event()
         self.summary: dict | None = None
         self._thread = threading.Thread(target=self._run, name=f"track {call_id}/{track}", daemon=True)
