@@ -192,7 +192,8 @@ class Call:
         if not self.active:
             raise RuntimeError(f"call {self.id} has ended: no new track {name!r}")
         reg = self.registry
-        runner = TrackRunner(self.id, name, int(rate), reg.models, reg.cfg, self._sink, transcript=reg.cfg.live.log_transcript)
+        runner = TrackRunner(self.id, name, int(rate), reg.models, reg.cfg, self._sink, transcript=reg.cfg.live.log_transcript,
+                             partials=self.source == "vosk")  # only the vosk protocol sends partial text
         self.runners[name], self.rates[name] = runner, int(rate)
         runner.start()
         self.log.info("track %s started at %d Hz", name, rate)
