@@ -163,6 +163,7 @@ BAD = {  # name: (messages after the handshake, close code, words in the reason)
     "idle client": ([start_message("CAidle")], 1008, "idle_timeout_s"),
     "wrong token": ([start_message("CAtok", token="nope")], 1008, "wrong token"),
     "missing token": ([start_message("CAnotok", token=None)], 1008, "missing token"),
+    "call id too long": ([start_message("CA" + "9" * 200)], 1007, "call id of 202 characters"),
 }
 
 
@@ -204,7 +205,7 @@ def test_bad_input_closes_only_its_own_connection(models, speech, tmp_path):
     ended = {c["call_id"]: c for c in registry.listing()}
     assert "base64" in ended["CAb64"]["error"] and "idle_timeout_s" in ended["CAidle"]["error"]
     assert "CAtok" not in ended and "CAnotok" not in ended  # never admitted
-    assert 'ser_serve_connections_closed_total{code="1007",source="twilio"} 2.0' in metrics
+    assert 'ser_serve_connections_closed_total{code="1007",source="twilio"} 3.0' in metrics
     assert 'ser_serve_calls_refused_total{reason="unauthorized"} 2.0' in metrics  # the start messages' tokens
 
 

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 MAX_WINDOWS = 2000  # kept per call for /api/calls/{id} (the log has them all)
 MAX_UTTERANCES = 500
 SUBSCRIBER_QUEUE = 1000  # events a subscriber may fall behind before its oldest are dropped
-CLOSE_TIMEOUT_S = 30.0  # a track given longer than this to finish is stopped
+CLOSE_TIMEOUT_S = 30.0
+MAX_CALL_ID = 128  # characters; platforms' ids are far shorter (Twilio's callSid: 34)  # a track given longer than this to finish is stopped
 
 
 class Refused(Exception):
@@ -307,6 +308,8 @@ class CallRegistry:
             raise self.refuse("max_calls", f"the server is at its limit of {self.cfg.server.max_calls} calls "
                               "([server] max_calls, --max-calls)", 1013)
         call_id = str(call_id).strip() if call_id else ""
+        if len(call_id) > MAX_CALL_ID:
+            raise self.refuse("bad_call_id", f"a call id of {len(call_id)} characters (at most {MAX_CALL_ID})", 1007)
         if not call_id:
             call_id = uuid.uuid4().hex
         old = self.calls.get(call_id)
