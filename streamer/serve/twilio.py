@@ -173,7 +173,7 @@ async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
                 if call is None:
                     raise wire.ProtocolError(wire.POLICY, "stop before start")
                 plog.info("stop")
-                await close_ws(ws, wire.NORMAL, "stream stopped")
+                closing = (wire.NORMAL, "stream stopped")  # once the call's last results are out
                 break
             elif event == "connected":
                 if call is not None:
@@ -183,14 +183,20 @@ async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
     except wire.ProtocolError as exc:
         error = exc.reason
         plog.warning("closing (%d): %s", exc.code, exc.reason)
-        await close_ws(ws, exc.code, exc.reason, registry, SOURCE)
+        # the close goes out at once, while the call's held windows are finished
+        rejected = asyncio.ensure_future(close_ws(ws, exc.code, exc.reason, registry, SOURCE))
     except Exception as exc:  # our fault: say so, end this call only
         error = f"internal error: {exc}"
         plog.exception("handler failed")
-        await close_ws(ws, wire.INTERNAL, "internal server error (see the server's log)", registry, SOURCE)
+        rejected = asyncio.ensure_future(close_ws(ws, wire.INTERNAL, "internal server error (see the server's log)",
+                                                  registry, SOURCE))
     finally:
         if call is not None:
             await registry.end(call, error=error)
+    if rejected is not None:
+        await rejected
     if not ws.closed:
-        await close_ws(ws, wire.GOING_AWAY if not registry.accepting else wire.NORMAL, "call ended")
+        code, reason = closing or ((wire.GOING_AWAY, "server shutting down") if not registry.accepting
+                                   else (wire.NORMAL, "call ended"))
+        await close_ws(ws, code, reason, registry, SOURCE)
     return ws
