@@ -150,6 +150,7 @@ def test_sigterm_finishes_every_call_and_logs_its_end(tmp_path):
         rest = proc.stderr.read()
     assert rc == 0, rest
     assert "stopped (2 calls served, 2 logged as ended)" in rest and "leaked" not in rest, rest
+    print(f"SIGTERM to exit 0: {took:.1f} s")
     assert took < 10.0
     assert codes == [1001, 1001]
     paths = sorted(logs.glob("*.ndjson"))

@@ -181,10 +181,11 @@ def make_app(registry: CallRegistry, auth: Auth, extra_routes: list[web.RouteDef
 async def _on_shutdown(app: web.Application) -> None:
     """Stop taking calls, finish and log every call, then close the sockets still open."""
     registry = app[REGISTRY]
-    await registry.shutdown(registry.cfg.server.shutdown_s)
-    for ws in list(app[SOCKETS]):
-        if not ws.closed:
-            await close_ws(ws, WSCloseCode.GOING_AWAY, "server shutting down")
+    # shutdown_s in all: the calls, then the sockets' closes (2 s at most, all at once), then
+    # aiohttp's wait for the handlers (the runner's shutdown_timeout, 1 s in ser-serve)
+    await registry.shutdown(max(1.0, registry.cfg.server.shutdown_s - 3.0))
+    await asyncio.gather(*(close_ws(ws, WSCloseCode.GOING_AWAY, "server shutting down")
+                           for ws in list(app[SOCKETS]) if not ws.closed))
 
 
 async def start(app: web.Application, host: str, port: int, shutdown_timeout: float = 5.0) -> tuple[web.AppRunner, int]:
