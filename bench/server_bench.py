@@ -14,7 +14,8 @@ The bench follows ``/events`` and reports, per N:
 
 ``--separate`` runs the same calls as one ``ser-live --file`` process per track instead (two per
 call; the same 8 kHz mu-law audio, as WAV), to show what sharing the models gains: the sum of
-their RSS, their CPU, and window latency from their logs (window close -> result).
+their RSS, their CPU (from their launch, so each one's model loading is in it), and window
+latency from their logs (window close -> result).
 
 Usage, from the repository root (the full run takes about (seconds + 30) x 5 x 2 s):
 
