@@ -136,7 +136,6 @@ def test_twilio_two_track_call_gives_per_track_results(served_models, voices, tm
 
 def test_vosk_protocol_replies_to_every_message_with_partials_results_and_emotion(served_models, voices, tmp_path):
     x = cc.load_pcm(voices["customer"], 16000)
-    y = cc.load_pcm(voices["agent"], 16000)
     gap = np.zeros(16000, np.int16)
 
     async def scenario():
