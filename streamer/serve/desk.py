@@ -470,6 +470,8 @@ def install(app: web.Application, registry: CallRegistry | None = None, cfg: Con
     """Add the desk to a ser-serve app made by ``make_app``, before it starts: its routes,
     the cookie/login middleware (ahead of the token check) and the alert runner (started
     with the app, stopped at its cleanup)."""
+    if DESK in app:  # installed already (by make_app, say)
+        return app[DESK]
     registry = registry or app[REGISTRY]
     desk = Desk(registry, cfg, tick_s=tick_s)
     app[DESK] = desk

@@ -366,31 +366,35 @@ function addUtterance(d, u) {
   if (d.utterances.length > MAX_UTTERANCES) d.utterances.splice(0, d.utterances.length - MAX_UTTERANCES);
 }
 
-function timeline(track, windows) {
-  const W = 600, H = 120, top = 16, pad = 4;
-  const end = Math.max(10, ...windows.map(w => w.end_s || 0));
+function timeline(track, windows, span) {
+  const W = 600, H = 136, top = 16, bottom = 116, pad = 6;
+  const end = Math.max(10, span || 0, ...windows.map(w => w.end_s || 0));
   const x = t => pad + (W - 2 * pad) * (t / end);
-  const y = v => top + 6 + (H - top - 12) * (1 - (v + 1) / 2);
+  const y = v => top + 6 + (bottom - top - 12) * (1 - (v + 1) / 2);
   const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "timeline", role: "img",
-                           "aria-label": `${track}: arousal and valence over ${Math.round(end)} s`,
-                           preserveAspectRatio: "none", "data-timeline": track});
-  root.append(svg("rect", {x: 0, y: top, width: W, height: H - top, class: "plot-bg"}));
-  root.append(svg("line", {x1: pad, x2: W - pad, y1: y(0), y2: y(0), class: "zero"}));
-  const step = end > 300 ? 60 : end > 60 ? 30 : 10;
-  for (let t = step; t < end; t += step) {
-    root.append(svg("line", {x1: x(t), x2: x(t), y1: top, y2: H, class: "tick"}));
+                           "aria-label": `${track}: arousal and valence over ${Math.round(end)} s`, "data-timeline": track});
+  root.append(svg("rect", {x: 0, y: top, width: W, height: bottom - top, class: "plot-bg"}));
+  for (const v of [1, 0, -1]) {
+    root.append(svg("line", {x1: pad, x2: W - pad, y1: y(v), y2: y(v), class: v === 0 ? "zero" : "tick"}));
+  }
+  const step = end > 600 ? 120 : end > 300 ? 60 : end > 60 ? 30 : end > 20 ? 10 : 5;
+  for (let t = 0; t <= end + 1e-6; t += step) {
+    if (t > 0) root.append(svg("line", {x1: x(t), x2: x(t), y1: top, y2: bottom, class: "tick"}));
+    root.append(svg("text", {x: x(t), y: H - 4, class: "axis",
+                             "text-anchor": t === 0 ? "start" : x(t) > W - 24 ? "end" : "middle"}, clock(t)));
   }
   for (const w of windows) {
-    const r = svg("rect", {x: x(w.start_s || 0), y: 0, width: Math.max(1, x(w.end_s || 0) - x(w.start_s || 0)),
+    const r = svg("rect", {x: x(w.start_s || 0), y: 0, width: Math.max(2, x(w.end_s || 0) - x(w.start_s || 0)),
                            height: top - 4, fill: LABEL_COLOURS[w.label] || "#999",
                            "fill-opacity": w.uncertain ? 0.3 : 0.9, "data-label": w.label});
     r.append(svg("title", {}, `${clock(w.start_s)}–${clock(w.end_s)} ${w.label} ${Math.round((w.confidence || 0) * 100)}%${w.uncertain ? " (uncertain)" : ""}`));
     root.append(r);
   }
-  for (const [key, cls] of [["arousal", "arousal"], ["valence", "valence"]]) {
+  for (const key of ["arousal", "valence"]) {
     const pts = windows.filter(w => w[key] !== null && w[key] !== undefined)
-                       .map(w => `${x(((w.start_s || 0) + (w.end_s || 0)) / 2).toFixed(1)},${y(w[key]).toFixed(1)}`);
-    if (pts.length) root.append(svg("polyline", {points: pts.join(" "), class: cls}));
+                       .map(w => [x(((w.start_s || 0) + (w.end_s || 0)) / 2), y(w[key])]);
+    if (pts.length > 1) root.append(svg("polyline", {points: pts.map(p => p.map(v => v.toFixed(1)).join(",")).join(" "), class: key}));
+    for (const [px, py] of pts) root.append(svg("circle", {cx: px.toFixed(1), cy: py.toFixed(1), r: 3, class: `dot ${key}`}));
   }
   return root;
 }
@@ -399,7 +403,12 @@ function renderDetail() {
   const panel = document.getElementById("detail");
   const main = document.getElementById("main");
   const d = S.detail;
-  if (!d) { panel.hidden = true; main.hidden = false; return; }
+  if (!d) {  // closed: nothing of it stays in the page
+    panel.hidden = true;
+    main.hidden = false;
+    for (const id of ["detail-alerts", "timelines", "transcripts"]) document.getElementById(id).replaceChildren();
+    return;
+  }
   panel.hidden = false;
   main.hidden = true;
   const c = S.calls.get(d.id) || {call_id: d.id, names: {}, tracks: [], state: "unknown", last: {}, last_utterance: {}};
@@ -425,9 +434,10 @@ function renderDetail() {
           h("b", {class: "rule"}, a.rule), ` ${a.reason} `, h("span", {class: "muted"}, `acknowledged ${(a.acked.time || "").slice(11, 19)}`))
       : alertItem(a, false)) : [h("li", {class: "muted"}, "No alerts on this call.")]));
   const tracks = [...new Set([...(c.tracks || []), ...Object.keys(d.windows)])];
+  const span = Math.max(0, ...Object.values(d.windows).flat().map(w => w.end_s || 0));  // one time axis for all tracks
   document.getElementById("timelines").replaceChildren(...tracks.map(t =>
     h("figure", {class: "tl"}, h("figcaption", {}, title(t), c.last[t] ? ` · now ${c.last[t].label}` : ""),
-      timeline(t, d.windows[t] || []))));
+      timeline(t, d.windows[t] || [], span))));
   const tracksU = [...new Set([...tracks, ...d.utterances.map(u => u.track)])];
   document.getElementById("transcripts").replaceChildren(...tracksU.map(t => {
     const lines = d.utterances.filter(u => u.track === t).sort((a, b) => (a.start_s || 0) - (b.start_s || 0));
