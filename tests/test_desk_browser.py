@@ -81,7 +81,8 @@ def test_the_desk_in_chromium(models, tmp_path):
     assert out["transcript"]
     assert out["reconnected"]
     assert out["alert"]["rule"] == "angry customer" and out["alert"]["track"] == "customer"
-    assert out["alert_on_page_s"] < 10.0, out["alert_on_page_s"]  # from its last qualifying window on the feed
+    print(f"the alert was on the page {out['alert_on_page_s']:.2f} s after its last qualifying window reached the feed")
+    assert out["alert_on_page_s"] < 10.0, out["alert_on_page_s"]
     assert out["in list"] and out["first card"] == ANGRY_ID
     assert out["customer label"] in ("angry", "disgust", "fear", "surprise", "sad", "happy", "neutral")
     assert out["names"] and "Dana Reyes" in out["names"]

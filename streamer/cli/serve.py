@@ -80,6 +80,9 @@ async def serve(models, cfg, token: str | None) -> int:
     loop = asyncio.get_running_loop()
     registry = CallRegistry(models, cfg, loop=loop)
     app = make_app(registry, Auth(token, cfg.server.twilio_auth_token))
+    from streamer.serve.desk import install as install_desk  # issue 19: the desk (GET /) and the alert rules
+
+    install_desk(app, registry)
     try:
         runner, port = await start(app, cfg.server.host, cfg.server.port, shutdown_timeout=1.0)
     except OSError as exc:
@@ -111,6 +114,8 @@ async def serve(models, cfg, token: str | None) -> int:
     print(f"ser-serve: listening on http://{host}:{port} (/twilio /vosk /audio-fork /events /api/calls /metrics "
           f"/healthz); logs in {registry.log_dir}"
           + (f"; AudioSocket on port {cfg.server.audiosocket_port}" if audiosocket else ""), file=sys.stderr, flush=True)
+    print(f"ser-serve: call desk at http://{host}:{port}/ ({len(cfg.alerts)} alert rules; sign in with the token, "
+          "or open /?token=T once)", file=sys.stderr, flush=True)
     await stop.wait()
     print(f"ser-serve: stopping: finishing {len(registry.active_calls)} call(s)...", file=sys.stderr, flush=True)
     registry.accepting = False

@@ -215,7 +215,7 @@ class Desk:
         return raised
 
     def _raise(self, alert: dict) -> dict:
-        alert = {**alert, "time": now_iso(), "acked": None}
+        alert = {**{k: v for k, v in alert.items() if k != "wall_s"}, "time": now_iso(), "acked": None}  # wall_s: this process's clock
         base, n = alert["id"], 1
         while alert["id"] in self.alerts:  # a call id used again
             n += 1
