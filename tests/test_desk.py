@@ -124,7 +124,7 @@ def test_sign_in_keeps_a_cookie_and_a_wrong_token_gets_401_and_no_data(tmp_path)
     assert out["css"][0] == 200 and out["js"][0] == 200 and out["html file"][0] == 404  # the page needs the token
     status, location, cookies = out["login"]
     assert status == 303 and location == "/"
-    assert len(cookies) == 1 and "HttpOnly" in cookies[0] and "SameSite=Strict" in cookies[0]
+    assert len(cookies) == 1 and "HttpOnly" in cookies[0] and "SameSite=Lax" in cookies[0]
     assert out["cookie"] and TOKEN not in out["cookie"]  # a keyed hash, not the token
     assert out["page"][0] == 200 and "/desk/static/desk.js" in out["page"][1]
     status, state = out["state"]
@@ -264,3 +264,20 @@ def test_an_ended_call_stays_listed_with_its_report(tmp_path):
     status, ctype, body = report
     assert status == 200 and ctype.startswith("text/html") and "<html" in body.lower()
     assert missing == 404
+
+
+def test_ended_calls_leave_the_desk_after_keep_ended_min(tmp_path):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def scenario():
+        async with Server(tmp_path, keep_ended_min=0.0) as srv, aiohttp.ClientSession(headers=auth) as http:
+            call = await srv.registry.open("CAgone", "twilio", {}, ["customer"])
+            live = await srv.registry.open("CAlive", "twilio", {}, ["customer"])
+            await srv.registry.end(call)
+            await asyncio.sleep(0.2)
+            async with http.get(srv.url + "/api/desk") as r:
+                state = await r.json()
+            await srv.registry.end(live)
+            return [c["call_id"] for c in state["calls"]]
+
+    assert asyncio.run(scenario()) == ["CAlive"]

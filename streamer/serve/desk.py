@@ -276,8 +276,9 @@ class Desk:
             call = self.registry.calls.get(row["call_id"])
             if call is None:
                 continue
-            if call.state == "ended" and call.id in self.ended:
-                continue  # the desk's own card of it (kept keep_ended_min)
+            if call.state == "ended" and (call.id in self.ended or call.ended_mono is None
+                                          or time.monotonic() - call.ended_mono > self.keep_s):
+                continue  # the desk's own card of it, or gone after [desk] keep_ended_min
             cards.append(self.card(call))
             seen.add(call.id)
         for cid, card in self.ended.items():
@@ -356,9 +357,11 @@ def login_page(message: str, status: int = 401) -> web.Response:
 
 def _signed_in(request: web.Request, auth: Auth, to: str = "/") -> web.Response:
     resp = web.HTTPSeeOther(to)
+    # Lax, not Strict: a /?token=T link followed from elsewhere must still land signed in;
+    # Lax keeps the cookie off other sites' POSTs and WebSocket handshakes
     secure = request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
     resp.set_cookie(COOKIE, cookie_value(auth.token or ""), max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
-                    samesite="Strict", secure=secure)
+                    samesite="Lax", secure=secure)
     return resp
 
 
