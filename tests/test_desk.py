@@ -42,16 +42,16 @@ def window(call_id: str, track: str, i: int, label: str = "angry", conf: float =
 
 
 class Server:
-    def __init__(self, tmp_path, rules=None, tick_s=1.0, keep_ended_min=30.0):
+    def __init__(self, tmp_path, rules=None, tick_s=1.0, keep_ended_min=30.0, token=TOKEN):
         cfg = server_config()
         cfg = replace(cfg, desk=replace(cfg.desk, keep_ended_min=keep_ended_min))
         if rules is not None:
             cfg = replace(cfg, alerts=tuple(rules))
-        self.cfg, self.tmp_path, self.tick_s = cfg, tmp_path, tick_s
+        self.cfg, self.tmp_path, self.tick_s, self.token = cfg, tmp_path, tick_s, token
 
     async def __aenter__(self):
         self.registry = CallRegistry(MODELS, self.cfg, self.tmp_path, loop=asyncio.get_running_loop())
-        app = make_app(self.registry, Auth(TOKEN))
+        app = make_app(self.registry, Auth(self.token))
         self.desk = desk_mod.install(app, self.registry, tick_s=self.tick_s)
         self.runner, port = await start(app, "127.0.0.1", 0, shutdown_timeout=1.0)
         self.url = f"http://127.0.0.1:{port}"
@@ -281,3 +281,17 @@ def test_ended_calls_leave_the_desk_after_keep_ended_min(tmp_path):
             return [c["call_id"] for c in state["calls"]]
 
     assert asyncio.run(scenario()) == ["CAlive"]
+
+
+def test_without_a_token_the_desk_is_open_on_loopback(tmp_path):
+    async def scenario():
+        async with Server(tmp_path, token=None) as srv, aiohttp.ClientSession() as http:
+            out = {}
+            for path in ("/", "/api/desk", "/login"):
+                async with http.get(srv.url + path, allow_redirects=False) as r:
+                    out[path] = (r.status, r.headers.get("Location"), r.headers.getall("Set-Cookie", []))
+            return out
+
+    out = asyncio.run(scenario())
+    assert out["/"][0] == 200 and out["/api/desk"][0] == 200
+    assert out["/login"][:2] == (303, "/") and out["/"][2] == []

@@ -23,6 +23,7 @@ const S = {
   backoff: 1000,
   buffering: null,     // events that arrived while catching up
   dirty: true,
+  cards: new Map(),    // call_id -> {key, el}: the grid's cards as last drawn
 };
 
 // --- small helpers -------------------------------------------------------------------------
@@ -320,7 +321,21 @@ function sortedCalls() {
 function renderGrid() {
   const grid = document.getElementById("grid");
   const calls = sortedCalls();
-  grid.replaceChildren(...calls.map(card));
+  // a card is rebuilt only when what it shows changed, and the grid is reordered only when
+  // the order changed, so focus, hover and a button under the pointer survive other calls' events
+  const els = calls.map(c => {
+    const key = JSON.stringify([c.state, c.error, c.last, c.last_utterance, c.names, c.report, c.tracks,
+                                openAlerts(c.call_id).map(a => a.id)]);
+    const had = S.cards.get(c.call_id);
+    if (had && had.key === key) return had.el;
+    const el = card(c);
+    if (had && had.el.parentNode === grid) had.el.replaceWith(el);
+    S.cards.set(c.call_id, {key, el});
+    return el;
+  });
+  for (const id of [...S.cards.keys()]) if (!S.calls.has(id)) S.cards.delete(id);
+  const now = [...grid.children];
+  if (now.length !== els.length || now.some((el, i) => el !== els[i])) grid.replaceChildren(...els);
   document.getElementById("empty").hidden = calls.length > 0;
   const active = calls.filter(c => c.state !== "ended").length;
   document.getElementById("counts").textContent = `${active} live · ${calls.length - active} ended`;
