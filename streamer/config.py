@@ -164,6 +164,7 @@ class LiveConfig:
     queue_windows: int = 16
     queue_chunks: int = 300
     words_timeout_s: float = 30.0
+    max_lag_s: float = 5.0  # a window not analysed this long after it closed is dropped (counted); not --fast
     join_timeout_s: float = 30.0
     refresh_per_second: float = 4.0
     log_dir: str = ""  # empty: the user's data folder (ser-live/sessions)
@@ -179,6 +180,7 @@ class LiveConfig:
         check("live", "queue_windows", 1 <= self.queue_windows <= 10_000, "between 1 and 10000")
         check("live", "queue_chunks", 1 <= self.queue_chunks <= 100_000, "between 1 and 100000")
         check("live", "words_timeout_s", 0.1 <= self.words_timeout_s <= 600, "between 0.1 and 600")
+        check("live", "max_lag_s", 0.5 <= self.max_lag_s <= 600, "between 0.5 and 600")
         check("live", "join_timeout_s", 0.1 <= self.join_timeout_s <= 600, "between 0.1 and 600")
         check("live", "refresh_per_second", 0.5 <= self.refresh_per_second <= 30, "between 0.5 and 30")
         check("live", "utterance_max_s", 2.5 <= self.utterance_max_s <= 25, "between 2.5 and 25")

@@ -87,3 +87,21 @@ def text_model():
     if not (DEFAULT_MODEL_DIR / "config.json").exists():
         pytest.skip("no shipped text model in models/text-emotion (run ser-train-text)")
     return EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def models(whisper):
+    """The shipped models, loaded and warmed once for the whole test run (Whisper for speech
+    recognition, whatever Vosk model may be around)."""
+    from dataclasses import replace
+
+    import torch
+
+    from streamer.config import Config
+    from streamer.live.factory import load_models, warm_up
+
+    torch.set_num_threads(1)
+    cfg = Config.load()
+    m = load_models(replace(cfg, asr=replace(cfg.asr, engine="whisper")))
+    warm_up(m)
+    return m

@@ -221,3 +221,20 @@ def test_a_spoken_sentence_survives_a_squeezed_alignment(whisper, tmp_path):
     x = np.concatenate([np.zeros(8000, np.float32), load_audio(tel)])
     words = [w[0].lower().strip(".,") for w in decode(whisper, x[int(0.28 * 16000):], WhisperAsrConfig())]
     assert {"hello", "calling", "happy", "today"} <= set(words), words
+
+
+@pytest.mark.slow
+def test_a_skipped_window_keeps_its_words_in_the_utterance(whisper, speech_wav):
+    """The stream fell behind and its first window was dropped: the utterance still hears it."""
+    from streamer.asr.whisper import WhisperEngine
+
+    x = (load_audio(speech_wav) * 32767).astype(np.int16)
+    x = np.concatenate([x, np.zeros(SR // 2, np.int16)])
+    half = len(x) // 2
+    eng = WhisperEngine(whisper)
+    eng.push(Chunk(0, x), True)
+    eng.skip(Window(0, 0, half, x[:half], utterance=0))
+    later = eng.words_for(Window(1, half, len(x), x[half:], final=True, utterance=0))
+    heard = [w.word for w in eng.end_utterance(len(x))]
+    assert {"quick", "brown"} & set(heard), heard  # words of the skipped first half
+    assert len(heard) >= len(later)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -42,22 +41,12 @@ def voices(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def served_models():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
+def served_models(models):
+    """The session's shared models (conftest) and the configuration they were loaded with."""
     from streamer.config import Config
-    from streamer.live.factory import load_models, warm_up
 
-    torch.set_num_threads(1)
     cfg = Config.load(None)
-    cfg = replace(cfg, asr=replace(cfg.asr, engine="whisper"))  # English words, whatever Vosk model is around
-    try:
-        models = load_models(cfg)
-    except Exception as exc:  # the shipped models are missing
-        pytest.skip(f"models not available: {exc}")
-    warm_up(models)
-    return cfg, models
+    return replace(cfg, asr=replace(cfg.asr, engine="whisper")), models
 
 
 @contextlib.asynccontextmanager

@@ -157,3 +157,16 @@ def test_stop_mid_stream_is_clean(speech):
     results, summary = run(speech, 1600, PipelineSettings(), pace=0.02, stop=stop)
     assert summary["stream_s"] < len(speech) / SR and summary["windows"] == len(results)
     assert summary["counters"].get("threads_not_joined", 0) == 0
+
+
+def test_windows_too_late_to_matter_are_dropped_and_counted(speech):
+    """A worker far behind skips windows older than max_lag_s instead of queueing latency."""
+    s = PipelineSettings(max_lag_s=0.5, words_timeout_s=2.0)
+    results, summary = run(speech, 1600, s, asr=StubAsr(delay=0.01))
+    c = summary["counters"]
+    assert c.get("windows_stale", 0) > 0 and c["windows_dropped"] >= c["windows_stale"]
+    assert len(results) + c["windows_dropped"] == c["windows"]  # every window analysed or counted
+    assert all(r.latency_ms < 0.5e3 + 500 for r in results)  # none waited much beyond the bound
+    blocking = PipelineSettings(max_lag_s=0.5, block_when_full=True)
+    results, summary = run(speech, 1600, blocking, asr=StubAsr(delay=0.002))
+    assert not summary["counters"].get("windows_stale") and len(results) == summary["counters"]["windows"]

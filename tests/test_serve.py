@@ -53,19 +53,6 @@ def test_the_cli_refuses_a_public_address_without_a_token():
     assert len(lines) == 1 and "without a token" in lines[0] and "--token-file" in lines[0]
 
 
-@pytest.fixture(scope="module")
-def models(whisper):
-    import torch
-
-    from streamer.config import Config
-    from streamer.live.factory import load_models, warm_up
-
-    torch.set_num_threads(1)
-    m = load_models(Config.load())
-    warm_up(m)
-    return m
-
-
 def test_endpoints_take_the_token_and_healthz_does_not(models, tmp_path):
     async def scenario():
         out = {}

@@ -22,19 +22,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def models(whisper):
-    import torch
-
-    from streamer.config import Config
-    from streamer.live.factory import load_models, warm_up
-
-    torch.set_num_threads(1)
-    m = load_models(Config.load())
-    warm_up(m)
-    return m
-
-
-@pytest.fixture(scope="module")
 def speech(tmp_path_factory):
     d = tmp_path_factory.mktemp("twilio")
     return {"customer": espeak_mulaw(d, "customer", "I am so happy today, this is wonderful news for everyone."),

@@ -42,13 +42,6 @@ def speech_file(tmp_path, lead, gap=1.2):
     return path
 
 
-@pytest.fixture(scope="module")
-def models(whisper):
-    from streamer.live.factory import load_models
-
-    return load_models(Config.load())
-
-
 def analyse(path, models, cfg=None):
     """Records of one file through the pipeline, as ``ser-live --file --fast`` writes them."""
     from streamer.live.factory import pipeline_settings

@@ -11,6 +11,9 @@
 - ``end_utterance(end)``: the current utterance closed at sample ``end``: all of its words
   (Whisper: one decode of the whole utterance; words of a short tail after the last window
   included).
+- ``skip(window)`` (optional): the window is dropped unanalysed (the stream fell behind); the
+  engine keeps its place in the utterance without the work, so the utterance's end still
+  hears every word.
 - ``flush()`` at end of stream, ``reset()`` to start over.
 """
 

@@ -124,6 +124,15 @@ class WhisperEngine:
         self._utt_until = window.end
         return self._take(window.end, hold=not window.final)
 
+    def skip(self, window: Window) -> None:
+        """A window dropped unanalysed (the stream fell behind): keep the utterance's place
+        without decoding, so the next window and the utterance's end still hear its words."""
+        self._drop_open_until(window.end)
+        if window.utterance != self._utt or window.start != self._utt_until:
+            self._start_utterance(window)
+        self._utt_until = window.end
+        self._utt_whole = None
+
     def end_utterance(self, end: int) -> list[Word]:
         """The utterance closed at ``end``: all its words, from one decode of the whole
         utterance (the last window's, when it reached the end; else one more)."""

@@ -65,6 +65,7 @@ class SessionSettings:
     join_timeout_s: float = 30.0
     block_when_full: bool = False  # True for files read --fast
     channel: str | None = None
+    max_lag_s: float = 5.0  # a window not analysed this long after it closed is dropped (not when blocking)
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,15 @@ class StreamSession:
                     self._set_partial(self.asr.partial())
             elif kind == "window":
                 self._close_utterances(what.window.utterance - 1, None)  # its end marker was dropped
-                self._analyse(what)
+                if not self.s.block_when_full and time.monotonic() - what.at > self.s.max_lag_s:
+                    self.counters.add("windows_dropped")  # too late to matter: catch up instead
+                    self.counters.add("windows_stale")
+                    what.audio.cancel()
+                    skip = getattr(self.asr, "skip", None)
+                    if skip is not None:
+                        skip(what.window)
+                else:
+                    self._analyse(what)
             else:
                 self._end_utterance(what)
         except Exception:

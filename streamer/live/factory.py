@@ -74,7 +74,8 @@ def pipeline_settings(cfg: Config, block_when_full: bool, channel: str | None = 
     return PipelineSettings(cfg.audio.window_samples, cfg.audio.min_window_samples, cfg.live.utterance_max_samples,
                             cfg.vad, cfg.fusion,
                             cfg.live.queue_windows, cfg.live.queue_chunks, cfg.live.words_timeout_s,
-                            cfg.live.join_timeout_s, block_when_full=block_when_full, channel=channel)
+                            cfg.live.join_timeout_s, block_when_full=block_when_full, channel=channel,
+                            max_lag_s=cfg.live.max_lag_s)
 
 
 def warm_up(models: Models) -> None:

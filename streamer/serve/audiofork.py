@@ -34,7 +34,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from streamer.serve import wire
-from streamer.serve.wire import BAD_DATA, GOING_AWAY, INTERNAL, NORMAL, UNSUPPORTED, ProtocolError
+from streamer.serve.wire import BAD_DATA, INTERNAL, NORMAL, UNSUPPORTED, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,10 @@ async def run(ws, registry, idle_s: float) -> None:
         while True:
             msg = await wire.receive(ws, idle_s)
             if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
-                if ws.close_code not in (None, NORMAL, GOING_AWAY):
-                    error = f"connection closed with {ws.close_code}: {ws.exception() or 'no reason'}"
+                error = wire.peer_error(ws)
                 break
             if not call.active:
-                code, reason = GOING_AWAY, "the call was ended by the server (shutting down)"
+                code, reason = wire.ENDED_BY_SERVER
                 break
             if msg.type is WSMsgType.TEXT:
                 try:

@@ -136,8 +136,8 @@ async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
         while True:
             msg = await wire.receive(ws, server.idle_timeout_s)
             if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
-                if ws.close_code not in (None, wire.NORMAL, wire.GOING_AWAY):
-                    error = f"connection closed with {ws.close_code}: {ws.exception() or 'no reason'}"
+                error = wire.peer_error(ws)
+                if error:
                     registry.metrics.closed.labels(source=SOURCE, code=str(ws.close_code)).inc()
                 elif call is not None and call.active and registry.accepting:
                     plog.info("the stream closed without a stop message")

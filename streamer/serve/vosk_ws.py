@@ -52,7 +52,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from streamer.serve import wire
-from streamer.serve.wire import BAD_DATA, GOING_AWAY, INTERNAL, NORMAL, POLICY, ProtocolError
+from streamer.serve.wire import BAD_DATA, INTERNAL, NORMAL, POLICY, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +197,10 @@ async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dic
         while True:
             msg = await wire.receive(ws, idle_s)
             if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
-                if ws.close_code not in (None, NORMAL, GOING_AWAY):
-                    error = f"connection closed with {ws.close_code}: {ws.exception() or 'no reason'}"
+                error = wire.peer_error(ws)
                 break
             if not call.active:
-                code, reason = GOING_AWAY, "the call was ended by the server (shutting down)"
+                code, reason = wire.ENDED_BY_SERVER
                 break
             if msg.type is WSMsgType.TEXT:
                 kind, new = parse_command(msg.data, opts)

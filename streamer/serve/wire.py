@@ -83,3 +83,13 @@ async def receive(ws: web.WebSocketResponse, idle_s: float):
 async def close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
     if not ws.closed:
         await ws.close(code=code, message=close_reason(reason))
+
+
+def peer_error(ws: web.WebSocketResponse) -> str | None:
+    """After :func:`receive` gave None: what went wrong if the close was not a normal one."""
+    if ws.close_code not in (None, NORMAL, GOING_AWAY):
+        return f"connection closed with {ws.close_code}: {ws.exception() or 'no reason'}"
+    return None
+
+
+ENDED_BY_SERVER = (GOING_AWAY, "the call was ended by the server (shutting down)")
