@@ -98,6 +98,10 @@ def test_file_fast_end_to_end(tmp_path, text_model, audio_model):
     for word in ("thank", "calling", "waiting", "refund", "tomorrow", "wonderful"):
         assert word in heard, heard
     assert res.stdout.count("\n") == len(windows) + len(utterances)  # plain lines when stdout is not a terminal
+    # The same windows and labels as the three-thread pipeline before the StreamSession core
+    ref = json.loads((ROOT / "tests" / "data" / "demo_reference.json").read_text())
+    assert [[w["start_s"], w["end_s"], w["label"]] for w in windows] == ref["windows"]
+    assert [[u["start_s"], u["end_s"], u["label"], u["windows"]] for u in utterances] == ref["utterances"]
 
 
 def test_json_stdout_and_no_transcript_log(tmp_path, speech_wav, text_model, audio_model):
