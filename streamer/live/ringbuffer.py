@@ -40,6 +40,12 @@ class RingBuffer:
     def capacity(self) -> int:
         return self._cap
 
+    @property
+    def written(self) -> int:
+        """Samples written since the stream started (dropped ones included)."""
+        with self._lock:
+            return self._written
+
     def write(self, samples: NDArray[np.int16]) -> None:
         """Copy ``samples`` in (called from the audio callback)."""
         n = len(samples)

@@ -142,6 +142,11 @@ class PushSource:
         return self.ring.dropped
 
     @property
+    def written_samples(self) -> int:
+        """Samples pushed in so far, at the source's rate (a stream that stops sending stops this)."""
+        return self.ring.written
+
+    @property
     def done(self) -> bool:
         return self._ended.is_set() and self.ring.pending() == 0 and self._flushed
 

@@ -65,6 +65,11 @@ class TrackRunner:
         self._thread.start()
         return self
 
+    @property
+    def pushed(self) -> int:
+        """Samples pushed so far, at the track's rate."""
+        return self.source.written_samples
+
     def push(self, samples: np.ndarray) -> None:
         """16-bit PCM at the track's rate (never blocks)."""
         self.source.write(samples)
