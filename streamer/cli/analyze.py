@@ -20,6 +20,10 @@ def main() -> int:
                     help="split: each channel of a stereo file is its own speaker, named by [batch] channel_names; mix: one stream (default: mix)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="files analysed in parallel, each process loading the models once (default: 1)")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: --jobs processes on this machine; ray: one file per CPU of a Ray cluster (default: local)")
+    ap.add_argument("--address", default=None,
+                    help="--engine ray: the cluster to join (default: $RAY_ADDRESS, else a local cluster of this machine's CPUs)")
     ap.add_argument("--force", action="store_true", help="analyse again files whose log is already complete")
     ap.add_argument("--config", type=Path, default=None, help="settings file (default: the repository's config.toml)")
     ap.add_argument("--asr", choices=("auto", "vosk", "whisper"), default=None,
@@ -60,11 +64,17 @@ def main() -> int:
             seconds[f] = 0.0
     console = Console(stderr=True, soft_wrap=True)  # a long path is never cut into two lines
     console.print(f"{len(files)} file(s), {len(files) - len(todo)} already analysed, {len(todo)} to do "
-                  f"({sum(seconds.values()) / 60:.1f} min of audio), {args.jobs} job(s)")
+                  f"({sum(seconds.values()) / 60:.1f} min of audio), "
+                  + ("on Ray" if args.engine == "ray" else f"{args.jobs} job(s)"))
     failures = {}
     if todo:
         tasks = [(str(f), str(logs[f]), opts) for f in todo]
-        results = run_batch(tasks, args.jobs, str(args.config) if args.config else None, overrides)
+        if args.engine == "ray":
+            from streamer.batch_ray import RayOptions, run_batch_ray
+
+            results = run_batch_ray(tasks, str(args.config) if args.config else None, overrides, RayOptions(args.address))
+        else:
+            results = run_batch(tasks, args.jobs, str(args.config) if args.config else None, overrides)
         if console.is_terminal:  # bars on a terminal; one line per file elsewhere (a log, a pipe)
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                           TimeElapsedColumn(), console=console) as progress:

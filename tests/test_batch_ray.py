@@ -1,0 +1,152 @@
+"""ser-analyze --engine ray (issue 20): on a local Ray cluster of 2 CPUs, the same logs and
+summary.csv as --jobs 1, resume, and a worker lost mid-file: the file is redone, and its log
+is never half-written (with no retries left, it is reported and the next run redoes it)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamer.audio import SAMPLE_RATE
+from streamer.batch import BatchOptions
+from streamer.live.session_log import read_log
+from streamer.paths import CHECKOUT as ROOT
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+SENTENCES = {"billing.wav": ("good morning, this is the billing department, how may I help you", "en-us"),
+             "parcel.wav": ("my parcel never arrived and I want my money back right now", "en-us+m3"),
+             "thanks.flac": ("thank you so much, that was really helpful, have a lovely day", "en-us+f2")}
+
+
+def espeak(text, voice, path):
+    raw = path.with_name(path.stem + ".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "pad", "0.3", "0.5"], check=True)
+    raw.unlink()
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rec")
+    (d / "calls").mkdir()
+    for name, (text, voice) in SENTENCES.items():
+        espeak(text, voice, d / "calls" / name)
+    (d / "calls" / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
+    return d  # the files are passed as the relative path "calls", from this folder
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def env_for(tmp):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SER_MODELS_DIR=str(tmp / "nomodels"), RAY_USAGE_STATS_ENABLED="0")
+    for k in ("SER_VOSK_MODEL", "RAY_ADDRESS", "SER_BATCH_RAY_DIE_ONCE"):
+        env.pop(k, None)
+    return env
+
+
+def analyze(calls, out, *extra, env=None):
+    return subprocess.run([sys.executable, "-m", "streamer.cli.analyze", "calls", "--out", str(out), *extra],
+                          capture_output=True, text=True, cwd=calls, env=env or env_for(calls), timeout=300)
+
+
+def content(log):
+    """A log without its times: every record, in order, less the wall-clock fields."""
+    drop = ("time", "wall_s", "latency_ms", "timings_ms", "lag_s")
+    recs = []
+    for r in read_log(log).records:
+        r = {k: v for k, v in r.items() if k not in drop}
+        if r["type"] == "session_end":  # run counters and latencies: keep what the analysis found
+            r = {k: r[k] for k in ("type", "windows", "error") if k in r}
+        recs.append(r)
+    return recs
+
+
+def windows(log):
+    keep = ("index", "start_s", "end_s", "transcript", "probs", "label", "channel")
+    return [{k: w.get(k) for k in keep} for w in read_log(log).of_type("window")]
+
+
+LOGS = ("billing.wav.ndjson", "parcel.wav.ndjson", "thanks.flac.ndjson", "broken.wav.ndjson")  # named under the folder given
+
+
+@pytest.fixture(scope="module")
+def reference(calls):
+    out = calls / "jobs1"
+    res = analyze(calls, out)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.glob("*.ndjson")) == sorted(LOGS)
+    return out
+
+
+def same_as_reference(reference, out):
+    for name in LOGS:
+        assert windows(reference / name) == windows(out / name), name
+        assert content(reference / name) == content(out / name), name
+        assert read_log(out / name).complete
+    assert (reference / "summary.csv").read_text() == (out / "summary.csv").read_text()
+    assert not list(out.glob("*.partial"))
+
+
+def test_ray_equals_jobs_1_and_resume(calls, reference, cluster):
+    out = calls / "ray"
+    res = analyze(calls, out, "--engine", "ray", "--address", cluster)
+    assert res.returncode == 0, res.stderr
+    assert "on Ray" in res.stderr
+    same_as_reference(reference, out)
+    assert sum(len(read_log(reference / n).of_type("window")) for n in LOGS) >= 3  # real speech was analysed
+    assert read_log(out / "broken.wav.ndjson").of_type("session_end")[0]["error"]
+    assert all(oct((out / n).stat().st_mode & 0o777) == "0o600" for n in LOGS)
+    mtimes = {n: (out / n).stat().st_mtime_ns for n in LOGS}
+    (out / "parcel.wav.ndjson").unlink()  # resume: only the missing log is redone
+    res = analyze(calls, out, "--engine", "ray", "--address", cluster)
+    assert res.returncode == 0 and "3 already analysed, 1 to do" in res.stderr, res.stderr
+    assert all((out / n).stat().st_mtime_ns == mtimes[n] for n in LOGS if n != "parcel.wav.ndjson")
+    same_as_reference(reference, out)
+    res = analyze(calls, out, "--engine", "ray", "--address", "127.0.0.1:1")  # nothing to do: no cluster needed
+    assert res.returncode == 0 and "4 already analysed, 0 to do" in res.stderr, res.stderr
+
+
+def test_worker_killed_mid_file_is_redone(calls, reference, cluster):
+    out, marker = calls / "killed", calls / "died-once.json"
+    env = dict(env_for(calls), SER_BATCH_RAY_DIE_ONCE=str(marker))
+    res = analyze(calls, out, "--engine", "ray", "--address", cluster, env=env)
+    assert res.returncode == 0, res.stderr
+    died = json.loads(marker.read_text())  # a worker really exited, after a window record of its log
+    assert died["records"] >= 2 and died["pid"] > 0
+    same_as_reference(reference, out)  # the file it held was run again, whole
+
+
+def test_lost_worker_without_retries_is_reported_then_redone(calls, reference, cluster, monkeypatch):
+    from streamer.batch_ray import RayOptions, run_batch_ray
+
+    out, marker = calls / "noretry", calls / "died-noretry.json"
+    monkeypatch.setenv("SER_BATCH_RAY_DIE_ONCE", str(marker))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SER_MODELS_DIR", str(calls / "nomodels"))
+    monkeypatch.delenv("SER_VOSK_MODEL", raising=False)
+    monkeypatch.chdir(calls)
+    tasks = [(f"calls/{n[:-len('.ndjson')]}", str(out / n), BatchOptions()) for n in LOGS]
+    results = dict(run_batch_ray(tasks, None, {}, RayOptions(max_retries=0)))
+    died = json.loads(marker.read_text())
+    lost = [p for p, e in results.items() if e and "lost" in e]
+    assert len(lost) == 1 and sorted(results) == sorted(t[0] for t in tasks), results
+    lost_log = out / (lost[0].split("/")[-1] + ".ndjson")
+    assert not lost_log.exists() and not list(out.glob("*.partial"))  # reported, nothing half-written
+    assert Path(died["log"]).stem == lost_log.stem and str(out) not in died["log"]  # it died writing its scratch copy
+    monkeypatch.delenv("SER_BATCH_RAY_DIE_ONCE")
+    res = analyze(calls, out, "--engine", "ray", "--address", cluster)  # the next run redoes only that file
+    assert res.returncode == 0 and "3 already analysed, 1 to do" in res.stderr, res.stderr
+    same_as_reference(reference, out)
