@@ -1,0 +1,863 @@
+"""The results bus: where every call's events go, and where the desk reads them back.
+
+Two implementations of one interface (:class:`Bus`):
+
+- :class:`LocalBus`: in the process, what a single ser-serve is. Events fan out to the
+  process's own followers; ``/api/calls`` rows come from the process's own calls.
+- :class:`RedisBus`: Redis Streams (redis-py's asyncio client), so that one desk sees the
+  calls of every gateway replica on every node. Keys, for ``prefix`` ``ser`` and desk ``D``:
+
+  ============================ =========================================================
+  ``ser:events:D``             the stream: one entry per event (``XADD ... MAXLEN ~ N``),
+                               fields ``type``, ``call_id``, ``json`` (the event)
+  ``ser:call:D:<id>``          a hash per call: ``state`` (active, ended, lost),
+                               ``segment``, ``owner`` (the replica), ``row`` (its
+                               ``/api/calls`` row, JSON), ``segments`` (JSON), ``audio_at``
+                               (epoch of its last audio); expires ``keep_ended_s`` after
+                               the call ended or was lost
+  ``ser:calls:D``              a sorted set of the call ids (score: last change, epoch)
+  ``ser:active:D``             a set of the call ids whose state is active
+  ``ser:hb:D:<id>``            the heartbeat: ``owner:segment``, ``PX ttl``, refreshed
+                               every ``beat_s`` by the replica that holds the call
+  ============================ =========================================================
+
+**Lost calls.** Every gateway runs a watcher: about once every ``watch_s`` it looks at the
+active calls, and a call whose heartbeat key has expired is marked ``lost`` and announced
+with one ``call_lost`` event. Both happen in one Lua script that checks the heartbeat, the
+state and the segment first, so any number of watchers announce a loss exactly once (no
+lock needed). From a replica's death to ``call_lost``: at most ``ttl_s + watch_s`` (6 s
+with the defaults).
+
+**Segments.** A call id that comes back (a reconnect; Twilio's ``callSid``) after its call
+ended or was lost continues as segment 2, 3, ... of the same call: every event carries
+``segment``, the row lists the segments, and once the new segment's first audio arrives a
+``call_resumed`` event says how much audio was lost in between: ``gap_s``, from the last
+audio the bus saw for the previous segment to the first audio of the new one. The last
+audio is written with each heartbeat, so ``gap_s`` errs high by at most ``beat_s``, never
+low. A reconnect while the old segment still looks alive (its replica died a moment ago)
+takes the call over: the old segment is announced lost first.
+
+Every Redis command has a deadline (``timeout_s``): Redis going away gives
+:class:`BusError` (a refused call, a 503, a closed feed), never a hang. ``publish`` never
+blocks: events wait in a bounded queue, the oldest dropped (counted) when Redis is gone.
+
+The registry (:mod:`streamer.serve.calls`) uses a bus like this::
+
+    seg = await bus.open_call(call_id, source, tracks, meta, probe=pushed, row=call.summary_row, emit=on_event)
+    bus.publish(event)               # every event of the call (call_start ... call_end)
+    follower = bus.follow(call_id)   # /events: await follower.get(timeout) -> event | None
+    rows = await bus.listing(local)  # /api/calls (local rows win for local calls)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], int]  # samples pushed into the call so far (any monotonic count of its audio)
+RowFn = Callable[[], dict]  # the call's /api/calls row
+Emit = Callable[[dict], None]  # hands a bus-made event about a local call back to its owner
+
+
+class BusError(Exception):
+    """The results bus cannot do what was asked (Redis unreachable, too slow, refused)."""
+
+
+@dataclass(frozen=True)
+class BusOptions:
+    """Where the bus lives and how it keeps time.
+
+    >>> BusOptions(desk="east").stream
+    'ser:events:east'
+    >>> BusOptions(ttl_s=1.0, beat_s=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: bus: beat_s (1.0) must be under ttl_s (1.0), or a live call's heartbeat lapses between beats
+    """
+
+    url: str = ""  # redis://HOST:PORT/DB; empty: the in-process LocalBus
+    desk: str = "default"  # one stream (and one set of call keys) per desk
+    prefix: str = "ser"
+    maxlen: int = 100_000  # events kept in the stream (approximate trimming, MAXLEN ~)
+    ttl_s: float = 5.0  # a heartbeat lapses this long after its replica stopped
+    beat_s: float = 1.5  # heartbeats (and the calls' rows) are written this often
+    watch_s: float = 1.0  # lost heartbeats are looked for this often
+    sample_s: float = 0.2  # the calls' audio counters are read this often (gap_s precision)
+    keep_ended_s: float = 1800.0  # ended and lost calls stay listed this long
+    timeout_s: float = 2.0  # every Redis command's deadline
+    block_s: float = 1.0  # a follower's XREAD BLOCK
+    queue: int = 10_000  # events waiting for Redis before the oldest are dropped
+    replica: str = ""  # this gateway's name in the keys; empty: host-pid-random
+
+    def __post_init__(self) -> None:
+        for name in ("ttl_s", "beat_s", "watch_s", "sample_s", "timeout_s", "block_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"bus: {name} must be above 0, not {getattr(self, name)}")
+        if self.beat_s >= self.ttl_s:
+            raise ValueError(f"bus: beat_s ({self.beat_s}) must be under ttl_s ({self.ttl_s}), or a live call's "
+                             "heartbeat lapses between beats")
+        if self.maxlen < 100 or self.queue < 1 or self.keep_ended_s < 0:
+            raise ValueError("bus: maxlen must be at least 100, queue at least 1, keep_ended_s at least 0")
+        if not self.desk or ":" in self.desk or not self.prefix:
+            raise ValueError(f"bus: a desk name without ':' and a prefix are needed (desk {self.desk!r})")
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}:events:{self.desk}"
+
+    def call_key(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{self.desk}:{call_id}"
+
+    def hb_key(self, call_id: str) -> str:
+        return f"{self.prefix}:hb:{self.desk}:{call_id}"
+
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}:calls:{self.desk}"
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}:active:{self.desk}"
+
+
+def make_bus(opts: BusOptions) -> "Bus":
+    """A RedisBus when ``opts.url`` is set, else a LocalBus."""
+    return RedisBus(opts) if opts.url else LocalBus(opts)
+
+
+def iso(epoch: float | None) -> str | None:
+    """An epoch time as ISO 8601 in UTC (None stays None).
+
+    >>> iso(0.0)
+    '1970-01-01T00:00:00.000+00:00'
+    """
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def gap_seconds(last_audio: float | None, first_audio: float | None) -> float | None:
+    """Audio lost between two segments: from the last audio of one to the first of the next.
+
+    >>> gap_seconds(100.0, 103.25), gap_seconds(None, 5.0), gap_seconds(10.0, 9.0)
+    (3.25, None, 0.0)
+    """
+    if last_audio is None or first_audio is None:
+        return None
+    return round(max(0.0, first_audio - last_audio), 3)
+
+
+class _Local:
+    """What the bus knows of a call held by this process."""
+
+    def __init__(self, call_id: str, segment: int, previous: dict | None, probe: Probe | None, row: RowFn | None,
+                 emit: Emit | None, head: dict) -> None:
+        self.call_id, self.segment, self.previous = call_id, segment, previous
+        self.probe, self.row_fn, self.emit = probe, row, emit
+        self.head = head  # source, tracks, meta: the row's base when the owner gives no row function
+        self.counts: collections.Counter = collections.Counter()
+        self.last: dict[str, dict] = {}
+        self.state = "active"
+        self.error: str | None = None
+        self.started = time.time()
+        self.ended: float | None = None
+        self.pushed = 0
+        self.audio_at: float | None = None  # epoch of the last audio seen
+        self.first_audio: float | None = None
+        self.gap_s: float | None = None
+        self.earlier: list[dict] = []  # the segments before this one (RedisBus)
+        self.dirty = True
+
+    def sample(self, now: float) -> dict | None:
+        """Read the audio counter; returns a ``call_resumed`` event at a later segment's first audio."""
+        if self.probe is None or self.state != "active":
+            return None
+        try:
+            n = int(self.probe())
+        except Exception:  # the call's internals went away: it is ending
+            return None
+        if n == self.pushed:
+            return None
+        self.pushed, self.audio_at, self.dirty = n, now, True
+        if self.first_audio is not None:
+            return None
+        self.first_audio = now
+        if self.previous is None:
+            return None
+        self.gap_s = gap_seconds(self.previous.get("audio_at"), now)
+        return {"type": "call_resumed", "call_id": self.call_id, "track": None, "segment": self.segment,
+                "previous_segment": self.previous.get("segment"), "previous_state": self.previous.get("state"),
+                "gap_s": self.gap_s, "last_audio": iso(self.previous.get("audio_at")), "first_audio": iso(now),
+                "time": iso(now)}
+
+    def note(self, event: dict) -> None:
+        kind = event.get("type")
+        self.counts[kind] += 1
+        if kind == "window" and event.get("track"):
+            self.last[str(event["track"])] = event
+        elif kind == "error" and not self.error:
+            self.error = event.get("error")
+        elif kind == "call_end":
+            self.state, self.ended = "ended", time.time()
+        self.dirty = True
+
+    def row(self) -> dict:
+        if self.row_fn is not None:
+            try:
+                base = dict(self.row_fn())
+            except Exception:  # the owner's row failed: ours still says what the bus knows
+                log.exception("call %s: its row failed", self.call_id)
+                base = {}
+        else:
+            base = {"call_id": self.call_id, "source": self.head.get("source"), "tracks": self.head.get("tracks"),
+                    "started": iso(self.started), "ended": iso(self.ended), "state": self.state, "error": self.error,
+                    "windows": self.counts["window"], "utterances": self.counts["utterance"], "last": self.last}
+        base.setdefault("call_id", self.call_id)
+        return base
+
+    def segment_info(self) -> dict:
+        return {"segment": self.segment, "started": iso(self.started), "first_audio": iso(self.first_audio),
+                "last_audio": iso(self.audio_at), "ended": iso(self.ended), "state": self.state, "gap_s": self.gap_s}
+
+
+class Follower:
+    """One reader of the bus: ``await get(timeout)`` gives the next event, or None after
+    ``timeout`` seconds or once closed. Raises BusError when the bus is gone."""
+
+    dropped = 0
+
+    async def get(self, timeout: float | None = None) -> dict | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> dict:
+        ev = await self.get()
+        if ev is None:
+            raise StopAsyncIteration
+        return ev
+
+
+class Bus:
+    """The interface both buses share (see the module's docstring)."""
+
+    kind = "?"
+
+    def __init__(self, opts: BusOptions | None = None) -> None:
+        self.opts = opts or BusOptions()
+        self.replica = self.opts.replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.calls: dict[str, _Local] = {}  # this process's calls (ended ones leave at once)
+        self.gone: dict[str, int] = {}  # call id -> segment: calls of ours the bus marked lost
+        self.counters: collections.Counter = collections.Counter()
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+
+    # --- life -----------------------------------------------------------------------------
+    async def start(self) -> "Bus":
+        if not self._tasks:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._sampler(), name="bus audio sampler"))
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        await _cancel(self._tasks)
+        self._tasks.clear()
+
+    async def __aenter__(self) -> "Bus":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _sampler(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.sample_s)
+            self.sample()
+
+    def sample(self) -> None:
+        """Read every local call's audio counter (the sampler does this every ``sample_s``)."""
+        now = time.time()
+        for c in list(self.calls.values()):
+            ev = c.sample(now)
+            if ev is None:
+                continue
+            log.info("call %s: segment %d resumed after %s s of lost audio", c.call_id, c.segment, ev["gap_s"])
+            if c.emit is not None:
+                c.emit(ev)  # the owner logs it and publishes it back through publish()
+            else:
+                self.publish(ev)
+
+    # --- calls ----------------------------------------------------------------------------
+    async def open_call(self, call_id: str, source: str = "", tracks: list[str] | None = None, meta: dict | None = None,
+                        probe: Probe | None = None, row: RowFn | None = None, emit: Emit | None = None) -> dict:
+        """Register a call this process now holds; returns ``{"segment": n, "previous": {...} | None}``
+        (``previous``: the last segment's ``segment``, ``state``, ``audio_at``, ``owner``). Raises BusError."""
+        if call_id in self.calls and self.calls[call_id].state == "active":
+            raise BusError(f"call {call_id} is already open on this replica")
+        segment, previous = await self._open(call_id)
+        self.gone.pop(call_id, None)
+        self.calls[call_id] = _Local(call_id, segment, previous, probe, row, emit,
+                                     {"source": source, "tracks": list(tracks or []), "meta": meta or {}})
+        return {"segment": segment, "previous": previous}
+
+    def publish(self, event: dict) -> dict:
+        """Send one event (never blocks); returns it as sent. Events of a call this process
+        holds get its ``segment``. The events of a call the bus gave to another replica
+        (:attr:`gone`: a reconnect elsewhere took it over) are not sent (counted)."""
+        cid = str(event.get("call_id") or "")
+        c = self.calls.get(cid)
+        if c is not None:
+            event = {**event, "segment": c.segment}
+            c.note(event)
+        elif cid in self.gone:
+            self.counters["events_after_loss"] += 1
+            return {**event, "segment": self.gone[cid]}
+        self.counters["published"] += 1
+        self._send(event, c)
+        if c is not None and c.state == "ended":
+            self.calls.pop(c.call_id, None)
+        return event
+
+    def follow(self, call_id: str | None = None, since: str | None = None) -> Follower:  # pragma: no cover
+        raise NotImplementedError
+
+    async def listing(self, local: list[dict] | None = None) -> list[dict]:  # pragma: no cover
+        raise NotImplementedError
+
+    async def row(self, call_id: str) -> dict | None:
+        rows = await self.listing()
+        return next((r for r in rows if r.get("call_id") == call_id), None)
+
+    async def _open(self, call_id: str) -> tuple[int, dict | None]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _send(self, event: dict, c: _Local | None) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        return dict(self.counters)
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        try:
+            await t
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+# --- in the process ---------------------------------------------------------------------------
+class LocalFollower(Follower):
+    """A bounded queue that drops its oldest event when full (counted)."""
+
+    def __init__(self, bus: "LocalBus", call_id: str | None, maxsize: int) -> None:
+        self.bus, self.call_id, self.maxsize = bus, call_id, maxsize
+        self.items: collections.deque[dict] = collections.deque()
+        self.dropped = 0
+        self.closed = False
+        self._more = asyncio.Event()
+
+    def put(self, event: dict) -> None:
+        if self.closed or (self.call_id is not None and event.get("call_id") != self.call_id):
+            return
+        if len(self.items) >= self.maxsize:
+            self.items.popleft()
+            self.dropped += 1
+            self.bus.counters["follower_dropped"] += 1
+        self.items.append(event)
+        self._more.set()
+
+    async def get(self, timeout: float | None = None) -> dict | None:
+        while not self.items:
+            if self.closed:
+                return None
+            self._more.clear()
+            try:
+                await asyncio.wait_for(self._more.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        return self.items.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        self.bus.followers.discard(self)
+        self._more.set()
+
+
+class LocalBus(Bus):
+    """The bus of one process: followers are queues, rows are the process's own calls.
+    Segments work within the process (a call id back after its end); lost replicas cannot
+    happen (the process is the only one)."""
+
+    kind = "local"
+
+    def __init__(self, opts: BusOptions | None = None, follower_queue: int = 1000) -> None:
+        super().__init__(opts)
+        self.followers: set[LocalFollower] = set()
+        self.follower_queue = follower_queue
+        self.history: dict[str, dict] = {}  # call id -> its row and segments once it ended
+
+    async def close(self) -> None:
+        for f in list(self.followers):
+            f.close()
+        await super().close()
+
+    async def _open(self, call_id: str) -> tuple[int, dict | None]:
+        h = self.history.get(call_id)
+        if h is None or time.time() - (h["ended"] or 0) > self.opts.keep_ended_s:
+            return 1, None
+        return h["segment"] + 1, {k: h[k] for k in ("segment", "state", "audio_at")} | {"owner": self.replica}
+
+    def _send(self, event: dict, c: _Local | None) -> None:
+        if c is not None and c.state == "ended":
+            old = self.history.get(c.call_id)
+            segs = (old["segments"] if old and old["segment"] == c.segment - 1 else []) + [c.segment_info()]
+            self.history[c.call_id] = {"segment": c.segment, "state": "ended", "audio_at": c.audio_at,
+                                       "ended": c.ended, "row": c.row(), "segments": segs}
+        for f in list(self.followers):
+            f.put(event)
+
+    def follow(self, call_id: str | None = None, since: str | None = None) -> LocalFollower:
+        f = LocalFollower(self, call_id, self.follower_queue)
+        self.followers.add(f)
+        return f
+
+    async def listing(self, local: list[dict] | None = None) -> list[dict]:
+        rows: dict[str, dict] = {}
+        now = time.time()
+        for cid, h in list(self.history.items()):
+            if now - (h["ended"] or now) > self.opts.keep_ended_s:
+                del self.history[cid]
+                continue
+            rows[cid] = {**h["row"], "segment": h["segment"], "segments": h["segments"],
+                         "lost_audio_s": _lost(h["segments"])}
+        for cid, c in self.calls.items():
+            old = self.history.get(cid)
+            segs = (old["segments"] if old else []) + [c.segment_info()]
+            rows[cid] = {**c.row(), "segment": c.segment, "segments": segs, "lost_audio_s": _lost(segs)}
+        return _overlay(rows, local)
+
+
+def _lost(segments: list[dict]) -> float:
+    """Seconds of audio lost between a call's segments, all together.
+
+    >>> _lost([{"gap_s": None}, {"gap_s": 1.5}, {"gap_s": 0.25}])
+    1.75
+    """
+    return round(sum(float(s.get("gap_s") or 0.0) for s in segments), 3)
+
+
+def _overlay(rows: dict[str, dict], local: list[dict] | None) -> list[dict]:
+    """The bus's rows, with this process's own (fresher) rows over them, call by call."""
+    for r in local or []:
+        cid = r.get("call_id")
+        if cid is None:
+            continue
+        bus_row = rows.get(cid, {})
+        keep = {k: bus_row[k] for k in ("segment", "segments", "lost_audio_s", "owner") if k in bus_row}
+        if bus_row.get("state") == "lost" and r.get("state") != "active":
+            keep["state"] = "lost"
+        rows[cid] = {**r, **keep}
+    return list(rows.values())
+
+
+# --- Redis ------------------------------------------------------------------------------------
+OPEN_LUA = """
+-- KEYS: call hash, heartbeat, index, active set; ARGV: owner, now, ttl ms, call id
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'active' then return {-1, '', '', '', ''} end
+local seg = tonumber(redis.call('HGET', KEYS[1], 'segment') or '0') + 1
+local audio = redis.call('HGET', KEYS[1], 'audio_at') or ''
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+local segs = redis.call('HGET', KEYS[1], 'segments') or '[]'
+redis.call('HSET', KEYS[1], 'state', 'active', 'segment', seg, 'owner', ARGV[1], 'opened', ARGV[2], 'updated', ARGV[2])
+redis.call('PERSIST', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. seg, 'PX', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[4])
+return {seg, st or '', audio, owner, segs}
+"""
+
+BEAT_LUA = """
+-- KEYS: call hash, heartbeat; ARGV: owner, segment, ttl ms, now, row json, audio_at, segments json
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' or redis.call('HGET', KEYS[1], 'segment') ~= ARGV[2]
+   or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+redis.call('HSET', KEYS[1], 'updated', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'row', ARGV[5], 'segments', ARGV[7]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'audio_at', ARGV[6]) end
+return 1
+"""
+
+END_LUA = """
+-- KEYS: call hash, heartbeat, index, active set; ARGV: owner, segment, now, row json, audio_at, segments json, keep s, id
+if redis.call('HGET', KEYS[1], 'segment') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'ended', 'ended', ARGV[3], 'updated', ARGV[3], 'row', ARGV[4], 'segments', ARGV[6])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'audio_at', ARGV[5]) end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[4], ARGV[8])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[8])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return 1
+"""
+
+LOST_LUA = """
+-- KEYS: call hash, heartbeat, stream, index, active set
+-- ARGV: segment, now, maxlen, keep s, event json, force ('1': a takeover), call id
+if ARGV[6] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' or redis.call('HGET', KEYS[1], 'segment') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'lost', 'ended', ARGV[2], 'updated', ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[5], ARGV[7])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', 'call_lost', 'call_id', ARGV[7], 'json', ARGV[5])
+return 1
+"""
+
+
+class RedisFollower(Follower):
+    """Follows the stream with XREAD BLOCK from a given entry id (or from its end)."""
+
+    def __init__(self, bus: "RedisBus", call_id: str | None, since: str | None) -> None:
+        self.bus, self.call_id = bus, call_id
+        self.last = since or None  # None: the stream's end, resolved at the first read
+        self.items: collections.deque[dict] = collections.deque()
+        self.closed = False
+
+    async def _start_id(self) -> str:
+        top = await self.bus._op(self.bus.redis.xrevrange(self.bus.opts.stream, "+", "-", count=1))
+        return top[0][0] if top else "0-0"
+
+    async def get(self, timeout: float | None = None) -> dict | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.items:
+            if self.closed:
+                return None
+            if self.last is None:
+                self.last = await self._start_id()
+            left = self.bus.opts.block_s if deadline is None else min(self.bus.opts.block_s, deadline - time.monotonic())
+            if left <= 0:
+                return None
+            block_ms = max(1, int(left * 1000))
+            got = await self.bus._op(self.bus.redis.xread({self.bus.opts.stream: self.last}, count=500, block=block_ms),
+                                     extra=left)
+            for _stream, entries in got or []:
+                for entry_id, fields in entries:
+                    self.last = entry_id
+                    if self.call_id is not None and fields.get("call_id") != self.call_id:
+                        continue
+                    try:
+                        ev = json.loads(fields["json"])
+                    except (KeyError, ValueError):
+                        self.bus.counters["bad_entries"] += 1
+                        continue
+                    ev["bus_id"] = entry_id  # reconnect with ?since=<bus_id> to resume after it
+                    self.items.append(ev)
+        return self.items.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RedisBus(Bus):
+    """The results bus through Redis Streams (see the module's docstring)."""
+
+    kind = "redis"
+
+    def __init__(self, opts: BusOptions) -> None:
+        if not opts.url:
+            raise ValueError("RedisBus needs a redis:// URL (BusOptions.url, --redis)")
+        super().__init__(opts)
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.redis = aioredis.Redis.from_url(
+            opts.url, decode_responses=True, socket_connect_timeout=opts.timeout_s,
+            socket_timeout=opts.timeout_s + opts.block_s, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self._open_s = self.redis.register_script(OPEN_LUA)
+        self._beat_s = self.redis.register_script(BEAT_LUA)
+        self._end_s = self.redis.register_script(END_LUA)
+        self._lost_s = self.redis.register_script(LOST_LUA)
+        self.queue: collections.deque[tuple[dict, _Local | None, dict | None]] = collections.deque()
+        self._more = asyncio.Event()
+        self._down_since: float | None = None
+        self.on_lost: Callable[[str], None] | None = None  # told when a call of ours was marked lost
+
+    def where(self) -> str:
+        kw = self.redis.connection_pool.connection_kwargs
+        return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}"
+
+    async def _op(self, aw, extra: float = 0.0):
+        """One Redis command (or pipeline), within ``timeout_s``: BusError otherwise."""
+        import redis.exceptions as rexc
+
+        try:
+            return await asyncio.wait_for(aw, self.opts.timeout_s + extra)
+        except (asyncio.TimeoutError, rexc.TimeoutError) as exc:
+            self.counters["errors"] += 1
+            raise BusError(f"Redis at {self.where()} did not answer within {self.opts.timeout_s + extra:g} s; "
+                           "is redis-server running and reachable (--redis)?") from exc
+        except (rexc.ConnectionError, OSError) as exc:
+            self.counters["errors"] += 1
+            raise BusError(f"cannot reach Redis at {self.where()} ({exc}); start redis-server or fix --redis") from exc
+        except rexc.RedisError as exc:
+            self.counters["errors"] += 1
+            raise BusError(f"Redis at {self.where()} refused: {exc}") from exc
+
+    async def start(self) -> "RedisBus":
+        if self._tasks:
+            return self
+        await self._op(self.redis.ping())
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._tasks += [loop.create_task(self._writer(), name="bus writer"),
+                        loop.create_task(self._beater(), name="bus heartbeat"),
+                        loop.create_task(self._watcher(), name="bus lost-call watcher")]
+        log.info("results bus: %s stream %s, replica %s", self.where(), self.opts.stream, self.replica)
+        return self
+
+    async def close(self, flush_s: float = 2.0) -> None:
+        """Write what is queued (``flush_s`` at most), stop the tasks, close the connections.
+        Calls still open keep their heartbeats until the TTL (a closing replica's calls are
+        announced lost unless they were ended first)."""
+        if self.queue and self._tasks:
+            deadline = time.monotonic() + flush_s
+            while self.queue and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        await super().close()
+        try:
+            await asyncio.wait_for(self.redis.aclose(), self.opts.timeout_s)
+        except Exception:  # gone already
+            pass
+
+    async def kill(self) -> None:
+        """Stop at once as a dead replica would: no flush, no call_end, heartbeats left to lapse (tests)."""
+        self.queue.clear()
+        self.calls.clear()
+        await self.close(flush_s=0)
+
+    # --- calls ----------------------------------------------------------------------------
+    async def _open(self, call_id: str) -> tuple[int, dict | None]:
+        o = self.opts
+        for _ in range(3):
+            seg, prev_state, audio, owner, segs = await self._op(self._open_s(
+                keys=[o.call_key(call_id), o.hb_key(call_id), o.index, o.active],
+                args=[self.replica, f"{time.time():.3f}", int(o.ttl_s * 1000), call_id]))
+            seg = int(seg)
+            if seg > 0:
+                break
+            # still active: a reconnect before the old segment's heartbeat lapsed takes it over
+            h = await self._op(self.redis.hmget(o.call_key(call_id), "segment", "owner", "audio_at"))
+            if h[1] == self.replica:
+                raise BusError(f"call {call_id} is already open on this replica")
+            await self._mark_lost(call_id, h[0] or "0", h[1] or "", h[2], force=True,
+                                  reason="a reconnect took the call over before its heartbeat lapsed")
+        else:
+            raise BusError(f"call {call_id}: could not take over its earlier segment (it keeps coming back)")
+        previous = None
+        if seg > 1:
+            previous = {"segment": seg - 1, "state": prev_state or None, "owner": owner or None,
+                        "audio_at": float(audio) if audio else None, "segments": json.loads(segs or "[]")}
+        return seg, previous
+
+    async def open_call(self, call_id: str, source: str = "", tracks: list[str] | None = None, meta: dict | None = None,
+                        probe: Probe | None = None, row: RowFn | None = None, emit: Emit | None = None) -> dict:
+        info = await super().open_call(call_id, source, tracks, meta, probe, row, emit)
+        c = self.calls[call_id]
+        c.earlier = list((info["previous"] or {}).pop("segments", []) or []) if info["previous"] else []
+        if c.earlier and c.earlier[-1].get("segment") == c.segment - 1 and info["previous"]:
+            c.earlier[-1] = {**c.earlier[-1], "state": info["previous"]["state"]}
+        return info
+
+    def _segments(self, c: _Local) -> list[dict]:
+        return [*c.earlier, c.segment_info()]
+
+    async def _mark_lost(self, call_id: str, segment: str, owner: str, audio_at: str | None, force: bool = False,
+                         reason: str = "") -> bool:
+        o, now = self.opts, time.time()
+        audio = float(audio_at) if audio_at else None
+        event = {"type": "call_lost", "call_id": call_id, "track": None, "segment": int(segment or 0),
+                 "replica": owner or None, "last_audio": iso(audio), "time": iso(now),
+                 "reason": reason or f"no heartbeat from replica {owner or '?'} for {o.ttl_s:g} s: it stopped or lost Redis"}
+        done = await self._op(self._lost_s(
+            keys=[o.call_key(call_id), o.hb_key(call_id), o.stream, o.index, o.active],
+            args=[str(segment), f"{now:.3f}", o.maxlen, int(max(1, o.keep_ended_s)), dumps(event), "1" if force else "0",
+                  call_id]))
+        if done:
+            self.counters["calls_lost"] += 1
+            log.warning("call %s: segment %s lost (%s)", call_id, segment, event["reason"])
+        return bool(done)
+
+    # --- the tasks ------------------------------------------------------------------------
+    def _send(self, event: dict, c: _Local | None) -> None:
+        end = None
+        if c is not None and c.state == "ended":
+            end = {"row": dumps(c.row()), "segments": dumps(self._segments(c)), "audio_at": c.audio_at,
+                   "segment": c.segment}
+        if len(self.queue) >= self.opts.queue:
+            self.queue.popleft()
+            self.counters["dropped"] += 1
+        self.queue.append((event, c, end))
+        self._more.set()
+
+    async def _writer(self) -> None:
+        o = self.opts
+        while True:
+            if not self.queue:
+                self._more.clear()
+                await self._more.wait()
+            batch = [self.queue.popleft() for _ in range(min(len(self.queue), 500))]
+            pipe = self.redis.pipeline(transaction=False)
+            for event, c, end in batch:
+                cid = str(event.get("call_id") or "")
+                pipe.xadd(o.stream, {"type": str(event.get("type") or ""), "call_id": cid, "json": dumps(event)},
+                          maxlen=o.maxlen, approximate=True)
+                if end is not None:
+                    await self._end_s(keys=[o.call_key(cid), o.hb_key(cid), o.index, o.active],
+                                args=[self.replica, end["segment"], f"{time.time():.3f}", end["row"],
+                                      "" if end["audio_at"] is None else f"{end['audio_at']:.3f}", end["segments"],
+                                      int(max(1, o.keep_ended_s)), cid], client=pipe)
+            try:
+                await self._op(pipe.execute())
+                self.counters["written"] += len(batch)
+                if self._down_since is not None:
+                    log.warning("results bus: Redis is back after %.1f s", time.monotonic() - self._down_since)
+                    self._down_since = None
+            except BusError as exc:
+                self.counters["lost_events"] += len(batch)
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.error("results bus: %s; %d event(s) lost, more are dropped until it is back", exc, len(batch))
+                await asyncio.sleep(0.5)
+
+    async def _beater(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except BusError as exc:
+                log.warning("results bus: heartbeat failed: %s", exc)
+            await asyncio.sleep(self.opts.beat_s)
+
+    async def beat(self) -> None:
+        """Refresh the heartbeat (and the row, when it changed) of every call held here."""
+        o = self.opts
+        calls = [c for c in list(self.calls.values()) if c.state == "active"]
+        if not calls:
+            return
+        self.sample()
+        pipe = self.redis.pipeline(transaction=False)
+        for c in calls:
+            row = dumps(c.row()) if c.dirty or c.row_fn is not None else ""
+            c.dirty = False
+            await self._beat_s(keys=[o.call_key(c.call_id), o.hb_key(c.call_id)],
+                         args=[self.replica, c.segment, int(o.ttl_s * 1000), f"{time.time():.3f}", row,
+                               "" if c.audio_at is None else f"{c.audio_at:.3f}", dumps(self._segments(c))], client=pipe)
+        res = await self._op(pipe.execute())
+        for c, ok in zip(calls, res):
+            if not ok and c.state == "active":  # marked lost by a watcher (we stalled), or taken over
+                c.state = "lost"
+                self.calls.pop(c.call_id, None)
+                self.gone[c.call_id] = c.segment
+                self.counters["superseded"] += 1
+                log.warning("call %s: segment %d is no longer ours on the bus (lost or taken over)", c.call_id, c.segment)
+                if self.on_lost is not None:
+                    self.on_lost(c.call_id)
+
+    async def _watcher(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.watch_s)
+            try:
+                await self.watch()
+            except BusError as exc:
+                log.warning("results bus: lost-call watcher: %s", exc)
+
+    async def watch(self) -> int:
+        """Announce every active call whose heartbeat lapsed; returns how many this watcher did."""
+        o = self.opts
+        ids = sorted(await self._op(self.redis.smembers(o.active)))
+        if not ids:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ids:
+            pipe.exists(o.hb_key(cid))
+            pipe.hmget(o.call_key(cid), "state", "segment", "owner", "audio_at")
+        res = await self._op(pipe.execute())
+        n = 0
+        for i, cid in enumerate(ids):
+            alive, (state, segment, owner, audio_at) = res[2 * i], res[2 * i + 1]
+            if state is None:  # its hash expired or was removed: not active any more
+                await self._op(self.redis.srem(o.active, cid))
+            elif not alive and state == "active":
+                n += await self._mark_lost(cid, segment, owner, audio_at)
+        return n
+
+    # --- reading --------------------------------------------------------------------------
+    def follow(self, call_id: str | None = None, since: str | None = None) -> RedisFollower:
+        return RedisFollower(self, call_id, since)
+
+    async def listing(self, local: list[dict] | None = None) -> list[dict]:
+        """Every call of every replica on this desk (active, and ended or lost in the last
+        ``keep_ended_s``), with this process's own rows over them."""
+        o = self.opts
+        now = time.time()
+        ids = await self._op(self.redis.zrangebyscore(o.index, now - o.keep_ended_s - 60, "+inf"))
+        await self._op(self.redis.zremrangebyscore(o.index, "-inf", now - o.keep_ended_s - 60))
+        rows: dict[str, dict] = {}
+        if ids:
+            pipe = self.redis.pipeline(transaction=False)
+            for cid in ids:
+                pipe.hgetall(o.call_key(cid))
+            for cid, h in zip(ids, await self._op(pipe.execute())):
+                if not h:
+                    continue
+                row = _row_of(cid, h)
+                if row["state"] != "active" and now - float(h.get("ended") or now) > o.keep_ended_s:
+                    continue
+                rows[cid] = row
+        return _overlay(rows, local)
+
+
+def _row_of(call_id: str, h: dict) -> dict:
+    """An /api/calls row from a call's hash."""
+    try:
+        row = json.loads(h.get("row") or "{}")
+    except ValueError:
+        row = {}
+    try:
+        segs = json.loads(h.get("segments") or "[]")
+    except ValueError:
+        segs = []
+    state = h.get("state") or row.get("state")
+    row = {"call_id": call_id, **row, "state": state, "segment": int(h.get("segment") or 1), "segments": segs,
+           "owner": h.get("owner"), "lost_audio_s": _lost(segs), "updated": iso(float(h["updated"])) if h.get("updated") else None}
+    if state == "lost":
+        if not row.get("ended") and h.get("ended"):
+            row["ended"] = iso(float(h["ended"]))
+        if segs and segs[-1].get("segment") == row["segment"]:
+            segs[-1] = {**segs[-1], "state": "lost"}
+    return row
