@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 MAX_WINDOWS = 2000  # kept per call for /api/calls/{id} (the log has them all)
 MAX_UTTERANCES = 500
 SUBSCRIBER_QUEUE = 1000  # events a subscriber may fall behind before its oldest are dropped
-CLOSE_TIMEOUT_S = 30.0
-MAX_CALL_ID = 128  # characters; platforms' ids are far shorter (Twilio's callSid: 34)  # a track given longer than this to finish is stopped
+CLOSE_TIMEOUT_S = 30.0  # a track given longer than this to finish is stopped
+MAX_CALL_ID = 128  # characters; platforms' ids are far shorter (Twilio's callSid: 34)
 
 
 class Refused(Exception):
