@@ -32,12 +32,13 @@ def test_wheel_carries_the_defaults_and_models(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for need in ("streamer/_bundle/config.toml", "streamer/_bundle/models/audio-emotion/model.pt",
                  "streamer/_bundle/models/audio-emotion/linear.npz", "streamer/_bundle/models/text-emotion/encoder.safetensors",
-                 "streamer/_bundle/models/text-emotion/head.pt", "streamer/_bundle/models/fusion/params.json"):
+                 "streamer/_bundle/models/text-emotion/head.pt", "streamer/_bundle/models/fusion/params.json",
+                 "streamer/serve/static/desk.html", "streamer/serve/static/desk.js", "streamer/serve/static/desk.css"):
         assert need in names, need
     assert not any("oof_" in n for n in names)  # evaluation leftovers stay in the repository
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry).decode()
-    for cmd in ("ser-live", "ser-analyze", "ser-report", "ser-models"):
+    for cmd in ("ser-live", "ser-analyze", "ser-report", "ser-models", "ser-serve", "ser-call"):
         assert f"{cmd} = " in scripts
 
 
