@@ -91,8 +91,8 @@ def test_two_replicas_one_reader(redis_server):
     async def run():
         a, b, desk = (RedisBus(opts(redis_server, "two", replica=n)) for n in ("gw-a", "gw-b", "desk"))
         async with a, b, desk:
-            feed = desk.follow()
-            await feed.get(timeout=0.01)  # pins the stream's end before anything is published
+            feed = await desk.subscribe()  # the shared tail: one XREAD loop for every page
+            only_b1 = await desk.subscribe(call_id="B1")
             calls = {"A1": a, "A2": a, "B1": b, "B2": b}
             for cid, bus in calls.items():
                 await bus.open_call(cid, "twilio", ["customer", "agent"], row=None)
@@ -119,6 +119,9 @@ def test_two_replicas_one_reader(redis_server):
             per_call = {c: [e for e in got if e["call_id"] == c] for c in calls}
             for c, evs in per_call.items():
                 assert [e["type"] for e in evs] == ["call_start"] + ["window"] * 6 + ["call_end"], c
+            b1 = [await only_b1.get(timeout=1) for _ in range(8)]
+            assert [e["bus_id"] for e in b1] == [e["bus_id"] for e in per_call["B1"]]
+            assert await only_b1.get(timeout=0.1) is None
             await asyncio.sleep(0.2)
             rows = {r["call_id"]: r for r in await desk.listing()}
             assert all(rows[c]["state"] == "ended" for c in calls)
@@ -284,12 +287,14 @@ def test_redis_going_away_is_an_error_not_a_hang(tmp_path):
         await bus.start()
         f = bus.follow()
         await f.get(timeout=0.01)
+        shared = await bus.subscribe()
         await bus.open_call("G1", "twilio", ["customer"])
         server.kill()
         t0 = time.monotonic()
         bus.publish({"type": "call_start", "call_id": "G1", "track": None})  # never blocks
         assert time.monotonic() - t0 < 0.05
-        for what in (bus.listing(), f.get(timeout=5), bus.open_call("G2", "twilio")):
+        for what in (bus.listing(), f.get(timeout=5), shared.get(timeout=5), bus.open_call("G2", "twilio"),
+                     bus.subscribe()):
             t0 = time.monotonic()
             with pytest.raises(BusError, match="Redis at redis://127.0.0.1"):
                 await what

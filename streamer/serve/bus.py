@@ -89,7 +89,7 @@ class BusOptions:
     url: str = ""  # redis://HOST:PORT/DB; empty: the in-process LocalBus
     desk: str = "default"  # one stream (and one set of call keys) per desk
     prefix: str = "ser"
-    maxlen: int = 100_000  # events kept in the stream (approximate trimming, MAXLEN ~)
+    maxlen: int = 50_000  # events kept in the stream (MAXLEN ~; about 1.7 KB each: 85 MB)
     ttl_s: float = 5.0  # a heartbeat lapses this long after its replica stopped
     beat_s: float = 1.5  # heartbeats (and the calls' rows) are written this often
     watch_s: float = 1.0  # lost heartbeats are looked for this often
@@ -267,20 +267,26 @@ class Bus:
         self.replica = self.opts.replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.calls: dict[str, _Local] = {}  # this process's calls (ended ones leave at once)
         self.gone: dict[str, int] = {}  # call id -> segment: calls of ours the bus marked lost
+        self.on_lost: Callable[[str], None] | None = None  # told when a call of ours was marked lost or taken over
         self.counters: collections.Counter = collections.Counter()
         self._tasks: list[asyncio.Task] = []
+        self._started = False
         self._closed = False
 
     # --- life -----------------------------------------------------------------------------
     async def start(self) -> "Bus":
-        if not self._tasks:
+        if not self._started:
+            self._started = True
             self._tasks.append(asyncio.get_running_loop().create_task(self._sampler(), name="bus audio sampler"))
         return self
 
     async def close(self) -> None:
         self._closed = True
+        for f in list(getattr(self, "followers", ())):
+            f.close()
         await _cancel(self._tasks)
         self._tasks.clear()
+        self._started = False
 
     async def __aenter__(self) -> "Bus":
         return await self.start()
@@ -338,6 +344,11 @@ class Bus:
         return event
 
     def follow(self, call_id: str | None = None, since: str | None = None) -> Follower:  # pragma: no cover
+        """A reader from ``since`` (an event's ``bus_id``; RedisBus only) or from now."""
+        raise NotImplementedError
+
+    async def subscribe(self, call_id: str | None = None) -> Follower:  # pragma: no cover
+        """A reader from now, sharing one reader of the bus with the others (/events)."""
         raise NotImplementedError
 
     async def listing(self, local: list[dict] | None = None) -> list[dict]:  # pragma: no cover
@@ -371,11 +382,12 @@ async def _cancel(tasks: list[asyncio.Task]) -> None:
 class LocalFollower(Follower):
     """A bounded queue that drops its oldest event when full (counted)."""
 
-    def __init__(self, bus: "LocalBus", call_id: str | None, maxsize: int) -> None:
+    def __init__(self, bus: "Bus", call_id: str | None, maxsize: int) -> None:
         self.bus, self.call_id, self.maxsize = bus, call_id, maxsize
         self.items: collections.deque[dict] = collections.deque()
         self.dropped = 0
         self.closed = False
+        self.error: BusError | None = None  # raised by get() once the queue is drained
         self._more = asyncio.Event()
 
     def put(self, event: dict) -> None:
@@ -388,8 +400,14 @@ class LocalFollower(Follower):
         self.items.append(event)
         self._more.set()
 
+    def fail(self, exc: BusError) -> None:
+        self.error = exc
+        self._more.set()
+
     async def get(self, timeout: float | None = None) -> dict | None:
         while not self.items:
+            if self.error is not None:
+                raise self.error
             if self.closed:
                 return None
             self._more.clear()
@@ -403,6 +421,44 @@ class LocalFollower(Follower):
         self.closed = True
         self.bus.followers.discard(self)
         self._more.set()
+
+
+class _Tail:
+    """One XREAD loop per RedisBus shared by every follower that starts at the stream's end
+    (each desk page's /events): Redis serves each event once per gateway, not once per page."""
+
+    def __init__(self, bus: "RedisBus") -> None:
+        self.bus = bus
+        self.task: asyncio.Task | None = None
+        self.pinned = asyncio.Event()
+
+    async def ensure(self) -> None:
+        if self.task is None or self.task.done():
+            self.pinned.clear()
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="bus tail reader")
+            self.bus._tasks.append(self.task)
+        waiter = asyncio.ensure_future(self.pinned.wait())
+        done, _ = await asyncio.wait([waiter, self.task], timeout=self.bus.opts.timeout_s + 1.0,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not self.pinned.is_set():
+            exc = self.task.exception() if self.task.done() and not self.task.cancelled() else None
+            raise exc if isinstance(exc, BusError) else BusError(f"Redis at {self.bus.where()}: the feed did not start")
+
+    async def _run(self) -> None:
+        f = RedisFollower(self.bus, None, None)
+        f.last = await f._start_id()
+        self.pinned.set()
+        try:
+            while True:
+                ev = await f.get(timeout=self.bus.opts.block_s)
+                if ev is not None:
+                    for sub in list(self.bus.followers):
+                        sub.put(ev)
+        except BusError as exc:
+            for sub in list(self.bus.followers):
+                sub.fail(exc)
+            raise
 
 
 class LocalBus(Bus):
@@ -442,6 +498,9 @@ class LocalBus(Bus):
         f = LocalFollower(self, call_id, self.follower_queue)
         self.followers.add(f)
         return f
+
+    async def subscribe(self, call_id: str | None = None) -> LocalFollower:
+        return self.follow(call_id)
 
     async def listing(self, local: list[dict] | None = None) -> list[dict]:
         rows: dict[str, dict] = {}
@@ -604,9 +663,11 @@ class RedisBus(Bus):
         self._end_s = self.redis.register_script(END_LUA)
         self._lost_s = self.redis.register_script(LOST_LUA)
         self.queue: collections.deque[tuple[dict, _Local | None, dict | None]] = collections.deque()
+        self.followers: set[LocalFollower] = set()  # the shared tail's readers
+        self._tail = _Tail(self)
+        self.follower_queue = 1000
         self._more = asyncio.Event()
         self._down_since: float | None = None
-        self.on_lost: Callable[[str], None] | None = None  # told when a call of ours was marked lost
 
     def where(self) -> str:
         kw = self.redis.connection_pool.connection_kwargs
@@ -630,7 +691,7 @@ class RedisBus(Bus):
             raise BusError(f"Redis at {self.where()} refused: {exc}") from exc
 
     async def start(self) -> "RedisBus":
-        if self._tasks:
+        if self._started:
             return self
         await self._op(self.redis.ping())
         await super().start()
@@ -796,9 +857,15 @@ class RedisBus(Bus):
             except BusError as exc:
                 log.warning("results bus: lost-call watcher: %s", exc)
 
-    async def watch(self) -> int:
-        """Announce every active call whose heartbeat lapsed; returns how many this watcher did."""
+    async def watch(self, force: bool = False) -> int:
+        """Announce every active call whose heartbeat lapsed; returns how many this watcher did.
+        ``force``: scan even when another gateway holds this round's lock."""
         o = self.opts
+        # one gateway scans per round (a lock that lapses before the next round); the Lua
+        # script makes a loss announced once even if two scan at once
+        if not force and not await self._op(self.redis.set(f"{o.prefix}:watch:{o.desk}", self.replica, nx=True,
+                                                            px=max(1, int(o.watch_s * 900)))):
+            return 0
         ids = sorted(await self._op(self.redis.smembers(o.active)))
         if not ids:
             return 0
@@ -818,7 +885,16 @@ class RedisBus(Bus):
 
     # --- reading --------------------------------------------------------------------------
     def follow(self, call_id: str | None = None, since: str | None = None) -> RedisFollower:
+        """A reader of its own (XREAD BLOCK), from ``since`` (an event's ``bus_id``) or the end."""
         return RedisFollower(self, call_id, since)
+
+    async def subscribe(self, call_id: str | None = None) -> Follower:
+        """A reader of the process's shared tail (one XREAD loop for all of them), from now;
+        BusError when Redis is gone."""
+        await self._tail.ensure()
+        f = LocalFollower(self, call_id, self.follower_queue)
+        self.followers.add(f)
+        return f
 
     async def listing(self, local: list[dict] | None = None) -> list[dict]:
         """Every call of every replica on this desk (active, and ended or lost in the last
