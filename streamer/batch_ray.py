@@ -69,10 +69,9 @@ class RayOptions:
 
 def _forwarded_env() -> dict[str, str]:
     """
-    >>> os.environ["SER_X_DOCTEST"] = "1"; _forwarded_env()["SER_X_DOCTEST"]
-    '1'
-    >>> "PATH" in _forwarded_env()
-    False
+    >>> os.environ["SER_X_DOCTEST"] = "1"; got = _forwarded_env(); del os.environ["SER_X_DOCTEST"]
+    >>> got["SER_X_DOCTEST"], "PATH" in got
+    ('1', False)
     """
     return {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES) or k in _FORWARD_NAMES}
 
@@ -184,9 +183,13 @@ def _connect(opts: RayOptions) -> bool:
             ray.init(num_cpus=opts.num_cpus, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
     except Exception as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise SerError(f"cannot start or join {where} ({exc}); check --address / $RAY_ADDRESS "
-                       "(`ray start --head` prints it), or leave both unset for a local cluster") from exc
+        if not address:
+            raise SerError(f"cannot start a local Ray cluster ({exc}); `ray status` shows what runs") from exc
+        auth = ("" if os.environ.get("RAY_AUTH_MODE") else
+                "; a cluster with token authentication (Ray's default) is joined at an explicit address only with "
+                "RAY_AUTH_MODE=token set (its token in ~/.ray/auth_token or $RAY_AUTH_TOKEN), or use --address auto on its head node")
+        raise SerError(f"cannot join the Ray cluster at {address} ({exc}); check --address / $RAY_ADDRESS "
+                       f"(`ray start --head` prints it){auth}, or leave both unset for a local cluster") from exc
     return True
 
 
@@ -206,12 +209,19 @@ def run_batch_ray(tasks: list[tuple[str, str, BatchOptions]], config_path: str |
         cwd = os.getcwd()
         pending = {remote.remote(t, config_path, overrides, cwd): t for t in tasks}
         log.info("%d file(s) on a Ray cluster of %s CPU(s)", len(tasks), ray.cluster_resources().get("CPU"))
+        ready: list = []
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            ref = done[0]
+            if not ready:  # one wait collects every result that is ready
+                first, rest = ray.wait(list(pending), num_returns=1)
+                ready = first + (ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else [])
+            ref = ready.pop(0)
             path, log_path, _ = pending.pop(ref)
             try:
                 got_path, error, data = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:  # raised outside analyse_file (ser-live missing on a node?)
+                cause = str(exc.cause or exc).strip().splitlines()
+                yield path, f"failed on a Ray worker: {cause[-1] if cause else type(exc).__name__}"
+                continue
             except ray.exceptions.RayError as exc:  # the worker (or its node) was lost, retries spent
                 log.warning("file %s lost on the Ray cluster: %s", path, exc)
                 yield path, (f"the Ray worker analysing it was lost {opts.max_retries + 1} time(s) "

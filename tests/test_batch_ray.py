@@ -150,3 +150,14 @@ def test_lost_worker_without_retries_is_reported_then_redone(calls, reference, c
     res = analyze(calls, out, "--engine", "ray", "--address", cluster)  # the next run redoes only that file
     assert res.returncode == 0 and "3 already analysed, 1 to do" in res.stderr, res.stderr
     same_as_reference(reference, out)
+
+
+def test_models_that_do_not_load_end_the_batch_with_the_reason(calls, cluster, monkeypatch):
+    from streamer.batch_ray import RayOptions, run_batch_ray
+    from streamer.errors import SerError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tasks = [(str(calls / "calls" / n[:-len(".ndjson")]), str(calls / "badmodel" / n), BatchOptions()) for n in LOGS]
+    with pytest.raises(SerError, match="cannot load the models on a Ray worker.*no-such-whisper"):
+        list(run_batch_ray(tasks, None, {"whisper": {"model": str(calls / "no-such-whisper")}}, RayOptions()))
+    assert not (calls / "badmodel").exists()
