@@ -21,7 +21,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1,
                     help="files analysed in parallel, each process loading the models once (default: 1)")
     ap.add_argument("--engine", choices=("local", "ray"), default="local",
-                    help="local: --jobs processes on this machine; ray: one file per CPU of a Ray cluster (default: local)")
+                    help="local: --jobs processes on this machine; ray: one file per CPU of a Ray cluster, --jobs unused (default: local)")
     ap.add_argument("--address", default=None,
                     help="--engine ray: the cluster to join (default: $RAY_ADDRESS, else a local cluster of this machine's CPUs)")
     ap.add_argument("--force", action="store_true", help="analyse again files whose log is already complete")
