@@ -307,10 +307,13 @@ class Bus:
             if ev is None:
                 continue
             log.info("call %s: segment %d resumed after %s s of lost audio", c.call_id, c.segment, ev["gap_s"])
-            if c.emit is not None:
-                c.emit(ev)  # the owner logs it and publishes it back through publish()
-            else:
-                self.publish(ev)
+            try:
+                if c.emit is not None:
+                    c.emit(ev)  # the owner logs it and publishes it back through publish()
+                else:
+                    self.publish(ev)
+            except Exception:  # one call's owner failing must not stop the sampler of every call
+                log.exception("call %s: handing over call_resumed failed", c.call_id)
 
     # --- calls ----------------------------------------------------------------------------
     async def open_call(self, call_id: str, source: str = "", tracks: list[str] | None = None, meta: dict | None = None,
@@ -706,15 +709,27 @@ class RedisBus(Bus):
         """Write what is queued (``flush_s`` at most), stop the tasks, close the connections.
         Calls still open keep their heartbeats until the TTL (a closing replica's calls are
         announced lost unless they were ended first)."""
-        if self.queue and self._tasks:
-            deadline = time.monotonic() + flush_s
-            while self.queue and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+        if self._tasks and flush_s > 0:
+            await self.flush(flush_s)
         await super().close()
         try:
             await asyncio.wait_for(self.redis.aclose(), self.opts.timeout_s)
         except Exception:  # gone already
             pass
+
+    def pending(self) -> int:
+        """Events published and not yet written, lost or dropped (queued or in flight)."""
+        c = self.counters
+        return c["published"] - c["written"] - c["lost_events"] - c["dropped"]
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every event published so far was written (or given up); False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.pending() > 0:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def kill(self) -> None:
         """Stop at once as a dead replica would: no flush, no call_end, heartbeats left to lapse (tests)."""
