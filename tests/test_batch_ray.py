@@ -2,6 +2,7 @@
 summary.csv as --jobs 1, resume, and a worker lost mid-file: the file is redone, and its log
 is never half-written (with no retries left, it is reported and the next run redoes it)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -91,12 +92,38 @@ def reference(calls):
     return out
 
 
+def close(a, b, tol=1e-4):
+    """Equal, floats within ``tol`` (the logs round probabilities to 5 digits: a last-digit
+    flip is not a different analysis); labels, words, boundaries and counts stay exact."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tol
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y, tol) for x, y in zip(a, b))
+    return a == b
+
+
+def first_difference(a, b):
+    for k, (x, y) in enumerate(zip(a, b)):
+        if not close(x, y):
+            return k, x, y
+    return len(a), len(b), "different lengths"
+
+
 def same_as_reference(reference, out):
     for name in LOGS:
-        assert windows(reference / name) == windows(out / name), name
-        assert content(reference / name) == content(out / name), name
+        ref, got = content(reference / name), content(out / name)
+        assert close(ref, got), (name, first_difference(ref, got))
+        assert [(w["index"], w["label"], w["transcript"]) for w in windows(reference / name)] == \
+            [(w["index"], w["label"], w["transcript"]) for w in windows(out / name)], name
         assert read_log(out / name).complete
-    assert (reference / "summary.csv").read_text() == (out / "summary.csv").read_text()
+    ref_rows = list(csv.DictReader(open(reference / "summary.csv")))
+    got_rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["file"] for r in ref_rows] == [r["file"] for r in got_rows]
+    for r, g in zip(ref_rows, got_rows):
+        num = lambda v: float(v) if v.replace(".", "", 1).replace("-", "", 1).isdigit() else v  # noqa: E731
+        assert close({k: num(v) for k, v in r.items()}, {k: num(v) for k, v in g.items()}), (r, g)
     assert not list(out.glob("*.partial"))
 
 
