@@ -64,6 +64,7 @@ def start_redis(folder: Path, wait_s: float = 10.0) -> RedisServer:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is needed: apt-get install -y redis-server")
+    pytest.importorskip("redis", reason="redis-py is needed: pip install redis")
     folder.mkdir(parents=True, exist_ok=True)
     last = None
     for _ in range(3):  # a port taken between free_port() and the bind: try another

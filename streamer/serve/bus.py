@@ -654,7 +654,10 @@ class RedisBus(Bus):
         if not opts.url:
             raise ValueError("RedisBus needs a redis:// URL (BusOptions.url, --redis)")
         super().__init__(opts)
-        import redis.asyncio as aioredis
+        try:
+            import redis.asyncio as aioredis
+        except ImportError as exc:
+            raise BusError("the Redis bus needs redis-py: .venv/bin/python -m pip install redis") from exc
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
