@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: $SER_SERVE_TOKEN; none: loopback only)")
     ap.add_argument("--audiosocket-port", type=int, default=None, help="also take Asterisk AudioSocket calls over TCP on "
                     "this port (default: [server] audiosocket_port, 0: off)")
+    ap.add_argument("--redis", default=None, metavar="URL", help="publish every call's events to Redis Streams "
+                    "(redis://HOST:PORT/DB), so that one desk sees the calls of every server sharing it; /events and "
+                    "/api/calls then read from Redis (default: none, this process only)")
+    ap.add_argument("--desk", default="default", help="with --redis: the desk's name (one stream per desk; default: "
+                    "default)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every call's start and end (default: warnings only)")
     return ap
 
@@ -69,16 +74,27 @@ def main() -> int:
     models = load_models(cfg)
     warm_up(models)
     print(f"ser-serve: models: {', '.join(f'{k} {v}' for k, v in models.names.items())}", file=sys.stderr, flush=True)
-    return asyncio.run(serve(models, cfg, token))
+    return asyncio.run(serve(models, cfg, token, redis_url=args.redis, desk=args.desk))
 
 
-async def serve(models, cfg, token: str | None) -> int:
+async def serve(models, cfg, token: str | None, redis_url: str | None = None, desk: str = "default") -> int:
     from streamer.serve.app import make_app, start
     from streamer.serve.auth import Auth
+    from streamer.serve.bus import BusError, BusOptions, make_bus
     from streamer.serve.calls import CallRegistry
 
     loop = asyncio.get_running_loop()
-    registry = CallRegistry(models, cfg, loop=loop)
+    try:
+        bus = make_bus(BusOptions(url=redis_url or "", desk=desk, keep_ended_s=cfg.server.keep_ended_min * 60))
+        await bus.start()
+    except (BusError, ValueError) as exc:
+        from streamer.errors import SerError
+
+        raise SerError(f"--redis {redis_url}: {exc}") from exc
+    if redis_url:
+        print(f"ser-serve: results bus: Redis {redis_url}, desk {desk!r} (stream {bus.opts.stream}), replica "
+              f"{bus.replica}", file=sys.stderr, flush=True)
+    registry = CallRegistry(models, cfg, loop=loop, bus=bus)
     app = make_app(registry, Auth(token, cfg.server.twilio_auth_token))
     from streamer.serve.desk import install as install_desk  # issue 19: the desk (GET /) and the alert rules
 

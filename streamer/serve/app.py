@@ -30,6 +30,7 @@ from aiohttp import WSCloseCode, web
 
 from streamer.serve import wire
 from streamer.serve.auth import Auth
+from streamer.serve.bus import BusError
 from streamer.serve.calls import CallRegistry
 from streamer.serve.metrics import CONTENT_TYPE
 
@@ -104,15 +105,32 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def list_calls(request: web.Request) -> web.Response:
+    """Every call on the bus: this process's own, and with Redis every replica's."""
     registry = request.app[REGISTRY]
-    return web.json_response({"calls": registry.listing(), "active": len(registry.active_calls),
-                              "max_calls": registry.cfg.server.max_calls,
-                              "keep_ended_min": registry.cfg.server.keep_ended_min}, dumps=dumps)
+    try:
+        rows = await registry.bus_listing()
+    except BusError as exc:
+        raise web.HTTPServiceUnavailable(text=f"the results bus is unavailable: {exc}\n") from None
+    active = len(registry.active_calls)
+    if registry.bus.kind != "local":  # every replica's
+        active = sum(1 for r in rows if r.get("state") in ("active", "ending"))
+    return web.json_response({"calls": rows, "active": active, "here": len(registry.active_calls), "max_calls": registry.cfg.server.max_calls,
+                              "bus": registry.bus.kind, "keep_ended_min": registry.cfg.server.keep_ended_min},
+                             dumps=dumps)
 
 
 async def get_call(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     call = registry.get(request.match_info["id"])
+    if call is None and registry.bus.kind != "local":  # held by another replica: its row from the bus
+        try:
+            row = await registry.bus.row(request.match_info["id"])
+        except BusError as exc:
+            raise web.HTTPServiceUnavailable(text=f"the results bus is unavailable: {exc}\n") from None
+        if row is not None:
+            return web.json_response({**row, "windows": None, "utterances": None,
+                                      "note": f"held by replica {row.get('owner')}: the bus keeps its row, "
+                                              "not its windows"}, dumps=dumps)
     if call is None:
         raise web.HTTPNotFound(text=f"no call {request.match_info['id']!r} (active, or ended in the last "
                                     f"{registry.cfg.server.keep_ended_min:g} minutes)\n")
@@ -120,10 +138,22 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.WebSocketResponse:
-    """The live feed; a slow reader loses its own oldest events (counted), nobody else's."""
+    """The live feed; a slow reader loses its own oldest events (counted), nobody else's.
+    With Redis it follows the desk's stream (every replica's calls); ``?since=<bus_id>``
+    resumes after an event already seen."""
     registry = request.app[REGISTRY]
     ws = await prepare_ws(request)
-    sub = registry.subscribe(request.query.get("call_id") or None)
+    remote = registry.bus.kind != "local"
+    call_id, since = request.query.get("call_id") or None, request.query.get("since") or None
+    if not remote:
+        sub = registry.subscribe(call_id)
+    else:  # from an event seen (its own reader), or from now (the process's one shared reader)
+        try:
+            sub = registry.bus.follow(call_id, since=since) if since else await registry.bus.subscribe(call_id)
+        except BusError as exc:
+            log.warning("/events: %s", exc)
+            await close_ws(ws, WSCloseCode.INTERNAL_ERROR, f"results bus unavailable: {exc}")
+            return ws
 
     async def reader() -> None:  # the client sends nothing we need; notice when it goes
         async for _ in ws:
@@ -137,10 +167,16 @@ async def events(request: web.Request) -> web.WebSocketResponse:
             if event is None:
                 break
             await ws.send_str(dumps(event))
+    except BusError as exc:
+        log.warning("/events: %s", exc)
+        await close_ws(ws, WSCloseCode.INTERNAL_ERROR, f"results bus unavailable: {exc}")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        registry.unsubscribe(sub)
+        if remote:
+            sub.close()
+        else:
+            registry.unsubscribe(sub)
         task.cancel()
         if not ws.closed:
             await close_ws(ws, 1001, "server shutting down")

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from streamer.config import Config
 from streamer.live.session_log import SessionLog, now_iso, session_end, session_start
+from streamer.serve.bus import Bus, BusError, BusOptions, LocalBus, iso
 from streamer.serve.metrics import Metrics
 from streamer.serve.tracks import TrackRunner
 
@@ -173,6 +174,8 @@ class Call:
         self.summaries: dict[str, dict] = {}
         self.log = CallLogger(log, {"call_id": call_id})
         self._ending: asyncio.Future | None = None
+        self.segment = 1  # a call id back after its end (or its replica's loss) is segment 2, 3, ...
+        self.previous: dict | None = None  # the bus's word on the segment before this one
 
     # --- what handlers use ------------------------------------------------------------
     @property
@@ -223,7 +226,7 @@ class Call:
     def summary_row(self) -> dict:
         """One row of ``GET /api/calls``."""
         return {"call_id": self.id, "source": self.source, "tracks": self.tracks, "started": self.started,
-                "ended": self.ended, "state": self.state, "error": self.error,
+                "ended": self.ended, "state": self.state, "error": self.error, "segment": self.segment,
                 "windows": self.counts["window"], "utterances": self.counts["utterance"], "dropped": self.dropped(),
                 "last": {t: self.last.get(t) for t in self.tracks}, "log": str(self.log_path)}
 
@@ -234,6 +237,20 @@ class Call:
                 "windows": list(self.windows), "utterances": list(self.utterances),
                 "window_count": self.counts["window"], "utterance_count": self.counts["utterance"],
                 "summaries": self.summaries or None}
+
+    def pushed(self) -> int:
+        """Samples pushed into the call's tracks so far (the bus reads it to time the call's audio)."""
+        return sum(r.pushed for r in list(self.runners.values()))
+
+    def bus_row(self) -> dict:
+        """The call's row as the bus keeps it for the desks of other replicas (with its parameters)."""
+        return {**self.summary_row(), "meta": self.meta}
+
+    def bus_event(self, event: dict) -> None:
+        """An event the bus made about this call (``call_resumed``): logged, then published."""
+        if self.state != "ended":
+            self.session.write(dict(event))
+        self.registry.publish(event)
 
     # --- results from the tracks' threads ----------------------------------------------------
     def _sink(self, record: dict) -> None:
@@ -269,7 +286,7 @@ class CallRegistry:
     of the first :meth:`open`."""
 
     def __init__(self, models, cfg: Config, log_dir: str | Path | None = None, metrics: Metrics | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, bus: Bus | None = None) -> None:
         self.models = models
         self.cfg = cfg
         self.log_dir = Path(log_dir).expanduser() if log_dir else default_log_dir(cfg)
@@ -283,6 +300,9 @@ class CallRegistry:
         # closing a track joins its threads: never on the loop, and enough workers that a
         # shutdown closes every track at once
         self.executor = ThreadPoolExecutor(max_workers=2 * cfg.server.max_calls + 4, thread_name_prefix="ser-close")
+        # the results bus: the process's own (LocalBus), or Redis Streams shared by every replica
+        self.bus = bus or LocalBus(BusOptions(keep_ended_s=cfg.server.keep_ended_min * 60))
+        self.bus.on_lost = self._bus_lost
         self.metrics.watch(self._live_stats)
 
     # --- admission ------------------------------------------------------------------------
@@ -315,20 +335,40 @@ class CallRegistry:
         old = self.calls.get(call_id)
         if old is not None and old.state != "ended":
             raise self.refuse("duplicate", f"call {call_id} is already being analysed", 1008)
+        call: Call | None = None  # the bus's callbacks run later, on the loop, once it is set
+        try:
+            await self.bus.start()  # once (a no-op after)
+            seg = await self.bus.open_call(call_id, source, list(tracks or []), dict(meta or {}),
+                                           probe=lambda: call.pushed() if call else 0,
+                                           row=lambda: call.bus_row() if call else {"call_id": call_id},
+                                           emit=lambda ev: call.bus_event(ev) if call else None)
+        except BusError as exc:
+            raise self.refuse("bus", f"call {call_id}: the results bus cannot take it: {exc}", 1013) from exc
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = self.log_dir / f"{stamp}-{safe_name(call_id)}.ndjson"
         n = 1
         while path.exists():
             n += 1
             path = self.log_dir / f"{stamp}-{safe_name(call_id)}-{n}.ndjson"
-        call = Call(self, call_id, source, dict(meta or {}), list(tracks or []), path)
+        try:
+            call = Call(self, call_id, source, dict(meta or {}), list(tracks or []), path)
+        except Exception as exc:  # no log (a folder not writable): the bus must not keep it active
+            self.bus.publish({"type": "call_end", "call_id": call_id, "track": None, "time": now_iso(),
+                              "error": f"the call could not start: {exc}"})
+            raise
+        call.segment, call.previous = seg["segment"], seg["previous"]
         self.calls.pop(call_id, None)  # an ended call of that id gives way
         self.calls[call_id] = call
         self.total += 1
         self.metrics.calls.labels(source=source).inc()
         self.metrics.active.set(len(self.active_calls))
+        joins = {}
+        if call.previous:  # a reconnect: this log continues the call's earlier segment
+            prev = call.previous
+            joins = {"resumes": {"segment": prev.get("segment"), "state": prev.get("state"),
+                                 "last_audio": iso(prev.get("audio_at")), "replica": prev.get("owner")}}
         start = session_start(self.models.names, call_id=call_id, source=source, tracks=call.declared_tracks,
-                              meta=call.meta)
+                              meta=call.meta, segment=call.segment, **joins)
         call.started = start["time"]
         call.session.write({**start, "config": asdict(self.cfg)})
         self.publish({**start, "type": "call_start", "track": None})
@@ -406,6 +446,10 @@ class CallRegistry:
                                                             interrupted=True))
         for s in list(self.subscribers):
             s.close()
+        try:
+            await asyncio.wait_for(self.bus.close(), 5.0)  # call_end events written out first
+        except Exception as exc:  # Redis gone: the logs have everything
+            log.warning("closing the results bus: %s", exc)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # --- the feed -------------------------------------------------------------------------
@@ -422,9 +466,23 @@ class CallRegistry:
         self.metrics.subscribers.set(len(self.subscribers))
 
     def publish(self, event: dict) -> None:
+        event = self.bus.publish(event)  # stamped with the call's segment; to Redis when the bus is
         for sub in list(self.subscribers):
             if sub.call_id is None or sub.call_id == event.get("call_id"):
                 sub.put(event)
+
+    def _bus_lost(self, call_id: str) -> None:
+        """The bus gave a call of ours to another replica (a reconnect there took it over, or
+        this process stalled past the heartbeat TTL): end it here; its events no longer go out."""
+        call = self.calls.get(call_id)
+        if call is not None and call.active:
+            self.loop.create_task(self.end(call, error="the call continues on another replica (a reconnect took it "
+                                                       "over, or this server stalled past the heartbeat TTL)"))
+
+    async def bus_listing(self) -> list[dict]:
+        """``GET /api/calls`` over the bus: every replica's calls, this process's own rows over
+        them (BusError when Redis is gone)."""
+        return await self.bus.listing(self.listing())
 
     # --- listing --------------------------------------------------------------------------
     def _prune(self) -> None:

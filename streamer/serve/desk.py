@@ -43,6 +43,7 @@ from streamer.config import Config
 from streamer.live.session_log import now_iso
 from streamer.serve.app import AUTH, REGISTRY, dumps
 from streamer.serve.auth import Auth, request_token, same
+from streamer.serve.bus import BusError
 from streamer.serve.calls import Call, CallRegistry
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,32 @@ def compact(record: dict | None) -> dict | None:
             "end_s": record.get("end_s"), "label": record.get("label"), "emoji": record.get("emoji"),
             "confidence": record.get("confidence"), "uncertain": bool(record.get("uncertain")),
             "arousal": fused.get("arousal"), "valence": fused.get("valence"), "transcript": record.get("transcript")}
+
+
+def remote_card(row: dict) -> dict:
+    """A card for a call another replica holds, from its row on the bus (no transcript or
+    timeline here: those live where the call does).
+
+    >>> c = remote_card({"call_id": "B1", "tracks": ["customer"], "state": "lost", "started": "2026-01-01T00:00:00+00:00",
+    ...                  "ended": "2026-01-01T00:01:30+00:00", "meta": {"customParameters": {"agent": "Bo"}},
+    ...                  "last": {"customer": {"label": "sad", "dims": {}}}})
+    >>> c["names"], c["duration_s"], c["last"]["customer"]["label"], c["remote"]
+    ({'agent': 'Bo'}, 90.0, 'sad', True)
+    """
+    from datetime import datetime, timezone
+
+    def when(v):
+        try:
+            return datetime.fromisoformat(v) if v else None
+        except (TypeError, ValueError):
+            return None
+
+    start, end = when(row.get("started")), when(row.get("ended")) or datetime.now(timezone.utc)
+    card = {k: v for k, v in row.items() if k not in ("last", "meta")}
+    card.update(last={t: compact(w) for t, w in (row.get("last") or {}).items()},
+                last_utterance={t: None for t in row.get("tracks") or []}, names=call_names(row.get("meta") or {}),
+                duration_s=round((end - start).total_seconds(), 1) if start else 0.0, report=None, remote=True)
+    return card
 
 
 def _pushed(call: Call | None) -> int:
@@ -264,8 +291,9 @@ class Desk:
                 "duration_s": round(end - call.started_mono, 1),
                 "report": f"/desk/report/{call.id}" if call.state == "ended" else None}
 
-    def state(self) -> dict:
-        """``GET /api/desk``."""
+    def state(self, remote: list[dict] | None = None) -> dict:
+        """``GET /api/desk``; ``remote``: the bus's rows (every replica's calls), whose calls
+        held elsewhere get a card from their row."""
         self._prune()
         cards, seen = [], set()
         for row in self.registry.listing():
@@ -280,6 +308,11 @@ class Desk:
         for cid, card in self.ended.items():
             if cid not in seen:
                 cards.append({k: v for k, v in card.items() if not k.startswith("_")})
+                seen.add(cid)
+        for row in remote or []:
+            cid = row.get("call_id")
+            if cid and cid not in seen and cid not in self.registry.calls:
+                cards.append(remote_card(row))
                 seen.add(cid)
         alerts = [a for a in self.alerts.values() if a["call_id"] in seen or a["acked"] is None]
         return {"calls": cards, "alerts": alerts, "keep_ended_min": self.cfg.desk.keep_ended_min,
@@ -428,7 +461,14 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 async def desk_state(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DESK].state(), dumps=dumps)
+    desk = request.app[DESK]
+    remote = None
+    if desk.registry.bus.kind != "local":  # the calls of the other replicas too
+        try:
+            remote = await desk.registry.bus.listing()
+        except BusError as exc:
+            raise web.HTTPServiceUnavailable(text=f"the results bus is unavailable: {exc}\n") from None
+    return web.json_response(desk.state(remote), dumps=dumps)
 
 
 async def list_alerts(request: web.Request) -> web.Response:

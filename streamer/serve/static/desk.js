@@ -115,7 +115,7 @@ function fromServer(state) {
   const calls = new Map();
   const now = Date.now();
   for (const c of state.calls) {
-    const ended = c.state === "ended";
+    const ended = c.state === "ended" || c.state === "lost";
     calls.set(c.call_id, {
       call_id: c.call_id, source: c.source, tracks: c.tracks || [], names: c.names || {}, state: c.state,
       error: c.error, last: c.last || {}, last_utterance: c.last_utterance || {}, report: c.report,
@@ -163,6 +163,20 @@ function apply(ev) {
       S.dirty = true;
       break;
     }
+    case "call_lost": {  // the server holding it stopped (its heartbeat on the bus lapsed)
+      const call = S.calls.get(id) || upsertCall({call_id: id});
+      call.state = "lost";
+      call.duration_s = (Date.now() - call.startedAt) / 1000;
+      call.endedAt = Date.now();
+      call.error = ev.reason || "the server holding this call stopped";
+      S.dirty = true;
+      break;
+    }
+    case "call_resumed": {  // a reconnect: the same call as its next segment, the audio in between lost
+      const call = S.calls.get(id);
+      if (call) { call.error = `segment ${ev.segment}: ${ev.gap_s ?? "?"} s of audio lost before it`; S.dirty = true; }
+      break;
+    }
     case "error": {
       const call = S.calls.get(id);
       if (call) { call.error = ev.error; S.dirty = true; }
@@ -188,7 +202,7 @@ function prune() {
   const keepMs = S.keepEndedMin * 60 * 1000;
   const now = Date.now();
   for (const [id, c] of S.calls) {
-    if (c.state === "ended" && c.endedAt !== null && now - c.endedAt > keepMs) { S.calls.delete(id); S.dirty = true; }
+    if ((c.state === "ended" || c.state === "lost") && c.endedAt !== null && now - c.endedAt > keepMs) { S.calls.delete(id); S.dirty = true; }
   }
 }
 
@@ -313,7 +327,7 @@ function card(c) {
 
 function sortedCalls() {
   const arr = [...S.calls.values()];
-  const rank = c => (openAlerts(c.call_id).length ? 0 : 1) * 2 + (c.state === "ended" ? 1 : 0);
+  const rank = c => (openAlerts(c.call_id).length ? 0 : 1) * 2 + (c.state === "ended" || c.state === "lost" ? 1 : 0);
   arr.sort((a, b) => rank(a) - rank(b) || a.startedAt - b.startedAt || a.call_id.localeCompare(b.call_id));
   return arr;
 }
@@ -337,7 +351,7 @@ function renderGrid() {
   const now = [...grid.children];
   if (now.length !== els.length || now.some((el, i) => el !== els[i])) grid.replaceChildren(...els);
   document.getElementById("empty").hidden = calls.length > 0;
-  const active = calls.filter(c => c.state !== "ended").length;
+  const active = calls.filter(c => c.state !== "ended" && c.state !== "lost").length;
   document.getElementById("counts").textContent = `${active} live · ${calls.length - active} ended`;
   const open = openAlerts().sort((a, b) => (b.time || "").localeCompare(a.time || ""));
   document.getElementById("alert-list").replaceChildren(...open.map(a => alertItem(a, true)));
