@@ -34,7 +34,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from streamer.serve import wire
-from streamer.serve.wire import BAD_DATA, INTERNAL, NORMAL, UNSUPPORTED, ProtocolError
+from streamer.serve.wire import BAD_DATA, INTERNAL, UNSUPPORTED, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +132,9 @@ async def run(ws, registry, idle_s: float) -> None:
         await close_ws(ws, exc.code, exc.message, registry, SOURCE)
         return
     runners = [call.track(t, fmt.rate) for t in fmt.tracks]
-    error, code, reason = None, NORMAL, "end of stream"
+    end = wire.Outcome()
     try:
-        while True:
-            msg = await wire.receive(ws, idle_s)
-            if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
-                error = wire.peer_error(ws)
-                break
-            if not call.active:
-                code, reason = wire.ENDED_BY_SERVER
-                break
+        async for msg in wire.call_messages(ws, call, idle_s, end):
             if msg.type is WSMsgType.TEXT:
                 try:
                     json.loads(msg.data)
@@ -151,12 +144,12 @@ async def run(ws, registry, idle_s: float) -> None:
             for runner, samples in zip(runners, split(msg.data, fmt.channels)):
                 runner.push(samples)
     except ProtocolError as exc:
-        error, code, reason = exc.reason, exc.code, exc.reason
+        end = wire.Outcome(exc.reason, exc.code, exc.reason)
         call.log.warning("closing (%d): %s", exc.code, exc.reason)
     except Exception as exc:
         log.exception("call %s: audio-fork handler failed", call.id)
-        error, code, reason = f"server error: {exc}", INTERNAL, "server error (see the server's log)"
+        end = wire.Outcome(f"server error: {exc}", INTERNAL, "server error (see the server's log)")
     finally:
         if not ws.closed:
-            await close_ws(ws, code, reason, registry, SOURCE)
-        await registry.end(call, error=error)
+            await close_ws(ws, end.code, end.reason, registry, SOURCE)
+        await registry.end(call, error=end.error)

@@ -192,16 +192,9 @@ async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dic
         collect()
         return replies.final()
 
-    error, code, reason = None, NORMAL, "end of stream"
+    end = wire.Outcome()
     try:
-        while True:
-            msg = await wire.receive(ws, idle_s)
-            if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
-                error = wire.peer_error(ws)
-                break
-            if not call.active:
-                code, reason = wire.ENDED_BY_SERVER
-                break
+        async for msg in wire.call_messages(ws, call, idle_s, end):
             if msg.type is WSMsgType.TEXT:
                 kind, new = parse_command(msg.data, opts)
                 if kind == "config":
@@ -215,7 +208,7 @@ async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dic
                     await registry.end(call)
                     collect()
                     await ws.send_str(json.dumps(replies.final()))
-                    code, reason = NORMAL, "eof"
+                    end.code, end.reason = NORMAL, "eof"
                     break
                 # reset: what came so far is final; the next audio starts a new track
                 final = await finish_track()
@@ -230,15 +223,15 @@ async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dic
             collect()
             await ws.send_str(json.dumps(replies.next(call.partial(track))))
     except ProtocolError as exc:
-        error, code, reason = exc.reason, exc.code, exc.reason
+        end = wire.Outcome(exc.reason, exc.code, exc.reason)
         call.log.warning("closing (%d): %s", exc.code, exc.reason)
     except ConnectionResetError as exc:  # the peer went away while a reply was sent
-        error, code, reason = f"the connection failed: {exc}", INTERNAL, "connection failed"
+        end = wire.Outcome(f"the connection failed: {exc}", INTERNAL, "connection failed")
     except Exception as exc:
         log.exception("call %s: vosk handler failed", call.id)
-        error, code, reason = f"server error: {exc}", INTERNAL, "server error (see the server's log)"
+        end = wire.Outcome(f"server error: {exc}", INTERNAL, "server error (see the server's log)")
     finally:
         registry.unsubscribe(sub)
         if not ws.closed:
-            await close_ws(ws, code, reason, registry, SOURCE)
-        await registry.end(call, error=error)
+            await close_ws(ws, end.code, end.reason, registry, SOURCE)
+        await registry.end(call, error=end.error)
