@@ -113,7 +113,7 @@ routes = [web.get("/audio-fork", audiofork_handler)]
 async def run(ws, registry, idle_s: float) -> None:
     """Serve one mod_audio_fork connection on a prepared WebSocket."""
     from streamer.serve.app import close_ws
-    from streamer.serve.calls import Refused
+    from streamer.serve.call import Refused
 
     try:
         first = await wire.receive(ws, idle_s)

@@ -162,7 +162,7 @@ class Session:
 async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry, idle_s: float,
                             rates: dict[int, int] | None = None) -> None:
     """Serve one Asterisk connection: UUID, then audio until hangup or close."""
-    from streamer.serve.calls import Refused
+    from streamer.serve.call import Refused
 
     peer = writer.get_extra_info("peername")
     parser, session = FrameParser(), Session(rates)

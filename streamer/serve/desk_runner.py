@@ -17,7 +17,8 @@ from prometheus_client import Counter
 from streamer.alerts import Alerts
 from streamer.config import Config
 from streamer.live.session_log import now_iso
-from streamer.serve.calls import Call, CallRegistry
+from streamer.serve.call import Call
+from streamer.serve.calls import CallRegistry
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 
 from streamer.serve import wire
 from streamer.serve.app import AUTH, REGISTRY, close_ws, prepare_ws
-from streamer.serve.calls import CallLogger, Refused
+from streamer.serve.call import CallLogger, Refused
 
 log = logging.getLogger(__name__)
 

@@ -169,7 +169,7 @@ routes = [web.get("/vosk", vosk_handler)]
 async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dict | None = None) -> None:
     """Serve one vosk connection on a prepared WebSocket."""
     from streamer.serve.app import close_ws
-    from streamer.serve.calls import Refused
+    from streamer.serve.call import Refused
 
     try:
         call = await registry.open(call_id, SOURCE, meta or {}, tracks=[TRACK])
