@@ -89,7 +89,7 @@ def turn_taking_call(seconds: float, clips: list[np.ndarray], rng: np.random.Gen
 
 def prebuilt(customer: np.ndarray, agent: np.ndarray, call_sid: str) -> list[tuple[int, str]]:
     """The call's Twilio messages as JSON text, made before the clock starts."""
-    from streamer.cli.call import twilio_messages
+    from streamer.serve.client import twilio_messages
 
     return [(k, json.dumps(m)) for k, m in twilio_messages(customer, agent, call_sid, "MZ" + call_sid[2:])]
 
@@ -182,7 +182,7 @@ def scrape(text: str) -> dict[str, float]:
 async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]], work: Path) -> dict:
     import aiohttp
 
-    from streamer.cli.call import FRAME_S, Pacer
+    from streamer.serve.client import FRAME_S, Pacer
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.cli import call as cc
+from streamer.serve import client as cc
 
 aiohttp = pytest.importorskip("aiohttp")
 

@@ -1,6 +1,6 @@
 """The desk in a real browser: Debian's chromium driven by Playwright, over a ser-serve on
 127.0.0.1 with the real models. Three two-track Twilio calls are played in real time with
-ser-call's client (``streamer.cli.call.play_twilio``), one with an angry customer (strong
+ser-call's client (``streamer.serve.client.play_twilio``), one with an angry customer (strong
 angry RAVDESS clips, actors 01-04, as the inbound track). The page must show three
 ``data-call-id`` cards and their transcripts, catch up after its feed drops, show the angry
 rule's alert within 10 s of its last qualifying window, lose it on acknowledge, show the
@@ -58,7 +58,7 @@ def models():
 
 def two_tracks(turns: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
     """(customer, agent) at 8 kHz: the speakers take turns, the other track silent meanwhile."""
-    from streamer.cli.call import load_pcm
+    from streamer.serve.client import load_pcm
 
     parts = {"customer": [], "agent": []}
     for track, clip in turns:
@@ -100,7 +100,7 @@ def test_the_desk_in_chromium(models, tmp_path):
 async def scenario(pw, models, tmp_path, audio, shots) -> dict:
     import aiohttp
 
-    from streamer.cli.call import play_twilio
+    from streamer.serve.client import play_twilio
     from streamer.serve import desk as desk_mod
     from streamer.serve.app import make_app, start
     from streamer.serve.auth import Auth
