@@ -290,3 +290,23 @@ def test_admission_refuses_a_vosk_call_beyond_max_calls(served_models, tmp_path)
     (code, reason), final = asyncio.run(scenario())
     assert code == 1013 and "max_calls" in reason
     assert final == {"result": [], "text": ""}
+
+
+def test_ser_call_cli_plays_a_call_with_its_own_call_sid(served_models, voices, tmp_path):
+    """The ser-call command itself, against a server on 127.0.0.1: --call-sid names the call."""
+    import sys
+
+    async def scenario():
+        async with server(served_models, tmp_path, token="s3cret") as srv, aiohttp.ClientSession() as s:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "streamer.cli.call", "twilio", f"{srv['url']}/twilio", "--token", "s3cret",
+                "--customer", str(voices["customer"]), "--call-sid", "CAfromcli", "--speed", "4",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 0, err.decode()
+            return proc.returncode, out.decode(), err.decode(), await ended(s, srv["url"], "CAfromcli", "s3cret")
+
+    rc, out, err, detail = asyncio.run(scenario())
+    assert rc == 0, err
+    assert detail["call_id"] == "CAfromcli" and detail["windows"], detail
+    assert "customer" in out  # the call's utterances, one line each

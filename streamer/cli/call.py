@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("--agent", type=Path, default=None, help="the agent's audio (outbound track); none: one track")
     tw.add_argument("--calls", type=int, default=1, help="calls at once, all playing the same files (default: 1)")
     tw.add_argument("--stagger", type=float, default=0.0, help="seconds between the calls' starts (default: 0)")
+    tw.add_argument("--call-sid", default=None, help="the call's callSid, e.g. to reconnect a call as its next segment "
+                    "(default: a new one per call; with --calls N, SID-1 ... SID-N)")
 
     vo = sub.add_parser("vosk", parents=[common], help="the vosk-server protocol (ws://HOST:PORT/vosk)")
     vo.add_argument("url")
@@ -72,7 +74,8 @@ async def _main(args) -> int:
 
             async def one(i: int) -> dict:
                 await asyncio.sleep(i * args.stagger)
-                return await play_twilio(session, args.url, customer, agent, token=token, speed=args.speed)
+                sid = args.call_sid if args.calls <= 1 or not args.call_sid else f"{args.call_sid}-{i + 1}"
+                return await play_twilio(session, args.url, customer, agent, token=token, speed=args.speed, call_sid=sid)
 
             results = await asyncio.gather(*(one(i) for i in range(max(1, args.calls))), return_exceptions=True)
             url = args.url
@@ -123,3 +126,7 @@ def main() -> int:
 
 def entry() -> None:
     run_main(main)
+
+
+if __name__ == "__main__":
+    entry()
