@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from streamer.asr.base import AsrEngine
 from streamer.audio import SAMPLE_RATE
-from streamer.core.services import services_for
+from streamer.core.services import Services, services_for
 from streamer.core.session import Partial, SessionSettings, StreamSession, UtteranceEnd
 from streamer.live.counters import Counters
 from streamer.live.messages import Chunk, UtteranceResult, WindowResult
@@ -41,7 +41,7 @@ __all__ = ["Pipeline", "PipelineSettings", "Sink", "UtteranceEnd"]
 class Pipeline:
     def __init__(self, settings: PipelineSettings, source, asr: AsrEngine | None, audio_model, text_model,
                  sinks: list[Sink], state: LiveState, counters: Counters | None = None, recorder=None,
-                 partials: bool = True) -> None:
+                 partials: bool = True, services: Services | None = None) -> None:
         self.s = settings
         self.source = source
         self.sinks = sinks
@@ -50,7 +50,7 @@ class Pipeline:
         self.recorder = recorder
         self.asr = asr
         self.partials = partials  # refresh the partial text while idle (Whisper decodes for it)
-        self.session = StreamSession(settings, asr, services_for(audio_model, text_model), self.counters)
+        self.session = StreamSession(settings, asr, services or services_for(audio_model, text_model), self.counters)
         self._stop: threading.Event | None = None
 
     # the session's figures, as the shells and benchmarks read them

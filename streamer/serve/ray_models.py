@@ -1,0 +1,323 @@
+"""The two stateless emotion models as Ray Serve deployments (issue 20), and the
+:class:`RayServices` a :class:`~streamer.core.session.StreamSession` uses in place of the
+process's own :class:`~streamer.core.services.Services`.
+
+- :class:`AudioEmotionDeployment` takes a window as raw PCM bytes (int16 little-endian,
+  ``SAMPLE_RATE`` Hz, mono) and returns the 7-label probability dict;
+- :class:`TextEmotionDeployment` takes a string and returns the dict, or None (no words).
+
+Each replica loads its model once (``torch.set_num_threads(1)``) and batches the requests it
+holds with ``@serve.batch``; the batch runs on a thread so that the replica's event loop keeps
+taking the next batch's requests meanwhile. ``batch_stats`` reports the batch sizes seen.
+
+:func:`deploy` starts both on a running cluster (``serve.run`` of one application) and returns
+a :class:`RayServices` over their DeploymentHandles. Its ``audio.submit(samples)`` takes the
+float32 samples the session makes (int16 / 32768, so the int16 round trip is exact) and returns
+a ``concurrent.futures.Future``; ``text(text)`` blocks for the dict.
+
+Whisper would follow the same pattern: a ``WhisperDeployment`` whose batched method takes an
+utterance's PCM bytes (and the options of ``streamer.asr.decode``) and returns the words with
+their times, placed with ``ray_actor_options={"num_gpus": 1}`` on a GPU node; the gateway's
+recogniser would send each utterance through its handle instead of the local ``Batcher``.
+It is not built here.
+
+>>> pcm_bytes(np.array([0.0, 0.5, -1.0], dtype=np.float32))
+b'\\x00\\x00\\x00@\\x00\\x80'
+>>> pcm_samples(pcm_bytes(np.array([0.25, -0.5], dtype=np.float32))).tolist()
+[0.25, -0.5]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from streamer.audio import SAMPLE_RATE
+from streamer.errors import SerError
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "ser-models"
+_FORWARD_PREFIXES = ("SER_", "HF_", "TRANSFORMERS_", "ONEDNN_")  # as streamer.batch_ray: what model loading reads
+
+
+def pcm_bytes(samples: ArrayLike) -> bytes:
+    """float samples in [-1, 1) as int16 little-endian bytes (the window's wire form)."""
+    x = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768.0), -32768, 32767)
+    return x.astype("<i2").tobytes()
+
+
+def pcm_samples(data: bytes) -> NDArray[np.float32]:
+    """int16 little-endian bytes as float32 samples, as the session gives its model."""
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+@dataclass(frozen=True)
+class ModelDeploymentOptions:
+    """One model deployment's placement and batching."""
+
+    num_replicas: int = 1
+    num_cpus: float = 0.5  # per replica: a fraction, so replicas and gateways share a node's CPUs
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.005
+    max_ongoing_requests: int = 32  # at least max_batch_size, or batches never fill
+
+    def __post_init__(self) -> None:
+        if self.num_replicas < 1:
+            raise SerError("num_replicas must be at least 1")
+        if not 0 < self.num_cpus:
+            raise SerError("num_cpus must be above 0 (a fraction is fine)")
+        if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
+            raise SerError("max_batch_size must be at least 1 and batch_wait_timeout_s 0 or more")
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise SerError("max_ongoing_requests must be at least max_batch_size (batches would never fill)")
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    audio: ModelDeploymentOptions = field(default_factory=ModelDeploymentOptions)
+    text: ModelDeploymentOptions | None = field(default_factory=ModelDeploymentOptions)  # None: no text branch
+    config_path: str | None = None  # the ser config the replicas load the models from (None: the default)
+    app_name: str = APP_NAME
+    client_threads: int = 16  # the driver's threads waiting on audio responses
+
+
+def _config(config_path: str | None):
+    from streamer.config import Config
+
+    return Config.load(config_path)
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.sizes: Counter[int] = Counter()
+
+    def add(self, n: int) -> None:
+        self.sizes[n] += 1
+
+    def report(self) -> dict:
+        batches = sum(self.sizes.values())
+        items = sum(k * v for k, v in self.sizes.items())
+        return {"pid": os.getpid(), "batches": batches, "items": items, "largest": max(self.sizes, default=0),
+                "sizes": dict(self.sizes)}
+
+
+class _AudioModel:
+    """The audio deployment's body (plain class: Ray Serve wraps it in :func:`deployments`)."""
+
+    def __init__(self, config_path: str | None, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        from streamer.audio.emotion import AudioEmotion
+        from streamer.audio.encoder import EMBEDDED
+        from streamer.live.factory import whisper_handle
+
+        cfg = _config(config_path)
+        self.model = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
+        self.stats = _Stats()
+        self.predict.set_max_batch_size(max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def _run(self, windows: list[bytes]) -> list[dict[str, float]]:
+        self.stats.add(len(windows))
+        return self.model.predict_batch([pcm_samples(w) for w in windows], SAMPLE_RATE)
+
+    async def predict(self, windows: list[bytes]) -> list[dict[str, float]]:
+        return await asyncio.to_thread(self._run, windows)
+
+    def batch_stats(self) -> dict:
+        return self.stats.report()
+
+
+class _TextModel:
+    def __init__(self, config_path: str | None, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        from streamer.text.emotion import load_text_emotion
+
+        self.model = load_text_emotion(_config(config_path).text.model)
+        self.stats = _Stats()
+        self.predict.set_max_batch_size(max_batch_size)
+        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def _run(self, texts: list[str]) -> list[dict[str, float] | None]:
+        self.stats.add(len(texts))
+        return self.model.predict_batch(texts)
+
+    async def predict(self, texts: list[str]) -> list[dict[str, float] | None]:
+        return await asyncio.to_thread(self._run, texts)
+
+    def batch_stats(self) -> dict:
+        return self.stats.report()
+
+
+_built: dict[str, object] = {}
+
+
+def deployments() -> tuple[object, object]:
+    """(AudioEmotionDeployment, TextEmotionDeployment), built on first use (imports Ray Serve)."""
+    if not _built:
+        try:
+            from ray import serve
+        except ImportError as exc:
+            raise SerError('Ray Serve model deployments need Ray: pip install "ray[serve]"') from exc
+        for name, body in (("AudioEmotionDeployment", _AudioModel), ("TextEmotionDeployment", _TextModel)):
+            cls = type(name, (body,), {"predict": serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)(body.predict),
+                                       "__doc__": body.__doc__, "__module__": __name__})
+            _built[name] = serve.deployment(name=name, logging_config={"enable_access_log": False})(cls)
+    return _built["AudioEmotionDeployment"], _built["TextEmotionDeployment"]
+
+
+# --- the session's side ----------------------------------------------------------------------
+class RemoteAudio:
+    """The audio service over a DeploymentHandle: ``submit`` sends the window's PCM bytes and
+    returns a Future, resolved by one of the driver's waiting threads."""
+
+    name = "audio"
+
+    def __init__(self, handle, threads: int = 16, timeout_s: float = 60.0) -> None:
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="ray-audio")
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self.items = 0
+
+    def _wait(self, response) -> dict[str, float]:
+        try:
+            return response.result(timeout_s=self.timeout_s)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def submit(self, samples: ArrayLike) -> "Future[dict[str, float]]":
+        response = self.handle.predict.remote(pcm_bytes(samples))
+        with self._lock:
+            self._waiting += 1
+            self.items += 1
+        return self._pool.submit(self._wait, response)
+
+    def __call__(self, samples: ArrayLike) -> dict[str, float]:
+        return self.submit(samples).result()
+
+    @property
+    def depth(self) -> int:
+        """Requests sent and not yet answered (for /metrics)."""
+        with self._lock:
+            return self._waiting
+
+    def attach(self) -> None:  # the deployment batches on its own: nothing to count here
+        pass
+
+    def detach(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RemoteText:
+    name = "text"
+
+    def __init__(self, handle, timeout_s: float = 60.0) -> None:
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._waiting = 0
+
+    def __call__(self, text: str) -> dict[str, float] | None:
+        with self._lock:
+            self._waiting += 1
+        try:
+            return self.handle.predict.remote(text).result(timeout_s=self.timeout_s)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    @property
+    def depth(self) -> int:
+        with self._lock:
+            return self._waiting
+
+    def attach(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class RayServices:
+    """A :class:`~streamer.core.services.Services` look-alike over the model deployments."""
+
+    audio: RemoteAudio
+    text: RemoteText | None
+
+    def attach(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+    def batch_stats(self) -> dict[str, list[dict]]:
+        """Each replica's batch sizes, per model (``broadcast`` to every replica)."""
+        out = {}
+        for name, svc in (("audio", self.audio), ("text", self.text)):
+            if svc is not None:
+                out[name] = list(svc.handle.broadcast("batch_stats").results())
+        return out
+
+    def close(self) -> None:
+        for svc in (self.audio, self.text):
+            if svc is not None:
+                svc.close()
+
+
+def _bound(deployment, opts: ModelDeploymentOptions, config_path: str | None):
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES)}
+    return deployment.options(num_replicas=opts.num_replicas, max_ongoing_requests=opts.max_ongoing_requests,
+                              ray_actor_options={"num_cpus": opts.num_cpus, "runtime_env": {"env_vars": env}}
+                              ).bind(config_path, opts.max_batch_size, opts.batch_wait_timeout_s)
+
+
+def deploy(opts: DeployOptions = DeployOptions()) -> RayServices:
+    """Start the model deployments on the running Ray cluster (``ray.init`` first) as the
+    application ``opts.app_name`` and return the services over their handles. The audio
+    deployment is the application's ingress; the text one is a second application
+    (``<app>-text``) so that each has its own handle and replica count."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        raise SerError("deploy() needs a running Ray cluster: call ray.init() (or set $RAY_ADDRESS) first")
+    config_path = os.path.abspath(opts.config_path) if opts.config_path else None
+    audio_d, text_d = deployments()
+    audio = serve.run(_bound(audio_d, opts.audio, config_path), name=opts.app_name, route_prefix=None)
+    text = None
+    if opts.text is not None:
+        text = serve.run(_bound(text_d, opts.text, config_path), name=f"{opts.app_name}-text", route_prefix=None)
+    log.info("model deployments up: %s (audio x%d%s)", opts.app_name, opts.audio.num_replicas,
+             "" if opts.text is None else f", text x{opts.text.num_replicas}")
+    return RayServices(RemoteAudio(audio, opts.client_threads), None if text is None else RemoteText(text))
+
+
+def undeploy(opts: DeployOptions = DeployOptions()) -> None:
+    """Delete the applications :func:`deploy` started."""
+    from ray import serve
+
+    serve.delete(opts.app_name)
+    if opts.text is not None:
+        serve.delete(f"{opts.app_name}-text")

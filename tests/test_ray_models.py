@@ -1,0 +1,176 @@
+"""The emotion models as Ray Serve deployments (issue 20), on a real local cluster of 2 CPUs
+(``@serve.batch`` does not run under ``_local_testing_mode``): concurrent windows are batched
+and give the local model's results; a Pipeline over RayServices gives the same windows and
+labels as over the process's own services."""
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from streamer.audio import SAMPLE_RATE
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+SENTENCES = (("good morning, this is the billing department, how may I help you", "en-us"),
+             ("my parcel never arrived and I want my money back right now, this is a disgrace", "en-us+m3"))
+TEXTS = ("I am so happy with this", "this is terrible and I am furious", "my parcel never arrived",
+         "", "thank you so much", "why does nobody ever answer", "okay", "I am scared it will happen again")
+
+
+def espeak(text, voice, path):
+    raw = path.with_name(path.stem + ".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "pad", "0.3", "0.5"], check=True)
+    raw.unlink()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ENV = {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    d = tmp_path_factory.mktemp("speech")
+    paths = []
+    for k, (text, voice) in enumerate(SENTENCES):
+        espeak(text, voice, d / f"s{k}.wav")
+        paths.append(d / f"s{k}.wav")
+    both = d / "call.wav"
+    subprocess.run(["sox", *map(str, paths), str(both)], check=True)
+    return both
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Whisper for the words, as in test_batch_ray (no Vosk model found), and the replicas get it too."""
+    saved = {k: os.environ.get(k) for k in (*ENV, "SER_MODELS_DIR", "SER_VOSK_MODEL")}
+    os.environ.update(ENV, SER_MODELS_DIR=str(tmp_path_factory.mktemp("nomodels")))
+    os.environ.pop("SER_VOSK_MODEL", None)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def local(env):
+    import torch
+
+    from streamer.config import Config
+    from streamer.live.factory import load_models
+
+    torch.set_num_threads(1)
+    cfg = Config.load()
+    return cfg, load_models(cfg)
+
+
+@pytest.fixture(scope="module")
+def services(env):
+    from ray import serve
+
+    from streamer.serve.ray_models import DeployOptions, ModelDeploymentOptions, deploy
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    svc = None
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
+                    logging_config={"enable_access_log": False})
+        model = ModelDeploymentOptions(num_replicas=1, num_cpus=0.5, max_batch_size=8, batch_wait_timeout_s=0.05)
+        svc = deploy(DeployOptions(audio=model, text=model))
+        yield svc
+    finally:
+        if svc is not None:
+            svc.close()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def windows_of(path, n, size):
+    from streamer.audio.io import load_audio
+
+    x = load_audio(path)
+    x = (np.round(x * 32768).clip(-32768, 32767) / 32768).astype(np.float32)  # what the session sends: int16 / 32768
+    step = max(1, (len(x) - size) // max(1, n - 1))
+    return [x[i * step:i * step + size] for i in range(n)]
+
+
+def close(a, b, tol=1e-5):
+    if a is None or b is None:
+        return a is b
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= tol for k in a)
+
+
+def test_pcm_round_trip_is_exact():
+    from streamer.serve.ray_models import pcm_bytes, pcm_samples
+
+    x = (np.arange(-32768, 32768, 7, dtype=np.int32) / 32768).astype(np.float32)
+    assert np.array_equal(pcm_samples(pcm_bytes(x)), x)
+    assert pcm_bytes(np.array([2.0, -2.0])) == np.array([32767, -32768], "<i2").tobytes()  # clipped, not wrapped
+
+
+def test_concurrent_windows_are_batched_and_equal_the_local_model(speech, local, services):
+    cfg, models = local
+    wins = windows_of(speech, 12, cfg.audio.window_samples)
+    want = [models.audio.predict(w) for w in wins]
+    before = services.batch_stats()
+    futures = [services.audio.submit(w) for w in wins]  # all at once: the replica batches them
+    got = [f.result(timeout=60) for f in futures]
+    assert all(close(g, w) for g, w in zip(got, want)), (got[0], want[0])
+    assert services.audio.depth == 0
+    with ThreadPoolExecutor(len(TEXTS)) as pool:
+        texts = list(pool.map(services.text, TEXTS))
+    assert all(close(g, models.text.predict(t)) for g, t in zip(texts, TEXTS))
+    assert texts[TEXTS.index("")] is None and texts[0] is not None
+    after = services.batch_stats()
+    for name, n in (("audio", len(wins)), ("text", len(TEXTS))):
+        (b,), (a,) = before[name], after[name]  # one replica each
+        assert a["items"] - b["items"] == n, (name, a, b)
+        assert a["batches"] - b["batches"] < n and a["largest"] > 1, (name, a, b)  # batches, not one by one
+
+
+def run_pipeline(cfg, models, path, services=None):
+    from streamer.live.factory import pipeline_settings
+    from streamer.live.messages import WindowResult
+    from streamer.live.pipeline import Pipeline
+    from streamer.live.sources import FileSource
+    from streamer.ui.state import LiveState
+
+    out = []
+    source = FileSource(path, fast=True)
+    pipe = Pipeline(pipeline_settings(cfg, block_when_full=True), source, models.asr_factory(), models.audio,
+                    models.text, [lambda r: out.append(r) if isinstance(r, WindowResult) else None],
+                    LiveState(source.name, models.names), services=services)
+    t0 = time.perf_counter()
+    summary = pipe.run(threading.Event())
+    assert not pipe.error, pipe.error
+    return out, summary, time.perf_counter() - t0
+
+
+def test_pipeline_over_ray_services_equals_local(speech, local, services):
+    cfg, models = local
+    ref, _, _ = run_pipeline(cfg, models, speech)
+    got, summary, _ = run_pipeline(cfg, models, speech, services)
+    assert len(ref) >= 3 and summary["windows"] == len(ref)
+    key = lambda w: (w.index, w.start, w.end, w.label, " ".join(x.word for x in w.words))  # noqa: E731
+    assert [key(w) for w in got] == [key(w) for w in ref]
+    assert all(close(g.audio, r.audio) and close(g.text, r.text) and close(g.fused, r.fused, 1e-4)
+               for g, r in zip(got, ref))
+    assert any(w.text is not None for w in got)  # the text branch ran through its deployment
