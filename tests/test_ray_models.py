@@ -92,7 +92,7 @@ def services(env):
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
                     logging_config={"enable_access_log": False})
         model = ModelDeploymentOptions(num_replicas=1, num_cpus=0.5, max_batch_size=8, batch_wait_timeout_s=0.05)
-        svc = deploy(DeployOptions(audio=model, text=model))
+        svc = deploy(DeployOptions(audio=model, text=model, whisper=model))
         yield svc
     finally:
         if svc is not None:
@@ -146,7 +146,7 @@ def test_concurrent_windows_are_batched_and_equal_the_local_model(speech, local,
         assert a["batches"] - b["batches"] < n and a["largest"] > 1, (name, a, b)  # batches, not one by one
 
 
-def run_pipeline(cfg, models, path, services=None):
+def run_pipeline(cfg, models, path, services=None, asr_factory=None):
     from streamer.live.factory import pipeline_settings
     from streamer.live.messages import WindowResult
     from streamer.live.pipeline import Pipeline
@@ -155,7 +155,7 @@ def run_pipeline(cfg, models, path, services=None):
 
     out = []
     source = FileSource(path, fast=True)
-    pipe = Pipeline(pipeline_settings(cfg, block_when_full=True), source, models.asr_factory(), models.audio,
+    pipe = Pipeline(pipeline_settings(cfg, block_when_full=True), source, (asr_factory or models.asr_factory)(), models.audio,
                     models.text, [lambda r: out.append(r) if isinstance(r, WindowResult) else None],
                     LiveState(source.name, models.names), services=services)
     t0 = time.perf_counter()
@@ -167,10 +167,40 @@ def run_pipeline(cfg, models, path, services=None):
 def test_pipeline_over_ray_services_equals_local(speech, local, services):
     cfg, models = local
     ref, _, _ = run_pipeline(cfg, models, speech)
+    stats = services.batch_stats()
     got, summary, _ = run_pipeline(cfg, models, speech, services)
+    now = services.batch_stats()
+    assert now["audio"][0]["items"] - stats["audio"][0]["items"] == len(got)  # every window went through Ray
+    assert now["text"][0]["items"] > stats["text"][0]["items"]
     assert len(ref) >= 3 and summary["windows"] == len(ref)
     key = lambda w: (w.index, w.start, w.end, w.label, " ".join(x.word for x in w.words))  # noqa: E731
     assert [key(w) for w in got] == [key(w) for w in ref]
     assert all(close(g.audio, r.audio) and close(g.text, r.text) and close(g.fused, r.fused, 1e-4)
                for g, r in zip(got, ref))
     assert any(w.text is not None for w in got)  # the text branch ran through its deployment
+    before = services.batch_stats()["whisper"][0]["items"]
+    remote, _, _ = run_pipeline(cfg, models, speech, services, services.asr_factory(cfg))  # Whisper on Ray too
+    assert [key(w) for w in remote] == [key(w) for w in ref]
+    assert services.batch_stats()["whisper"][0]["items"] > before  # the words came from the deployment
+
+
+def test_whisper_deployment_batches_and_equals_local_decode(speech, local, services):
+    from streamer.asr.decode import decode
+    from streamer.audio.io import load_audio
+    from streamer.serve.ray_models import RemoteDecoder
+
+    cfg, models = local
+    x = (np.round(load_audio(speech) * 32768).clip(-32768, 32767) / 32768).astype(np.float32)
+    n = len(x) // 2
+    parts = [x[:n], x[n:], x[: n // 2], x[n // 2: n]]
+    engine = models.asr_factory()
+    want = [decode(engine.handle, p, cfg.asr.whisper, True) for p in parts]
+    assert all(want)  # real words in each part
+    remote = RemoteDecoder(services.whisper)
+    before = services.batch_stats()["whisper"][0]
+    with ThreadPoolExecutor(len(parts)) as pool:
+        got = list(pool.map(lambda p: remote.decode(p, cfg.asr.whisper, True), parts))
+    after = services.batch_stats()["whisper"][0]
+    assert [[w[0] for w in g] for g in got] == [[w[0] for w in ws] for ws in want]
+    assert all(abs(a[1] - b[1]) < 0.05 and abs(a[2] - b[2]) < 0.05 for g, ws in zip(got, want) for a, b in zip(g, ws))
+    assert after["items"] - before["items"] == len(parts) and after["largest"] > 1, (before, after)

@@ -15,11 +15,13 @@ a :class:`RayServices` over their DeploymentHandles. Its ``audio.submit(samples)
 float32 samples the session makes (int16 / 32768, so the int16 round trip is exact) and returns
 a ``concurrent.futures.Future``; ``text(text)`` blocks for the dict.
 
-Whisper would follow the same pattern: a ``WhisperDeployment`` whose batched method takes an
-utterance's PCM bytes (and the options of ``streamer.asr.decode``) and returns the words with
-their times, placed with ``ray_actor_options={"num_gpus": 1}`` on a GPU node; the gateway's
-recogniser would send each utterance through its handle instead of the local ``Batcher``.
-It is not built here.
+:class:`WhisperDeployment` (optional: ``DeployOptions.whisper``) follows the same pattern for
+speech recognition: its batched ``decode`` takes (utterance PCM bytes, ``WhisperAsrConfig``,
+timestamps) and returns the decoded words, through ``streamer.asr.decode.decode_batch`` (one
+batch per setting). The recogniser stays in the session (it keeps the stream's utterance and
+its partials): :func:`remote_asr_factory` builds today's ``WhisperEngine`` over a
+:class:`RemoteWhisperHandle`, whose decodes go through the deployment's handle. On a cluster,
+``ray_actor_options={"num_gpus": 1}`` (and a CUDA build of CTranslate2) puts it on a GPU node.
 
 >>> pcm_bytes(np.array([0.0, 0.5, -1.0], dtype=np.float32))
 b'\\x00\\x00\\x00@\\x00\\x80'
@@ -85,6 +87,7 @@ class ModelDeploymentOptions:
 class DeployOptions:
     audio: ModelDeploymentOptions = field(default_factory=ModelDeploymentOptions)
     text: ModelDeploymentOptions | None = field(default_factory=ModelDeploymentOptions)  # None: no text branch
+    whisper: ModelDeploymentOptions | None = None  # a Whisper deployment too (None: each gateway decodes locally)
     config_path: str | None = None  # the ser config the replicas load the models from (None: the default)
     app_name: str = APP_NAME
     client_threads: int = 16  # the driver's threads waiting on audio responses
@@ -161,6 +164,38 @@ class _TextModel:
         return self.stats.report()
 
 
+class _WhisperModel:
+    def __init__(self, config_path: str | None, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        from streamer.live.factory import whisper_handle
+
+        cfg = _config(config_path)
+        self.handle = whisper_handle(cfg, cfg.whisper.model)
+        self.stats = _Stats()
+        self.decode.set_max_batch_size(max_batch_size)
+        self.decode.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def _run(self, items: list[tuple[bytes, object, bool]]) -> list[list[tuple[str, float, float, float]]]:
+        from streamer.asr.decode import decode_batch
+
+        self.stats.add(len(items))
+        out: list = [None] * len(items)
+        for cfg in dict.fromkeys(c for _, c, _ in items):  # one decode_batch per setting, in arrival order
+            idx = [k for k, (_, c, _) in enumerate(items) if c == cfg]
+            words = decode_batch(self.handle, [(pcm_samples(items[k][0]), items[k][2]) for k in idx], cfg)
+            for k, w in zip(idx, words):
+                out[k] = [tuple(x) for x in w]
+        return out
+
+    async def decode(self, items: list[tuple[bytes, object, bool]]) -> list[list[tuple[str, float, float, float]]]:
+        return await asyncio.to_thread(self._run, items)
+
+    def batch_stats(self) -> dict:
+        return self.stats.report()
+
+
 _built: dict[str, object] = {}
 
 
@@ -171,11 +206,18 @@ def deployments() -> tuple[object, object]:
             from ray import serve
         except ImportError as exc:
             raise SerError('Ray Serve model deployments need Ray: pip install "ray[serve]"') from exc
-        for name, body in (("AudioEmotionDeployment", _AudioModel), ("TextEmotionDeployment", _TextModel)):
-            cls = type(name, (body,), {"predict": serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)(body.predict),
-                                       "__doc__": body.__doc__, "__module__": __name__})
+        for name, body, method in (("AudioEmotionDeployment", _AudioModel, "predict"),
+                                   ("TextEmotionDeployment", _TextModel, "predict"),
+                                   ("WhisperDeployment", _WhisperModel, "decode")):
+            batched = serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)(getattr(body, method))
+            cls = type(name, (body,), {method: batched, "__doc__": body.__doc__, "__module__": __name__})
             _built[name] = serve.deployment(name=name, logging_config={"enable_access_log": False})(cls)
     return _built["AudioEmotionDeployment"], _built["TextEmotionDeployment"]
+
+
+def whisper_deployment():
+    deployments()
+    return _built["WhisperDeployment"]
 
 
 # --- the session's side ----------------------------------------------------------------------
@@ -259,12 +301,49 @@ class RemoteText:
         pass
 
 
+class RemoteDecoder:
+    """Stands for ``streamer.asr.decode.Batcher`` on a :class:`RemoteWhisperHandle`: each decode
+    goes to the Whisper deployment (which batches across every gateway's streams)."""
+
+    def __init__(self, handle, timeout_s: float = 60.0) -> None:
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self.windows = 0
+
+    def decode(self, x: np.ndarray, cfg, timestamps: bool) -> list[tuple[str, float, float, float]]:
+        self.windows += 1
+        words = self.handle.decode.remote((pcm_bytes(x), cfg, timestamps)).result(timeout_s=self.timeout_s)
+        return [tuple(w) for w in words]
+
+
+class RemoteWhisperHandle:
+    """What ``streamer.asr.whisper.WhisperEngine`` needs of a ``WhisperHandle``: its options
+    (for the name) and its decoder (``decode`` looks up ``handle._batcher``)."""
+
+    def __init__(self, handle, options) -> None:
+        self.options = options
+        self._batcher = RemoteDecoder(handle)
+
+
 @dataclass
 class RayServices:
-    """A :class:`~streamer.core.services.Services` look-alike over the model deployments."""
+    """A :class:`~streamer.core.services.Services` look-alike over the model deployments
+    (``whisper``: the Whisper deployment's handle, when it was deployed)."""
 
     audio: RemoteAudio
     text: RemoteText | None
+    whisper: object | None = None
+
+    def asr_factory(self, cfg):
+        """() -> a WhisperEngine per stream whose decodes go to the Whisper deployment."""
+        if self.whisper is None:
+            raise SerError("no Whisper deployment: deploy with DeployOptions(whisper=ModelDeploymentOptions(...))")
+        from streamer.asr.whisper import WhisperEngine
+        from streamer.audio.encoder import WhisperOptions
+
+        remote = RemoteWhisperHandle(self.whisper, WhisperOptions(cfg.whisper.model, cfg.whisper.compute_type,
+                                                                  cfg.whisper.cpu_threads))
+        return lambda: WhisperEngine(remote, cfg.asr.whisper, cfg.audio.window_samples, cfg.live.utterance_max_samples)
 
     def attach(self) -> None:
         pass
@@ -275,9 +354,10 @@ class RayServices:
     def batch_stats(self) -> dict[str, list[dict]]:
         """Each replica's batch sizes, per model (``broadcast`` to every replica)."""
         out = {}
-        for name, svc in (("audio", self.audio), ("text", self.text)):
-            if svc is not None:
-                out[name] = list(svc.handle.broadcast("batch_stats").results())
+        for name, handle in (("audio", self.audio.handle), ("text", self.text and self.text.handle),
+                             ("whisper", self.whisper)):
+            if handle is not None:
+                out[name] = list(handle.broadcast("batch_stats").results())
         return out
 
     def close(self) -> None:
@@ -309,9 +389,14 @@ def deploy(opts: DeployOptions = DeployOptions()) -> RayServices:
     text = None
     if opts.text is not None:
         text = serve.run(_bound(text_d, opts.text, config_path), name=f"{opts.app_name}-text", route_prefix=None)
-    log.info("model deployments up: %s (audio x%d%s)", opts.app_name, opts.audio.num_replicas,
-             "" if opts.text is None else f", text x{opts.text.num_replicas}")
-    return RayServices(RemoteAudio(audio, opts.client_threads), None if text is None else RemoteText(text))
+    whisper = None
+    if opts.whisper is not None:
+        whisper = serve.run(_bound(whisper_deployment(), opts.whisper, config_path), name=f"{opts.app_name}-whisper",
+                            route_prefix=None)
+    log.info("model deployments up: %s (audio x%d%s%s)", opts.app_name, opts.audio.num_replicas,
+             "" if opts.text is None else f", text x{opts.text.num_replicas}",
+             "" if opts.whisper is None else f", whisper x{opts.whisper.num_replicas}")
+    return RayServices(RemoteAudio(audio, opts.client_threads), None if text is None else RemoteText(text), whisper)
 
 
 def undeploy(opts: DeployOptions = DeployOptions()) -> None:
@@ -321,3 +406,86 @@ def undeploy(opts: DeployOptions = DeployOptions()) -> None:
     serve.delete(opts.app_name)
     if opts.text is not None:
         serve.delete(f"{opts.app_name}-text")
+    if opts.whisper is not None:
+        serve.delete(f"{opts.app_name}-whisper")
+
+
+# --- a measurement: python -m streamer.serve.ray_models [--windows N] [--max-batch B] [FILE] ---
+def _measure(argv: list[str] | None = None) -> dict:
+    """Time the audio model on the same windows: local, through the handle one at a time, and
+    through the handle all at once (batched); a local 2-CPU cluster unless $RAY_ADDRESS is set."""
+    import argparse
+    import json
+    import socket
+    import time
+
+    import ray
+    import torch
+    from ray import serve
+
+    from streamer.audio.io import load_audio
+    from streamer.config import Config
+    from streamer.paths import CHECKOUT
+
+    p = argparse.ArgumentParser(prog="python -m streamer.serve.ray_models", description=_measure.__doc__)
+    p.add_argument("file", nargs="?", default=str(CHECKOUT / "demo" / "demo.flac"))
+    p.add_argument("--windows", type=int, default=16)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--wait-ms", type=float, default=5.0)
+    a = p.parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    from streamer.audio.emotion import AudioEmotion
+    from streamer.audio.encoder import EMBEDDED
+    from streamer.live.factory import whisper_handle
+
+    cfg = Config.load()
+    size = cfg.audio.window_samples
+    x = pcm_samples(pcm_bytes(load_audio(a.file)))
+    step = max(1, (len(x) - size) // max(1, a.windows - 1))
+    wins = [x[i * step:i * step + size] for i in range(a.windows)]
+    model = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
+    model.predict(wins[0])
+    t0 = time.perf_counter()
+    want = [model.predict(w) for w in wins]
+    local_ms = (time.perf_counter() - t0) * 1e3 / len(wins)
+    del model
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+    else:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    svc = None
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
+        t0 = time.perf_counter()
+        opts = ModelDeploymentOptions(max_batch_size=a.max_batch, batch_wait_timeout_s=a.wait_ms / 1e3)
+        svc = deploy(DeployOptions(audio=opts, text=None))
+        deploy_s = time.perf_counter() - t0
+        svc.audio(wins[0])
+        t0 = time.perf_counter()
+        serial = [svc.audio(w) for w in wins]
+        serial_ms = (time.perf_counter() - t0) * 1e3 / len(wins)
+        t0 = time.perf_counter()
+        futures = [svc.audio.submit(w) for w in wins]
+        together = [f.result() for f in futures]
+        together_ms = (time.perf_counter() - t0) * 1e3 / len(wins)
+        diff = max(abs(g[k] - w[k]) for got in (serial, together) for g, w in zip(got, want) for k in w)
+        return {"windows": len(wins), "window_s": size / SAMPLE_RATE, "local_ms_per_window": round(local_ms, 1),
+                "handle_serial_ms_per_window": round(serial_ms, 1),
+                "handle_concurrent_ms_per_window": round(together_ms, 1), "max_abs_diff": diff,
+                "deploy_s": round(deploy_s, 1), "batches": svc.batch_stats()["audio"]}
+    finally:
+        if svc is not None:
+            svc.close()
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    import json as _json
+
+    print(_json.dumps(_measure(), indent=1))
