@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from streamer.audio import SAMPLE_RATE
+from streamer.serve.ray_models import pcm_bytes
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -91,7 +92,7 @@ def services(env):
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
                     logging_config={"enable_access_log": False})
-        model = ModelDeploymentOptions(num_replicas=1, num_cpus=0.5, max_batch_size=8, batch_wait_timeout_s=0.05)
+        model = ModelDeploymentOptions(num_replicas=1, num_cpus=0.5, max_batch_size=8, batch_wait_timeout_s=0.1)
         svc = deploy(DeployOptions(audio=model, text=model, whisper=model))
         yield svc
     finally:
@@ -204,3 +205,30 @@ def test_whisper_deployment_batches_and_equals_local_decode(speech, local, servi
     assert [[w[0] for w in g] for g in got] == [[w[0] for w in ws] for ws in want]
     assert all(abs(a[1] - b[1]) < 0.05 and abs(a[2] - b[2]) < 0.05 for g, ws in zip(got, want) for a, b in zip(g, ws))
     assert after["items"] - before["items"] == len(parts) and after["largest"] > 1, (before, after)
+
+
+def test_connect_and_the_serve_config_builder(speech, local, services):
+    from ray import serve
+
+    from streamer.errors import SerError
+    from streamer.serve.ray_models import DeployOptions, audio_app, connect
+
+    cfg, models = local
+    wins = windows_of(speech, 3, cfg.audio.window_samples)
+    joined = connect(DeployOptions(text=None))  # the running deployments, as a gateway finds them
+    try:
+        assert joined.text is None and close(joined.audio(wins[0]), models.audio.predict(wins[0]))
+    finally:
+        joined.close()
+    with pytest.raises(SerError, match="no AudioEmotionDeployment in the Ray Serve application 'nowhere'"):
+        connect(DeployOptions(app_name="nowhere", text=None))
+    handle = serve.run(audio_app({"max_batch_size": "2", "batch_wait_timeout_s": "0.2"}), name="built",
+                       route_prefix=None)  # what `serve deploy` does with the config's import_path and args
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda w: handle.predict.remote(pcm_bytes(w)).result(timeout_s=60), wins))
+        assert all(close(g, models.audio.predict(w)) for g, w in zip(got, wins))
+        (stats,) = handle.broadcast("batch_stats").results()
+        assert stats["largest"] == 2 and stats["items"] == 3  # its max_batch_size came from the args
+    finally:
+        serve.delete("built")

@@ -373,11 +373,67 @@ def _bound(deployment, opts: ModelDeploymentOptions, config_path: str | None):
                               ).bind(config_path, opts.max_batch_size, opts.batch_wait_timeout_s)
 
 
+_BATCH_ARGS = ("max_batch_size", "batch_wait_timeout_s")
+
+
+def _from_args(args: dict | None) -> tuple[ModelDeploymentOptions, str | None]:
+    """A serve config's ``args`` (``config_path``, ``max_batch_size``, ``batch_wait_timeout_s``):
+    the replica counts and CPUs come from its ``deployments`` section instead.
+
+    >>> _from_args({"max_batch_size": "4", "config_path": "/etc/ser.toml"})[0].max_batch_size
+    4
+    """
+    args = dict(args or {})
+    unknown = set(args) - {"config_path", *_BATCH_ARGS}
+    if unknown:
+        raise SerError(f"unknown args {sorted(unknown)} (known: config_path, {', '.join(_BATCH_ARGS)})")
+    size = int(args.get("max_batch_size", ModelDeploymentOptions.max_batch_size))
+    wait = float(args.get("batch_wait_timeout_s", ModelDeploymentOptions.batch_wait_timeout_s))
+    return ModelDeploymentOptions(max_batch_size=size, batch_wait_timeout_s=wait,
+                                  max_ongoing_requests=max(size, ModelDeploymentOptions.max_ongoing_requests)), \
+        args.get("config_path")
+
+
+# Application builders for a Ray Serve config (``serve deploy``), one application per model:
+#   applications:
+#     - name: ser-models
+#       import_path: streamer.serve.ray_models:audio_app
+#       args: {max_batch_size: 8, batch_wait_timeout_s: 0.005}
+#       deployments: [{name: AudioEmotionDeployment, num_replicas: 4, ray_actor_options: {num_cpus: 0.5}}]
+#     - name: ser-models-text    (streamer.serve.ray_models:text_app, TextEmotionDeployment)
+#     - name: ser-models-whisper (streamer.serve.ray_models:whisper_app, WhisperDeployment; num_gpus: 1 on a GPU node)
+# Gateways then join them with connect().
+def audio_app(args: dict | None = None):
+    opts, path = _from_args(args)
+    return _bound(deployments()[0], opts, path)
+
+
+def text_app(args: dict | None = None):
+    opts, path = _from_args(args)
+    return _bound(deployments()[1], opts, path)
+
+
+def whisper_app(args: dict | None = None):
+    opts, path = _from_args(args)
+    return _bound(whisper_deployment(), opts, path)
+
+
+def _services(opts: DeployOptions, handles: dict) -> RayServices:
+    text = handles.get("text")
+    return RayServices(RemoteAudio(handles["audio"], opts.client_threads), None if text is None else RemoteText(text),
+                       handles.get("whisper"))
+
+
+def _apps(opts: DeployOptions) -> dict[str, tuple[str, str, ModelDeploymentOptions | None]]:
+    return {"audio": (opts.app_name, "AudioEmotionDeployment", opts.audio),
+            "text": (f"{opts.app_name}-text", "TextEmotionDeployment", opts.text),
+            "whisper": (f"{opts.app_name}-whisper", "WhisperDeployment", opts.whisper)}
+
+
 def deploy(opts: DeployOptions = DeployOptions()) -> RayServices:
     """Start the model deployments on the running Ray cluster (``ray.init`` first) as the
-    application ``opts.app_name`` and return the services over their handles. The audio
-    deployment is the application's ingress; the text one is a second application
-    (``<app>-text``) so that each has its own handle and replica count."""
+    applications ``<app>``, ``<app>-text`` and ``<app>-whisper`` (when asked for), each with its
+    own handle and replica count, and return the services over their handles."""
     import ray
     from ray import serve
 
@@ -385,29 +441,40 @@ def deploy(opts: DeployOptions = DeployOptions()) -> RayServices:
         raise SerError("deploy() needs a running Ray cluster: call ray.init() (or set $RAY_ADDRESS) first")
     config_path = os.path.abspath(opts.config_path) if opts.config_path else None
     audio_d, text_d = deployments()
-    audio = serve.run(_bound(audio_d, opts.audio, config_path), name=opts.app_name, route_prefix=None)
-    text = None
-    if opts.text is not None:
-        text = serve.run(_bound(text_d, opts.text, config_path), name=f"{opts.app_name}-text", route_prefix=None)
-    whisper = None
-    if opts.whisper is not None:
-        whisper = serve.run(_bound(whisper_deployment(), opts.whisper, config_path), name=f"{opts.app_name}-whisper",
-                            route_prefix=None)
-    log.info("model deployments up: %s (audio x%d%s%s)", opts.app_name, opts.audio.num_replicas,
-             "" if opts.text is None else f", text x{opts.text.num_replicas}",
-             "" if opts.whisper is None else f", whisper x{opts.whisper.num_replicas}")
-    return RayServices(RemoteAudio(audio, opts.client_threads), None if text is None else RemoteText(text), whisper)
+    built = {"audio": audio_d, "text": text_d, "whisper": whisper_deployment()}
+    handles = {}
+    for key, (app, _, model) in _apps(opts).items():
+        if model is not None:
+            handles[key] = serve.run(_bound(built[key], model, config_path), name=app, route_prefix=None)
+    log.info("model deployments up: %s", ", ".join(f"{k} x{m.num_replicas}" for k, (_, _, m) in _apps(opts).items()
+                                                   if m is not None))
+    return _services(opts, handles)
+
+
+def connect(opts: DeployOptions = DeployOptions()) -> RayServices:
+    """The services over deployments already running (started by :func:`deploy` or a serve
+    config), from a gateway or any other process of the cluster. ``opts.text`` / ``opts.whisper``
+    None: not used."""
+    from ray import serve
+
+    handles = {}
+    for key, (app, name, model) in _apps(opts).items():
+        if model is not None or key == "audio":
+            try:
+                handles[key] = serve.get_deployment_handle(name, app_name=app)
+            except Exception as exc:
+                raise SerError(f"no {name} in the Ray Serve application {app!r} ({exc}); start it with "
+                               "streamer.serve.ray_models.deploy() or the serve config") from exc
+    return _services(opts, handles)
 
 
 def undeploy(opts: DeployOptions = DeployOptions()) -> None:
     """Delete the applications :func:`deploy` started."""
     from ray import serve
 
-    serve.delete(opts.app_name)
-    if opts.text is not None:
-        serve.delete(f"{opts.app_name}-text")
-    if opts.whisper is not None:
-        serve.delete(f"{opts.app_name}-whisper")
+    for key, (app, _, model) in _apps(opts).items():
+        if model is not None:
+            serve.delete(app)
 
 
 # --- a measurement: python -m streamer.serve.ray_models [--windows N] [--max-batch B] [FILE] ---
@@ -415,7 +482,6 @@ def _measure(argv: list[str] | None = None) -> dict:
     """Time the audio model on the same windows: local, through the handle one at a time, and
     through the handle all at once (batched); a local 2-CPU cluster unless $RAY_ADDRESS is set."""
     import argparse
-    import json
     import socket
     import time
 
