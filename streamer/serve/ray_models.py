@@ -1,4 +1,5 @@
-"""The two stateless emotion models as Ray Serve deployments (issue 20), and the
+"""The stateless models as Ray Serve deployments (issue 20): the two emotion models and,
+optionally, Whisper; and the
 :class:`RayServices` a :class:`~streamer.core.session.StreamSession` uses in place of the
 process's own :class:`~streamer.core.services.Services`.
 
@@ -10,8 +11,10 @@ Each replica loads its model once (``torch.set_num_threads(1)``) and batches the
 holds with ``@serve.batch``; the batch runs on a thread so that the replica's event loop keeps
 taking the next batch's requests meanwhile. ``batch_stats`` reports the batch sizes seen.
 
-:func:`deploy` starts both on a running cluster (``serve.run`` of one application) and returns
-a :class:`RayServices` over their DeploymentHandles. Its ``audio.submit(samples)`` takes the
+:func:`deploy` starts them on a running cluster (``serve.run``, one application per model, so
+each has its own replica count) and returns a :class:`RayServices` over their DeploymentHandles;
+:func:`connect` finds running ones (a gateway's side), and ``audio_app`` / ``text_app`` /
+``whisper_app`` are the application builders for a ``serve deploy`` config. Its ``audio.submit(samples)`` takes the
 float32 samples the session makes (int16 / 32768, so the int16 round trip is exact) and returns
 a ``concurrent.futures.Future``; ``text(text)`` blocks for the dict.
 
@@ -19,7 +22,7 @@ a ``concurrent.futures.Future``; ``text(text)`` blocks for the dict.
 speech recognition: its batched ``decode`` takes (utterance PCM bytes, ``WhisperAsrConfig``,
 timestamps) and returns the decoded words, through ``streamer.asr.decode.decode_batch`` (one
 batch per setting). The recogniser stays in the session (it keeps the stream's utterance and
-its partials): :func:`remote_asr_factory` builds today's ``WhisperEngine`` over a
+its partials): :meth:`RayServices.asr_factory` builds today's ``WhisperEngine`` over a
 :class:`RemoteWhisperHandle`, whose decodes go through the deployment's handle. On a cluster,
 ``ray_actor_options={"num_gpus": 1}`` (and a CUDA build of CTranslate2) puts it on a GPU node.
 
