@@ -5,7 +5,8 @@ from rich.console import Console
 from streamer.labels import EMOJI, LABELS
 from streamer.live.messages import WindowResult, Word
 from streamer.ui.state import Snapshot
-from streamer.ui.dashboard import Dashboard, render, window_line
+from streamer.ui.dashboard import Dashboard, render
+from streamer.ui.lines import window_line
 
 
 def dist(top, p=0.7):
@@ -62,7 +63,7 @@ def test_plain_line():
 
 from streamer.dims import all_dims  # noqa: E402
 from streamer.live.messages import UtteranceResult  # noqa: E402
-from streamer.ui.dashboard import utterance_line  # noqa: E402
+from streamer.ui.lines import utterance_line  # noqa: E402
 
 
 def own_result(i, own, rolling, said, uncertain=False, text=True):
@@ -150,7 +151,7 @@ def test_plain_lines_own_label_uncertain_rolling_and_dims():
 
 
 def test_plain_line_picks_the_form():
-    from streamer.ui.dashboard import plain_line
+    from streamer.ui.lines import plain_line
 
     u = UtteranceResult(0, 0, 40000, (0,), WINDOWS[0].words, dist("angry"), None, dist("angry"), "angry", EMOJI["angry"],
                         0.7, False, {})

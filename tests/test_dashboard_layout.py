@@ -14,7 +14,8 @@ from streamer.dims import all_dims
 from streamer.labels import EMOJI, LABELS
 from streamer.live.messages import UtteranceResult, WindowResult, Word
 from streamer.ui.state import LiveState, Snapshot
-from streamer.ui.dashboard import ROWS, Dashboard, Fit, fit, render
+from streamer.ui.dashboard import ROWS, Dashboard, render
+from streamer.ui.fit import Fit, fit
 
 SIZES = ((80, 24), (100, 30), (200, 50))
 SHARES = (0.31, 0.22, 0.15, 0.12, 0.09, 0.07, 0.04)  # all different, so each printed percentage is checkable

@@ -79,7 +79,8 @@ def main() -> int:
     from streamer.live.session_log import SessionLog, session_end, session_start
     from streamer.live.sources import FileSource, MicrophoneSource, parse_device
     from streamer.ui.state import LiveState
-    from streamer.ui.dashboard import ROWS, Dashboard, plain_line
+    from streamer.ui.dashboard import ROWS, Dashboard
+    from streamer.ui.lines import plain_line
 
     torch.set_num_threads(cfg.audio.threads)
     counters = Counters()

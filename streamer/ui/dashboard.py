@@ -1,7 +1,7 @@
 """The rich dashboard: a ``Layout`` tree rendered from a :class:`Snapshot` (pure), and
 :class:`Dashboard`, a renderable whose ``__rich__`` takes a fresh snapshot, for ``Live`` to
-refresh at its own pace. ``window_line`` and ``utterance_line`` (``plain_line`` picks one) are
-the plain one-line forms used when stdout is not a terminal.
+refresh at its own pace. The plain one-line forms used when stdout is not a terminal are in
+:mod:`streamer.ui.lines`; fitting the panels to the terminal is :mod:`streamer.ui.fit`.
 
 Each transcript line and each mark of the "recent windows" strip carries its own window's (or
 utterance's) emotion; an uncertain one (fused confidence below ``[fusion] min_confidence``)
@@ -18,20 +18,18 @@ kept for the dashboard should hold :data:`ROWS` of each.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 
 from rich.align import Align
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.layout import Layout
-from rich.panel import Panel
 from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 
 from streamer.audio import SAMPLE_RATE
 from streamer.dims import dims as dims_of
 from streamer.labels import EMOJI, LABELS
 from streamer.live.messages import UtteranceResult, WindowResult
+from streamer.ui.fit import LABEL_CELLS, PERCENT_CELLS, Fit, Sized, VRule, fit, frame, left_width, one_line
 from streamer.ui.state import Snapshot
 
 COLORS = {"angry": "red", "disgust": "green", "fear": "magenta", "happy": "yellow", "neutral": "white",
@@ -39,8 +37,6 @@ COLORS = {"angry": "red", "disgust": "green", "fear": "magenta", "happy": "yello
 BAR = 24
 UNCERTAIN = "dim"
 ROWS = 200  # window results and utterances worth keeping for the dashboard: a 200-row screen's worth
-LABEL_CELLS = 11  # "😮 surprise": an emoji (2 cells), a space, the longest label (8)
-PERCENT_CELLS = 4  # "100%"
 def clock(seconds: float) -> str:
     """Seconds as h:mm:ss.
 
@@ -106,132 +102,6 @@ def branch_dims(r: WindowResult) -> dict[str, dict | None]:
 
 
 # --- what fits: decoration goes before numbers
-
-@dataclass(frozen=True)
-class Fit:
-    """What the dashboard draws at one size (:func:`fit` chooses). Each flag is a piece that
-    costs rows; the essentials (the seven label rows, the rolling emotion, the level meter, a
-    strip of windows, the counters) are always drawn."""
-
-    boxed: bool = True  # bordered panels; else a title rule above each panel and a rule between the columns
-    models: bool = True  # the session panel's line of model names
-    gap: bool = True  # blank rows above arousal/valence and below the level meter
-    sub: bool = True  # the rolling panel's line of window index, time span and latency
-    this: bool = True  # the rolling panel's "this window" line: the last window's own emotion
-    dims: bool = True  # the arousal and valence rows
-
-    @property
-    def frame(self) -> int:
-        """Rows a panel's frame takes: a border above and below, or a title rule."""
-        return 2 if self.boxed else 1
-
-    def mood_rows(self) -> int:
-        return self.frame + 1 + self.this + self.sub
-
-    def probs_rows(self) -> int:
-        return self.frame + 1 + len(LABELS) + ((self.gap + 2) if self.dims else 0)
-
-    def rows(self, counter_lines: int = 1) -> int:
-        """The rows needed to draw everything this fit keeps."""
-        transcript = self.frame + 1 + self.gap + 2  # the level meter and at least two lines
-        return (self.frame + 1 + self.models) + max(self.mood_rows() + self.probs_rows(), transcript) + \
-            (self.frame + 1) + (self.frame + counter_lines)
-
-
-DROP = ("gap", "models", "boxed", "sub", "this", "dims")  # the order in which pieces go when rows run short
-PROBS_MIN_CELLS = LABEL_CELLS + 3 * (1 + 3 + PERCENT_CELLS)  # a label and three columns, each a 2-cell bar and "100%"
-
-
-def left_width(width: int) -> int:
-    """Cells of the left column (rolling emotion and probabilities); the transcript gets the rest.
-
-    >>> left_width(80), left_width(100), left_width(200)
-    (48, 60, 72)
-    """
-    return max(PROBS_MIN_CELLS, min(72, width * 3 // 5))
-
-
-def fit(width: int, height: int, counter_lines: tuple[int, int] = (1, 1)) -> Fit:
-    """The most the dashboard can draw at ``width`` x ``height``: drop the pieces of :data:`DROP`
-    in order until the rest fits, then take back each dropped one that still fits, the most
-    needed first. Borders also need the width for the probabilities. ``counter_lines``: lines
-    the counters take with borders and without.
-
-    >>> fit(100, 30) == Fit(), fit(80, 24) == Fit(boxed=False)
-    (True, True)
-    >>> fit(80, 20)
-    Fit(boxed=False, models=False, gap=False, sub=False, this=True, dims=True)
-    """
-    def fits(f: Fit) -> bool:
-        if f.boxed and left_width(width) - 4 < PROBS_MIN_CELLS:
-            return False
-        return f.rows(counter_lines[0] if f.boxed else counter_lines[1]) <= height
-
-    f, dropped = Fit(), []
-    for name in DROP:
-        if fits(f):
-            break
-        f = replace(f, **{name: False})
-        dropped.append(name)
-    for name in reversed(dropped):
-        if fits(again := replace(f, **{name: True})):
-            f = again
-    return f
-
-
-# --- panels
-
-class Section:
-    """A panel without borders: a title rule, then the body below it (one row, no columns)."""
-
-    def __init__(self, body: RenderableType, title: str | Text) -> None:
-        self.body, self.title = body, title
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        title = Text.assemble(("─ ", "dim"), self.title if isinstance(self.title, Text) else Text(self.title, "bold"), " ")
-        title.truncate(width, overflow="ellipsis")
-        title.append("─" * (width - title.cell_len), "dim")
-        yield from console.render_lines(title, options.update(height=1), pad=True)[0]
-        yield Segment.line()
-        height = None if options.height is None else options.height - 1
-        if height is not None and height <= 0:
-            return
-        for line in console.render_lines(self.body, options.update(height=height), pad=True):
-            yield from line
-            yield Segment.line()
-
-
-class VRule:
-    """A dim vertical rule as high as it is given (between the columns when there are no borders)."""
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        for _ in range(options.height or 1):
-            yield Segment("│", Style(dim=True))
-            yield Segment.line()
-
-
-def frame(body: RenderableType, title: str | Text, f: Fit, align: str = "left") -> RenderableType:
-    return Panel(body, title=title, title_align=align) if f.boxed else Section(body, title)
-
-
-class Sized:
-    """A renderable made for the width it is given: ``make(width)``."""
-
-    def __init__(self, make: Callable[[int], RenderableType]) -> None:
-        self.make = make
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self.make(options.max_width)
-
-
-def one_line(t: Text, width: int | None = None) -> Text:
-    """``t`` never wrapped: cut with an ellipsis (at ``width`` now, or wherever it is drawn)."""
-    t.no_wrap, t.overflow = True, "ellipsis"
-    if width is not None:
-        t.truncate(width, overflow="ellipsis")
-    return t
-
 
 def short_model(name: str) -> str:
     """A model's name for the screen: a folder path inside it shortened to its last two parts
@@ -516,42 +386,3 @@ class Dashboard:
 
     def __rich__(self) -> Screen:
         return render(self.snapshot())
-
-def _dims_text(d: dict | None) -> str:
-    return "" if not d else f"a{d['arousal']:+.2f} v{d['valence']:+.2f}"
-
-
-def _own_plain(r: WindowResult | UtteranceResult) -> str:
-    if r.uncertain:
-        return f"?  {r.label:<8} {r.confidence:4.0%} uncertain"
-    return f"{r.emoji} {r.label:<8} {r.confidence:4.0%}"
-
-
-def window_line(r: WindowResult) -> str:
-    """The plain form of a window result, for output that is not a terminal: its own label
-    (or "uncertain"), the branches' top labels, the rolling emotion, fused arousal/valence.
-    An utterance gets :func:`utterance_line` (a sink receives both kinds)."""
-    if isinstance(r, UtteranceResult):
-        return utterance_line(r)
-    text = "" if r.text is None else f" text {max(r.text, key=r.text.get)}"
-    audio = max(r.audio, key=r.audio.get)
-    rolling = ""
-    if r.rolling_label:
-        rolling = f"  rolling {r.rolling_emoji or EMOJI[r.rolling_label]} {r.rolling_label} {r.rolling_confidence:.0%}"
-    dims = _dims_text(r.dims.get("fused") if r.dims else None)
-    return (f"[{r.start / SAMPLE_RATE:7.2f}-{r.end / SAMPLE_RATE:7.2f}s] {_own_plain(r)}  audio {audio}{text}{rolling}"
-            f"{'  ' + dims if dims else ''}  | {r.transcript}")
-
-
-def utterance_line(u: UtteranceResult) -> str:
-    """The plain form of a closed utterance: its span, own label (or "uncertain"), fused
-    arousal/valence, window count and whole transcript."""
-    dims = _dims_text((u.dims or {}).get("fused"))
-    n = len(u.windows)
-    return (f"utterance {u.index} [{u.start / SAMPLE_RATE:7.2f}-{u.end / SAMPLE_RATE:7.2f}s] {_own_plain(u)}"
-            f"{'  ' + dims if dims else ''}  ({n} window{'s' if n != 1 else ''})  | {u.transcript}")
-
-
-def plain_line(r: WindowResult | UtteranceResult) -> str:
-    """:func:`utterance_line` or :func:`window_line`, for a sink that gets both kinds."""
-    return utterance_line(r) if isinstance(r, UtteranceResult) else window_line(r)
