@@ -25,7 +25,7 @@ from collections.abc import Callable
 from streamer.asr.base import AsrEngine
 from streamer.audio import SAMPLE_RATE
 from streamer.core.services import Services, services_for
-from streamer.core.session import Partial, SessionSettings, StreamSession, UtteranceEnd
+from streamer.core.session import Partial, SessionSettings, StreamSession
 from streamer.live.counters import Counters
 from streamer.live.messages import Chunk, UtteranceResult, WindowResult
 from streamer.ui.state import LiveState
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 Sink = Callable[[WindowResult | UtteranceResult], None]
 PipelineSettings = SessionSettings  # the name the shells and tests know
 
-__all__ = ["Pipeline", "PipelineSettings", "Sink", "UtteranceEnd"]
+__all__ = ["Pipeline", "PipelineSettings", "Sink"]
 
 
 class Pipeline:
@@ -48,7 +48,6 @@ class Pipeline:
         self.state = state
         self.counters = counters or Counters()
         self.recorder = recorder
-        self.asr = asr
         self.partials = partials  # refresh the partial text while idle (Whisper decodes for it)
         self.session = StreamSession(settings, asr, services or services_for(audio_model, text_model), self.counters)
         self._stop: threading.Event | None = None
