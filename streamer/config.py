@@ -236,6 +236,45 @@ class DeskConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """``ser-serve --engine ray``: the CallGateway deployment (the sockets) and the model
+    deployments (audio, text and Whisper), each with its own replicas and CPU share."""
+
+    gateways: int = 1  # gateway replicas at start (autoscaling between min and max)
+    min_gateways: int = 1
+    max_gateways: int = 1  # above gateways: autoscale on the calls each replica holds
+    target_calls: float = 12.0  # the ongoing requests (open sockets) per replica autoscaling aims at
+    gateway_cpus: float = 0.5  # Ray CPUs a gateway replica asks for (a fraction)
+    drain_s: float = 900.0  # graceful_shutdown_timeout_s: a scale-down lets calls end this long
+    models: str = "deployments"  # "deployments": the models as their own deployments; "local": in each gateway
+    model_replicas: int = 1  # per model deployment
+    model_cpus: float = 0.5  # Ray CPUs per model replica
+    whisper: bool = True  # Whisper as a deployment too (else each gateway decodes its calls itself)
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.005
+    app_name: str = "ser-gateway"  # the gateway's Ray Serve application (its replicas: ServeReplica:<app>:CallGateway)
+    proxy: str = "default"  # "default": Ray Serve's proxy actor; "haproxy": RAY_SERVE_ENABLE_HA_PROXY=1 (local clusters)
+    num_cpus: int = 0  # a local cluster's CPUs (0: this machine's)
+
+    def __post_init__(self) -> None:
+        check("ray", "gateways", 1 <= self.gateways <= 1000, "between 1 and 1000")
+        check("ray", "min_gateways", 1 <= self.min_gateways <= self.gateways, "between 1 and gateways")
+        check("ray", "max_gateways", self.gateways <= self.max_gateways <= 1000, "between gateways and 1000")
+        check("ray", "target_calls", 0 < self.target_calls <= 10_000, "above 0 (calls per replica)")
+        check("ray", "gateway_cpus", 0 < self.gateway_cpus <= 64, "above 0 (a fraction is fine)")
+        check("ray", "drain_s", 0 <= self.drain_s <= 86_400, "between 0 and 86400")
+        check("ray", "models", self.models in ("deployments", "local"), '"deployments" or "local"')
+        check("ray", "model_replicas", 1 <= self.model_replicas <= 1000, "between 1 and 1000")
+        check("ray", "model_cpus", 0 < self.model_cpus <= 64, "above 0 (a fraction is fine)")
+        check("ray", "max_batch_size", 1 <= self.max_batch_size <= 256, "between 1 and 256")
+        check("ray", "batch_wait_timeout_s", 0 <= self.batch_wait_timeout_s <= 1, "between 0 and 1")
+        check("ray", "app_name", isinstance(self.app_name, str) and self.app_name.replace("-", "").isalnum(),
+              "letters, digits and dashes")
+        check("ray", "proxy", self.proxy in ("default", "haproxy"), '"default" or "haproxy"')
+        check("ray", "num_cpus", 0 <= self.num_cpus <= 4096, "0 (this machine's) or a count")
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
@@ -247,6 +286,7 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     desk: DeskConfig = field(default_factory=DeskConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     alerts: tuple[AlertRule, ...] = DEFAULT_RULES  # [[alerts]]: an array of tables
 
     @classmethod

@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "/api/calls then read from Redis (default: none, this process only)")
     ap.add_argument("--desk", default="default", help="with --redis: the desk's name (one stream per desk; default: "
                     "default)")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process holds every "
+                    "call; ray: CallGateway replicas on a Ray Serve cluster hold them, the models run as their own "
+                    "deployments ($RAY_ADDRESS joins a running cluster, else a local one is started; see [ray] in "
+                    "config.toml) (default: local)")
+    ap.add_argument("--gateways", type=int, default=None, help="with --engine ray: CallGateway replicas (more than one "
+                    "needs --redis; default: [ray] gateways, 1)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every call's start and end (default: warnings only)")
     return ap
 
@@ -50,7 +56,12 @@ def settings(args):
     flags = {"host": args.host, "port": args.port, "max_calls": args.max_calls,
              "log_dir": str(args.log_dir) if args.log_dir else None, "audiosocket_port": args.audiosocket_port}
     server = replace(cfg.server, **{k: v for k, v in flags.items() if v is not None})  # ranges checked again
-    return replace(cfg, server=server)
+    ray_cfg = cfg.ray
+    if getattr(args, "gateways", None) is not None:
+        n = args.gateways
+        ray_cfg = replace(ray_cfg, gateways=n, min_gateways=min(ray_cfg.min_gateways, n),
+                          max_gateways=max(ray_cfg.max_gateways, n))
+    return replace(cfg, server=server, ray=ray_cfg)
 
 
 def main() -> int:
@@ -64,6 +75,14 @@ def main() -> int:
     note = check_listen(cfg.server.host, token)  # off loopback without a token: SerError, exit 2
     if note:
         print(f"ser-serve: {note}", file=sys.stderr, flush=True)
+    if args.engine == "ray":
+        from streamer.serve.ray_driver import run
+
+        return run(cfg, token, args.redis, args.desk, str(args.config) if args.config else None)
+    if args.gateways is not None:
+        from streamer.errors import SerError
+
+        raise SerError("--gateways goes with --engine ray")
     print("ser-serve: loading models (once, shared by every call; the first start also builds the text model, "
           "about 10 s)...", file=sys.stderr, flush=True)
     import torch

@@ -18,6 +18,16 @@ class Models:
     text: object  # TextEmotion
     asr_factory: object  # () -> AsrEngine, one recogniser per stream over shared models
     names: dict[str, str]
+    services: object | None = None  # the shared model services (None: this process's, made from audio and text)
+
+    def shared_services(self):
+        """What every stream's windows and texts go through: ``services`` (the Ray Serve
+        deployments' handles, say), else this process's batching services of the models."""
+        if self.services is not None:
+            return self.services
+        from streamer.core.services import services_for
+
+        return services_for(self.audio, self.text)
 
 
 def _digest(path: Path) -> str:
@@ -30,8 +40,10 @@ def whisper_handle(cfg: Config, model: str):
     return WhisperHandle.shared(WhisperOptions(model, cfg.whisper.compute_type, cfg.whisper.cpu_threads))
 
 
-def asr_factory(cfg: Config):
-    """A factory of recognisers: Vosk when asked for or (auto) when a model is found, else Whisper."""
+def asr_factory(cfg: Config, whisper=None):
+    """A factory of recognisers: Vosk when asked for or (auto) when a model is found, else
+    Whisper (``whisper``: a factory of Whisper recognisers to use instead of this process's own
+    model, such as ``RayServices.asr_factory``'s)."""
     from streamer.asr.vosk import HOW_TO_GET, VoskEngine, find_vosk_model, shared_model
     from streamer.asr.whisper import WhisperEngine
 
@@ -44,6 +56,8 @@ def asr_factory(cfg: Config):
             raise ModelError(f"Vosk model {vosk_path} does not exist; {HOW_TO_GET}")
         shared_model(vosk_path)  # load (and check) once, now
         return lambda: VoskEngine(vosk_path)
+    if whisper is not None:
+        return whisper
     handle = whisper_handle(cfg, cfg.whisper.model)
     return lambda: WhisperEngine(handle, cfg.asr.whisper, cfg.audio.window_samples, cfg.live.utterance_max_samples)
 

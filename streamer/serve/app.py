@@ -73,6 +73,8 @@ async def prepare_ws(request: web.Request, **kwargs) -> web.WebSocketResponse:
     registry = request.app[REGISTRY]
     kwargs.setdefault("max_msg_size", registry.cfg.server.max_message_bytes)
     kwargs.setdefault("timeout", 2.0)  # a peer that does not answer our close frame is cut after this
+    if hasattr(request, "accept_websocket"):  # served through the ASGI bridge (a Ray Serve gateway)
+        return await request.accept_websocket(**kwargs)
     ws = wire.ReasonedWebSocket(**kwargs)  # a too-big message's close (1009) names the limit
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)

@@ -289,12 +289,10 @@ class CallRegistry:
         queues = {"audio_s": round(ring_s, 3), "track_windows": lane["window"], "track_chunks": lane["chunk"],
                   "events": sum(len(s) for s in list(self.subscribers))}
         try:
-            from streamer.core.services import services_for
-
-            svc = services_for(self.models.audio, self.models.text)
-            queues["audio_model"] = svc.audio.depth()
+            svc = self.models.shared_services()
+            queues["audio_model"] = svc.audio.depth
             if svc.text is not None:
-                queues["text_model"] = svc.text.depth()
+                queues["text_model"] = svc.text.depth
         except Exception:  # no shared services in this build: no figure
             pass
         return {"dropped_audio_s": audio_s, "windows_dropped": windows, "queues": queues}

@@ -114,11 +114,18 @@ async def _login(request: web.Request) -> web.StreamResponse:
     return _signed_in(request, auth)
 
 
+def file_response(path: Path, headers: dict[str, str]) -> web.FileResponse:
+    """A file's response; ``path_on_disk`` names the file for the ASGI bridge (:mod:`streamer.serve.asgi`)."""
+    resp = web.FileResponse(path, headers=headers)
+    resp.path_on_disk = Path(path)
+    return resp
+
+
 def _static(name: str) -> web.StreamResponse:
     if name not in STATIC_FILES or name == "desk.html":
         raise web.HTTPNotFound(text=f"no desk file {name!r}\n")
-    return web.FileResponse(STATIC / name, headers={"Content-Type": STATIC_FILES[name] + "; charset=utf-8",
-                                                    "Cache-Control": "no-cache"})
+    return file_response(STATIC / name, {"Content-Type": STATIC_FILES[name] + "; charset=utf-8",
+                                         "Cache-Control": "no-cache"})
 
 
 @web.middleware
@@ -151,8 +158,7 @@ async def page(request: web.Request) -> web.StreamResponse:
     auth = request.app[AUTH]
     if auth.required and request.query.get("token"):  # the token check passed: keep it in the cookie
         return _signed_in(request, auth)
-    return web.FileResponse(STATIC / "desk.html", headers={"Content-Type": "text/html; charset=utf-8",
-                                                           "Cache-Control": "no-store"})
+    return file_response(STATIC / "desk.html", {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"})
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -197,7 +203,7 @@ async def call_report(request: web.Request) -> web.StreamResponse:
     except FileNotFoundError:
         raise web.HTTPNotFound(text=f"no ended call {call_id!r} with a log (ended calls are kept "
                                     f"{desk.cfg.desk.keep_ended_min:g} minutes)\n") from None
-    return web.FileResponse(html, headers={"Content-Type": "text/html; charset=utf-8"})
+    return file_response(html, {"Content-Type": "text/html; charset=utf-8"})
 
 
 routes = [web.get("/", page), web.get("/logout", logout), web.get("/api/desk", desk_state),

@@ -41,7 +41,7 @@ class TrackRunner:
         self.state = LiveState(self.source.name, models.names, half_life_s=cfg.fusion.half_life_s)
         self.pipeline = Pipeline(pipeline_settings(cfg, block_when_full=False, channel=track), self.source,
                                  models.asr_factory(), models.audio, models.text, [self._emit], self.state, self.counters,
-                                 partials=partials)
+                                 partials=partials, services=models.shared_services())
         self._stop = threading.Event()
         self.summary: dict | None = None
         self._thread = threading.Thread(target=self._run, name=f"track {call_id}/{track}", daemon=True)

@@ -1,0 +1,172 @@
+"""``ser-serve --engine ray``: start (or join, with ``$RAY_ADDRESS``) a Ray cluster, deploy the
+model deployments and the ``CallGateway`` application on it, and keep them up until SIGTERM or
+Ctrl-C; then every gateway ends and logs its calls, and what this run deployed is deleted.
+
+- Without ``$RAY_ADDRESS`` a local cluster of this machine's CPUs is started (and stopped at
+  the end); with it, this process joins that cluster (``ray start --head`` on one node,
+  ``ray start --address=HEAD:6379`` on the others) and leaves it running.
+- ``[ray] proxy = "haproxy"`` sets ``RAY_SERVE_ENABLE_HA_PROXY=1`` for a local cluster (HAProxy
+  in front of the replicas' own HTTP servers, which then listen on every interface: a token is
+  needed); ``"default"`` uses Ray Serve's proxy actor. ``bench/server_bench.py --engine ray``
+  measures both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+from streamer.errors import SerError
+from streamer.serve.gateway import GatewayOptions, bound
+
+log = logging.getLogger(__name__)
+
+
+def say(text: str) -> None:
+    print(f"ser-serve: {text}", file=sys.stderr, flush=True)
+
+
+def model_options(cfg):
+    from streamer.serve.ray_models import DeployOptions, ModelDeploymentOptions
+
+    r = cfg.ray
+    one = ModelDeploymentOptions(num_replicas=r.model_replicas, num_cpus=r.model_cpus, max_batch_size=r.max_batch_size,
+                                 batch_wait_timeout_s=r.batch_wait_timeout_s,
+                                 max_ongoing_requests=max(32, r.max_batch_size))
+    return DeployOptions(audio=one, text=one, whisper=one if r.whisper else None)
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_cluster(cfg, address: str | None = None) -> tuple[bool, int]:
+    """ray.init: join ``address`` / ``$RAY_ADDRESS``, or start a local cluster; then Serve's
+    HTTP front on ``[server] host``/``port`` (0: a free one). (whether we started the cluster, the port)"""
+    try:
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise SerError('ser-serve --engine ray needs Ray Serve: pip install "ray[serve]"') from exc
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    local = address is None
+    if local and cfg.ray.proxy == "haproxy":
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    try:
+        if local:
+            ray.init(num_cpus=cfg.ray.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SerError(f"cannot join the Ray cluster at {address}: {exc}; start one with `ray start --head` "
+                       "or unset RAY_ADDRESS for a local one") from exc
+    port = cfg.server.port or free_port(cfg.server.host)
+    serve.start(http_options={"host": cfg.server.host, "port": port}, logging_config={"enable_access_log": False})
+    return local, port
+
+
+def deploy_all(cfg, opts: GatewayOptions, config_path: str | None = None) -> list[str]:
+    """The model deployments (``[ray] models = "deployments"``), then the gateway; the
+    applications' names (to delete them at the end)."""
+    from ray import serve
+
+    from streamer.serve.ray_models import deploy
+
+    apps: list[str] = []
+    if cfg.ray.models == "deployments":
+        mo = model_options(cfg)
+        t0 = time.monotonic()
+        deploy(mo.__class__(**{**mo.__dict__, "config_path": config_path}))
+        apps += [mo.app_name, f"{mo.app_name}-text"] + ([f"{mo.app_name}-whisper"] if cfg.ray.whisper else [])
+        say(f"model deployments up in {time.monotonic() - t0:.0f} s: audio, text"
+            + (", whisper" if cfg.ray.whisper else "") + f" ({cfg.ray.model_replicas} replica(s) each)")
+    t0 = time.monotonic()
+    serve.run(bound(opts, cfg), name=cfg.ray.app_name, route_prefix="/")
+    apps.insert(0, cfg.ray.app_name)
+    say(f"{cfg.ray.gateways} CallGateway replica(s) up in {time.monotonic() - t0:.0f} s "
+        f"(max {cfg.server.max_calls} calls each)")
+    return apps
+
+
+def drain(cfg, timeout_s: float) -> None:
+    """Every gateway replica ends and logs its calls (their sockets close, so the replicas'
+    requests finish and deleting the application does not wait ``drain_s``)."""
+    from ray import serve
+
+    from streamer.serve.gateway import DEPLOYMENT
+
+    try:
+        handle = serve.get_deployment_handle(DEPLOYMENT, app_name=cfg.ray.app_name)
+        handle.broadcast("drain").results(timeout_s=timeout_s)
+    except Exception as exc:  # a replica gone already: its calls are lost, the others' were ended
+        log.warning("draining the gateways: %s", exc)
+
+
+def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: str | None) -> int:
+    if cfg.ray.gateways > 1 and not redis_url:
+        raise SerError(f"--gateways {cfg.ray.gateways} needs --redis URL: without a shared results bus each replica's "
+                       "desk and /events would show only its own calls")
+    opts = GatewayOptions(config_path=config_path, redis_url=redis_url or "", desk=desk, token=token,
+                          log_dir=cfg.server.log_dir or None, max_calls=cfg.server.max_calls)
+    if cfg.ray.proxy == "haproxy" and not token:
+        raise SerError('[ray] proxy = "haproxy" opens the replicas\' own ports on every interface: give a token '
+                       "(--token-file or $SER_SERVE_TOKEN), or use proxy = \"default\"")
+    local, port = start_cluster(cfg)
+    apps: list[str] = []
+    stop = {"now": False}
+
+    def on_signal(*_):
+        stop["now"] = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        apps = deploy_all(cfg, opts, config_path)
+        host = f"[{cfg.server.host}]" if ":" in cfg.server.host else cfg.server.host
+        say(f"listening on http://{host}:{port} through Ray Serve (/twilio /vosk /audio-fork /events "
+            f"/api/calls /metrics /healthz, the desk at /); results bus: {'Redis ' + redis_url if redis_url else 'none'}")
+        while not stop["now"]:
+            time.sleep(0.2)
+        say("stopping: every gateway ends and logs its calls...")
+        if not bounded(lambda: drain(cfg, cfg.server.shutdown_s + 5.0), cfg.server.shutdown_s + 10.0):
+            say("the gateways did not answer in time; their calls' logs may lack session_end")
+        return 0
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if not bounded(lambda: _teardown(apps, local), 60.0):
+            say("the cluster did not stop in time (`ray stop --force` ends what is left)")
+        say("stopped")
+
+
+def _teardown(apps: list[str], local: bool) -> None:
+    import ray
+    from ray import serve
+
+    for app in apps:
+        try:
+            serve.delete(app)
+        except Exception as exc:
+            log.warning("deleting %s: %s", app, exc)
+    if local:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def bounded(fn, timeout_s: float) -> bool:
+    """Run ``fn`` on a thread for at most ``timeout_s`` (a cluster whose processes a terminal's
+    Ctrl-C reached too can hang a call forever); True when it finished."""
+    import threading
+
+    t = threading.Thread(target=fn, name="ser-serve stop", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    return not t.is_alive()
