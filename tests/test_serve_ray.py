@@ -1,0 +1,233 @@
+"""``ser-serve --engine ray`` end to end (issue 20), on 127.0.0.1: a local Ray cluster of 2 CPUs
+(``ray.init(num_cpus=2, include_dashboard=False)``, started by ser-serve), the model
+deployments, 2 ``CallGateway`` replicas and a real redis-server as the results bus.
+
+- 8 calls played with ``ser-call`` all reach one desk feed (``/events``, whichever replica
+  serves it), spread over both replicas;
+- one gateway replica's process is SIGKILLed with calls open: the desk gets ``call_lost`` for
+  exactly its calls within 15 s, and ``/api/calls`` says ``lost``;
+- new calls are still taken, and a caller reconnecting with a lost call's callSid continues
+  it as segment 2 (``call_resumed``, the audio lost in between counted), in its own log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from streamer.serve import client
+from tests.redis_util import free_port, start_redis
+
+pytest.importorskip("ray")
+pytest.importorskip("fastapi")
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+REPLICA = "ServeReplica:ser-gateway:CallGateway"
+
+
+def espeak8k(folder: Path, name: str, text: str) -> np.ndarray:
+    wav = folder / f"{name}.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(wav), text], check=True)
+    return client.load_pcm(wav, 8000)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(base URL, log folder, ser-serve process, work folder) of ser-serve --engine ray."""
+    work = tmp_path_factory.mktemp("ray-serve")
+    redis = start_redis(work / "redis")
+    cfg = (ROOT / "config.toml").read_text()
+    cfg = cfg.replace("num_cpus = 0", "num_cpus = 2").replace("gateway_cpus = 0.5", "gateway_cpus = 0.25")
+    (work / "config.toml").write_text(cfg)
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "SER_MODELS_DIR": str(work / "no-vosk")}  # Whisper for the words, in its deployment
+    env.pop("SER_SERVE_TOKEN", None)
+    env.pop("RAY_ADDRESS", None)
+    log = open(work / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamer.cli.serve", "--engine", "ray", "--gateways", "2",
+                             "--redis", redis.url, "--desk", "ray-test", "--port", str(port), "--config",
+                             str(work / "config.toml"), "--log-dir", str(work / "logs"), "-v"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while "CallGateway replica(s) up" not in (work / "serve.log").read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ser-serve --engine ray did not start:\n" + (work / "serve.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield base, work / "logs", proc, work
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the driver alone: it drains the gateways and stops its cluster
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        log.close()
+        redis.stop()
+        print((work / "serve.log").read_text()[-2000:])
+
+
+class Feed:
+    """The desk's feed: follows /events, and after a dropped socket (its replica died)
+    reconnects with ``?since=`` the last event seen, as the desk page does."""
+
+    def __init__(self, session, base: str) -> None:
+        self.session, self.url = session, base.replace("http", "ws") + "/events"
+        self.events: list[dict] = []
+        self.reconnects = 0
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        last = None
+        while True:
+            url = self.url + (f"?since={last}" if last else "")
+            try:
+                async with self.session.ws_connect(url) as ws:
+                    async for msg in ws:
+                        ev = json.loads(msg.data)
+                        last = ev.get("bus_id", last)
+                        self.events.append(ev)
+            except (aiohttp.ClientError, ConnectionError):
+                pass
+            self.reconnects += 1
+            await asyncio.sleep(0.5)
+
+    async def wait(self, pred, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in self.events:
+                if pred(ev):
+                    return ev
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no such event in {timeout} s; seen: {[e.get('type') for e in self.events][-40:]}")
+
+    def of(self, call_id: str) -> list[dict]:
+        return [e for e in self.events if e.get("call_id") == call_id]
+
+
+def replica_pid(owner: str) -> int:
+    """The process of a gateway replica, from the owner name it writes on the bus (``<replica id>-<pid>``)."""
+    pid = int(owner.rsplit("-", 1)[1])
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert REPLICA in cmdline, cmdline
+    return pid
+
+
+def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path):
+    base, logs, proc, work = cluster
+    customer = espeak8k(tmp_path, "c", "I have been waiting for an hour and nobody answers my question.")
+    agent = espeak8k(tmp_path, "a", "I am sorry about that, let me look at your account right now.")
+    for name, x in (("customer", customer), ("agent", agent)):
+        import soundfile as sf
+
+        sf.write(tmp_path / f"{name}.wav", x, 8000, subtype="PCM_16")
+    long_customer = np.concatenate([customer] * 6)  # about 30 s: still talking when its gateway dies
+
+    async def scenario():
+        async with aiohttp.ClientSession() as http:
+            feed = Feed(http, base)
+            await asyncio.sleep(1.0)
+            # --- 8 calls with ser-call, at once, in real time
+            t0 = time.monotonic()
+            done = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "streamer.cli.call", "twilio", f"{base.replace('http', 'ws')}/twilio",
+                "--customer", str(tmp_path / "customer.wav"), "--agent", str(tmp_path / "agent.wav"),
+                "--calls", "8", "--call-sid", "CA-E", "--no-results", cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await asyncio.wait_for(done.communicate(), 120)
+            assert done.returncode == 0, out.decode()[-2000:]
+            ids = [f"CA-E-{k}" for k in range(1, 9)]
+            for cid in ids:
+                await feed.wait(lambda e, c=cid: e.get("type") == "call_end" and e.get("call_id") == c, 60)
+            eight_s = time.monotonic() - t0
+            async with http.get(f"{base}/api/calls") as r:
+                listing = {row["call_id"]: row for row in (await r.json())["calls"]}
+            # --- calls held open on both replicas; one replica's process is killed
+            # (one at a time until both replicas hold one: Ray's router balances on ongoing requests)
+            talking, owners = [], {}
+            for k in range(8):
+                cid = f"CA-L-{k}"
+                talking.append(asyncio.ensure_future(client.play_twilio(
+                    http, f"{base.replace('http', 'ws')}/twilio", long_customer, None, call_sid=cid)))
+                deadline = time.monotonic() + 30
+                while cid not in owners and time.monotonic() < deadline:  # its row's owner (with the heartbeats)
+                    async with http.get(f"{base}/api/calls") as r:
+                        for row in (await r.json())["calls"]:
+                            if row["call_id"] == cid and row.get("owner") and row.get("state") == "active":
+                                owners[cid] = row["owner"]
+                    await asyncio.sleep(0.3)
+                if len(set(owners.values())) == 2 and k >= 2:
+                    break
+            for cid in owners:  # each is being analysed
+                await feed.wait(lambda e, c=cid: e.get("type") == "window" and e.get("call_id") == c, 60)
+            victim = max(set(owners.values()), key=list(owners.values()).count)
+            pid = replica_pid(victim)
+            doomed = sorted(c for c, o in owners.items() if o == victim)
+            os.kill(pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            lost = {}
+            for cid in doomed:
+                ev = await feed.wait(lambda e, c=cid: e.get("type") == "call_lost" and e.get("call_id") == c, 20)
+                lost[cid] = time.monotonic() - killed_at
+            async with http.get(f"{base}/api/calls") as r:
+                after = {row["call_id"]: row for row in (await r.json())["calls"]}
+            # --- a new call is taken; a lost call reconnects as its next segment
+            new = await client.play_twilio(http, f"{base.replace('http', 'ws')}/twilio", customer, agent,
+                                           call_sid="CA-NEW", speed=2)
+            again = await client.play_twilio(http, f"{base.replace('http', 'ws')}/twilio", customer, agent,
+                                             call_sid=doomed[0], speed=2)
+            await feed.wait(lambda e: e.get("type") == "call_end" and e.get("call_id") == doomed[0]
+                            and e.get("segment") == 2, 60)
+            await feed.wait(lambda e: e.get("type") == "call_end" and e.get("call_id") == "CA-NEW", 60)
+            await asyncio.sleep(2.0)  # the ended segment's row is written
+            async with http.get(f"{base}/api/calls") as r:
+                row = {row["call_id"]: row for row in (await r.json())["calls"]}[doomed[0]]
+            for t in talking:
+                t.cancel()
+            feed.task.cancel()
+            return feed, ids, eight_s, listing, owners, victim, doomed, lost, after, new, again, row
+
+    feed, ids, eight_s, listing, owners, victim, doomed, lost, after, new, again, row = asyncio.run(scenario())
+    print(f"8 calls in {eight_s:.1f} s; owners {owners}; call_lost after {lost} s; feed reconnects {feed.reconnects}")
+    # every one of the 8 calls reached the one feed: start, windows of both tracks, utterances, end
+    for cid in ids:
+        kinds = [e["type"] for e in feed.of(cid)]
+        assert kinds[0] == "call_start" and kinds[-1] == "call_end", (cid, kinds)
+        assert {e["track"] for e in feed.of(cid) if e["type"] == "window"} == {"customer", "agent"}
+        assert "utterance" in kinds
+    assert len({listing[c]["owner"] for c in ids}) == 2  # both replicas took calls
+    # the killed replica's calls, and only those, were lost within 15 s
+    assert doomed and set(doomed) != set(owners)
+    assert all(s < 15.0 for s in lost.values()), lost
+    assert {e["call_id"] for e in feed.events if e["type"] == "call_lost"} == set(doomed)
+    assert all(after[c]["state"] == "lost" for c in doomed)
+    assert all(after[c]["state"] == "active" for c in owners if c not in doomed)
+    # new calls are taken, and the reconnect continued the lost call as segment 2
+    assert new["close_code"] == 1000 and again["close_code"] == 1000
+    seg2 = [e for e in feed.of(doomed[0]) if e.get("segment") == 2]
+    resumed = next(e for e in seg2 if e["type"] == "call_resumed")
+    assert resumed["previous_state"] == "lost" and resumed["gap_s"] > 0
+    assert row["segment"] == 2 and [s["state"] for s in row["segments"]] == ["lost", "ended"]
+    assert row["lost_audio_s"] == resumed["gap_s"]
+    # each segment has its own log, flushed as it went: the lost one up to its last window,
+    # the second one starting from where the first left off
+    files = sorted(logs.glob(f"*{doomed[0]}*.ndjson"))
+    assert len(files) == 2, files
+    first, second = ([json.loads(line) for line in f.read_text().splitlines()] for f in files)
+    assert first[0]["type"] == "session_start" and any(r["type"] == "window" for r in first)
+    assert second[0]["segment"] == 2 and second[0]["resumes"]["state"] == "lost"
+    assert any(r["type"] == "call_resumed" and r["gap_s"] == resumed["gap_s"] for r in second)
