@@ -10,7 +10,26 @@ The bench follows ``/events`` and reports, per N:
 - drops: audio and windows the server dropped (``/metrics``), feed events dropped;
 - the server process's CPU (cores used during the calls) and peak RSS (sampled every 0.25 s);
 - the calls' end lag (stop sent -> ``call_end`` on the feed) and the client's own pacing lag;
-- whether it keeps up: no drops, p95 under ``--p95-target`` (1.0 s), every call ended.
+- whether it keeps up: no drops, p95 under ``--p95-target`` (1.0 s), every call ended;
+- the idle cost: cores and memory in the ``--idle-seconds`` (10 s) after /healthz answers and
+  before the calls.
+
+CPU and memory count the server's whole process tree: with ``--engine ray`` that is the
+driver (``ser-serve --engine ray``) and every process of the local Ray cluster it starts
+(gcs_server, raylet, the dashboard and runtime-env agents, the Serve controller, the
+ProxyActor or HAProxy, the ServeReplica actors of the models and the CallGateway). CPU is
+the sum of every process's CPU time over the window (a process that ends keeps what it had
+used at the last sample); memory is the sum of their PSS (``/proc/PID/smaps_rollup``: Ray's
+processes share pages, so summed RSS would count those pages many times) and, as before, of
+their RSS.
+
+``--engine ray`` starts ``ser-serve --engine ray`` (one CallGateway replica, the models as
+their own deployments) with a copy of the settings whose ``[ray] proxy`` is ``--proxy``:
+``default`` (Ray Serve's proxy actor) or ``haproxy`` (``RAY_SERVE_ENABLE_HA_PROXY=1``; the
+replicas' ports then listen on every interface, so a token is set and sent as ``?token=``).
+After each N every process of that run's cluster is checked to be gone (SIGTERM to ser-serve,
+then the tree's and the Ray session's leftovers by PID; ``ray stop --force`` only when no
+other Ray cluster runs on the machine).
 
 ``--separate`` runs the same calls as one ``ser-live --file`` process per track instead (two per
 call; the same 8 kHz mu-law audio, as WAV), to show what sharing the models gains: the sum of
@@ -22,6 +41,10 @@ Usage, from the repository root (the full run takes about (seconds + 30) x 5 x 2
     .venv/bin/python bench/server_bench.py --counts 4 8 16 24 32 --seconds 60
     .venv/bin/python bench/server_bench.py --counts 4 8 --seconds 60 --separate
     .venv/bin/python bench/server_bench.py --counts 4 --seconds 20 --out runs/server_smoke.json   # a smoke run
+    .venv/bin/python bench/server_bench.py --engine ray --proxy default --counts 4 8 16 --seconds 60 \
+        --out bench/results/server_bench_ray.json
+    .venv/bin/python bench/server_bench.py --engine ray --proxy haproxy --counts 4 8 16 --seconds 60 \
+        --out bench/results/server_bench_ray_haproxy.json
 
 Results: a table on stdout and JSON (default bench/results/server_bench.json).
 """
@@ -33,11 +56,15 @@ import asyncio
 import json
 import os
 import platform
+import secrets
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import tomllib
 from datetime import date
 from pathlib import Path
 
@@ -149,6 +176,221 @@ class Sampler:
         self._t.join(2)
 
 
+def pss_bytes(pid: int) -> int:
+    """The process's proportional set size (its share of every page it maps), from smaps_rollup.
+
+    >>> pss_bytes(os.getpid()) > 0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class TreeSampler:
+    """CPU seconds, summed PSS and summed RSS of a process and all its descendants (a Ray
+    cluster's gcs_server, raylet, agents, actors), sampled in a thread every ``every`` s.
+
+    ``cpu()`` is the sum over every process ever seen of its last CPU time (user + system), so
+    it only grows: a process that ends keeps what it had used at its last sample. Memory is
+    summed per sample; ``peak_pss`` / ``peak_rss`` the largest sums seen since ``reset_peaks``.
+    """
+
+    def __init__(self, root: int, every: float = 1.0) -> None:
+        import psutil
+
+        self.root = psutil.Process(root)
+        self.every = every
+        self.seen: dict[tuple[int, float], float] = {}  # (pid, create_time) -> last CPU seconds
+        self.names: dict[tuple[int, float], str] = {}
+        self.session: str | None = None  # a Ray cluster's session name (from its gcs_server / raylet)
+        self.peak_pss = self.peak_rss = self.last_pss = self.last_rss = 0
+        self.max_procs = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def procs(self) -> list:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except Exception:
+            return []
+
+    def sample(self) -> None:
+        pss = rss = n = 0
+        for p in self.procs():
+            try:
+                with p.oneshot():
+                    key = (p.pid, p.create_time())
+                    t = p.cpu_times()
+                    r = p.memory_info().rss
+                    if key not in self.names:
+                        self.names[key] = p.name()
+                        if self.session is None:
+                            for a in p.cmdline():
+                                if a.startswith("--session-name=session_"):
+                                    self.session = a.split("=", 1)[1]
+                with self._lock:
+                    self.seen[key] = max(self.seen.get(key, 0.0), t.user + t.system)
+                pss += pss_bytes(p.pid)
+                rss += r
+                n += 1
+            except Exception:  # gone between the listing and the read
+                pass
+        with self._lock:
+            self.last_pss, self.last_rss, self.max_procs = pss, rss, max(self.max_procs, n)
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+
+    def cpu(self) -> float:
+        self.sample()
+        with self._lock:
+            return sum(self.seen.values())
+
+    def reset_peaks(self) -> None:
+        self.sample()
+        with self._lock:
+            self.peak_pss, self.peak_rss = self.last_pss, self.last_rss
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def start(self) -> "TreeSampler":
+        self.sample()
+        self._t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(5)
+
+
+def leftovers(sampler: TreeSampler) -> list:
+    """Processes of the run still alive: every one seen in the tree (same pid and start time),
+    and any whose command line names the run's Ray session (a worker the raylet left behind)."""
+    import psutil
+
+    out = {}
+    for (pid, ct) in list(sampler.seen):
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - ct) < 0.01 and p.status() != psutil.STATUS_ZOMBIE:
+                out[pid] = p
+        except Exception:
+            pass
+    if sampler.session:
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if p.pid not in out and any(sampler.session in a for a in (p.info["cmdline"] or [])):
+                    out[p.pid] = p
+            except Exception:
+                pass
+    return list(out.values())
+
+
+def stop_server(proc: subprocess.Popen, sampler: TreeSampler, wait_s: float) -> list[str]:
+    """SIGTERM to the server only (never its process group: Ray's GCS would die before the
+    driver could drain), wait; then end what is left of its tree and its Ray session by PID.
+    The names of the processes that had to be ended that way (empty: a clean stop)."""
+    import psutil
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 15
+    left = leftovers(sampler)
+    while left and time.monotonic() < deadline:  # Ray's own processes exit a little after the driver
+        time.sleep(1)
+        left = leftovers(sampler)
+    named = [f"{p.pid}:{p.name()}" for p in left if p.is_running()]
+    for p in left:
+        try:
+            p.terminate()
+        except Exception:
+            pass
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except Exception:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=5)
+    if alive or leftovers(sampler):
+        others = [p for p in psutil.process_iter(["name", "cmdline"])
+                  if p.info["name"] in ("raylet", "gcs_server")
+                  and not (sampler.session and any(sampler.session in a for a in (p.info["cmdline"] or [])))]
+        if not others:  # no one else's cluster on the machine: the fallback is safe
+            subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        else:
+            print(f"  could not end {[p.pid for p in alive]}, and other Ray clusters run here: not running "
+                  "`ray stop --force`", file=sys.stderr)
+    return named
+
+
+def error_lines(*paths: Path, limit: int = 8) -> tuple[int, list[str]]:
+    """(count, the first few) of the lines that look like errors in these logs."""
+    n, first = 0, []
+    for path in paths:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if " ERROR " in line or "Traceback" in line or line.startswith("ERROR") or "Error:" in line:
+                n += 1
+                if len(first) < limit:
+                    first.append(f"{path.name}: {line.strip()[:300]}")
+    return n, first
+
+
+def ray_logs(session: str | None) -> list[Path]:
+    """The Serve logs and the workers' stderr of a Ray session (errors in the replicas land there,
+    not in the driver's log)."""
+    if not session:
+        return []
+    logs = Path(tempfile.gettempdir()) / "ray" / session / "logs"
+    return sorted((logs / "serve").glob("*.log")) + sorted(logs.glob("worker-*.err"))
+
+
+def settings_file(work: Path, base: Path | None, proxy: str) -> Path:
+    """A copy of the settings (``base``, else the shipped config.toml) with ``[ray] proxy``."""
+    src = (base or ROOT / "config.toml").read_text()
+    out, section, done = [], None, False
+    for line in src.splitlines():
+        head = line.strip()
+        if head.startswith("[") and not head.startswith("[["):
+            if section == "ray" and not done:
+                out.append(f'proxy = "{proxy}"')
+                done = True
+            section = head.strip("[]").strip()
+        elif head.startswith("[["):
+            if section == "ray" and not done:
+                out.append(f'proxy = "{proxy}"')
+                done = True
+            section = None
+        if section == "ray" and head.split("=")[0].strip() == "proxy":
+            line, done = f'proxy = "{proxy}"', True
+        out.append(line)
+    if not done:
+        out += ([] if section == "ray" else ["", "[ray]"]) + [f'proxy = "{proxy}"']
+    text = "\n".join(out) + "\n"
+    if tomllib.loads(text).get("ray", {}).get("proxy") != proxy:
+        raise SystemExit(f"could not set [ray] proxy = {proxy!r} in a copy of {base or 'config.toml'}")
+    path = work / f"config-{proxy}.toml"
+    path.write_text(text)
+    return path
+
+
 def percentile(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)), 1) if xs else None
 
@@ -184,25 +426,51 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
 
     from streamer.serve.client import FRAME_S, Pacer
 
+    ray = args.engine == "ray"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("SER_SERVE_TOKEN", None)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    for k in ("SER_SERVE_TOKEN", "RAY_ADDRESS", "RAY_SERVE_ENABLE_HA_PROXY"):
+        env.pop(k, None)  # a local cluster of this machine, the proxy from the settings only
     cmd = [sys.executable, "-m", "streamer.cli.serve", "--host", "127.0.0.1", "--port", str(port),
-           "--max-calls", str(max(n, 1)), "--log-dir", str(work / f"logs-{n}")]
-    if args.config:
+           "--max-calls", str(max(n, 1)), "--log-dir", str(work / f"logs-{args.engine}-{args.proxy}-{n}")]
+    query = ""
+    if ray:
+        cmd[3:3] = ["--engine", "ray"]
+        cmd += ["--config", str(settings_file(work, args.config, args.proxy))]
+        if args.proxy == "haproxy":  # the replicas' ports listen on every interface: a token is required
+            token = secrets.token_urlsafe(16)
+            token_file = work / "token"
+            token_file.write_text(token + "\n")
+            cmd += ["--token-file", str(token_file)]
+            query = f"?token={token}"
+    elif args.config:
         cmd += ["--config", str(args.config)]
-    log_file = open(work / f"serve-{n}.log", "w")
+    log_path = work / f"serve-{args.engine}-{args.proxy if ray else 'local'}-{n}.log"
+    log_file = open(log_path, "w")
+    launched = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    sampler = TreeSampler(proc.pid, every=args.sample_every).start()
     windows: list[dict] = []
     ends: dict[str, float] = {}
     stops: dict[str, float] = {}
     late: dict[str, float] = {}
     codes: dict[str, int | None] = {}
+    idle: dict = {}
+    metrics: dict[str, float] = {}
+    left: list[str] = []
     try:
         async with aiohttp.ClientSession() as session:
-            await wait_healthy(session, base, proc)
-            feed = await session.ws_connect(f"ws://127.0.0.1:{port}/events", max_msg_size=0)
+            await wait_healthy(session, base, proc, timeout=args.start_timeout)
+            startup_s = time.monotonic() - launched
+            cpu_i, t_i = sampler.cpu(), time.monotonic()
+            await asyncio.sleep(args.idle_seconds)
+            sampler.sample()
+            idle = {"idle_s": round(time.monotonic() - t_i, 1),
+                    "idle_cpu_cores": round((sampler.cpu() - cpu_i) / (time.monotonic() - t_i), 3),
+                    "idle_pss_mb": round(sampler.last_pss / 2**20), "idle_rss_mb": round(sampler.last_rss / 2**20),
+                    "idle_processes": len(sampler.procs())}
+            feed = await session.ws_connect(f"ws://127.0.0.1:{port}/events{query}", max_msg_size=0)
 
             async def follow() -> None:
                 async for msg in feed:
@@ -217,12 +485,12 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
                         ends[ev["call_id"]] = time.monotonic()
 
             follower = asyncio.ensure_future(follow())
-            sampler = Sampler([proc.pid]).start()
+            sampler.reset_peaks()
             cpu0, t0 = sampler.cpu(), time.monotonic()
 
             async def one(i: int, sid: str, messages: list[tuple[int, str]]) -> None:
                 await asyncio.sleep(i * args.stagger)
-                async with session.ws_connect(f"ws://127.0.0.1:{port}/twilio", max_msg_size=0) as ws:
+                async with session.ws_connect(f"ws://127.0.0.1:{port}/twilio{query}", max_msg_size=0) as ws:
                     pacer = Pacer(FRAME_S)
                     for k, text in messages:
                         await pacer.wait(k)
@@ -239,18 +507,16 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
             while len([s for s, _ in plans if s in ends]) < len(plans) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             wall, cpu = time.monotonic() - t0, sampler.cpu() - cpu0
-            sampler.stop()
-            async with session.get(f"{base}/metrics") as r:
+            async with session.get(f"{base}/metrics{query}") as r:
                 metrics = scrape(await r.text())
             await feed.close()
             follower.cancel()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        sampler.sample()
+        left = stop_server(proc, sampler, args.stop_timeout)
+        sampler.stop()
         log_file.close()
+    errors, first_errors = error_lines(log_path, *ray_logs(sampler.session))
     feed_ms = [w["feed_ms"] for w in windows if w["feed_ms"] is not None]
     pipe_ms = [w["latency_ms"] for w in windows if w["latency_ms"] is not None]
     ended = [s for s, _ in plans if s in ends]
@@ -261,7 +527,8 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
     p95 = percentile(feed_ms, 95)
     keeps_up = (len(ended) == len(plans) and not any(drops.values()) and p95 is not None
                 and p95 < args.p95_target * 1000 and all(c == 1000 for c in codes.values()))
-    return {"mode": "server", "calls": n, "tracks": 2 * n, "seconds": args.seconds, "stagger_s": args.stagger,
+    return {"mode": "server", "engine": args.engine, "proxy": args.proxy if ray else None,
+            "calls": n, "tracks": 2 * n, "seconds": args.seconds, "stagger_s": args.stagger,
             "windows": len(feed_ms), "p50_ms": percentile(feed_ms, 50), "p95_ms": p95,
             "max_ms": round(max(feed_ms), 1) if feed_ms else None,
             "pipeline_p50_ms": percentile(pipe_ms, 50), "pipeline_p95_ms": percentile(pipe_ms, 95),
@@ -270,10 +537,13 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
             "timings_p95_ms": {k: percentile([w["timings"][k] for w in windows if k in w["timings"]], 95)
                                for k in sorted({k for w in windows for k in w["timings"]})},
             "drops": drops,
-            "cpu_cores": round(cpu / wall, 2), "peak_rss_mb": round(sampler.peak_rss / 2**20),
+            "cpu_cores": round(cpu / wall, 2), "peak_pss_mb": round(sampler.peak_pss / 2**20),
+            "peak_rss_mb": round(sampler.peak_rss / 2**20), "processes": sampler.max_procs, "ray_session": sampler.session,
+            "startup_s": round(startup_s, 1), **idle,
             "calls_ended": len(ended), "end_lag_s_max": round(max(end_lag), 2) if end_lag else None,
             "client_late_s_max": round(max(late.values()), 3) if late else None,
-            "close_codes": sorted({str(c) for c in codes.values()}), "keeps_up": bool(keeps_up)}
+            "close_codes": sorted({str(c) for c in codes.values()}), "keeps_up": bool(keeps_up),
+            "left_behind": left, "log_error_lines": errors, "log_errors_first": first_errors}
 
 
 def run_separate(n: int, args, calls: list[tuple[str, np.ndarray, np.ndarray]], work: Path) -> dict:
@@ -330,14 +600,20 @@ def run_separate(n: int, args, calls: list[tuple[str, np.ndarray, np.ndarray]], 
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'mode':<9}{'calls':>6}{'windows':>9}{'p50 ms':>9}{'p95 ms':>9}{'drops':>16}{'CPU':>7}{'RSS MB':>8}{'ends':>6}  keeps up"
+    head = (f"{'mode':<9}{'engine':<13}{'calls':>6}{'windows':>9}{'p50 ms':>9}{'p95 ms':>9}{'drops':>16}{'CPU':>7}"
+            f"{'PSS MB':>8}{'RSS MB':>8}{'ends':>6}{'idle CPU':>9}{'idle PSS':>9}  keeps up")
     lines = [head, "-" * len(head)]
     for r in rows:
         d = r.get("drops", {})
         drops = f"{d.get('audio_s', 0):g}s/{d.get('windows', 0)}w/{d.get('events', 0)}e" if d else "-"
         ends = f"{r.get('calls_ended', r['calls'])}"
-        lines.append(f"{r['mode']:<9}{r['calls']:>6}{r['windows']:>9}{str(r['p50_ms']):>9}{str(r['p95_ms']):>9}"
-                     f"{drops:>16}{r['cpu_cores']:>7}{r['peak_rss_mb']:>8}{ends:>6}  {'yes' if r['keeps_up'] else 'NO'}")
+        engine = r.get("engine") or "-"
+        if r.get("proxy"):
+            engine += f"/{r['proxy']}"
+        lines.append(f"{r['mode']:<9}{engine:<13}{r['calls']:>6}{r['windows']:>9}{str(r['p50_ms']):>9}{str(r['p95_ms']):>9}"
+                     f"{drops:>16}{r['cpu_cores']:>7}{str(r.get('peak_pss_mb', '-')):>8}{r['peak_rss_mb']:>8}{ends:>6}"
+                     f"{str(r.get('idle_cpu_cores', '-')):>9}{str(r.get('idle_pss_mb', '-')):>9}"
+                     f"  {'yes' if r['keeps_up'] else 'NO'}")
     return "\n".join(lines)
 
 
@@ -350,25 +626,47 @@ def main() -> int:
     ap.add_argument("--p95-target", type=float, default=1.0, help="keeps up only below this p95, seconds (default: 1)")
     ap.add_argument("--end-timeout", type=float, default=60.0, help="wait this long after the last stop for call_end")
     ap.add_argument("--config", type=Path, default=None, help="settings file for ser-serve / ser-live")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: ser-serve in one process; ray: ser-serve --engine ray on a local Ray cluster "
+                         "(one CallGateway replica, the models as deployments) (default: local)")
+    ap.add_argument("--proxy", choices=("default", "haproxy"), default="default",
+                    help="with --engine ray: [ray] proxy, Ray Serve's proxy actor or RAY_SERVE_ENABLE_HA_PROXY=1 "
+                         "(then with a token) (default: default)")
+    ap.add_argument("--idle-seconds", type=float, default=10.0,
+                    help="measure the idle cost this long after /healthz answers, before the calls (default: 10)")
+    ap.add_argument("--sample-every", type=float, default=1.0, help="seconds between CPU/memory samples (default: 1)")
+    ap.add_argument("--start-timeout", type=float, default=None,
+                    help="seconds to wait for /healthz (default: 180 local, 420 ray)")
+    ap.add_argument("--stop-timeout", type=float, default=150.0,
+                    help="seconds to wait for ser-serve to exit after SIGTERM before ending it (default: 150)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep the servers' logs, settings and per-call logs here (default: a temporary folder)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "server_bench.json")
     args = ap.parse_args()
+    if args.start_timeout is None:
+        args.start_timeout = 420.0 if args.engine == "ray" else 180.0
 
     clips = speech_clips(200, args.seed)
     rng = np.random.default_rng(args.seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="server_bench-") as tmp:
         work = Path(tmp)
+        if args.work:
+            work = args.work.resolve()
+            work.mkdir(parents=True, exist_ok=True)
         for n in args.counts:
             calls = [(f"CA{n:02d}{i:04d}{'0' * 26}", *turn_taking_call(args.seconds, clips, rng)) for i in range(n)]
             speaking = np.mean([np.mean(c != 0) for _, c, a in calls] + [np.mean(a != 0) for _, c, a in calls])
             plans = [(sid, prebuilt(c, a, sid)) for sid, c, a in calls]
-            print(f"N={n}: {n} two-track calls of {args.seconds:g} s (each track speaks {speaking:.0%} of the time)...",
+            print(f"N={n} ({args.engine}{'/' + args.proxy if args.engine == 'ray' else ''}): {n} two-track calls of {args.seconds:g} s (each track speaks {speaking:.0%} of the time)...",
                   file=sys.stderr, flush=True)
             row = asyncio.run(run_server(n, args, plans, work))
             row["speaking_fraction"] = round(float(speaking), 2)
             rows.append(row)
             print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+            if row.get("left_behind"):
+                print(f"  ended by PID after ser-serve exited: {row['left_behind']}", file=sys.stderr, flush=True)
             if args.separate:
                 rows.append(run_separate(n, args, calls, work))
                 print(table([rows[-1]]).splitlines()[-1], file=sys.stderr, flush=True)
