@@ -251,6 +251,19 @@ class TreeSampler:
         with self._lock:
             return sum(self.seen.values())
 
+    def process_names(self) -> list[str]:
+        """The tree's processes now, by name (Ray's actors name theirs ``ray::<Actor>...``)."""
+        out = []
+        for p in self.procs():
+            try:
+                name = p.name()
+                if name.startswith("ray::"):  # comm is cut at 15 characters; the title is whole
+                    name = (p.cmdline() or [name])[0].split(".handle_request")[0][:80]
+                out.append(name)
+            except Exception:
+                pass
+        return sorted(out)
+
     def reset_peaks(self) -> None:
         self.sample()
         with self._lock:
@@ -469,7 +482,7 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
             idle = {"idle_s": round(time.monotonic() - t_i, 1),
                     "idle_cpu_cores": round((sampler.cpu() - cpu_i) / (time.monotonic() - t_i), 3),
                     "idle_pss_mb": round(sampler.last_pss / 2**20), "idle_rss_mb": round(sampler.last_rss / 2**20),
-                    "idle_processes": len(sampler.procs())}
+                    "idle_processes": len(sampler.procs()), "process_names": sampler.process_names()}
             feed = await session.ws_connect(f"ws://127.0.0.1:{port}/events{query}", max_msg_size=0)
 
             async def follow() -> None:
