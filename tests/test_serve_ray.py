@@ -49,6 +49,9 @@ def cluster(tmp_path_factory):
     redis = start_redis(work / "redis")
     cfg = (ROOT / "config.toml").read_text()
     cfg = cfg.replace("num_cpus = 0", "num_cpus = 2").replace("gateway_cpus = 0.5", "gateway_cpus = 0.25")
+    # a rule every customer window meets (the rules run on the gateway that holds the call)
+    cfg += ('\n[[alerts]]\nname = "customer spoke"\ntrack = "customer"\nlabels = ["angry", "disgust", "fear", '
+            '"happy", "neutral", "sad", "surprise"]\nfor_windows = 1\ncooldown_s = 600.0\n')
     (work / "config.toml").write_text(cfg)
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
@@ -156,6 +159,12 @@ def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path
             eight_s = time.monotonic() - t0
             async with http.get(f"{base}/api/calls") as r:
                 listing = {row["call_id"]: row for row in (await r.json())["calls"]}
+            # the alerts of both replicas' calls: on the feed, and on every replica's desk
+            alerts = [e for e in feed.events if e.get("type") == "alert" and e.get("call_id") in ids]
+            desks = []
+            for _ in range(6):  # requests go to either replica
+                async with http.get(f"{base}/api/desk") as r:
+                    desks.append({a["id"]: a for a in (await r.json())["alerts"]})
             # --- calls held open on both replicas; one replica's process is killed
             # (one at a time until both replicas hold one: Ray's router balances on ongoing requests)
             talking, owners = [], {}
@@ -185,6 +194,17 @@ def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path
                 lost[cid] = time.monotonic() - killed_at
             async with http.get(f"{base}/api/calls") as r:
                 after = {row["call_id"]: row for row in (await r.json())["calls"]}
+            # an alert of a surviving call, acknowledged on whichever desk: every desk says so
+            alive = sorted(c for c in owners if c not in doomed)[0]
+            alert = await feed.wait(lambda e: e.get("type") == "alert" and e.get("call_id") == alive, 30)
+            async with http.post(f"{base}/api/alerts/{alert['id']}/ack") as r:
+                assert r.status == 200, await r.text()
+            await feed.wait(lambda e: e.get("type") == "alert_ack" and e.get("id") == alert["id"], 10)
+            await asyncio.sleep(0.5)
+            acked = []
+            for _ in range(6):
+                async with http.get(f"{base}/api/desk") as r:
+                    acked.append({a["id"]: a for a in (await r.json())["alerts"]}[alert["id"]]["acked"])
             # --- a new call is taken; a lost call reconnects as its next segment
             new = await client.play_twilio(http, f"{base.replace('http', 'ws')}/twilio", customer, agent,
                                            call_sid="CA-NEW", speed=2)
@@ -199,17 +219,29 @@ def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path
             for t in talking:
                 t.cancel()
             feed.task.cancel()
-            return feed, ids, eight_s, listing, owners, victim, doomed, lost, after, new, again, row
+            return feed, ids, eight_s, listing, alerts, desks, alive, acked, owners, victim, doomed, lost, after, new, again, row
 
-    feed, ids, eight_s, listing, owners, victim, doomed, lost, after, new, again, row = asyncio.run(scenario())
+    (feed, ids, eight_s, listing, alerts, desks, alive, acked, owners, victim, doomed, lost, after, new, again,
+     row) = asyncio.run(scenario())
     print(f"8 calls in {eight_s:.1f} s; owners {owners}; call_lost after {lost} s; feed reconnects {feed.reconnects}")
     # every one of the 8 calls reached the one feed: start, windows of both tracks, utterances, end
     for cid in ids:
         kinds = [e["type"] for e in feed.of(cid)]
-        assert kinds[0] == "call_start" and kinds[-1] == "call_end", (cid, kinds)
+        assert kinds[0] == "call_start" and kinds[-1] == "call_end", (cid, kinds)  # alerts in between
         assert {e["track"] for e in feed.of(cid) if e["type"] == "window"} == {"customer", "agent"}
         assert "utterance" in kinds
     assert len({listing[c]["owner"] for c in ids}) == 2  # both replicas took calls
+    # one alert per call (the rule's cooldown), raised where the call was, seen by every desk
+    assert sorted(a["call_id"] for a in alerts) == sorted(ids)
+    for desk in desks:
+        assert {a["id"] for a in alerts} <= set(desk)
+    assert all(a is not None for a in acked)
+    for t in range(50):  # the acknowledgement is in the call's log (written by the replica holding it)
+        if '"alert_ack"' in sorted(logs.glob(f"*{alive}.ndjson"))[0].read_text():
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no alert_ack in {alive}'s log")
     # the killed replica's calls, and only those, were lost within 15 s
     assert doomed and set(doomed) != set(owners)
     assert all(s < 15.0 for s in lost.values()), lost

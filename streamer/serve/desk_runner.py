@@ -116,6 +116,7 @@ class Desk:
         self.counter = _alert_counter(registry)
         self._sub = None
         self._task: asyncio.Task | None = None
+        self._bus_task: asyncio.Task | None = None
         self._reports: dict[str, asyncio.Future] = {}
 
     # --- the runner -------------------------------------------------------------------------
@@ -123,8 +124,50 @@ class Desk:
         if self._task is None:
             self._sub = self.registry.subscribe(None)
             self._task = asyncio.get_running_loop().create_task(self._run(), name="ser-serve desk alerts")
+        if self._bus_task is None and self.registry.bus.kind != "local":
+            self._bus_task = asyncio.get_running_loop().create_task(self._follow_bus(), name="ser-serve desk bus")
+
+    async def _follow_bus(self) -> None:
+        """With a shared bus: the alerts other replicas raise, and acknowledgements made on any
+        replica's desk, so that every desk lists the same alerts (the rules run where the call is)."""
+        from streamer.serve.bus import BusError
+
+        # from [desk] keep_ended_min ago (a stream entry's id is its time in ms): a replica that
+        # starts later (a replacement, a scale-up) lists the alerts raised before it too
+        last = f"{max(0, int((time.time() - self.keep_s) * 1000))}-0"
+        while True:
+            sub = self.registry.bus.follow(None, since=last)
+            try:
+                while (ev := await sub.get()) is not None:
+                    last = ev.get("bus_id", last)
+                    if ev.get("type") in ("alert", "alert_ack"):
+                        self.on_bus(ev)
+            except BusError as exc:
+                log.warning("desk: lost the results bus (%s); following it again", exc)
+            finally:
+                sub.close()
+            await asyncio.sleep(1.0)
+
+    def on_bus(self, ev: dict) -> None:
+        """An ``alert`` or ``alert_ack`` event from the bus (this replica's own come back too)."""
+        alert_id = ev.get("id")
+        if not alert_id:
+            return
+        if ev["type"] == "alert":
+            if alert_id not in self.alerts:
+                self.alerts[alert_id] = {k: v for k, v in ev.items() if k not in ("bus_id", "segment")} | {"acked": None}
+                while len(self.alerts) > MAX_ALERTS:
+                    self.alerts.popitem(last=False)
+            return
+        alert = self.alerts.get(alert_id)
+        if alert is not None and alert["acked"] is None:  # acknowledged on another replica's desk
+            alert["acked"] = {"time": ev.get("time"), "by": ev.get("by", "")}
+            self._log(alert["call_id"], {k: v for k, v in ev.items() if k not in ("bus_id", "segment")})
 
     async def stop(self) -> None:
+        if self._bus_task is not None:
+            self._bus_task.cancel()
+            self._bus_task = None
         if self._sub is not None:
             self.registry.unsubscribe(self._sub)
         if self._task is not None:
