@@ -65,8 +65,10 @@ class WhisperConfig:
     model: str = "embedded:tiny.en"
     compute_type: str = "int8"
     cpu_threads: int = 1
+    device: str = "cpu"  # "cuda" on a GPU node (a CUDA build of CTranslate2), or "auto"
 
     def __post_init__(self) -> None:
+        check("whisper", "device", self.device in ("cpu", "cuda", "auto"), '"cpu", "cuda" or "auto"')
         check("whisper", "compute_type", self.compute_type in ("int8", "int8_float32", "float32", "float16", "int16"),
                "one of int8, int8_float32, int16, float16, float32")
         check("whisper", "cpu_threads", 1 <= self.cpu_threads <= 64, "between 1 and 64")
@@ -250,6 +252,8 @@ class RayConfig:
     model_replicas: int = 1  # per model deployment
     model_cpus: float = 0.5  # Ray CPUs per model replica
     whisper: bool = True  # Whisper as a deployment too (else each gateway decodes its calls itself)
+    whisper_replicas: int = 1  # Whisper costs about 2.5x the audio model per window: it may need more
+    whisper_gpus: float = 0.0  # per Whisper replica: 1 puts each on a GPU node (a CUDA build of CTranslate2)
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.005
     app_name: str = "ser-gateway"  # the gateway's Ray Serve application (its replicas: ServeReplica:<app>:CallGateway)
@@ -266,6 +270,8 @@ class RayConfig:
         check("ray", "models", self.models in ("deployments", "local"), '"deployments" or "local"')
         check("ray", "model_replicas", 1 <= self.model_replicas <= 1000, "between 1 and 1000")
         check("ray", "model_cpus", 0 < self.model_cpus <= 64, "above 0 (a fraction is fine)")
+        check("ray", "whisper_replicas", 1 <= self.whisper_replicas <= 1000, "between 1 and 1000")
+        check("ray", "whisper_gpus", 0 <= self.whisper_gpus <= 8, "between 0 and 8")
         check("ray", "max_batch_size", 1 <= self.max_batch_size <= 256, "between 1 and 256")
         check("ray", "batch_wait_timeout_s", 0 <= self.batch_wait_timeout_s <= 1, "between 0 and 1")
         check("ray", "app_name", isinstance(self.app_name, str) and self.app_name.replace("-", "").isalnum(),

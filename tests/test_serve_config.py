@@ -215,13 +215,28 @@ def test_the_commented_gpu_line_works() -> None:
 
 
 @pytest.mark.parametrize("args, key", [
-    ({"redis_url": "redis://h:1", "max_call": 16}, "max_call"),
-    ({"redis_url": "http://h:6379"}, "redis_url"),
-    ({"redis_url": "redis://h:1", "max_calls": 0}, "max_calls"),
+    ({"redis_url": "redis://h:1", "max_call": 16, "token": "t"}, "max_call"),
+    ({"redis_url": "http://h:6379", "token": "t"}, "redis_url"),
+    ({"redis_url": "redis://h:1", "max_calls": 0, "token": "t"}, "max_calls"),
+    ({"redis_url": "redis://h:1", "max_calls": "lots", "token": "t"}, "max_calls 'lots' is not a whole number"),
+    ({"redis_url": "redis://h:1"}, "no token .*token_file.*SER_SERVE_TOKEN"),
 ])
-def test_bad_gateway_args_name_the_key(args: dict, key: str) -> None:
+def test_bad_gateway_args_name_the_key(args: dict, key: str, monkeypatch) -> None:
+    monkeypatch.delenv("SER_SERVE_TOKEN", raising=False)
     with pytest.raises(SerError, match=key):
         gateway_app(args)
+
+
+def test_the_gateways_token_comes_from_its_file_or_environment_or_is_waived_out_loud(tmp_path, monkeypatch) -> None:
+    from streamer.serve.gateway import GatewayOptions
+
+    monkeypatch.delenv("SER_SERVE_TOKEN", raising=False)
+    (tmp_path / "token").write_text("s3cret\n")
+    assert GatewayOptions.from_args({"token_file": str(tmp_path / "token")}).token == "s3cret"
+    monkeypatch.setenv("SER_SERVE_TOKEN", "from-env")
+    assert GatewayOptions.from_args({}).token == "from-env"
+    monkeypatch.delenv("SER_SERVE_TOKEN")
+    assert GatewayOptions.from_args({"allow_no_token": True}).token is None
 
 
 @pytest.mark.parametrize("builder, args, key", [

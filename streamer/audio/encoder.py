@@ -68,6 +68,7 @@ class WhisperOptions:
     compute_type: str = "int8"
     cpu_threads: int = 1
     num_workers: int = 2  # calls that may run at once from different threads
+    device: str = "cpu"  # "cpu", "cuda" (a GPU node: a CUDA build of CTranslate2) or "auto"
 
 
 class WhisperHandle:
@@ -96,7 +97,7 @@ class WhisperHandle:
             # parallel threads; with one, each waited for the other (measured: the audio model's
             # 18 ms became 430 ms in the live pipeline).
             with hub.quiet_hub():
-                self.model = WhisperModel(source, device="cpu", compute_type=options.compute_type,
+                self.model = WhisperModel(source, device=options.device, compute_type=options.compute_type,
                                           cpu_threads=options.cpu_threads, num_workers=options.num_workers,
                                           local_files_only=local_only)
         except Exception as exc:  # faster-whisper raises many types for a bad or absent model

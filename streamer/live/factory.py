@@ -37,7 +37,8 @@ def _digest(path: Path) -> str:
 def whisper_handle(cfg: Config, model: str):
     from streamer.audio.encoder import WhisperHandle, WhisperOptions
 
-    return WhisperHandle.shared(WhisperOptions(model, cfg.whisper.compute_type, cfg.whisper.cpu_threads))
+    return WhisperHandle.shared(WhisperOptions(model, cfg.whisper.compute_type, cfg.whisper.cpu_threads,
+                                               device=cfg.whisper.device))
 
 
 def asr_factory(cfg: Config, whisper=None):

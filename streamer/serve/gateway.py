@@ -26,7 +26,7 @@ its whole life: one ongoing request, so ``max_ongoing_requests`` is the calls a 
 
 >>> GatewayOptions(redis_url="redis://127.0.0.1:6379").desk
 'default'
->>> GatewayOptions.from_args({"redis_url": "redis://h:1", "max_calls": "8"}).max_calls
+>>> GatewayOptions.from_args({"redis_url": "redis://h:1", "max_calls": "8", "token": "t"}).max_calls
 8
 """
 
@@ -65,19 +65,34 @@ class GatewayOptions:
 
     @classmethod
     def from_args(cls, args: dict | None) -> "GatewayOptions":
-        """A serve config's ``args`` (strings are fine); ``token_file`` reads the token."""
+        """A serve config's ``args`` (strings are fine). The token: ``token_file``, else
+        ``$SER_SERVE_TOKEN`` in the replicas' environment; a cluster's proxy listens beyond
+        loopback, so none at all is refused unless ``allow_no_token: true`` says so.
+
+        >>> GatewayOptions.from_args({"max_calls": "lots", "allow_no_token": True})
+        Traceback (most recent call last):
+        ...
+        streamer.errors.SerError: CallGateway args: max_calls 'lots' is not a whole number
+        """
+        from streamer.serve.auth import load_token
+
         args = dict(args or {})
-        known = {f.name for f in fields(cls)} | {"token_file"}
+        known = {f.name for f in fields(cls)} | {"token_file", "allow_no_token"}
         unknown = set(args) - known
         if unknown:
             raise SerError(f"CallGateway: unknown args {sorted(unknown)} (known: {', '.join(sorted(known))})")
+        open_ok = str(args.pop("allow_no_token", False)).lower() in ("true", "1", "yes")
         token_file = args.pop("token_file", None)
-        if token_file:
-            from streamer.serve.auth import load_token
-
-            args["token"] = load_token(Path(token_file))
+        if not args.get("token"):
+            args["token"] = load_token(Path(token_file) if token_file else None)
+        if not args["token"] and not open_ok:
+            raise SerError("CallGateway args: no token (give token_file, or SER_SERVE_TOKEN in the runtime_env's "
+                           "env_vars); a cluster's proxy is reachable beyond loopback. allow_no_token: true opts out")
         if args.get("max_calls") is not None:
-            args["max_calls"] = int(args["max_calls"])
+            try:
+                args["max_calls"] = int(args["max_calls"])
+            except (TypeError, ValueError):
+                raise SerError(f"CallGateway args: max_calls {args['max_calls']!r} is not a whole number") from None
         return cls(**args)
 
 

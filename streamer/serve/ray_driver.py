@@ -36,7 +36,10 @@ def model_options(cfg):
     one = ModelDeploymentOptions(num_replicas=r.model_replicas, num_cpus=r.model_cpus, max_batch_size=r.max_batch_size,
                                  batch_wait_timeout_s=r.batch_wait_timeout_s,
                                  max_ongoing_requests=max(32, r.max_batch_size))
-    return DeployOptions(audio=one, text=one, whisper=one if r.whisper else None)
+    from dataclasses import replace
+
+    whisper = replace(one, num_replicas=r.whisper_replicas, num_gpus=r.whisper_gpus) if r.whisper else None
+    return DeployOptions(audio=one, text=one, whisper=whisper)
 
 
 def free_port(host: str) -> int:
@@ -112,6 +115,9 @@ def drain(cfg, timeout_s: float) -> None:
 
 
 def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: str | None) -> int:
+    if cfg.server.audiosocket_port:
+        raise SerError("--audiosocket-port is not served through Ray Serve (its proxy takes HTTP and WebSockets "
+                       "only): run AudioSocket calls on a single-process ser-serve (--engine local)")
     if cfg.ray.gateways > 1 and not redis_url:
         raise SerError(f"--gateways {cfg.ray.gateways} needs --redis URL: without a shared results bus each replica's "
                        "desk and /events would show only its own calls")

@@ -176,7 +176,7 @@ class RayServices:
         from streamer.audio.encoder import WhisperOptions
 
         remote = RemoteWhisperHandle(self.whisper, WhisperOptions(cfg.whisper.model, cfg.whisper.compute_type,
-                                                                  cfg.whisper.cpu_threads))
+                                                                  cfg.whisper.cpu_threads, device=cfg.whisper.device))
         return lambda: WhisperEngine(remote, cfg.asr.whisper, cfg.audio.window_samples, cfg.live.utterance_max_samples)
 
     def attach(self) -> None:

@@ -47,12 +47,15 @@ class ModelDeploymentOptions:
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.005
     max_ongoing_requests: int = 32  # at least max_batch_size, or batches never fill
+    num_gpus: float = 0.0  # per replica (Whisper on a GPU node: 1)
 
     def __post_init__(self) -> None:
         if self.num_replicas < 1:
             raise SerError("num_replicas must be at least 1")
         if not 0 < self.num_cpus:
             raise SerError("num_cpus must be above 0 (a fraction is fine)")
+        if self.num_gpus < 0:
+            raise SerError("num_gpus must be 0 or more")
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise SerError("max_batch_size must be at least 1 and batch_wait_timeout_s 0 or more")
         if self.max_ongoing_requests < self.max_batch_size:
@@ -148,6 +151,12 @@ class _WhisperModel:
         from streamer.live.factory import whisper_handle
 
         cfg = _config(config_path)
+        import ray
+
+        if ray.get_gpu_ids():  # the deployment was given a GPU (ray_actor_options num_gpus): decode on it
+            from dataclasses import replace
+
+            cfg = replace(cfg, whisper=replace(cfg.whisper, device="cuda"))
         self.handle = whisper_handle(cfg, cfg.whisper.model)
         self.stats = _Stats()
         self.decode.set_max_batch_size(max_batch_size)
@@ -202,7 +211,8 @@ def whisper_deployment():
 def _bound(deployment, opts: ModelDeploymentOptions, config_path: str | None):
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES)}
     return deployment.options(num_replicas=opts.num_replicas, max_ongoing_requests=opts.max_ongoing_requests,
-                              ray_actor_options={"num_cpus": opts.num_cpus, "runtime_env": {"env_vars": env}}
+                              ray_actor_options={"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus,
+                                                 "runtime_env": {"env_vars": env}}
                               ).bind(config_path, opts.max_batch_size, opts.batch_wait_timeout_s)
 
 
@@ -220,8 +230,12 @@ def _from_args(args: dict | None) -> tuple[ModelDeploymentOptions, str | None]:
     unknown = set(args) - {"config_path", *_BATCH_ARGS}
     if unknown:
         raise SerError(f"unknown args {sorted(unknown)} (known: config_path, {', '.join(_BATCH_ARGS)})")
-    size = int(args.get("max_batch_size", ModelDeploymentOptions.max_batch_size))
-    wait = float(args.get("batch_wait_timeout_s", ModelDeploymentOptions.batch_wait_timeout_s))
+    try:
+        size = int(args.get("max_batch_size", ModelDeploymentOptions.max_batch_size))
+        wait = float(args.get("batch_wait_timeout_s", ModelDeploymentOptions.batch_wait_timeout_s))
+    except (TypeError, ValueError):
+        raise SerError(f"args max_batch_size {args.get('max_batch_size')!r} / batch_wait_timeout_s "
+                       f"{args.get('batch_wait_timeout_s')!r}: give a whole number and seconds") from None
     return ModelDeploymentOptions(max_batch_size=size, batch_wait_timeout_s=wait,
                                   max_ongoing_requests=max(size, ModelDeploymentOptions.max_ongoing_requests)), \
         args.get("config_path")
