@@ -56,6 +56,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import secrets
 import signal
 import socket
@@ -296,13 +297,16 @@ def leftovers(sampler: TreeSampler) -> list:
                 out[pid] = p
         except Exception:
             pass
-    if sampler.session:
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if p.pid not in out and any(sampler.session in a for a in (p.info["cmdline"] or [])):
-                    out[p.pid] = p
-            except Exception:
-                pass
+    # Ray names a session after its driver's pid: a cluster the driver started late (a Serve call
+    # on a thread after ray.shutdown starts a new one) has a session of its own
+    mine = re.compile(r"session_[0-9_-]+_%d\b" % sampler.root.pid)
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.pid not in out and ((sampler.session and sampler.session in cmd) or mine.search(cmd)):
+                out[p.pid] = p
+        except Exception:
+            pass
     return list(out.values())
 
 
@@ -338,9 +342,9 @@ def stop_server(proc: subprocess.Popen, sampler: TreeSampler, wait_s: float) -> 
             pass
     _, alive = psutil.wait_procs(alive, timeout=5)
     if alive or leftovers(sampler):
-        others = [p for p in psutil.process_iter(["name", "cmdline"])
-                  if p.info["name"] in ("raylet", "gcs_server")
-                  and not (sampler.session and any(sampler.session in a for a in (p.info["cmdline"] or [])))]
+        ours = {p.pid for p in leftovers(sampler)}
+        others = [p for p in psutil.process_iter(["name"])
+                  if p.info["name"] in ("raylet", "gcs_server") and p.pid not in ours]
         if not others:  # no one else's cluster on the machine: the fallback is safe
             subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
