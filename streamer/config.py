@@ -215,6 +215,7 @@ class ServerConfig:
     max_message_bytes: int = 1_048_576  # a larger message closes the call (1009)
     idle_timeout_s: float = 20.0  # a client that sends nothing this long is closed
     shutdown_s: float = 10.0  # SIGTERM: calls are finished and logged within this
+    feed_max_s: float = 0.0  # an /events socket is closed (1001, reconnect with ?since=) after this; 0: never
 
     def __post_init__(self) -> None:
         check("server", "host", isinstance(self.host, str) and bool(self.host.strip()), "an address to listen on")
@@ -225,6 +226,8 @@ class ServerConfig:
         check("server", "max_message_bytes", 1024 <= self.max_message_bytes <= 64 * 1_048_576, "between 1 KiB and 64 MiB")
         check("server", "idle_timeout_s", 1 <= self.idle_timeout_s <= 3600, "between 1 and 3600")
         check("server", "shutdown_s", 1 <= self.shutdown_s <= 600, "between 1 and 600")
+        check("server", "feed_max_s", self.feed_max_s == 0 or 5 <= self.feed_max_s <= 86_400,
+              "0 (never) or between 5 and 86400")
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,8 @@ class RayConfig:
     target_calls: float = 12.0  # the ongoing requests (open sockets) per replica autoscaling aims at
     gateway_cpus: float = 0.5  # Ray CPUs a gateway replica asks for (a fraction)
     drain_s: float = 900.0  # graceful_shutdown_timeout_s: a scale-down lets calls end this long
+    feed_max_s: float = 300.0  # a gateway's /events sockets are rotated this often, so a draining replica
+    # is held by its calls only (the desk reconnects with ?since= and misses nothing)
     models: str = "deployments"  # "deployments": the models as their own deployments; "local": in each gateway
     model_replicas: int = 1  # per model deployment
     model_cpus: float = 0.5  # Ray CPUs per model replica
@@ -267,6 +272,7 @@ class RayConfig:
         check("ray", "target_calls", 0 < self.target_calls <= 10_000, "above 0 (calls per replica)")
         check("ray", "gateway_cpus", 0 < self.gateway_cpus <= 64, "above 0 (a fraction is fine)")
         check("ray", "drain_s", 0 <= self.drain_s <= 86_400, "between 0 and 86400")
+        check("ray", "feed_max_s", 5 <= self.feed_max_s <= 86_400, "between 5 and 86400")
         check("ray", "models", self.models in ("deployments", "local"), '"deployments" or "local"')
         check("ray", "model_replicas", 1 <= self.model_replicas <= 1000, "between 1 and 1000")
         check("ray", "model_cpus", 0 < self.model_cpus <= 64, "above 0 (a fraction is fine)")

@@ -78,7 +78,8 @@ def main() -> int:
     if args.engine == "ray":
         from streamer.serve.ray_driver import run
 
-        return run(cfg, token, args.redis, args.desk, str(args.config) if args.config else None)
+        return run(cfg, token, args.redis, args.desk, str(args.config) if args.config else None,
+                   reload=lambda: settings(args))
     if args.gateways is not None:
         from streamer.errors import SerError
 

@@ -142,7 +142,8 @@ async def get_call(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.WebSocketResponse:
     """The live feed; a slow reader loses its own oldest events (counted), nobody else's.
     With Redis it follows the desk's stream (every replica's calls); ``?since=<bus_id>``
-    resumes after an event already seen."""
+    resumes after an event already seen. With ``[server] feed_max_s`` the socket is closed
+    (1001) after that long, so that a gateway replica being scaled down is held by its calls only."""
     registry = request.app[REGISTRY]
     ws = await prepare_ws(request)
     remote = registry.bus.kind != "local"
@@ -163,10 +164,16 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         sub.close()
 
     task = asyncio.ensure_future(reader())
+    max_s = registry.cfg.server.feed_max_s
+    until = asyncio.get_running_loop().time() + max_s if max_s else None
     try:
         while not ws.closed:
-            event = await sub.get()
+            left = None if until is None else until - asyncio.get_running_loop().time()
+            event = await sub.get(timeout=max(0.0, left)) if left is not None else await sub.get()
             if event is None:
+                if left is not None and until - asyncio.get_running_loop().time() <= 0 and not sub.closed:
+                    await close_ws(ws, WSCloseCode.GOING_AWAY, f"this feed is rotated every {max_s:g} s "
+                                   "([server] feed_max_s): reconnect with ?since=<the last bus_id>")
                 break
             await ws.send_str(dumps(event))
     except BusError as exc:

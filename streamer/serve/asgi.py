@@ -133,7 +133,7 @@ class WebSocket:
         if self.closed:
             return _CLOSED
         try:
-            msg = await asyncio.wait_for(self._conn.receive(), timeout)
+            msg = await asyncio.wait_for(self._conn.receive(), timeout)  # TimeoutError: the caller's
         except asyncio.TimeoutError:
             raise
         except Exception as exc:  # the connection failed under us
@@ -195,12 +195,10 @@ def _to_asgi(resp: web.StreamResponse):
     path = getattr(resp, "path_on_disk", None)  # set by the desk's file responses
     if path is not None:
         out = FileResponse(Path(path), status_code=resp.status)
-    else:
-        body = getattr(resp, "body", None)
-        if body is not None and not isinstance(body, (bytes, bytearray)):
-            body = getattr(body, "_value", b"")  # a bytes payload
-        text = getattr(resp, "text", None) if body is None else None
-        out = Response(body if body is not None else (text or "").encode("utf-8"), status_code=resp.status)
+    elif isinstance(resp, web.Response) and isinstance(resp.body, (bytes, bytearray, type(None))):
+        out = Response(bytes(resp.body or b""), status_code=resp.status)
+    else:  # a streamed response: ser-serve's handlers make none
+        raise TypeError(f"the ASGI bridge cannot send a {type(resp).__name__} (give desk.file_response a path)")
     out.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                        for k, v in [*_without(out.raw_headers, headers), *headers, *cookies]]
     return out

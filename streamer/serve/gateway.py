@@ -106,6 +106,8 @@ def settings(opts: GatewayOptions):
         server = replace(server, max_calls=opts.max_calls)
     if opts.log_dir:
         server = replace(server, log_dir=str(opts.log_dir))
+    if not server.feed_max_s:
+        server = replace(server, feed_max_s=cfg.ray.feed_max_s)
     return replace(cfg, server=server)
 
 
@@ -181,8 +183,6 @@ def deployment():
 
 def bound(opts: GatewayOptions, cfg=None):
     """The CallGateway application, sized by ``[ray]`` and ``[server] max_calls``."""
-    from streamer.config import Config
-
     cfg = cfg or settings(opts)
     ray_cfg = cfg.ray
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES)}
@@ -196,7 +196,6 @@ def bound(opts: GatewayOptions, cfg=None):
                                          "downscale_delay_s": 300.0}
     else:
         options["num_replicas"] = ray_cfg.gateways
-    assert isinstance(cfg, Config)
     return deployment().options(**options).bind(opts)
 
 

@@ -9,6 +9,8 @@ Ctrl-C; then every gateway ends and logs its calls, and what this run deployed i
   in front of the replicas' own HTTP servers, which then listen on every interface: a token is
   needed); ``"default"`` uses Ray Serve's proxy actor. ``bench/server_bench.py --engine ray``
   measures both.
+- SIGHUP re-reads the settings and redeploys the gateways with their ``[ray]`` gateways and
+  autoscaling: a replica that Ray stops then finishes its calls before it goes (``drain_s``).
 """
 
 from __future__ import annotations
@@ -114,7 +116,26 @@ def drain(cfg, timeout_s: float) -> None:
         log.warning("draining the gateways: %s", exc)
 
 
-def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: str | None) -> int:
+def resize(cfg, opts: GatewayOptions, reload) -> object:
+    """SIGHUP: the settings again (``reload()``), and the gateway application redeployed with
+    their ``[ray]`` gateways and autoscaling; a replica Ray stops finishes its calls first
+    (``graceful_shutdown_timeout_s`` = ``drain_s``). The running settings when the new ones fail."""
+    from ray import serve
+
+    try:
+        new = reload()
+        if new.ray.gateways > 1 and not opts.redis_url:
+            raise SerError(f"[ray] gateways {new.ray.gateways} needs --redis")
+        serve.run(bound(opts, new), name=cfg.ray.app_name, route_prefix="/")
+    except Exception as exc:  # a bad edit: say so, keep serving as before
+        say(f"SIGHUP: not resized ({exc})")
+        return cfg
+    say(f"SIGHUP: {new.ray.gateways} CallGateway replica(s) (autoscaling {new.ray.min_gateways}-"
+        f"{new.ray.max_gateways}); replicas that stop finish their calls first (up to {new.ray.drain_s:g} s)")
+    return new
+
+
+def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: str | None, reload=None) -> int:
     if cfg.server.audiosocket_port:
         raise SerError("--audiosocket-port is not served through Ray Serve (its proxy takes HTTP and WebSockets "
                        "only): run AudioSocket calls on a single-process ser-serve (--engine local)")
@@ -128,12 +149,17 @@ def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: s
                        "(--token-file or $SER_SERVE_TOKEN), or use proxy = \"default\"")
     local, port = start_cluster(cfg)
     apps: list[str] = []
-    stop = {"now": False}
+    stop = {"now": False, "hup": False}
 
     def on_signal(*_):
         stop["now"] = True
 
+    def on_hup(*_):
+        stop["hup"] = True
+
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if reload is not None:
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     try:
         apps = deploy_all(cfg, opts, config_path)
         host = f"[{cfg.server.host}]" if ":" in cfg.server.host else cfg.server.host
@@ -141,6 +167,9 @@ def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: s
             f"/api/calls /metrics /healthz, the desk at /); results bus: {'Redis ' + redis_url if redis_url else 'none'}")
         while not stop["now"]:
             time.sleep(0.2)
+            if stop["hup"]:
+                stop["hup"] = False
+                cfg = resize(cfg, opts, reload)
         say("stopping: every gateway ends and logs its calls...")
         if not bounded(lambda: drain(cfg, cfg.server.shutdown_s + 5.0), cfg.server.shutdown_s + 10.0):
             say("the gateways did not answer in time; their calls' logs may lack session_end")
@@ -157,12 +186,26 @@ def _teardown(apps: list[str], local: bool) -> None:
     import ray
     from ray import serve
 
+    # Every application at once: under HAProxy each replica stays reachable for
+    # RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S (30 s) before it stops, so deleting the
+    # four applications one by one took over 2 minutes, past the 60 s bound.
     for app in apps:
+        if not ray.is_initialized():  # past the bound: a Serve call now would start a new local cluster
+            return
         try:
-            serve.delete(app)
+            serve.delete(app, _blocking=False)
         except Exception as exc:
             log.warning("deleting %s: %s", app, exc)
-    if local:
+    deadline = time.monotonic() + 55.0
+    while ray.is_initialized() and time.monotonic() < deadline:
+        try:
+            if not set(apps) & set(serve.status().applications):
+                break
+        except Exception as exc:
+            log.warning("waiting for the applications to go: %s", exc)
+            break
+        time.sleep(0.5)
+    if local and ray.is_initialized():
         serve.shutdown()
         ray.shutdown()
 
