@@ -473,6 +473,7 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
     stops: dict[str, float] = {}
     late: dict[str, float] = {}
     codes: dict[str, int | None] = {}
+    sent: dict[str, int] = {}
     idle: dict = {}
     metrics: dict[str, float] = {}
     left: list[str] = []
@@ -508,15 +509,29 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
             async def one(i: int, sid: str, messages: list[tuple[int, str]]) -> None:
                 await asyncio.sleep(i * args.stagger)
                 async with session.ws_connect(f"ws://127.0.0.1:{port}/twilio{query}", max_msg_size=0) as ws:
+                    async def read() -> None:  # answers pings (Ray's uvicorn cuts a socket with no pong in 40 s)
+                        async for _ in ws:
+                            pass
+
+                    reader = asyncio.ensure_future(read())
                     pacer = Pacer(FRAME_S)
-                    for k, text in messages:
-                        await pacer.wait(k)
-                        if ws.closed:
-                            break
-                        await ws.send_str(text)
+                    n_sent = 0
+                    try:
+                        for k, text in messages:
+                            await pacer.wait(k)
+                            if ws.closed or reader.done():
+                                break
+                            await ws.send_str(text)
+                            n_sent += 1
+                    except ConnectionResetError:
+                        pass
                     stops[sid] = time.monotonic()
                     late[sid] = pacer.late_s
-                    await ws.receive(timeout=60)  # the server's close after stop
+                    sent[sid] = n_sent
+                    try:
+                        await asyncio.wait_for(reader, 60)  # the server's close after stop
+                    except asyncio.TimeoutError:
+                        reader.cancel()
                     codes[sid] = ws.close_code
 
             await asyncio.gather(*(one(i, sid, msgs) for i, (sid, msgs) in enumerate(plans)))
@@ -542,7 +557,8 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
              "events": int(metrics.get("ser_serve_events_dropped_total", 0))}
     end_lag = [ends[s] - stops[s] for s in ended if s in stops]
     p95 = percentile(feed_ms, 95)
-    keeps_up = (len(ended) == len(plans) and not any(drops.values()) and p95 is not None
+    cut = sorted(sid for sid, msgs in plans if sent.get(sid, 0) < len(msgs))  # the server closed them early
+    keeps_up = (len(ended) == len(plans) and not any(drops.values()) and p95 is not None and not cut
                 and p95 < args.p95_target * 1000 and all(c == 1000 for c in codes.values()))
     return {"mode": "server", "engine": args.engine, "proxy": args.proxy if ray else None,
             "calls": n, "tracks": 2 * n, "seconds": args.seconds, "stagger_s": args.stagger,
@@ -559,7 +575,7 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
             "startup_s": round(startup_s, 1), **idle,
             "calls_ended": len(ended), "end_lag_s_max": round(max(end_lag), 2) if end_lag else None,
             "client_late_s_max": round(max(late.values()), 3) if late else None,
-            "close_codes": sorted({str(c) for c in codes.values()}), "keeps_up": bool(keeps_up),
+            "close_codes": sorted({str(c) for c in codes.values()}), "calls_cut": cut, "keeps_up": bool(keeps_up),
             "left_behind": left, "log_error_lines": errors, "log_errors_first": first_errors}
 
 
