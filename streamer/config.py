@@ -262,7 +262,8 @@ class RayConfig:
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.005
     app_name: str = "ser-gateway"  # the gateway's Ray Serve application (its replicas: ServeReplica:<app>:CallGateway)
-    proxy: str = "default"  # "default": Ray Serve's proxy actor; "haproxy": RAY_SERVE_ENABLE_HA_PROXY=1 (local clusters)
+    proxy: str = "auto"  # "haproxy": RAY_SERVE_ENABLE_HA_PROXY=1 (local clusters; needs a token); "default":
+    # Ray Serve's proxy actor; "auto": haproxy when a token is set (cheaper: bench/README.md), else default
     num_cpus: int = 0  # a local cluster's CPUs (0: this machine's)
 
     def __post_init__(self) -> None:
@@ -282,7 +283,7 @@ class RayConfig:
         check("ray", "batch_wait_timeout_s", 0 <= self.batch_wait_timeout_s <= 1, "between 0 and 1")
         check("ray", "app_name", isinstance(self.app_name, str) and self.app_name.replace("-", "").isalnum(),
               "letters, digits and dashes")
-        check("ray", "proxy", self.proxy in ("default", "haproxy"), '"default" or "haproxy"')
+        check("ray", "proxy", self.proxy in ("auto", "default", "haproxy"), '"auto", "default" or "haproxy"')
         check("ray", "num_cpus", 0 <= self.num_cpus <= 4096, "0 (this machine's) or a count")
 
 

@@ -52,7 +52,21 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def start_cluster(cfg, address: str | None = None) -> tuple[bool, int]:
+def proxy_kind(cfg, token: str | None) -> str:
+    """The HTTP front ``[ray] proxy`` asks for: ``auto`` is HAProxy (the cheaper one) when
+    clients need a token, and Ray Serve's proxy actor when they do not (HAProxy's replicas
+    listen on every interface).
+
+    >>> from streamer.config import Config
+    >>> proxy_kind(Config(), "t"), proxy_kind(Config(), None)
+    ('haproxy', 'default')
+    """
+    if cfg.ray.proxy != "auto":
+        return cfg.ray.proxy
+    return "haproxy" if token else "default"
+
+
+def start_cluster(cfg, address: str | None = None, proxy: str = "default") -> tuple[bool, int]:
     """ray.init: join ``address`` / ``$RAY_ADDRESS``, or start a local cluster; then Serve's
     HTTP front on ``[server] host``/``port`` (0: a free one). (whether we started the cluster, the port)"""
     try:
@@ -63,7 +77,7 @@ def start_cluster(cfg, address: str | None = None) -> tuple[bool, int]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     local = address is None
-    if local and cfg.ray.proxy == "haproxy":
+    if local and proxy == "haproxy":
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     try:
         if local:
@@ -144,10 +158,13 @@ def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: s
                        "desk and /events would show only its own calls")
     opts = GatewayOptions(config_path=config_path, redis_url=redis_url or "", desk=desk, token=token,
                           log_dir=cfg.server.log_dir or None, max_calls=cfg.server.max_calls)
-    if cfg.ray.proxy == "haproxy" and not token:
+    proxy = proxy_kind(cfg, token)
+    if proxy == "haproxy" and not token:
         raise SerError('[ray] proxy = "haproxy" opens the replicas\' own ports on every interface: give a token '
                        "(--token-file or $SER_SERVE_TOKEN), or use proxy = \"default\"")
-    local, port = start_cluster(cfg)
+    if cfg.ray.proxy == "auto" and proxy == "default" and not os.environ.get("RAY_ADDRESS"):
+        say("no token: Ray Serve's own proxy (loopback); with a token the cheaper HAProxy front is used")
+    local, port = start_cluster(cfg, proxy=proxy)
     apps: list[str] = []
     stop = {"now": False, "hup": False}
 
