@@ -130,19 +130,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Sampler:
+class Periodic:
+    """``sample()`` now, then every ``every`` s on a thread, between ``start()`` and ``stop()``."""
+
+    every = 1.0
+    join_s = 5.0
+
+    def sample(self) -> None:  # pragma: no cover - each sampler's own
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def start(self):
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self.sample()
+        self._t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(self.join_s)
+
+
+class Sampler(Periodic):
     """CPU seconds and peak RSS of a process (and its children), sampled in a thread."""
 
-    def __init__(self, pids: list[int], every: float = 0.25) -> None:
-        import threading
+    join_s = 2.0
 
+    def __init__(self, pids: list[int], every: float = 0.25) -> None:
         import psutil
 
         self.procs = [psutil.Process(p) for p in pids]
         self.every = every
         self.peak_rss = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
 
     def cpu(self) -> float:
         total = 0.0
@@ -163,18 +186,8 @@ class Sampler:
                 pass
         return total
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self.peak_rss = max(self.peak_rss, self.rss())
-
-    def start(self) -> "Sampler":
-        self.peak_rss = self.rss()
-        self._t.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._t.join(2)
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self.rss())
 
 
 def pss_bytes(pid: int) -> int:
@@ -193,7 +206,7 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
-class TreeSampler:
+class TreeSampler(Periodic):
     """CPU seconds, summed PSS and summed RSS of a process and all its descendants (a Ray
     cluster's gcs_server, raylet, agents, actors), sampled in a thread every ``every`` s.
 
@@ -213,8 +226,6 @@ class TreeSampler:
         self.peak_pss = self.peak_rss = self.last_pss = self.last_rss = 0
         self.max_procs = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
 
     def procs(self) -> list:
         try:
@@ -270,18 +281,6 @@ class TreeSampler:
         with self._lock:
             self.peak_pss, self.peak_rss = self.last_pss, self.last_rss
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self.sample()
-
-    def start(self) -> "TreeSampler":
-        self.sample()
-        self._t.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._t.join(5)
 
 
 def leftovers(sampler: TreeSampler) -> list:
@@ -329,18 +328,14 @@ def stop_server(proc: subprocess.Popen, sampler: TreeSampler, wait_s: float) -> 
         time.sleep(1)
         left = leftovers(sampler)
     named = [f"{p.pid}:{p.name()}" for p in left if p.is_running()]
-    for p in left:
-        try:
-            p.terminate()
-        except Exception:
-            pass
-    _, alive = psutil.wait_procs(left, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except Exception:
-            pass
-    _, alive = psutil.wait_procs(alive, timeout=5)
+    alive = left
+    for how, wait_s in (("terminate", 10), ("kill", 5)):  # SIGTERM, then SIGKILL what is left
+        for p in alive:
+            try:
+                getattr(p, how)()
+            except Exception:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=wait_s)
     if alive or leftovers(sampler):
         ours = {p.pid for p in leftovers(sampler)}
         others = [p for p in psutil.process_iter(["name"])
