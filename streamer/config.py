@@ -249,6 +249,8 @@ class RayConfig:
     min_gateways: int = 1
     max_gateways: int = 1  # above gateways: autoscale on the calls each replica holds
     target_calls: float = 12.0  # the ongoing requests (open sockets) per replica autoscaling aims at
+    upscale_delay_s: float = 15.0  # autoscaling adds a replica after the calls stay above target this long
+    downscale_delay_s: float = 300.0  # ... and removes one after they stay below this long
     gateway_cpus: float = 0.5  # Ray CPUs a gateway replica asks for (a fraction)
     drain_s: float = 900.0  # graceful_shutdown_timeout_s: a scale-down lets calls end this long
     feed_max_s: float = 300.0  # a gateway's /events sockets are rotated this often, so a draining replica
@@ -271,6 +273,8 @@ class RayConfig:
         check("ray", "min_gateways", 1 <= self.min_gateways <= self.gateways, "between 1 and gateways")
         check("ray", "max_gateways", self.gateways <= self.max_gateways <= 1000, "between gateways and 1000")
         check("ray", "target_calls", 0 < self.target_calls <= 10_000, "above 0 (calls per replica)")
+        check("ray", "upscale_delay_s", 0 <= self.upscale_delay_s <= 3600, "between 0 and 3600")
+        check("ray", "downscale_delay_s", 0 <= self.downscale_delay_s <= 86_400, "between 0 and 86400")
         check("ray", "gateway_cpus", 0 < self.gateway_cpus <= 64, "above 0 (a fraction is fine)")
         check("ray", "drain_s", 0 <= self.drain_s <= 86_400, "between 0 and 86400")
         check("ray", "feed_max_s", 5 <= self.feed_max_s <= 86_400, "between 5 and 86400")

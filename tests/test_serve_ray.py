@@ -10,7 +10,9 @@ deployments, 2 ``CallGateway`` replicas and a real redis-server as the results b
   it as segment 2 (``call_resumed``, the audio lost in between counted), in its own log;
 - an alert acknowledged on any replica's desk is acknowledged on all, and in its call's log;
 - a scale-down to 1 gateway (``[ray] gateways`` edited, SIGHUP) lets the stopping replica's
-  calls finish (every one ends normally, none lost) before the replica goes.
+  calls finish (every one ends normally, none lost) before the replica goes;
+- autoscaling on ongoing requests (``max_gateways`` 2, ``target_calls`` 1, SIGHUP) adds a
+  replica when 3 calls come in.
 """
 
 from __future__ import annotations
@@ -224,13 +226,15 @@ def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path
             for t in talking:
                 t.cancel()
             drained = await scale_down(http, feed, base, proc, config, customer)
+            grown = await scale_up(http, feed, base, proc, config, customer)
             feed.task.cancel()
             return (feed, ids, eight_s, listing, alerts, desks, alive, acked, owners, victim, doomed, lost, after, new,
-                    again, row, drained)
+                    again, row, drained, grown)
 
     (feed, ids, eight_s, listing, alerts, desks, alive, acked, owners, victim, doomed, lost, after, new, again,
-     row, drained) = asyncio.run(scenario())
-    print(f"8 calls in {eight_s:.1f} s; owners {owners}; call_lost after {lost} s; feed reconnects {feed.reconnects}")
+     row, drained, grown) = asyncio.run(scenario())
+    print(f"8 calls in {eight_s:.1f} s; owners {owners}; call_lost after {lost} s; feed reconnects {feed.reconnects}; "
+          f"autoscaled to {grown[1]} gateways in {grown[2]:.1f} s")
     # every one of the 8 calls reached the one feed: start, windows of both tracks, utterances, end
     for cid in ids:
         kinds = [e["type"] for e in feed.of(cid)]
@@ -279,6 +283,10 @@ def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path
         assert "call_lost" not in kinds and kinds[-1] == "call_end", (cid, kinds)
     assert len(set(held_by.values())) == 2
     assert replicas_after == 1
+    # autoscaling on ongoing requests ([ray] max_gateways 2, target_calls 1): busy, it adds a replica
+    results, peak, waited = grown
+    assert peak == 2, f"still {peak} gateway replica(s) after {waited:.0f} s"
+    assert all(got["close_code"] == 1000 for got in results.values()), results
 
 
 def gateway_pids() -> list[int]:
@@ -314,4 +322,28 @@ async def scale_down(http, feed: Feed, base: str, proc, config: Path, speech: np
     while len(gateway_pids()) > 1 and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     return results, len(gateway_pids()), {cid: feed.of(cid) for cid in calls}, owners
+
+
+async def scale_up(http, feed: Feed, base: str, proc, config: Path, speech: np.ndarray):
+    """One gateway, autoscaling up to 2 at 1 call a replica (SIGHUP); 3 calls at once make it
+    add one. (results, most replicas seen, seconds until then)"""
+    text = config.read_text()
+    for old, new in (("\nmin_gateways = 1\n", "\nmin_gateways = 1\n"), ("max_gateways = 1", "max_gateways = 2"),
+                     ("target_calls = 12.0", "target_calls = 1.0"), ("upscale_delay_s = 15.0", "upscale_delay_s = 1.0")):
+        assert old in text
+        text = text.replace(old, new)
+    config.write_text(text)
+    os.kill(proc.pid, signal.SIGHUP)
+    await asyncio.sleep(3.0)
+    ws_url = f"{base.replace('http', 'ws')}/twilio"
+    audio = np.concatenate([speech] * 8)
+    calls = {f"CA-U-{k}": asyncio.ensure_future(client.play_twilio(http, ws_url, audio, None, call_sid=f"CA-U-{k}"))
+             for k in range(3)}
+    t0, peak = time.monotonic(), 1
+    while peak < 2 and time.monotonic() - t0 < 40:
+        peak = max(peak, len(gateway_pids()))
+        await asyncio.sleep(0.5)
+    waited = time.monotonic() - t0
+    results = dict(zip(calls, await asyncio.gather(*calls.values())))
+    return results, peak, waited
 

@@ -193,7 +193,8 @@ def bound(opts: GatewayOptions, cfg=None):
         options["autoscaling_config"] = {"min_replicas": ray_cfg.min_gateways, "initial_replicas": ray_cfg.gateways,
                                          "max_replicas": ray_cfg.max_gateways,
                                          "target_ongoing_requests": ray_cfg.target_calls,
-                                         "downscale_delay_s": 300.0}
+                                         "upscale_delay_s": ray_cfg.upscale_delay_s,
+                                         "downscale_delay_s": ray_cfg.downscale_delay_s}
     else:
         options["num_replicas"] = ray_cfg.gateways
     return deployment().options(**options).bind(opts)

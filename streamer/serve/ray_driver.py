@@ -138,8 +138,8 @@ def resize(cfg, opts: GatewayOptions, reload) -> object:
 
     try:
         new = reload()
-        if new.ray.gateways > 1 and not opts.redis_url:
-            raise SerError(f"[ray] gateways {new.ray.gateways} needs --redis")
+        if max(new.ray.gateways, new.ray.max_gateways) > 1 and not opts.redis_url:
+            raise SerError(f"[ray] gateways {new.ray.gateways} / max_gateways {new.ray.max_gateways} needs --redis")
         serve.run(bound(opts, new), name=cfg.ray.app_name, route_prefix="/")
     except Exception as exc:  # a bad edit: say so, keep serving as before
         say(f"SIGHUP: not resized ({exc})")
@@ -153,9 +153,9 @@ def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: s
     if cfg.server.audiosocket_port:
         raise SerError("--audiosocket-port is not served through Ray Serve (its proxy takes HTTP and WebSockets "
                        "only): run AudioSocket calls on a single-process ser-serve (--engine local)")
-    if cfg.ray.gateways > 1 and not redis_url:
-        raise SerError(f"--gateways {cfg.ray.gateways} needs --redis URL: without a shared results bus each replica's "
-                       "desk and /events would show only its own calls")
+    if max(cfg.ray.gateways, cfg.ray.max_gateways) > 1 and not redis_url:
+        raise SerError(f"--gateways {cfg.ray.gateways} (or [ray] max_gateways {cfg.ray.max_gateways}) needs --redis URL: "
+                       "without a shared results bus each replica's desk and /events would show only its own calls")
     opts = GatewayOptions(config_path=config_path, redis_url=redis_url or "", desk=desk, token=token,
                           log_dir=cfg.server.log_dir or None, max_calls=cfg.server.max_calls)
     proxy = proxy_kind(cfg, token)
