@@ -111,11 +111,6 @@ def settings(opts: GatewayOptions):
     return replace(cfg, server=server)
 
 
-def model_names(cfg) -> dict[str, str]:
-    return {"asr": "whisper (ray deployment)" if cfg.ray.whisper else "local",
-            "audio": f"{cfg.audio.model_path.name} (ray deployment)", "text": f"{cfg.text.model} (ray deployment)"}
-
-
 def gateway_models(cfg):
     """The replica's models: handles to the model deployments, or its own (``[ray] models``)."""
     from streamer.live.factory import Models, asr_factory, load_models, warm_up
@@ -129,8 +124,10 @@ def gateway_models(cfg):
     one = ModelDeploymentOptions()
     svc = connect(DeployOptions(audio=one, text=one, whisper=one if cfg.ray.whisper else None))
     factory = asr_factory(cfg, whisper=svc.asr_factory(cfg) if cfg.ray.whisper else None)
-    probe = factory()
-    names = {**model_names(cfg), "asr": f"{probe.name}{' (ray deployment)' if cfg.ray.whisper and 'whisper' in probe.name else ''}"}
+    asr = factory().name  # Vosk (a model on this node) or Whisper (its deployment, or this replica's)
+    remote = " (ray deployment)"
+    names = {"asr": asr + (remote if cfg.ray.whisper and asr.startswith("whisper") else ""),
+             "audio": cfg.audio.model_path.name + remote, "text": cfg.text.model + remote}
     return Models(None, None, factory, names, services=svc)
 
 

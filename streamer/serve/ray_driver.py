@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 
 from streamer.errors import SerError
 from streamer.serve.gateway import GatewayOptions, bound
@@ -38,8 +39,6 @@ def model_options(cfg):
     one = ModelDeploymentOptions(num_replicas=r.model_replicas, num_cpus=r.model_cpus, max_batch_size=r.max_batch_size,
                                  batch_wait_timeout_s=r.batch_wait_timeout_s,
                                  max_ongoing_requests=max(32, r.max_batch_size))
-    from dataclasses import replace
-
     whisper = replace(one, num_replicas=r.whisper_replicas, num_gpus=r.whisper_gpus) if r.whisper else None
     return DeployOptions(audio=one, text=one, whisper=whisper)
 
@@ -102,9 +101,9 @@ def deploy_all(cfg, opts: GatewayOptions, config_path: str | None = None) -> lis
 
     apps: list[str] = []
     if cfg.ray.models == "deployments":
-        mo = model_options(cfg)
+        mo = replace(model_options(cfg), config_path=config_path)
         t0 = time.monotonic()
-        deploy(mo.__class__(**{**mo.__dict__, "config_path": config_path}))
+        deploy(mo)
         apps += [mo.app_name, f"{mo.app_name}-text"] + ([f"{mo.app_name}-whisper"] if cfg.ray.whisper else [])
         say(f"model deployments up in {time.monotonic() - t0:.0f} s: audio, text"
             + (", whisper" if cfg.ray.whisper else "") + f" ({cfg.ray.model_replicas} replica(s) each)")
