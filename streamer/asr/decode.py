@@ -178,12 +178,14 @@ class Batcher:
         self.largest = 0
 
     @classmethod
-    def of(cls, handle: WhisperHandle) -> "Batcher":
+    def of(cls, handle: WhisperHandle):
+        """The handle's decoder: its ``decoder`` attribute, a Batcher made on first use (a
+        remote handle, such as the Ray deployment's, brings its own with a ``decode`` method)."""
         with cls._lock:
-            b = getattr(handle, "_batcher", None)
+            b = getattr(handle, "decoder", None)
             if b is None:
                 b = cls(handle, getattr(handle.options, "num_workers", 1))
-                handle._batcher = b
+                handle.decoder = b
             return b
 
     def decode(self, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool) -> list[Decoded]:

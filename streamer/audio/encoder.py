@@ -111,6 +111,7 @@ class WhisperHandle:
                 fix = f"give a faster-whisper model name or a CTranslate2 folder, or keep the default {EMBEDDED}"
             raise ModelError(f"cannot load Whisper model '{options.model}' ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {fix}") from exc
         self.options = options
+        self.decoder = None  # what decodes for the recognisers: a streamer.asr.decode.Batcher, made on first use
         log.info("Whisper model loaded: %s", options.model)
 
     @classmethod

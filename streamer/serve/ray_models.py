@@ -161,11 +161,11 @@ class RemoteDecoder:
 
 class RemoteWhisperHandle:
     """What ``streamer.asr.whisper.WhisperEngine`` needs of a ``WhisperHandle``: its options
-    (for the name) and its decoder (``decode`` looks up ``handle._batcher``)."""
+    (for the name) and its ``decoder`` (``streamer.asr.decode.Batcher.of`` uses it)."""
 
     def __init__(self, handle, options) -> None:
         self.options = options
-        self._batcher = RemoteDecoder(handle)
+        self.decoder = RemoteDecoder(handle)
 
 
 @dataclass
