@@ -163,7 +163,8 @@ def is_complete(log_path: Path) -> bool:
 _worker: dict = {}
 
 
-def _init_worker(config_path: str | None, overrides: dict) -> None:
+def init_worker(config_path: str | None, overrides: dict) -> None:
+    """Load this worker process's models once (``--jobs N``'s pool and ``--engine ray``'s tasks)."""
     from dataclasses import replace
 
     import torch
@@ -192,12 +193,12 @@ def run_batch(tasks: list[tuple[str, str, BatchOptions]], jobs: int, config_path
     """Analyse ``tasks`` in ``jobs`` processes (1: in this process); yields (path, error) as
     each file finishes."""
     if jobs <= 1:
-        _init_worker(config_path, overrides)
+        init_worker(config_path, overrides)
         for t in tasks:
             yield _work(t)
         return
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    with ctx.Pool(jobs, initializer=_init_worker, initargs=(config_path, overrides)) as pool:
+    with ctx.Pool(jobs, initializer=init_worker, initargs=(config_path, overrides)) as pool:
         yield from pool.imap_unordered(_work, tasks)

@@ -100,13 +100,13 @@ _cache: dict = {}  # per Ray worker process: the settings' key and the models lo
 
 
 def _load(config_path: str | None, overrides: dict) -> None:
-    """Load the models once per worker process and settings (as ``--jobs N``'s ``_init_worker``)."""
+    """Load the models once per worker process and settings (as ``--jobs N``'s worker initializer, ``batch.init_worker``)."""
     from streamer import batch
 
     key = json.dumps([config_path, overrides], sort_keys=True)
     if _cache.get("key") != key:
         _cache.clear()
-        batch._init_worker(config_path, overrides)
+        batch.init_worker(config_path, overrides)
         _cache.update(key=key, loads=_cache.get("loads", 0) + 1)
 
 
