@@ -142,7 +142,8 @@ def test_every_ablation_variant_builds_a_network():
     """ser-train --ablation compares these variants; each must be a valid change to the shipped net."""
     from streamer.audio.model import AudioEmotionNet
     from streamer.paths import model_dir
-    from streamer.train.recipe import ABLATION, ABLATION_BUDGET, load_config
+    from streamer.train.ablation import ABLATION, ABLATION_BUDGET
+    from streamer.train.recipe import load_config
 
     cfg = load_config(model_dir("audio-emotion") / "train.toml")
     assert len(ABLATION) == 4 and set(ABLATION_BUDGET) <= set(vars(cfg))

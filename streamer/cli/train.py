@@ -69,8 +69,9 @@ def main() -> int:
 
     import torch
 
+    from streamer.train.ablation import run_ablation
     from streamer.train.card import load_json, write_card
-    from streamer.train.recipe import load_config, run, run_ablation
+    from streamer.train.recipe import load_config, run
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     cfg = load_config(args.config)

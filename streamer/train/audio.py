@@ -1,7 +1,7 @@
 """Training and speaker-independent evaluation of the audio emotion network.
 
 ``fit`` trains one network with early stopping on validation speakers and calibrates it by
-temperature scaling on the same speakers. ``cross_validate`` runs leave-speakers-out folds
+temperature scaling on the same speakers. ``streamer.train.ablation.cross_validate`` runs leave-speakers-out folds
 over the evaluation corpus (RAVDESS actors): for each fold the test speakers are never
 seen, and validation speakers are drawn from the remaining ones. Other corpora (TESS) are
 training data only. Augmented copies live inside their clip, so they share its split.
