@@ -174,20 +174,9 @@ def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path
                     desks.append({a["id"]: a for a in (await r.json())["alerts"]})
             # --- calls held open on both replicas; one replica's process is killed
             # (one at a time until both replicas hold one: Ray's router balances on ongoing requests)
-            talking, owners = [], {}
-            for k in range(8):
-                cid = f"CA-L-{k}"
-                talking.append(asyncio.ensure_future(client.play_twilio(
-                    http, f"{base.replace('http', 'ws')}/twilio", long_customer, None, call_sid=cid)))
-                deadline = time.monotonic() + 30
-                while cid not in owners and time.monotonic() < deadline:  # its row's owner (with the heartbeats)
-                    async with http.get(f"{base}/api/calls") as r:
-                        for row in (await r.json())["calls"]:
-                            if row["call_id"] == cid and row.get("owner") and row.get("state") == "active":
-                                owners[cid] = row["owner"]
-                    await asyncio.sleep(0.3)
-                if len(set(owners.values())) == 2 and k >= 2:
-                    break
+            calls, owners = await calls_on_both_replicas(http, base, "CA-L", long_customer, most=8, least=3,
+                                                         wait_s=30)
+            talking = list(calls.values())
             for cid in owners:  # each is being analysed
                 await feed.wait(lambda e, c=cid: e.get("type") == "window" and e.get("call_id") == c, 60)
             victim = max(set(owners.values()), key=list(owners.values()).count)
@@ -289,6 +278,28 @@ def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path
     assert all(got["close_code"] == 1000 for got in results.values()), results
 
 
+async def calls_on_both_replicas(http, base: str, prefix: str, audio: np.ndarray, most: int, least: int,
+                                 wait_s: float) -> tuple[dict, dict]:
+    """Start calls ``<prefix>-0``, ``-1``, ... one at a time (Ray's router balances on the
+    ongoing requests it has seen), each once the last one's row names its replica, until both
+    replicas hold one and ``least`` are running, or ``most`` are. (call tasks, call id -> owner)"""
+    ws_url = f"{base.replace('http', 'ws')}/twilio"
+    calls, owners = {}, {}
+    for k in range(most):
+        cid = f"{prefix}-{k}"
+        calls[cid] = asyncio.ensure_future(client.play_twilio(http, ws_url, audio, None, call_sid=cid))
+        deadline = time.monotonic() + wait_s
+        while cid not in owners and time.monotonic() < deadline:  # its row's owner (with the heartbeats)
+            async with http.get(f"{base}/api/calls") as r:
+                for row in (await r.json())["calls"]:
+                    if row["call_id"] == cid and row.get("owner") and row.get("state") == "active":
+                        owners[cid] = row["owner"]
+            await asyncio.sleep(0.3)
+        if len(set(owners.values())) == 2 and len(calls) >= least:
+            break
+    return calls, owners
+
+
 def gateway_pids() -> list[int]:
     out = subprocess.run(["pgrep", "-f", REPLICA], capture_output=True, text=True).stdout.split()
     return [int(p) for p in out]
@@ -297,21 +308,8 @@ def gateway_pids() -> list[int]:
 async def scale_down(http, feed: Feed, base: str, proc, config: Path, speech: np.ndarray):
     """Calls held on both replicas, then ``[ray] gateways = 1`` and SIGHUP: the calls go on to
     their end; one replica goes once its calls are done. (results, replicas after, events, owners)"""
-    ws_url = f"{base.replace('http', 'ws')}/twilio"
-    audio = np.concatenate([speech] * 3)
-    calls, owners = {}, {}
-    for k in range(6):  # until both replicas hold one
-        cid = f"CA-D-{k}"
-        calls[cid] = asyncio.ensure_future(client.play_twilio(http, ws_url, audio, None, call_sid=cid))
-        deadline = time.monotonic() + 20
-        while cid not in owners and time.monotonic() < deadline:
-            async with http.get(f"{base}/api/calls") as r:
-                for row in (await r.json())["calls"]:
-                    if row["call_id"] == cid and row.get("owner") and row.get("state") == "active":
-                        owners[cid] = row["owner"]
-            await asyncio.sleep(0.3)
-        if len(set(owners.values())) == 2:
-            break
+    calls, owners = await calls_on_both_replicas(http, base, "CA-D", np.concatenate([speech] * 3), most=6, least=1,
+                                                 wait_s=20)
     config.write_text(config.read_text().replace("\ngateways = 2\n", "\ngateways = 1\n", 1)
                       .replace("max_gateways = 2", "max_gateways = 1"))
     os.kill(proc.pid, signal.SIGHUP)

@@ -164,14 +164,14 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         sub.close()
 
     task = asyncio.ensure_future(reader())
+    loop = asyncio.get_running_loop()
     max_s = registry.cfg.server.feed_max_s
-    until = asyncio.get_running_loop().time() + max_s if max_s else None
+    until = loop.time() + max_s if max_s else None
     try:
         while not ws.closed:
-            left = None if until is None else until - asyncio.get_running_loop().time()
-            event = await sub.get(timeout=max(0.0, left)) if left is not None else await sub.get()
+            event = await sub.get(timeout=None if until is None else max(0.0, until - loop.time()))
             if event is None:
-                if left is not None and until - asyncio.get_running_loop().time() <= 0 and not sub.closed:
+                if until is not None and loop.time() >= until and not sub.closed:
                     await close_ws(ws, WSCloseCode.GOING_AWAY, f"this feed is rotated every {max_s:g} s "
                                    "([server] feed_max_s): reconnect with ?since=<the last bus_id>")
                 break

@@ -98,6 +98,11 @@ def _pushed(call: Call | None) -> int:
     return sum(r.pushed for r in list(call.runners.values()))
 
 
+def _as_kept(ev: dict) -> dict:
+    """A bus event as the desk keeps it (without the stream's own stamps)."""
+    return {k: v for k, v in ev.items() if k not in ("bus_id", "segment")}
+
+
 class Desk:
     """The alerts of every call, and what the page shows. Runs on the event loop."""
 
@@ -155,14 +160,14 @@ class Desk:
             return
         if ev["type"] == "alert":
             if alert_id not in self.alerts:
-                self.alerts[alert_id] = {k: v for k, v in ev.items() if k not in ("bus_id", "segment")} | {"acked": None}
+                self.alerts[alert_id] = _as_kept(ev) | {"acked": None}
                 while len(self.alerts) > MAX_ALERTS:
                     self.alerts.popitem(last=False)
             return
         alert = self.alerts.get(alert_id)
         if alert is not None and alert["acked"] is None:  # acknowledged on another replica's desk
             alert["acked"] = {"time": ev.get("time"), "by": ev.get("by", "")}
-            self._log(alert["call_id"], {k: v for k, v in ev.items() if k not in ("bus_id", "segment")})
+            self._log(alert["call_id"], _as_kept(ev))
 
     async def stop(self) -> None:
         if self._bus_task is not None:
