@@ -363,7 +363,7 @@ def build(cls: type, raw: dict, path: str = "", what: str = "config"):
     >>> build(WhisperAsrConfig, {"beam": 2}, "asr.whisper")
     Traceback (most recent call last):
     ...
-    streamer.errors.ConfigError: config [asr.whisper]: unknown key 'beam' (known: no_speech_threshold, logprob_threshold, partial_interval_s, beam_size, preroll_s, hold_s, encode_s, drop_anomalous)
+    streamer.errors.ConfigError: config [asr.whisper]: unknown key 'beam' (known: no_speech_threshold, logprob_threshold, partial_interval_s, beam_size, preroll_s, hold_s, encode_s, drop_anomalous, text_gate)
     """
     where = f"{what} [{path}]" if path else what
     hints = typing.get_type_hints(cls)

@@ -14,6 +14,9 @@
 - ``skip(window)`` (optional): the window is dropped unanalysed (the stream fell behind); the
   engine keeps its place in the utterance without the work, so the utterance's end still
   hears every word.
+- ``text_skipped()`` (optional): why the words last given out (by ``words_for`` or
+  ``end_utterance``) should not be read by the text model, by the recogniser's own evidence
+  (``streamer.asr.reliability``: ``language``, ``low_confidence``, ...), or None.
 - ``flush()`` at end of stream, ``reset()`` to start over.
 """
 
@@ -44,3 +47,14 @@ def inside(words: list[Word], start: int, end: int) -> list[Word]:
     (['a', 'b'], ['c'])
     """
     return [w for w in words if start <= (w.start + w.end) // 2 < end]
+
+
+def skipped_reason(engine: object) -> str | None:
+    """The engine's ``text_skipped()`` for the words it gave out last; None for an engine
+    without a text gate.
+
+    >>> skipped_reason(object()) is None
+    True
+    """
+    judge = getattr(engine, "text_skipped", None)
+    return judge() if judge is not None else None

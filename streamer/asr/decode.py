@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from streamer.asr.reliability import Evidence, TextGateConfig, compression_ratio, mean_conf
 from streamer.audio import SAMPLE_RATE
 from streamer.audio.encoder import WhisperHandle
 from streamer.errors import check
@@ -31,6 +32,7 @@ class WhisperAsrConfig:
     hold_s: float = 0.2  # a word ending this close to a window's end waits for more audio
     encode_s: float = 10.0  # audio length the encoder sees (speech + silence); Whisper's own is 30
     drop_anomalous: bool = True  # drop segments whose words look invented
+    text_gate: TextGateConfig = TextGateConfig()  # [asr.whisper.text_gate]: when the words are not read
 
     def __post_init__(self) -> None:
         s = "asr.whisper"
@@ -75,8 +77,22 @@ def _tokenizer(handle: WhisperHandle):
 Decoded = tuple[str, float, float, float]  # a decoded word: text, start s, end s, probability
 
 
+class Decoding(list):
+    """A decode's words (a list of :data:`Decoded`, as before) and the decoder's own
+    :class:`~streamer.asr.reliability.Evidence` about them (``evidence``; None where a
+    decoder does not say, such as a remote one that returns plain lists)."""
+
+    def __init__(self, words=(), evidence: Evidence | None = None) -> None:
+        super().__init__(words)
+        self.evidence = evidence
+
+    def __reduce__(self):  # pickles (Ray) with its evidence
+        return (Decoding, (list(self), self.evidence))
+
+
 def decode(handle: WhisperHandle, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool = True) -> list[Decoded]:
-    """Words of ``x`` (16 kHz float32, at most 30 s) as (text, start s, end s, probability).
+    """Words of ``x`` (16 kHz float32, at most 30 s) as (text, start s, end s, probability);
+    a :class:`Decoding` (with its ``evidence``) from this process's model.
 
     Without ``timestamps`` every word spans the whole input and has probability 1. Calls from
     several threads (streams) that overlap are decoded together (:class:`Batcher`).
@@ -103,28 +119,39 @@ def decode_batch(handle: WhisperHandle, items: list[tuple[np.ndarray, bool]], cf
     max_new = int(max(len(x) for x, _ in items) / SAMPLE_RATE * 8) + 12  # fast speech is ~5 tokens/s; a loop runs on
     results = model.model.generate(enc, [prompt] * len(items), beam_size=cfg.beam_size, max_length=len(prompt) + max_new,
                                    return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1])
+    gate = cfg.text_gate
+    langs = None
+    if gate.enabled and gate.detect_language and model.model.is_multilingual:
+        langs = model.model.detect_language(enc)  # one decoder step per input
     frames = np.asarray(enc) if len(items) > 1 else None
     out = []
     for k, ((x, timestamps), res) in enumerate(zip(items, results)):
         own = enc if frames is None else ctranslate2.StorageView.from_array(np.ascontiguousarray(frames[k: k + 1]))
-        out.append(_words(handle, x, res, own, cfg, timestamps))
+        top = tuple((lang.strip("<|>"), float(p)) for lang, p in langs[k][:5]) if langs is not None else ()
+        out.append(_words(handle, x, res, own, cfg, timestamps, top))
     return out
 
 
-def _words(handle: WhisperHandle, x: np.ndarray, res, enc, cfg: WhisperAsrConfig, timestamps: bool) -> list[Decoded]:
-    """One input's words from its decoding result and its encoder output (batch of one)."""
+def _words(handle: WhisperHandle, x: np.ndarray, res, enc, cfg: WhisperAsrConfig, timestamps: bool,
+           languages: tuple[tuple[str, float], ...] = ()) -> Decoding:
+    """One input's words from its decoding result and its encoder output (batch of one),
+    with the decode's evidence (mean log-probability, no-speech probability, compression
+    ratio of all its text, its words' mean probability, the detected languages)."""
     tok = _tokenizer(handle)
     dur = len(x) / SAMPLE_RATE
     ids = res.sequences_ids[0]
     n_tok = len(ids)
     avg_logprob = res.scores[0] * n_tok / (n_tok + 1) if n_tok else 0.0
-    if res.no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold:
-        return []
     segments = _segments(ids, tok.timestamp_begin, tok.eot, dur)
+    text = " ".join(tok.decode(seg).strip() for seg in segments)
+    evidence = Evidence(len(text.split()), float(avg_logprob), float(res.no_speech_prob), compression_ratio(text),
+                        None, languages)
+    if res.no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.logprob_threshold:
+        return Decoding([], evidence)
     if not segments:
-        return []
+        return Decoding([], evidence)
     if not timestamps:
-        return [(w, 0.0, dur, 1.0) for seg in segments for w in tok.decode(seg).split()]
+        return Decoding([(w, 0.0, dur, 1.0) for seg in segments for w in tok.decode(seg).split()], evidence)
     out: list[Decoded] = []
     # One alignment over all text; words go back to their segments by token count.
     aligned = handle.model.find_alignment(tok, [[t for seg in segments for t in seg]], enc, len(x) // 160)[0]
@@ -141,7 +168,8 @@ def _words(handle: WhisperHandle, x: np.ndarray, res, enc, cfg: WhisperAsrConfig
             log.debug("dropped words that look invented: %s", " ".join(w[0] for w in seg))
             continue
         out.extend(seg)
-    return _without_loop(out)
+    conf = mean_conf(p for seg in by_segment for _, _, _, p in seg)
+    return Decoding(_without_loop(out), replace(evidence, word_conf=conf))
 
 
 @dataclass
@@ -207,7 +235,7 @@ class Batcher:
                     self._cond.wait()
         if req.error is not None:
             raise req.error
-        return req.result or []
+        return req.result if req.result is not None else Decoding()  # an empty decode keeps its evidence
 
     def _take(self) -> list[_Request]:
         """The oldest request and those queued with the same settings, up to max_batch."""

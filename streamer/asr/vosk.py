@@ -31,6 +31,7 @@ from streamer.audio import SAMPLE_RATE
 from streamer.errors import MissingDependency, ModelError
 from streamer.live.messages import Chunk, Window, Word
 from streamer.asr.base import inside
+from streamer.asr.reliability import Evidence, TextGateConfig, mean_conf, text_skipped
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,15 @@ def shared_model(path: str | Path):
 class VoskEngine:
     """One stream's Vosk recogniser over the process-wide model (see :mod:`streamer.asr.base`)."""
 
-    def __init__(self, model_path: str | Path) -> None:
+    def __init__(self, model_path: str | Path, text_gate: TextGateConfig = TextGateConfig()) -> None:
+        self.text_gate = text_gate  # Vosk's evidence is its words' confidences (min_word_conf)
         self.model = shared_model(model_path)
         self.model_path = Path(model_path).expanduser().resolve()
         self.name = f"vosk ({self.model_path})"
         self.reset()
 
     def reset(self) -> None:
+        self._skipped: str | None = None
         self._final: list[Word] = []
         self._given_until = 0  # end of the last window given words
         self._utt_from: int | None = None  # start of the current utterance's first window
@@ -149,7 +152,16 @@ class VoskEngine:
             self._utt_from = window.start
         self._final = [w for w in self._final if (w.start + w.end) // 2 >= self._utt_from]  # bounded
         self._given_until = window.end
-        return self._known(window.start, window.end)
+        return self._judged(self._known(window.start, window.end))
+
+    def _judged(self, words: list[Word]) -> list[Word]:
+        """``words``, given out now: the text gate judges them by their mean confidence."""
+        self._skipped = text_skipped(Evidence(len(words), word_conf=mean_conf(w.conf for w in words)), self.text_gate)
+        return words
+
+    def text_skipped(self) -> str | None:
+        """Why the words last given out should not be read (a low mean confidence), or None."""
+        return self._skipped
 
     def end_utterance(self, end: int) -> list[Word]:
         """All words of the utterance, from its first window to ``end``: Vosk finishes the
@@ -159,7 +171,7 @@ class VoskEngine:
         words = inside(self._final, start, end)
         self._final = [w for w in self._final if (w.start + w.end) // 2 >= end]
         self._given_until, self._utt_from = max(self._given_until, end), None
-        return sorted(words, key=lambda w: w.start)
+        return self._judged(sorted(words, key=lambda w: w.start))
 
     def _finish(self) -> None:
         """Vosk's final result for all audio taken (the last, short block included)."""

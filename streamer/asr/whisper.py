@@ -17,7 +17,11 @@ padding the decoder tends to loop; measured in bench/README.md).
 Whisper invents words on silence and noise, so a window is only decoded when the VAD found
 speech in it, a window whose no-speech probability is high and whose mean log-probability is
 low is dropped (Whisper's own rule), as are segments whose words look invented (very low
-probability, implausible durations) and windows of near-silence. For the display, the audio
+probability, implausible durations) and windows of near-silence. Words that survive may
+still be unreadable (speech in another language comes out as English-looking words): each
+decode's evidence (language, mean log-probability, no-speech probability, compression ratio,
+word probabilities) goes through the text gate (``streamer.asr.reliability``), and
+:meth:`WhisperEngine.text_skipped` says why the words just given out should not be read. For the display, the audio
 since the last closed window is re-decoded at a bounded rate, only while the ASR thread is
 idle.
 """
@@ -29,6 +33,7 @@ import time
 import numpy as np
 
 from streamer.asr.decode import WhisperAsrConfig, _clamp_first, decode
+from streamer.asr.reliability import Evidence, text_skipped
 from streamer.audio import SAMPLE_RATE
 from streamer.audio.encoder import WhisperHandle
 from streamer.live.messages import Chunk, Window, Word
@@ -62,6 +67,9 @@ class WhisperEngine:
         self._utt_done = 0  # words whose middle is before this were given out
         self._utt_until = 0  # end of its last window
         self._utt_whole: list[Word] | None = None  # its words from a decode of all of it
+        self._utt_whole_skipped: str | None = None  # the text gate's reason for those words
+        self._evidence: Evidence | None = None  # what the last timed decode said of its words
+        self._skipped: str | None = None  # the text gate's reason for the words last given out
         self._open: list[np.ndarray] = []  # audio since the last closed window
         self._open_start = 0
         self._open_len = 0
@@ -141,8 +149,14 @@ class WhisperEngine:
         if end > self._utt_until or self._utt_whole is None:
             self._take(end, hold=False)
         words = self._utt_whole or []
+        self._skipped = self._utt_whole_skipped
         self._utt = None
         return words
+
+    def text_skipped(self) -> str | None:
+        """Why the words last given out (by ``words_for`` or ``end_utterance``) should not be
+        read by the text model (``streamer.asr.reliability.REASONS``), or None."""
+        return self._skipped
 
     def _start_utterance(self, window: Window) -> None:
         self._utt = window.utterance
@@ -158,10 +172,14 @@ class WhisperEngine:
         start = max(self._utt_from, first, end - 29 * SAMPLE_RATE)
         end = min(end, self._recent_end)
         if end - start <= 0:
+            self._skipped = None
             return []
+        self._evidence = None
         whole = [Word(w.word, max(w.start, self._utt_start), max(w.end, self._utt_start + 1), w.conf)  # not before the utterance
                  for w in self._transcribe(self._recent[start - first: end - first], start, timestamps=True)]
+        self._skipped = text_skipped(self._evidence, self.cfg.text_gate)
         self._utt_whole = None if hold else whole
+        self._utt_whole_skipped = self._skipped
         words = [w for w in whole if (w.start + w.end) // 2 >= self._utt_done]
         last = self._utt_last
         if words and last is not None and words[0].word == last.word and words[0].start < last.end:
@@ -189,7 +207,10 @@ class WhisperEngine:
             return []
         words: list[Word] = []
         end = offset + len(samples)
-        for text, s0, s1, p in _clamp_first(decode(self.handle, x, self.cfg, timestamps)):
+        decoded = decode(self.handle, x, self.cfg, timestamps)
+        if timestamps:
+            self._evidence = getattr(decoded, "evidence", None)  # a remote decoder may not say
+        for text, s0, s1, p in _clamp_first(decoded):
             s = offset + int(round(s0 * SAMPLE_RATE))
             e = max(s + 1, offset + int(round(s1 * SAMPLE_RATE)))
             for part in asr_style(text).split():  # "2nd" -> "second"; "it's" stays one word

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.asr.base import AsrEngine
+from streamer.asr.base import AsrEngine, skipped_reason
 from streamer.audio import SAMPLE_RATE
 from streamer.core.services import Services
 from streamer.dims import all_dims
@@ -140,6 +140,7 @@ class StreamSession:
                                self.s.block_when_full, on_drop=self._dropped, kind_of=_kind)
         self._open_utts: dict[int, list[WindowResult]] = {}  # window results of utterances not closed yet
         self._heard: dict[int, list[Word]] = {}  # the recogniser's words of closed utterances
+        self._heard_skipped: dict[int, str | None] = {}  # the text gate's reason for those words
         self.status = Status()
         self.results = self.utterances = self.words = 0
         self.error: str | None = None
@@ -267,10 +268,12 @@ class StreamSession:
         w = item.window
         t1 = time.perf_counter()
         words: list[Word] = []
+        skipped: str | None = None
         asr_ms = 0.0
         if self.asr is not None:
             try:
                 words = self.asr.words_for(w)
+                skipped = skipped_reason(self.asr)  # the recogniser's words are not to be read
             except Exception:
                 log.exception("speech recognition failed on window %d", w.index)
                 self.counters.add("asr_errors")
@@ -285,7 +288,7 @@ class StreamSession:
         audio_wait_ms = (time.perf_counter() - t0) * 1e3
         t2 = time.perf_counter()
         text = None
-        if words and self.services.text is not None:
+        if words and self.services.text is not None and skipped is None:
             text = self.services.text(" ".join(x.word for x in words))
         t3 = time.perf_counter()
         fused = self.fuser.fuse(audio, text)
@@ -299,7 +302,7 @@ class StreamSession:
                               latency, self.s.channel,
                               {"audio": getattr(item.audio, "compute_ms", audio_wait_ms), "asr": asr_ms,
                                "wait_audio": audio_wait_ms, "text": (t3 - t2) * 1e3, "fusion": (time.perf_counter() - t3) * 1e3},
-                              r_label, r_emoji, r_conf, uncertain, all_dims(audio, text, fused), w.utterance)
+                              r_label, r_emoji, r_conf, uncertain, all_dims(audio, text, fused), w.utterance, skipped)
         self.results += 1
         self.words += len(words)
         self.latencies.append(latency)
@@ -312,6 +315,7 @@ class StreamSession:
         if self.asr is not None:
             try:
                 heard = self.asr.end_utterance(end.end)
+                self._heard_skipped[end.index] = skipped_reason(self.asr)
             except Exception:
                 log.exception("speech recognition failed at the end of utterance %d", end.index)
                 self.counters.add("asr_errors")
@@ -325,23 +329,29 @@ class StreamSession:
             if upto is not None and index > upto:
                 break
             self._utterance(index, self._open_utts.pop(index), self._heard.pop(index, []),
-                            end if index == upto else None)
+                            end if index == upto else None, self._heard_skipped.pop(index, None))
         for index in [i for i in self._heard if upto is None or i <= upto]:
             del self._heard[index]  # an utterance all of whose windows were dropped
+        for index in [i for i in self._heard_skipped if upto is None or i <= upto]:
+            del self._heard_skipped[index]
 
-    def _utterance(self, index: int, windows: list[WindowResult], heard: list[Word], end: int | None) -> None:
-        """``heard``: the recogniser's words of the whole utterance (none: its windows' words)."""
+    def _utterance(self, index: int, windows: list[WindowResult], heard: list[Word], end: int | None,
+                   heard_skipped: str | None = None) -> None:
+        """``heard``: the recogniser's words of the whole utterance (none: its windows' words);
+        ``heard_skipped``: the text gate's reason not to read them (without them: the first
+        reason of its windows)."""
         words = tuple(heard) if heard else tuple(x for r in windows for x in r.words)
+        skipped = heard_skipped if heard else next((r.text_skipped for r in windows if r.text_skipped), heard_skipped)
         span = np.array([r.end - r.start for r in windows], float)
         audio = as_probs(sum(k * as_vector(r.audio) for k, r in zip(span / span.sum(), windows)))
         text = None
-        if words and self.services.text is not None:
+        if words and self.services.text is not None and skipped is None:
             text = self.services.text(" ".join(x.word for x in words))
         fused = self.fuser.fuse(audio, text)
         label, emoji, conf = top(fused)
         result = UtteranceResult(index, windows[0].start, max(end or 0, windows[-1].end, words[-1].end if words else 0),
                                  tuple(r.index for r in windows), words, audio, text, fused, label, emoji, conf,
-                                 self.fuser.is_uncertain(fused), all_dims(audio, text, fused), self.s.channel)
+                                 self.fuser.is_uncertain(fused), all_dims(audio, text, fused), self.s.channel, skipped)
         self.utterances += 1
         self._emit(result)
 

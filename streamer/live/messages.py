@@ -66,7 +66,9 @@ class WindowResult:
     ``label``, ``emoji`` and ``confidence`` are the window's own fused result (``label`` is
     the argmax of ``fused``); the rolling emotion is ``rolling`` and ``rolling_*``.
     ``dims`` holds arousal/valence per branch (``streamer.dims``); ``uncertain`` is true when
-    the fused confidence is below ``[fusion] min_confidence``.
+    the fused confidence is below ``[fusion] min_confidence``. ``text_skipped`` says why the
+    text branch gave no opinion on words the recogniser heard (``streamer.asr.reliability``:
+    ``language``, ``low_confidence``, ``no_speech``, ``repetitive``), None when it read them.
     """
 
     index: int
@@ -89,6 +91,7 @@ class WindowResult:
     uncertain: bool = False
     dims: dict = field(default_factory=dict)
     utterance: int = 0
+    text_skipped: str | None = None
 
     @property
     def transcript(self) -> str:
@@ -105,7 +108,8 @@ class WindowResult:
                "uncertain": self.uncertain, "dims": _round_dims(self.dims),
                "rolling_label": self.rolling_label, "rolling_emoji": self.rolling_emoji,
                "rolling_confidence": round(self.rolling_confidence, 4),
-               "latency_ms": round(self.latency_ms, 1), "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}}
+               "latency_ms": round(self.latency_ms, 1), "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+               "text_skipped": self.text_skipped}
         if self.channel is not None:
             rec["channel"] = self.channel
         return rec
@@ -115,7 +119,8 @@ class WindowResult:
 class UtteranceResult:
     """One utterance (VAD speech segment, closed at least every ``[live] utterance_max_s``):
     the session log's ``utterance`` record. The text branch reads the whole utterance; the
-    audio opinion is the length-weighted mean of its windows'."""
+    audio opinion is the length-weighted mean of its windows'. ``text_skipped``: as for a
+    window, for the utterance's words."""
 
     index: int
     start: int
@@ -131,6 +136,7 @@ class UtteranceResult:
     uncertain: bool
     dims: dict
     channel: str | None = None
+    text_skipped: str | None = None
 
     @property
     def transcript(self) -> str:
@@ -144,7 +150,7 @@ class UtteranceResult:
                "probs": {"audio": _round(self.audio), "text": _round(self.text) if self.text else None,
                          "fused": _round(self.fused)},
                "label": self.label, "emoji": self.emoji, "confidence": round(self.confidence, 4),
-               "uncertain": self.uncertain, "dims": _round_dims(self.dims)}
+               "uncertain": self.uncertain, "dims": _round_dims(self.dims), "text_skipped": self.text_skipped}
         if self.channel is not None:
             rec["channel"] = self.channel
         return rec

@@ -5,7 +5,10 @@ refresh at its own pace. The plain one-line forms used when stdout is not a term
 
 Each transcript line and each mark of the "recent windows" strip carries its own window's (or
 utterance's) emotion; an uncertain one (fused confidence below ``[fusion] min_confidence``)
-shows a dim "?" instead. The big panel is the rolling emotion, and says so.
+shows a dim "?" instead. The big panel is the rolling emotion, and says so. Words the text
+branch did not read (the recogniser's own evidence says they are unreliable: another
+language, low confidence) are marked "text skipped: <why>" on their transcript line, and the
+probabilities panel's text column says "skipped" with the reason in its title.
 
 The layout is made for the terminal's size when it is drawn (:func:`layout`, :func:`fit`):
 where the panels do not all fit, decoration goes first (blank rows, the model names, the
@@ -29,6 +32,7 @@ from streamer.audio import SAMPLE_RATE
 from streamer.dims import dims as dims_of
 from streamer.labels import EMOJI, LABELS
 from streamer.live.messages import UtteranceResult, WindowResult
+from streamer.ui.lines import skipped_note
 from streamer.ui.fit import LABEL_CELLS, PERCENT_CELLS, Fit, Sized, VRule, fit, frame, left_width, one_line
 from streamer.ui.state import Snapshot
 
@@ -194,9 +198,12 @@ def prob_table(r: WindowResult | None, width: int = 80, dims: bool = True, gap: 
         return one_line(t)
 
     lines = [row(Text(" " * LABEL_CELLS), (Text(name.center(cell), style="bold") for name in ("audio", "text", "fused")))]
-    for k in LABELS:
+    skipped = getattr(r, "text_skipped", None)
+    for i, k in enumerate(LABELS):
         cells = [none if p is None else Text(((f"{bar(p[k], n)} " if n else "") + f"{p[k]:4.0%}").rjust(cell),
                                              style=COLORS[k]) for p in branches]
+        if skipped and i < 2:  # the text column says why it is empty: "skipped", then the reason
+            cells[1] = Text(("skipped" if i == 0 else skipped.replace("_", " "))[:cell].rjust(cell), style="yellow")
         lines.append(row(Text(f"{EMOJI[k]} {k:<8}"), cells))
     if r is not None and dims:
         d = branch_dims(r)
@@ -225,16 +232,24 @@ class Probabilities:
 def prob_title(r: WindowResult | None) -> Text:
     if r is None:
         return Text("probabilities (last window)")
-    return Text.assemble("probabilities (last window: ", own(r), ")")
+    note = skipped_note(r)
+    return Text.assemble("probabilities (last window: ", own(r), f"; {note})" if note else ")")
+
+
+def skipped_text(r: WindowResult | UtteranceResult) -> Text:
+    """The transcript line's marker for words the text branch did not read ("" when read)."""
+    note = skipped_note(r)
+    return Text(f"  [{note}]", style="yellow") if note else Text("")
 
 
 def window_text(r: WindowResult, style: str = "white") -> Text:
-    return Text.assemble((f"{r.start / SAMPLE_RATE:7.1f}s ", "dim"), mark(r), " ", (r.transcript or "·", style))
+    return Text.assemble((f"{r.start / SAMPLE_RATE:7.1f}s ", "dim"), mark(r), " ", (r.transcript or "·", style),
+                         skipped_text(r))
 
 
 def utterance_text(u: UtteranceResult) -> Text:
     return Text.assemble((f"{u.start / SAMPLE_RATE:7.1f}s ", "dim"), mark(u), " ", (u.transcript or "·", "bold white"),
-                         (f"  {u.confidence:.0%}", UNCERTAIN))
+                         (f"  {u.confidence:.0%}", UNCERTAIN), skipped_text(u))
 
 
 def transcript_lines(s: Snapshot) -> list[Text]:

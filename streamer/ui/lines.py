@@ -13,6 +13,17 @@ def _dims_text(d: dict | None) -> str:
     return "" if not d else f"a{d['arousal']:+.2f} v{d['valence']:+.2f}"
 
 
+def skipped_note(r: WindowResult | UtteranceResult) -> str:
+    """Why the text branch gave no opinion on the words, for people; "" when it read them.
+
+    >>> class R: text_skipped = "low_confidence"
+    >>> skipped_note(R())
+    'text skipped: low confidence'
+    """
+    reason = getattr(r, "text_skipped", None)
+    return f"text skipped: {reason.replace('_', ' ')}" if reason else ""
+
+
 def _own_plain(r: WindowResult | UtteranceResult) -> str:
     if r.uncertain:
         return f"?  {r.label:<8} {r.confidence:4.0%} uncertain"
@@ -26,6 +37,8 @@ def window_line(r: WindowResult) -> str:
     if isinstance(r, UtteranceResult):
         return utterance_line(r)
     text = "" if r.text is None else f" text {max(r.text, key=r.text.get)}"
+    if skipped_note(r):
+        text = f" ({skipped_note(r)})"
     audio = max(r.audio, key=r.audio.get)
     rolling = ""
     if r.rolling_label:
@@ -41,7 +54,8 @@ def utterance_line(u: UtteranceResult) -> str:
     dims = _dims_text((u.dims or {}).get("fused"))
     n = len(u.windows)
     return (f"utterance {u.index} [{u.start / SAMPLE_RATE:7.2f}-{u.end / SAMPLE_RATE:7.2f}s] {_own_plain(u)}"
-            f"{'  ' + dims if dims else ''}  ({n} window{'s' if n != 1 else ''})  | {u.transcript}")
+            f"{'  ' + dims if dims else ''}  ({n} window{'s' if n != 1 else ''}"
+            f"{'; ' + skipped_note(u) if skipped_note(u) else ''})  | {u.transcript}")
 
 
 def plain_line(r: WindowResult | UtteranceResult) -> str:
