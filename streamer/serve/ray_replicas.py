@@ -109,9 +109,13 @@ class _AudioModel:
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    def _run(self, windows: list[bytes]) -> list[dict[str, float]]:
+    def _run(self, windows: list) -> list[dict[str, float]]:
+        """Each window: PCM bytes, or (PCM bytes, stream key) for a model that adapts per stream."""
+        from streamer.core.services import AudioRequest
+
         self.stats.add(len(windows))
-        return self.model.predict_batch([pcm_samples(w) for w in windows], SAMPLE_RATE)
+        items = [AudioRequest(pcm_samples(w[0]), w[1]) if isinstance(w, tuple) else pcm_samples(w) for w in windows]
+        return self.model.predict_batch(items, SAMPLE_RATE)
 
     async def predict(self, windows: list[bytes]) -> list[dict[str, float]]:
         return await asyncio.to_thread(self._run, windows)

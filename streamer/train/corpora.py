@@ -11,6 +11,8 @@ what it skipped, so any folder of any supported corpus can be read.
 'surprise'
 >>> parse("03a01Lb.wav")
 Skip(corpus='emodb', reason='label outside the set: boredom')
+>>> c = parse("samples/WR0_surprised_64.ogg"); c.label, c.speaker, c.corpus
+('surprise', 'nemo:WR0', 'nemo')
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ _EMODB_CODES = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": 
 _EMOVO = re.compile(r"^(dis|gio|neu|pau|rab|sor|tri)-([fm]\d)-([a-z]+\d*)$")
 _EMOVO_CODES = {"dis": "disgust", "gio": "joy", "neu": "neutral", "pau": "fear", "rab": "anger", "sor": "surprise", "tri": "sadness"}
 
+# nEMO (Christop 2024, Polish): "<speaker>_<emotion>_<n>", speakers two letters and a digit.
+_NEMO = re.compile(r"^([A-Z]{2}\d)_(anger|fear|happiness|neutral|sadness|surprised)_(\d+)$")
+
 # URDU (Latif et al. 2018): "SM1_F10_A010": speaker S+gender+number, file, emotion letter + index.
 _URDU = re.compile(r"^(S[MF]\d+)_F\d+_([AHNS])\d+$")
 _URDU_CODES = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}
@@ -106,6 +111,8 @@ def parse(path: str | Path) -> Clip | Skip | None:
         return _make(path, "emodb", m.group(1), _EMODB_CODES[m.group(3)])
     if m := _EMOVO.match(stem):
         return _make(path, "emovo", m.group(2), _EMOVO_CODES[m.group(1)])
+    if m := _NEMO.match(stem):
+        return _make(path, "nemo", m.group(1), m.group(2))
     if m := _URDU.match(stem):
         return _make(path, "urdu", m.group(1), _URDU_CODES[m.group(2)])
     return None

@@ -71,15 +71,18 @@ def predict_clips(model: AudioEmotion, clips: Sequence[Clip], load: Loader = loa
     return Predictions(kept, np.array(probs, np.float32) if probs else empty, np.array(raw, np.float32) if raw else empty, skipped)
 
 
+KEYS = ("ua", "ua_present", "labels_present", "wa", "macro_f1", "ece", "n", "skipped", "per_class_recall", "dims")
+
+
 def eval_report(pred: Predictions) -> dict:
     """``ser-eval``'s JSON: overall, per corpus, confusion."""
     overall = pred.report()
     per_corpus = {}
     for corpus in sorted({c.corpus for c in pred.clips}):
         rep = pred.subset([c.corpus == corpus for c in pred.clips]).report()
-        per_corpus[corpus] = {k: rep[k] for k in ("ua", "wa", "macro_f1", "ece", "n", "skipped", "per_class_recall")}
+        per_corpus[corpus] = {k: rep[k] for k in KEYS}
     return {
-        "overall": {k: overall[k] for k in ("ua", "wa", "macro_f1", "ece", "n", "skipped", "per_class_recall")},
+        "overall": {k: overall[k] for k in KEYS},
         "per_corpus": per_corpus,
         "confusion": overall["confusion"],
         "skipped_reasons": dict(pred.skipped),

@@ -73,6 +73,53 @@ def expected_calibration_error(probs: NDArray, y_true: Sequence[int], bins: int 
     return float(ece)
 
 
+def present_argmax(probs: NDArray, y_true: Sequence[int]) -> NDArray[np.int64]:
+    """Predicted labels when only the labels present in ``y_true`` may be chosen (the argmax
+    over those columns): how cross-corpus papers score a corpus with fewer labels.
+
+    >>> present_argmax(np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]), [1, 2]).tolist()
+    [1, 2]
+    """
+    probs = np.asarray(probs, dtype=float)
+    present = np.unique(np.asarray(list(y_true), int))
+    if len(probs) == 0 or len(present) == 0:
+        return np.zeros(len(probs), int)
+    return present[probs[:, present].argmax(axis=1)]
+
+
+def ua_present(probs: NDArray, y_true: Sequence[int]) -> float:
+    """UA with the argmax restricted to the labels the set has (:func:`present_argmax`).
+
+    >>> ua_present(np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]), [1, 2])
+    1.0
+    """
+    y = list(y_true)
+    n = np.asarray(probs).shape[1] if np.asarray(probs).ndim == 2 else len(LABELS)
+    return unweighted_accuracy(confusion(y, present_argmax(probs, y), n))
+
+
+def dims_correlation(probs: NDArray, y_true: Sequence[int]) -> dict[str, float | None]:
+    """Pearson r between the predicted arousal / valence (:func:`streamer.dims.dims` of each
+    row) and the circumplex position of each clip's true label (``streamer.dims.COORDS``);
+    None where the labels present do not vary along that axis.
+
+    >>> p = np.eye(len(LABELS))
+    >>> {k: round(v, 3) for k, v in dims_correlation(p, range(len(LABELS))).items()}
+    {'arousal': 1.0, 'valence': 1.0}
+    """
+    from streamer.dims import COORDS, dims
+
+    probs = np.asarray(probs, dtype=float).reshape(-1, len(LABELS))
+    y = np.asarray(list(y_true), int)
+    out: dict[str, float | None] = {}
+    for axis, name in enumerate(("arousal", "valence")):
+        truth = np.array([COORDS[LABELS[k]][axis] for k in y])
+        pred = np.array([dims(dict(zip(LABELS, row)))[name] for row in probs])
+        ok = len(y) > 2 and truth.std() > 0 and pred.std() > 0
+        out[name] = float(np.corrcoef(truth, pred)[0, 1]) if ok else None
+    return out
+
+
 def summary(probs: NDArray, y_true: Sequence[int], skipped: int = 0) -> dict:
     """The report of one evaluation: the keys of ``ser-eval``'s JSON."""
     probs = np.asarray(probs, dtype=float).reshape(-1, len(LABELS))
@@ -81,6 +128,8 @@ def summary(probs: NDArray, y_true: Sequence[int], skipped: int = 0) -> dict:
     recall = per_class_recall(m)
     return {
         "ua": unweighted_accuracy(m),
+        "ua_present": ua_present(probs, y_true) if len(probs) else float("nan"),
+        "labels_present": [LABELS[k] for k in sorted(set(int(v) for v in y_true))],
         "wa": weighted_accuracy(m),
         "macro_f1": macro_f1(m),
         "ece": expected_calibration_error(probs, y_true),
@@ -88,6 +137,7 @@ def summary(probs: NDArray, y_true: Sequence[int], skipped: int = 0) -> dict:
         "skipped": int(skipped),
         "per_class_recall": {lab: (None if np.isnan(r) else float(r)) for lab, r in zip(LABELS, recall)},
         "confusion": {"labels": list(LABELS), "matrix": m.tolist()},
+        "dims": dims_correlation(probs, y_true) if len(probs) else {"arousal": None, "valence": None},
     }
 
 

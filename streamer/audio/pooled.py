@@ -1,0 +1,227 @@
+"""PooledEmotion: the audio branch as a linear head over pooled encoder statistics.
+
+A window of prepared speech (silence trimmed, level normalised, cut as the live pipeline
+cuts it) plus 0.5 s of silence goes through each pretrained encoder the model names
+(Whisper tiny.en and Whisper base by default); the window's row is the mean and standard
+deviation over time of each encoder's frames and of 18 prosody frames. The row is
+standardised (by the training prior, or by a stream's running statistics:
+:mod:`streamer.audio.adapt`), a multinomial logistic regression gives logits, one
+temperature calibrates them, and the windows of a longer input are averaged by length.
+
+It needs no torch: numpy and the CTranslate2 encoders only. The recipe that chose it
+(leave-one-corpus-out over three corpora) is in ``models/audio-emotion/MODEL_CARD.md``.
+
+>>> rows = [np.ones((4, 2)), np.zeros((6, 2))]
+>>> stats_row(rows).tolist()
+[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from streamer.audio import SAMPLE_RATE
+from streamer.audio.adapt import AdaptOptions, Moments, RunningNorm
+from streamer.audio.features import prosody_frames, split_windows
+from streamer.errors import ModelError
+from streamer.labels import LABELS
+
+log = logging.getLogger(__name__)
+
+HEAD_FILE = "head.npz"
+KIND = "pooled"
+
+
+def stats_row(frames: Sequence[NDArray]) -> NDArray[np.float32]:
+    """Mean then std over time of each (T, D) frame array, concatenated in order."""
+    return np.concatenate([np.concatenate([f.mean(0), f.std(0)]) for f in frames]).astype(np.float32)
+
+
+def window_rows(encoders: Sequence, x: NDArray[np.float32], window: int, min_window: int,
+                tail: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Rows (N, D) of the live windows of prepared speech ``x`` and each window's frame count:
+    per encoder the mean and std of its frames, then those of the prosody frames."""
+    rows, frames = [], []
+    for a, b in split_windows(x.size, window, min_window):
+        padded = np.pad(x[a:b], (0, tail))
+        p = prosody_frames(padded)
+        encoded = [enc.encode(padded) for enc in encoders]
+        t = min([len(p), *(len(w) for w in encoded)])
+        rows.append(stats_row([w[:t] for w in encoded] + [p[:t]]))
+        frames.append(t)
+    return np.stack(rows), np.asarray(frames, np.int64)
+
+
+@dataclass(frozen=True)
+class Head:
+    """Logits of standardised rows: ``z @ coef.T + intercept``; ``prior`` standardises rows
+    before a stream has statistics of its own."""
+
+    coef: NDArray[np.float32]  # (K, D)
+    intercept: NDArray[np.float32]  # (K,)
+    prior: Moments
+
+    def logits(self, z: NDArray) -> NDArray[np.float32]:
+        return (np.asarray(z, np.float32) @ self.coef.T + self.intercept).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, coef=self.coef, intercept=self.intercept, prior_mean=self.prior.mean, prior_var=self.prior.var,
+                 prior_weight=np.array(self.prior.weight))
+
+    @classmethod
+    def load(cls, path: Path) -> "Head":
+        with np.load(path) as z:
+            head = cls(z["coef"].astype(np.float32), z["intercept"].astype(np.float32),
+                       Moments(z["prior_mean"].astype(np.float64), z["prior_var"].astype(np.float64), float(z["prior_weight"])))
+        if head.coef.shape != (len(head.intercept), head.prior.mean.shape[1]):
+            raise ValueError(f"{path}: inconsistent shapes {head.coef.shape}, {head.prior.mean.shape}")
+        return head
+
+
+class StreamNorms:
+    """Each stream's :class:`RunningNorm`, by key; the least recently used are forgotten
+    beyond ``limit`` streams (a stream that ends calls :meth:`forget`)."""
+
+    def __init__(self, prior: Moments, options: AdaptOptions, limit: int = 512) -> None:
+        self.prior, self.options, self.limit = prior, options, limit
+        self._norms: OrderedDict[str, RunningNorm] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> RunningNorm:
+        with self._lock:
+            norm = self._norms.pop(key, None)
+            if norm is None:
+                norm = RunningNorm(self.prior, self.options.prior_windows, self.options.horizon)
+            self._norms[key] = norm
+            while len(self._norms) > self.limit:
+                self._norms.popitem(last=False)
+            return norm
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._norms.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._norms)
+
+
+class PooledEmotion:
+    """Audio emotion classifier over pooled encoder statistics (see the module's doc)."""
+
+    kind = KIND
+
+    def __init__(self, head: Head, temperature: float, encoders: Sequence, encoder_names: Sequence[str],
+                 window_samples: int, min_window_samples: int, tail_samples: int,
+                 adapt: AdaptOptions = AdaptOptions(), digest: str = "?") -> None:
+        if not temperature > 0:
+            raise ModelError(f"temperature must be > 0, not {temperature}")
+        self.head = head
+        self.temperature = float(temperature)
+        self.encoders = list(encoders)
+        self.encoder_names = tuple(encoder_names)
+        self.whisper = self.encoders[0]
+        self.window_samples, self.min_window_samples, self.tail_samples = window_samples, min_window_samples, tail_samples
+        self.adapt = adapt
+        self.streams = StreamNorms(head.prior, adapt)
+        self.labels = LABELS
+        self.digest = digest
+
+    @classmethod
+    def load(cls, folder: str | Path, whisper=None, adapt: AdaptOptions | None = None) -> "PooledEmotion":
+        """Load a model folder written by ``ser-train`` (``config.json`` with ``kind = pooled``).
+        ``whisper``: an already loaded handle of the first encoder (shared with the recogniser)."""
+        import hashlib
+
+        from streamer.audio.encoder import WhisperHandle, WhisperOptions
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "config.json").read_text())
+            labels = json.loads((folder / "labels.json").read_text())
+            head = Head.load(folder / meta.get("head", HEAD_FILE))
+            digest = hashlib.sha256((folder / meta.get("head", HEAD_FILE)).read_bytes()).hexdigest()[:12]
+        except FileNotFoundError as exc:
+            raise ModelError(f"audio model folder {folder} is incomplete ({exc.filename} missing); "
+                             "train one with ser-train or point --audio-model at models/audio-emotion") from exc
+        except (json.JSONDecodeError, ValueError, KeyError, OSError) as exc:
+            raise ModelError(f"audio model folder {folder} is corrupt ({exc}); retrain it with ser-train") from exc
+        if tuple(labels) != LABELS:
+            raise ModelError(f"{folder}/labels.json lists {labels}, expected {list(LABELS)}")
+        names = list(meta["encoders"])
+        encoders = []
+        for k, name in enumerate(names):
+            if k == 0 and whisper is not None and whisper.options.model == name:
+                encoders.append(whisper)
+            else:
+                base = whisper.options if whisper is not None else WhisperOptions()
+                encoders.append(WhisperHandle.shared(WhisperOptions(name, base.compute_type, base.cpu_threads,
+                                                                    base.num_workers, base.device)))
+        a = meta.get("adapt", {})
+        adapt = adapt or AdaptOptions(bool(a.get("enabled", True)), float(a.get("prior_windows", AdaptOptions.prior_windows)),
+                                      float(a.get("horizon", AdaptOptions.horizon)))
+        width = head.prior.mean.shape[1]
+        if width != meta.get("row_width", width):
+            raise ModelError(f"audio model folder {folder}: head reads {width} statistics, config.json says {meta['row_width']}")
+        return cls(head, float(meta.get("temperature", 1.0)), encoders, names, int(meta["window_samples"]),
+                   int(meta["min_window_samples"]), int(meta.get("tail_samples", 0)), adapt, digest)
+
+    # --- inputs ---------------------------------------------------------------------------
+    def prepare_audio(self, audio: ArrayLike, sample_rate: int) -> NDArray[np.float32]:
+        """Mono 16 kHz, checked for emptiness and silence, trimmed and level-normalised."""
+        from streamer.audio.emotion import prepare_input
+
+        return prepare_input(audio, sample_rate)
+
+    def rows(self, x: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Rows and frame counts of the windows of prepared speech ``x``."""
+        return window_rows(self.encoders, x, self.window_samples, self.min_window_samples, self.tail_samples)
+
+    # --- prediction -----------------------------------------------------------------------
+    def row_logits(self, rows: NDArray, norm: RunningNorm | None = None) -> NDArray[np.float32]:
+        """Logits (N, 7) at temperature 1 of rows standardised by ``norm`` (the prior without)."""
+        return self.head.logits(self._prior_z(rows) if norm is None else norm.standardise(rows))
+
+    def probs(self, logits: NDArray, frames: NDArray, temperature: float | None = None) -> NDArray[np.float32]:
+        """Length-weighted mean of the windows' calibrated probabilities."""
+        t = self.temperature if temperature is None else temperature
+        z = np.asarray(logits, np.float64) / t
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        w = np.asarray(frames, np.float64)[:, None]
+        return ((p * w).sum(0) / w.sum()).astype(np.float32)
+
+    def predict_proba(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE, stream: str | None = None) -> NDArray[np.float32]:
+        """(7,) probabilities of one stretch of audio (windows averaged by length). With
+        ``stream``, that stream's statistics standardise it and are updated with it."""
+        rows, frames = self.rows(self.prepare_audio(audio, sample_rate))
+        if stream is None or not self.adapt.enabled:
+            return self.probs(self.row_logits(rows), frames)
+        norm = self.streams.get(stream)
+        logits = self.row_logits(rows, norm)
+        norm.update(rows)
+        return self.probs(logits, frames)
+
+    def _prior_z(self, rows: NDArray) -> NDArray[np.float32]:
+        p = self.head.prior
+        return ((np.asarray(rows, np.float64) - p.mean) / (p.std + 1e-3)).astype(np.float32)
+
+    def predict(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE, stream: str | None = None) -> dict[str, float]:
+        return dict(zip(LABELS, map(float, self.predict_proba(audio, sample_rate, stream))))
+
+    def predict_batch(self, items: Sequence, sample_rate: int = SAMPLE_RATE) -> list[dict[str, float]]:
+        """The service's entry: windows (arrays, or requests with ``samples`` and ``stream``),
+        in order; a stream's windows update its statistics in the order given."""
+        return [self.predict(getattr(item, "samples", item), sample_rate, getattr(item, "stream", None)) for item in items]
+
+    def end_stream(self, stream: str) -> None:
+        """Forget a stream's statistics (its session ended)."""
+        self.streams.forget(stream)
