@@ -16,6 +16,10 @@ of the negative labels.
 (0.0, 0.1)
 >>> dims(None) is None
 True
+
+The text branch may read arousal and valence from the words themselves (a regression head
+fitted on EmoBank, which the circumplex mapping of its 7 probabilities correlates with less):
+its probabilities then carry a ``dims`` attribute, which :func:`all_dims` uses for ``text``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,24 @@ def dims(p: Mapping[str, float] | None) -> dict[str, float] | None:
     return {"arousal": round(a, 6), "valence": round(v, 6)}
 
 
+def text_dims(text: Mapping[str, float] | None) -> dict[str, float] | None:
+    """The text branch's arousal and valence: those its model read (a ``dims`` attribute on
+    the probabilities, from a dims head) when present, else the circumplex mapping.
+
+    >>> class P(dict): dims = {"arousal": 0.1, "valence": -0.5}
+    >>> text_dims(P({"happy": 1.0}))
+    {'arousal': 0.1, 'valence': -0.5}
+    >>> text_dims({"happy": 1.0})
+    {'arousal': 0.6, 'valence': 0.8}
+    """
+    if text is None:
+        return None
+    own = getattr(text, "dims", None)
+    if own:
+        return {k: round(float(own[k]), 6) for k in ("arousal", "valence")}
+    return dims(text)
+
+
 def all_dims(audio: Mapping[str, float], text: Mapping[str, float] | None, fused: Mapping[str, float]) -> dict:
-    """The ``dims`` field of a window or utterance record."""
-    return {"audio": dims(audio), "text": dims(text), "fused": dims(fused)}
+    """The ``dims`` field of a window or utterance record (text: :func:`text_dims`)."""
+    return {"audio": dims(audio), "text": text_dims(text), "fused": dims(fused)}

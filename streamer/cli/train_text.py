@@ -30,6 +30,11 @@ def main() -> int:
     ap.add_argument("--compare-note", default="", help="a line about it in the card")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: up to 2)")
     ap.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md from the folder's metrics.json only")
+    ap.add_argument("--from-run", type=Path, default=None,
+                    help="do not train: take the model a probe run wrote (python -m streamer.train.textprobe CONFIG RUN), "
+                         "with its training record RUN/probe.json, then fit the dims head, evaluate and write the card as after training")
+    ap.add_argument("--recipes", type=Path, default=None,
+                    help="JSON list of recipes compared on the three-domain criterion, for the card (kept in metrics.json)")
     args = ap.parse_args()
 
     import torch
@@ -55,20 +60,63 @@ def main() -> int:
         metrics.write_text(json.dumps(record, indent=2) + "\n")
         print(f"model card: {write_card(out, record, None, command)}")
         return 0
+    recipes = json.loads(args.recipes.read_text()) if args.recipes else None
+    if args.from_run:
+        command = " ".join([".venv/bin/python -m streamer.train.textprobe", str(args.config), str(args.from_run), "&&", COMMAND,
+                            f"--config {args.config}", f"--from-run {args.from_run}"] + ([f"--out {args.out}"] if args.out else [])
+                           + ([f"--recipes {args.recipes}"] if args.recipes else []))
     with RichReporter() as reporter:
-        record = train(cfg, out, reporter)
+        if args.from_run:
+            record = _take_run(args.from_run, out)
+            cfg = replace(TextTrainConfig.load(args.config), **{k: v for k, v in record["config"].items()
+                                                               if k in TextTrainConfig.__dataclass_fields__})
+        else:
+            record = train(cfg, out, reporter)
+        if cfg.emobank:
+            from streamer.train.textlinear import fit_dims_for_folder
+
+            reporter.message("fitting the arousal/valence head on EmoBank train")
+            record["dims"] = fit_dims_for_folder(out, Path(cfg.emobank))
         reporter.message("evaluating the saved model")
         dd = Path(cfg.goemotions).parent / "dailydialog" / "test.tsv"
         record["eval"] = evaluate_saved(out, cfg, {DAILYDIALOG: dd}, max_rows=cfg.max_rows)
     record["compare"] = previous
+    if recipes is not None:
+        record["recipes"] = recipes
+    elif metrics.is_file() and "recipes" in json.loads(metrics.read_text()):
+        record["recipes"] = json.loads(metrics.read_text())["recipes"]
     _add_compare(record, compare, args, summarize)
     metrics.write_text(json.dumps(record, indent=2) + "\n")
     for name, rep in record["eval"].items():
+        if "asr" not in rep:
+            continue
         a = rep["asr"]
         print(f"{name}: ASR-style accuracy {a['accuracy']:.3f}  macro-F1 {a['macro_f1']:.3f}  (n {a['n']})")
     print(f"model card: {write_card(out, record, None, command)}")
     print(f"wrote {out} in {record['seconds']:.0f} s of training")
     return 0
+
+
+def _take_run(run: Path, out: Path) -> dict:
+    """Copy a probe run's model files into ``out`` (a dims head it may hold is refitted) and
+    return its training record (``probe.json`` without the probe's own evaluation)."""
+    import shutil
+
+    if not (run / "probe.json").is_file() or not (run / "config.json").is_file():
+        raise SystemExit(f"error: --from-run {run}: no probe.json / config.json (a textprobe run's folder)")
+    out.mkdir(parents=True, exist_ok=True)
+    if run.resolve() != out.resolve():
+        for name in ("config.json", "labels.json", "head.pt", "encoder.safetensors", "adapter"):
+            src, dst = run / name, out / name
+            if src.is_dir():
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
+            elif src.is_file():
+                shutil.copy2(src, dst)
+    (out / "dims.pt").unlink(missing_ok=True)
+    record = json.loads((run / "probe.json").read_text())
+    record.pop("eval", None)
+    return record
 
 
 def _add_compare(record: dict, compare: dict | None, args: argparse.Namespace, summarize) -> None:

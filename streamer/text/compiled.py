@@ -10,7 +10,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-COMPILED_FORMAT = 1  # bump when the traced network's inputs or outputs change
+COMPILED_FORMAT = 2  # 2: a dims head adds two outputs. Bump when the traced network's inputs or outputs change
 
 
 def compiled_path(folder: Path, base: str) -> Path | None:

@@ -11,7 +11,11 @@ Two kinds of model behind one interface (:class:`TextEmotion`):
   its label names are mapped onto the label set by :func:`streamer.labels.text_model_label`.
 
 ``predict(text)`` returns a dict over the 7 labels summing to 1, or ``None`` for *no opinion*
-(empty or whitespace text, or text with no words): fusion gives it weight zero.
+(empty or whitespace text, or text with no words): fusion gives it weight zero. A model folder
+with a dims head (``dims.pt``: a linear map from the pooled sentence vector to arousal and
+valence, fitted on EmoBank) also reads the text's arousal and valence: the dict is then a
+:class:`TextProbs` whose ``dims`` attribute holds them (:func:`streamer.dims.all_dims` uses it
+in place of the circumplex mapping), and :meth:`TextEmotion.predict_dims` gives them as an array.
 """
 
 from __future__ import annotations
@@ -36,8 +40,25 @@ EMBEDDED_BASE = "embedded:all-MiniLM-L6-v2"
 DEFAULT_MODEL_DIR = model_dir("text-emotion")
 MARKER = "ser_text_model"  # key in a model folder's config.json that marks our own format
 ENCODER_DELTA = "encoder.safetensors"  # a full fine-tune's trained encoder tensors (fp16), laid over the base
+DIMS = ("arousal", "valence")  # what a dims head gives, in [-1, 1]
 
 Probs = dict[str, float]
+
+
+class TextProbs(dict):
+    """The 7 label probabilities (a plain dict to every reader) and, from a model with a dims
+    head, ``dims``: ``{"arousal": a, "valence": v}`` read from the text itself (else None).
+
+    >>> p = TextProbs({"happy": 1.0}, {"arousal": 0.2, "valence": 0.7})
+    >>> p["happy"], p.dims["valence"], dict(p) == {"happy": 1.0}
+    (1.0, 0.7, True)
+    >>> import pickle; pickle.loads(pickle.dumps(p)).dims
+    {'arousal': 0.2, 'valence': 0.7}
+    """
+
+    def __init__(self, probs=(), dims: dict[str, float] | None = None) -> None:
+        super().__init__(probs)
+        self.dims = dims
 
 
 def _transformers():
@@ -74,25 +95,55 @@ class TextEmotion:
     def _probs(self, texts: list[str]) -> NDArray[np.float32]:  # (N, 7), rows sum to 1
         raise NotImplementedError
 
+    def _outputs(self, texts: list[str]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        """(N, 7) probabilities and (N, 2) arousal/valence (None: no dims head)."""
+        return self._probs(texts), None
+
+    @property
+    def has_dims(self) -> bool:
+        """Whether the model reads arousal and valence itself (a dims head)."""
+        return False
+
     def predict(self, text: str) -> Probs | None:
         """Probabilities over the labels, or None (no opinion) for text without words."""
         return self.predict_batch([text])[0]
 
     def predict_batch(self, texts: Sequence[str]) -> list[Probs | None]:
-        probs, has = self.predict_proba(texts)
-        return [dict(zip(LABELS, map(float, p))) if ok else None for p, ok in zip(probs, has)]
+        probs, has, dims = self.predict_full(texts)
+        return [None if not ok else TextProbs(zip(LABELS, map(float, p)),
+                                              None if dims is None else dict(zip(DIMS, map(float, d))))
+                for p, ok, d in zip(probs, has, dims if dims is not None else [None] * len(probs))]
 
     def predict_proba(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         """(N, 7) probabilities and (N,) has-opinion flags; rows without an opinion are zeros.
         Texts are batched by length, so a batch gives what single calls give."""
+        probs, has, _ = self.predict_full(texts)
+        return probs, has
+
+    def predict_dims(self, texts: Sequence[str]) -> NDArray[np.float32] | None:
+        """(N, 2) arousal and valence in [-1, 1] (NaN where there is no opinion), or None
+        when the model has no dims head."""
+        _, has, dims = self.predict_full(texts)
+        if dims is None:
+            return None
+        dims[~has] = np.nan
+        return dims
+
+    def predict_full(self, texts: Sequence[str]) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.float32] | None]:
+        """:meth:`predict_proba` plus the (N, 2) dims (None without a dims head; zeros where
+        there is no opinion)."""
         prepared = [self.prepare(t) if isinstance(t, str) else "" for t in texts]
         has = np.array([bool(t) for t in prepared], dtype=bool)
         out = np.zeros((len(prepared), len(LABELS)), np.float32)
+        dims = np.zeros((len(prepared), len(DIMS)), np.float32) if self.has_dims else None
         order = sorted(np.flatnonzero(has), key=lambda i: len(prepared[i]))
         for s in range(0, len(order), self.batch_size):
             idx = order[s: s + self.batch_size]
-            out[idx] = self._probs([prepared[i] for i in idx])
-        return out, has
+            p, d = self._outputs([prepared[i] for i in idx])
+            out[idx] = p
+            if dims is not None and d is not None:
+                dims[idx] = d
+        return out, has, dims
 
 
 def load_encoder_delta(encoder, path: Path):
@@ -149,6 +200,29 @@ def build_classifier(encoder, dropout: float = 0.1):
     return MeanPoolClassifier()
 
 
+def with_dims(net, dims_state: dict):
+    """The classifier plus a dims head over the same pooled vector: (B, 7 + 2) outputs, the
+    label logits then arousal and valence (clamped to [-1, 1])."""
+    import torch
+    from torch import nn
+
+    class ClassifierWithDims(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = net.encoder
+            self.dropout = net.dropout
+            self.head = net.head
+            self.dims = nn.Linear(net.head.in_features, len(DIMS))
+            self.dims.load_state_dict(dims_state)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            pooled = mean_pool(hidden, attention_mask)
+            return torch.cat([self.head(self.dropout(pooled)), self.dims(pooled).clamp(-1.0, 1.0)], dim=1)
+
+    return ClassifierWithDims().eval()
+
+
 def traced(net, tokenizer, max_length: int):
     """The classifier traced with TorchScript: the same outputs for any batch and length, padded
     or not (checked in the tests), about 15% faster per sentence on one thread than eager mode.
@@ -180,6 +254,7 @@ class EmbeddedTextEmotion(TextEmotion):
         self.temperature = float(temperature)
         self.max_length = int(max_length)
         self.name = name
+        self._has_dims: bool | None = None
 
     @classmethod
     def load(cls, folder: str | Path = DEFAULT_MODEL_DIR, compiled: bool = True) -> "EmbeddedTextEmotion":
@@ -239,22 +314,42 @@ class EmbeddedTextEmotion(TextEmotion):
                     encoder = PeftModel.from_pretrained(encoder, str(folder / "adapter")).merge_and_unload()
         net = build_classifier(encoder)
         net.head.load_state_dict(torch.load(folder / "head.pt", map_location="cpu", weights_only=True))
+        dims = cfg.get("dims")
+        if dims:
+            path = folder / dims.get("file", "dims.pt")
+            if not path.is_file():
+                raise ModelError(f"{folder}: config.json names a dims head {path.name} that is missing")
+            net = with_dims(net, torch.load(path, map_location="cpu", weights_only=True))
         return cls(net, tokenizer, cfg.get("temperature", 1.0), cfg.get("max_length", 64), name)
 
     def prepare(self, text: str) -> str:
         return asr_style(text)
 
-    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+    @property
+    def has_dims(self) -> bool:
+        if self._has_dims is None:  # the network's output width says (7 labels, or 7 + 2 dims)
+            self._has_dims = self._raw(["ok"]).shape[1] > len(LABELS)
+        return self._has_dims
+
+    def _raw(self, texts: list[str]) -> NDArray[np.float32]:
         import torch
 
         with torch.inference_mode():
             enc = _encode(self.tokenizer, texts, self.max_length)
             return self.run(enc["input_ids"], enc["attention_mask"]).float().numpy()
 
-    def _probs(self, texts: list[str]) -> NDArray[np.float32]:
-        z = self.logits(texts) / self.temperature
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        return self._raw(texts)[:, : len(LABELS)]
+
+    def _outputs(self, texts: list[str]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        raw = self._raw(texts)
+        z = raw[:, : len(LABELS)] / self.temperature
         z = np.exp(z - z.max(axis=1, keepdims=True))
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+        dims = raw[:, len(LABELS): len(LABELS) + len(DIMS)] if raw.shape[1] > len(LABELS) else None
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), dims
+
+    def _probs(self, texts: list[str]) -> NDArray[np.float32]:
+        return self._outputs(texts)[0]
 
 
 class FastTokenizer:

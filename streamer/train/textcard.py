@@ -22,8 +22,18 @@ LICENSES = [
     ("GoEmotions train (Ekman labels)", "CC BY 4.0", "training; dev for selection; test for the figures"),
     ("MELD train (Friends transcripts, declare-lab/MELD)", "GPL-3.0 (repository licence; transcripts of a commercial series)",
      "training; dev {meld_dev}"),
+    ("XED English (film subtitles, Helsinki-NLP/XED; single-emotion lines in the 7 labels)", "CC BY 4.0",
+     "training; dev {xed_dev}; test for the figures"),
+    ("EmoBank (JULIELab/EmoBank, valence/arousal 1-5 mapped to [-1, 1])", "CC BY-SA 4.0",
+     "train: the dims head; dev: its ridge penalty; test: the figures"),
     ("DailyDialog test", "CC BY-NC-SA 4.0", "evaluation only (its test split overlaps its train split)"),
 ]
+DEV_NAMES = {"goemotions": "GoEmotions dev", "meld": "MELD dev", "xed": "XED dev"}
+
+
+def _classes(ev: dict) -> dict:
+    """The label-scored sets of an evaluation (EmoBank's dims figures are not)."""
+    return {k: v for k, v in ev.items() if "asr" in v}
 
 
 def _pct(x: float | None) -> str:
@@ -54,7 +64,7 @@ def summarize(record: dict, name: str, note: str) -> dict:
     cfg = record["config"]
     return {"name": name, "note": note, "config": cfg, "seconds": record.get("seconds"),
             "eval": {k: {"asr": {m: v["asr"][m] for m in ("accuracy", "macro_f1", "n", "confusion") if m in v["asr"]}}
-                     for k, v in record["eval"].items()}}
+                     for k, v in record["eval"].items() if "asr" in v}}
 
 
 def _trained_part(cfg: dict) -> str:
@@ -84,8 +94,11 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
     cfg = record["config"]
     ev = record["eval"]
     devs = _dev_sets(cfg)
-    dev_names = " and ".join({"goemotions": "GoEmotions dev", "meld": "MELD dev"}[d] for d in devs)
+    dev_names = ", ".join(DEV_NAMES[d] for d in devs[:-1]) + (" and " if len(devs) > 1 else "") + DEV_NAMES[devs[-1]]
     meld_use = "for selection and reported" if "meld" in devs else "evaluation only (a clean transfer proxy: never used for selection)"
+    xed_use = "for selection and reported" if "xed" in devs else "evaluation only"
+    dims_ev = {k: v for k, v in ev.items() if "asr" not in v}
+    ev = _classes(ev)
     others = list(record.get("compare", []))
     if compare:
         others.append(summarize(compare, f"{compare['config']['encoder']} run", ""))
@@ -101,13 +114,15 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
         "",
         "| set | licence | use |",
         "| --- | --- | --- |",
-        *[f"| {a} | {b} | {c.format(meld_dev=meld_use)} |" for a, b, c in LICENSES],
+        *[f"| {a} | {b} | {c.format(meld_dev=meld_use, xed_dev=xed_use)} |" for a, b, c in LICENSES],
         "",
-        "The weights inherit the training sets' terms (GoEmotions CC BY 4.0, MELD GPL-3.0 as stated by its repository).",
+        "The weights inherit the training sets' terms (GoEmotions CC BY 4.0, MELD GPL-3.0 as stated by its repository, "
+        "XED CC BY 4.0; the dims head EmoBank's CC BY-SA 4.0).",
         "",
         f"- Training rows: {record['rows']['train']} ({' + '.join(cfg['train_sets'])}); counts by label: "
         + ", ".join(f"{k} {v}" for k, v in record["train_counts"].items()) + ". No rebalancing"
-        + (f" (MELD train counted {cfg['meld_repeat']} times)" if cfg.get("meld_repeat", 1) > 1 else "") + ".",
+        + (f" (MELD train counted {cfg['meld_repeat']} times)" if cfg.get("meld_repeat", 1) > 1 else "")
+        + (f" (XED train counted {cfg['xed_repeat']} times)" if cfg.get("xed_repeat", 1) > 1 else "") + ".",
         "- Multi-label GoEmotions rows (17% of rows; "
         + (f"{record['multi_label_share']:.0%} of the training rows once mapped to Ekman labels" if "multi_label_share" in record
            else "fewer once mapped to Ekman labels")
@@ -139,6 +154,8 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
     for name, rep in ev.items():
         rec = rep["asr"]["per_class_recall"]
         lines.append(f"| {name} | " + " | ".join(_pct(rec[k]) for k in LABELS) + " |")
+    lines += _dims_section(record, dims_ev)
+    lines += _recipes_section(record)
     lines += _transfer_section(ev, others)
     repo = checkout()
     bench = repo / "bench" / "results" / "text_latency.json" if repo else None
@@ -153,6 +170,9 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
               ".venv/bin/ser-eval-text --goemotions ../shared/data/text/goemotions --json out/text-goemotions-test.json",
               ".venv/bin/ser-eval-text --tsv ../shared/data/text/meld/dev.tsv --json out/text-meld-dev.json",
               ".venv/bin/ser-eval-text --tsv ../shared/data/text/dailydialog/test.tsv --json out/text-dailydialog-test.json",
+              ".venv/bin/ser-eval-text --tsv ../shared/data/text/xed/dev.tsv --json out/text-xed-dev.json",
+              ".venv/bin/ser-eval-text --tsv ../shared/data/text/xed/test.tsv --json out/text-xed-test.json",
+              ".venv/bin/ser-eval-text --emobank ../shared/data/text/emobank --json out/text-emobank-test.json",
               "```", "",
               "ECE is that of the top-class confidence (15 bins); *emotional F1* comes from each report's confusion matrix "
               "(`streamer.train.textcard.emotional_f1`). `--model DIR` scores another model folder the same way, for example "
@@ -162,6 +182,53 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
     path = out / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _dims_section(record: dict, dims_ev: dict) -> list[str]:
+    """Arousal and valence: the dims head against the circumplex mapping, on EmoBank test."""
+    if not dims_ev:
+        return []
+    fit = record.get("dims", {})
+    lines = ["", "## Arousal and valence (the text `dims`)", "",
+             "A ridge regression from the pooled sentence vector (the one the label head reads) to arousal and valence, "
+             f"fitted on EmoBank train (ASR-style text), penalty {fit.get('alpha', '-')} chosen on EmoBank dev"
+             + (f" (dev r: arousal {fit['emobank-dev']['arousal_r']:.3f}, valence {fit['emobank-dev']['valence_r']:.3f})"
+                if "emobank-dev" in fit else "")
+             + "; saved as `dims.pt` and traced with the network, so it costs nothing at inference. The session's text "
+             "`dims` come from it (`streamer/dims.py`, `text_dims`); the circumplex mapping of the 7 probabilities "
+             "(`streamer.dims.dims`) stays for audio and fused. `ser-train-text` fits it after training; "
+             "`.venv/bin/python -m streamer.train.textlinear dims FOLDER` fits it for any model folder; "
+             "`.venv/bin/ser-eval-text --emobank ../shared/data/text/emobank --json out/text-emobank-test.json` "
+             "gives both rows below.", "",
+             "| set | mapping | n | arousal r | valence r |", "| --- | --- | --- | --- | --- |"]
+    for name, rep in dims_ev.items():
+        for kind, label in (("head", "dims head (ridge, shipped)"), ("circumplex", "circumplex of the 7 probabilities")):
+            if kind in rep:
+                lines.append(f"| {name} | {label} | {rep['n']} | {rep[kind]['arousal_r']:.3f} | {rep[kind]['valence_r']:.3f} |")
+    return lines
+
+
+def _recipes_section(record: dict) -> list[str]:
+    """``record["recipes"]``: recipes compared on the three-domain criterion (and the text
+    leave-one-corpus-out), each with its command."""
+    recipes = record.get("recipes")
+    if not recipes:
+        return []
+    lines = ["", "## Recipes compared (three-domain criterion)", "",
+             "The criterion: mean macro-F1 of GoEmotions dev, MELD dev and XED dev (ASR-style text). *LOCO*: the same "
+             "recipe trained on two of GoEmotions / MELD / XED train, scored on the third's dev split (macro-F1), "
+             "and their mean. No test split was read to choose.", "",
+             "| recipe | goemotions-dev | meld-dev | xed-dev | three-domain mean | LOCO (G, M, X held out) / mean |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in recipes:
+        d = r.get("dev", {})
+        lo = r.get("loco")
+        loco = (f"{lo['goemotions-dev']:.3f}, {lo['meld-dev']:.3f}, {lo['xed-dev']:.3f} / {lo['mean']:.3f}" if lo else "-")
+        lines.append(f"| {r['name']} | " + " | ".join(_pct(d.get(k)) for k in ("goemotions-dev", "meld-dev", "xed-dev"))
+                     + f" | {_pct(r.get('three_domain'))} | {loco} |")
+    lines.append("")
+    lines += [f"- {r['name']}: {r['note']}" for r in recipes if r.get("note")]
+    return lines
 
 
 def _transfer_section(ev: dict, others: list[dict]) -> list[str]:

@@ -88,6 +88,49 @@ def read_tsv(path: str | Path, source: str | None = None) -> TextRows:
     return TextRows(source or path.stem, tuple(texts), np.eye(len(LABELS), dtype=np.float32)[labels])
 
 
+def read_xed(folder: str | Path, split: str) -> TextRows:
+    """A split of the XED English subtitles as the project lays them out (``{split}.tsv``:
+    ``text<TAB>label`` in the 7 labels, single-label lines only)."""
+    path = Path(folder) / f"{split}.tsv"
+    if not path.is_file():
+        raise ConfigError(f"{folder}: not an XED folder (expected {split}.tsv of text<TAB>label rows)")
+    return read_tsv(path, f"xed-{split}")
+
+
+@dataclass(frozen=True)
+class DimRows:
+    """Texts with arousal and valence in [-1, 1] (EmoBank's 1-5 ratings mapped by ``(x - 3) / 2``)."""
+
+    source: str
+    texts: tuple[str, ...]
+    arousal: NDArray[np.float32]
+    valence: NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_emobank(folder: str | Path, split: str) -> DimRows:
+    """A split of EmoBank (``emobank.csv``: ``id,split,V,A,D,text``, the authors' split),
+    valence and arousal mapped from 1-5 onto [-1, 1]."""
+    import csv
+
+    path = Path(folder) / "emobank.csv"
+    if not path.is_file():
+        raise ConfigError(f"{folder}: not an EmoBank folder (expected emobank.csv)")
+    texts, a, v = [], [], []
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["split"] != split or not (row["text"] or "").strip():
+                continue
+            texts.append(row["text"])
+            a.append((float(row["A"]) - 3.0) / 2.0)
+            v.append((float(row["V"]) - 3.0) / 2.0)
+    if not texts:
+        raise ConfigError(f"{path}: no rows in split {split!r}")
+    return DimRows(f"emobank-{split}", tuple(texts), np.array(a, np.float32), np.array(v, np.float32))
+
+
 def read_goemotions(folder: str | Path, split: str) -> TextRows:
     """A split of the GoEmotions Ekman layout (``ekman/{split}.tsv`` + ``labels.txt``): rows
     ``text<TAB>ids<TAB>comment id``. Accepts the dataset folder or its ``ekman`` folder."""

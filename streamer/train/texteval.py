@@ -12,7 +12,7 @@ from streamer.labels import INDEX, LABELS
 from streamer.text.emotion import TextEmotion
 from streamer.text.normalize import asr_style
 from streamer.train.metrics import confusion, expected_calibration_error, macro_f1, per_class_recall
-from streamer.train.textdata import TextRows
+from streamer.train.textdata import DimRows, TextRows
 
 
 def score(model: TextEmotion, texts: list[str], y: np.ndarray) -> dict:
@@ -38,3 +38,23 @@ def evaluate_rows(model: TextEmotion, rows: TextRows) -> dict:
     y = rows.labels()
     return {"source": rows.source, "raw": score(model, list(rows.texts), y),
             "asr": score(model, [asr_style(t) for t in rows.texts], y)}
+
+
+def evaluate_dims(model: TextEmotion, rows: DimRows) -> dict:
+    """Pearson r of arousal and valence against ``rows`` (EmoBank), for both mappings: the
+    model's dims head (``head``, when it has one) and the circumplex mapping of its 7
+    probabilities (``circumplex``, :func:`streamer.dims.dims`). Rows without an opinion are
+    left out."""
+    from streamer.dims import dims as circumplex
+    from streamer.train.textlinear import pearson
+
+    texts = [asr_style(t) for t in rows.texts]
+    probs, has, head = model.predict_full(texts)
+    y = np.stack([rows.arousal, rows.valence], axis=1)[has]
+    out = {"source": rows.source, "n": int(has.sum()), "no_opinion": int((~has).sum())}
+    c = np.array([[d["arousal"], d["valence"]] for d in (circumplex(dict(zip(LABELS, p))) for p in probs[has])])
+    out["circumplex"] = {"arousal_r": pearson(c[:, 0], y[:, 0]), "valence_r": pearson(c[:, 1], y[:, 1])}
+    if head is not None:
+        h = head[has]
+        out["head"] = {"arousal_r": pearson(h[:, 0], y[:, 0]), "valence_r": pearson(h[:, 1], y[:, 1])}
+    return out
