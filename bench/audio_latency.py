@@ -41,7 +41,8 @@ def main() -> None:
     from streamer.audio.io import load_audio
 
     model = AudioEmotion.load(args.model)
-    files = sorted(args.data.rglob("*.flac"))[:: max(1, len(sorted(args.data.rglob("*.flac"))) // args.windows)][: args.windows]
+    found = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in (".flac", ".wav", ".ogg"))
+    files = found[:: max(1, len(found) // args.windows)][: args.windows]
     windows = []
     for f in files:
         x = load_audio(f)
@@ -49,34 +50,48 @@ def main() -> None:
         windows.append(x[mid: mid + 40_000])  # 2.5 s of the clip, speech and its edges
     for w in windows[:5]:  # warm-up: numba JIT of librosa, CTranslate2 first calls
         model.predict(w)
-    stages = {"end_to_end": [], "prepare": [], "encoder": [], "prosody": [], "network": []}
+    pooled = getattr(model, "kind", None) == "pooled"
+    encoders = model.encoders if pooled else [model.whisper]
+    names = [e.options.model.removeprefix("embedded:") for e in encoders]
+    stages = {"end_to_end": [], "prepare": [], **{f"encoder {n}": [] for n in names}, "prosody": [], "head" if pooled else "network": []}
     for w in windows:
         t0 = time.perf_counter()
-        model.predict(w)
+        model.predict(w, stream="bench") if pooled else model.predict(w)
         stages["end_to_end"].append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
         x = prepare(w)
-        t1 = time.perf_counter()
-        enc = model.whisper.encode(x)
-        t2 = time.perf_counter()
+        stages["prepare"].append((time.perf_counter() - t0) * 1e3)
+        encoded = []
+        for n, e in zip(names, encoders):
+            t0 = time.perf_counter()
+            encoded.append(e.encode(x))
+            stages[f"encoder {n}"].append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
         pro = prosody_frames(x)
-        t3 = time.perf_counter()
-        from streamer.audio.emotion import FrameInputs
+        stages["prosody"].append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        if pooled:
+            from streamer.audio.pooled import stats_row
 
-        n = min(len(enc), len(pro))
-        model.window_probs([FrameInputs(enc[:n], pro[:n])])
-        t4 = time.perf_counter()
-        for key, a, b in (("prepare", t0, t1), ("encoder", t1, t2), ("prosody", t2, t3), ("network", t3, t4)):
-            stages[key].append((b - a) * 1e3)
+            t = min(len(pro), *(len(e) for e in encoded))
+            model.row_logits(stats_row([e[:t] for e in encoded] + [pro[:t]])[None])
+            stages["head"].append((time.perf_counter() - t0) * 1e3)
+        else:
+            from streamer.audio.emotion import FrameInputs
+
+            n = min(len(encoded[0]), len(pro))
+            model.window_probs([FrameInputs(encoded[0][:n], pro[:n])])
+            stages["network"].append((time.perf_counter() - t0) * 1e3)
     result = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}, 1 thread".strip(),
         "window_seconds": 2.5,
+        "model": f"{args.model} ({getattr(model, 'kind', 'network')}: {', '.join(names)})",
         "stages": {k: percentiles(v) for k, v in stages.items()},
     }
-    print(f"{'stage':<12} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
+    print(f"{'stage':<16} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
     for k, v in result["stages"].items():
-        print(f"{k:<12} {v['median_ms']:>10.2f} {v['p95_ms']:>8.2f} {v['max_ms']:>8.2f}")
+        print(f"{k:<16} {v['median_ms']:>10.2f} {v['p95_ms']:>8.2f} {v['max_ms']:>8.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -105,7 +105,7 @@ def test_short_encoder_input_recovers_real_speech_without_loops(whisper, tess):
     held-out real speech come back, and the decoder does not loop into the padding."""
     from streamer.asr.decode import WhisperAsrConfig, decode
 
-    clips = sorted(tess.glob("*/*.flac"))[::350][:8]
+    clips = sorted(tess.glob("*/*.ogg"))[::350][:8]
     assert len(clips) == 8
     hit = total = extra = 0
     for path in clips:
@@ -121,7 +121,7 @@ def test_short_encoder_input_recovers_real_speech_without_loops(whisper, tess):
 
 @pytest.fixture(scope="module")
 def tess_clips(tess):
-    return [load_audio(p) for p in sorted(tess.glob("*/*.flac"))[::500][:4]]
+    return [load_audio(p) for p in sorted(tess.glob("*/*.ogg"))[::500][:4]]
 
 
 @pytest.mark.slow

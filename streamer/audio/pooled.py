@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from streamer.audio import SAMPLE_RATE
 from streamer.audio.adapt import AdaptOptions, Moments, RunningNorm
 from streamer.audio.features import prosody_frames, split_windows
+from streamer.audio.prepare import prepare_input
 from streamer.errors import ModelError
 from streamer.labels import LABELS
 
@@ -177,8 +178,6 @@ class PooledEmotion:
     # --- inputs ---------------------------------------------------------------------------
     def prepare_audio(self, audio: ArrayLike, sample_rate: int) -> NDArray[np.float32]:
         """Mono 16 kHz, checked for emptiness and silence, trimmed and level-normalised."""
-        from streamer.audio.emotion import prepare_input
-
         return prepare_input(audio, sample_rate)
 
     def rows(self, x: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.int64]]:

@@ -18,6 +18,10 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=None, help="audio model folder (default: the shipped one, models/audio-emotion)")
     ap.add_argument("--json", type=Path, required=True, help="write the report here")
     ap.add_argument("--png", type=Path, default=None, help="also draw the confusion matrix here")
+    ap.add_argument("--adapt", choices=("corpus", "none"), default="corpus",
+                    help="for a model that adapts to what it hears (the shipped one): standardise each corpus by the "
+                         "statistics of its own clips (corpus, the default: no labels used, as a long live stream does) "
+                         "or by the training statistics alone (none)")
     args = ap.parse_args()
     if not args.paths and not args.manifest:
         ap.error("give corpus folders (PATH...) or --manifest FILE, or both")
@@ -55,10 +59,11 @@ def main() -> int:
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=len(found.clips))
-        pred = predict_clips(model, found.clips, progress=lambda: progress.advance(task))
+        pred = predict_clips(model, found.clips, progress=lambda: progress.advance(task), adapt=args.adapt)
     pred.skipped.update(found.skipped)
     report = add_arousal(eval_report(pred), pred)
     report["model"] = str(args.model)
+    report["adapt"] = args.adapt if getattr(model, "kind", None) == "pooled" else "none (the model does not adapt)"
     if manifests:
         report["manifests"] = [m.summary() for m in manifests]
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,11 @@ def main() -> int:
                     help="cross-validate each input variant instead (writes ablation.json; keeps the model)")
     args = ap.parse_args()
 
+    import tomllib
+
+    if tomllib.loads(args.config.read_text()).get("kind") == "pooled":
+        return _pooled(args)
+
     import torch
 
     from streamer.train.ablation import run_ablation
@@ -101,6 +106,26 @@ def main() -> int:
         card = write_card(out, metrics, load_json(out / "ablation.json"), COMMAND, ABLATION_COMMAND)
         print(f"model card: {card}")
     print(f"wrote {out} in {results['seconds']:.0f} s")
+    return 0
+
+
+def _pooled(args: argparse.Namespace) -> int:
+    """The pooled-statistics recipe (``kind = "pooled"``): candidates scored by leave-one-corpus-out
+    and leave-speakers-out, the best one trained on every corpus and written with its card."""
+    import logging
+    from dataclasses import replace as _replace
+
+    from streamer.train.pooled_card import write_pooled_card
+    from streamer.train.pooled_recipe import load_pooled_config, run
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = load_pooled_config(args.config)
+    overrides = {k: v for k, v in (("data", tuple(args.data) if args.data else None), ("cache_dir", args.cache_dir)) if v is not None}
+    cfg = _replace(cfg, **overrides)
+    out = args.out or args.config.parent
+    metrics = run(cfg, out)
+    card = write_pooled_card(out, metrics, f"{COMMAND} --config {args.config}" if args.config != DEFAULT_CONFIG else COMMAND)
+    print(f"chosen: {metrics['chosen']}; model card: {card}; wrote {out} in {metrics['seconds']:.0f} s")
     return 0
 
 

@@ -141,7 +141,8 @@ def _batch_of(model, batch_name: str = "predict_batch") -> Callable[[list], Sequ
     batch = getattr(model, batch_name, None)
     if batch is not None:
         return batch
-    return lambda xs: [model.predict(x) for x in xs]
+    # a model with only predict(x) gets a request's samples (it keeps no per-stream state)
+    return lambda xs: [model.predict(getattr(x, "samples", x) if isinstance(x, AudioRequest) else x) for x in xs]
 
 
 @dataclass

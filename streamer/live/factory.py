@@ -56,7 +56,7 @@ def asr_factory(cfg: Config, whisper=None):
         if not vosk_path.exists():
             raise ModelError(f"Vosk model {vosk_path} does not exist; {HOW_TO_GET}")
         shared_model(vosk_path)  # load (and check) once, now
-        return lambda: VoskEngine(vosk_path)
+        return lambda: VoskEngine(vosk_path, cfg.asr.whisper.text_gate)
     if whisper is not None:
         return whisper
     handle = whisper_handle(cfg, cfg.whisper.model)

@@ -159,8 +159,10 @@ class RemoteDecoder:
 
     def decode(self, x: np.ndarray, cfg, timestamps: bool) -> list[tuple[str, float, float, float]]:
         self.windows += 1
+        from streamer.asr.decode import Decoding
+
         words = self.handle.decode.remote((pcm_bytes(x), cfg, timestamps)).result(timeout_s=self.timeout_s)
-        return [tuple(w) for w in words]
+        return Decoding([tuple(w) for w in words], getattr(words, "evidence", None))  # keeps the text gate's evidence
 
 
 class RemoteWhisperHandle:

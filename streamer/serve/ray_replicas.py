@@ -167,7 +167,7 @@ class _WhisperModel:
         self.decode.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def _run(self, items: list[tuple[bytes, object, bool]]) -> list[list[tuple[str, float, float, float]]]:
-        from streamer.asr.decode import decode_batch
+        from streamer.asr.decode import Decoding, decode_batch
 
         self.stats.add(len(items))
         out: list = [None] * len(items)
@@ -175,7 +175,7 @@ class _WhisperModel:
             idx = [k for k, (_, c, _) in enumerate(items) if c == cfg]
             words = decode_batch(self.handle, [(pcm_samples(items[k][0]), items[k][2]) for k in idx], cfg)
             for k, w in zip(idx, words):
-                out[k] = [tuple(x) for x in w]
+                out[k] = Decoding([tuple(x) for x in w], getattr(w, "evidence", None))  # the text gate's evidence travels
         return out
 
     async def decode(self, items: list[tuple[bytes, object, bool]]) -> list[list[tuple[str, float, float, float]]]:

@@ -48,9 +48,17 @@ class Predictions:
         return Predictions([c for c, k in zip(self.clips, keep) if k], self.probs[keep], self.raw_probs[keep], Counter())
 
 
+ADAPT = ("corpus", "none")
+
+
 def predict_clips(model: AudioEmotion, clips: Sequence[Clip], load: Loader = load_clip,
-                  progress: Callable[[], None] | None = None) -> Predictions:
-    """Run the live windowing and the model over each clip; unreadable clips are skipped."""
+                  progress: Callable[[], None] | None = None, adapt: str = "corpus") -> Predictions:
+    """Run the live windowing and the model over each clip; unreadable clips are skipped.
+    A model that adapts to the statistics of what it hears (``kind = "pooled"``) standardises
+    each corpus by its own (``adapt="corpus"``: the windows of all its clips, no labels, as a
+    long stream would) or by the training prior alone (``"none"``)."""
+    if getattr(model, "kind", None) == "pooled":
+        return _predict_pooled(model, clips, load, progress, adapt)
     kept, probs, raw = [], [], []
     skipped: Counter[str] = Counter()
     for clip in clips:
@@ -72,6 +80,42 @@ def predict_clips(model: AudioEmotion, clips: Sequence[Clip], load: Loader = loa
 
 
 KEYS = ("ua", "ua_present", "labels_present", "wa", "macro_f1", "ece", "n", "skipped", "per_class_recall", "dims")
+
+
+def _predict_pooled(model, clips: Sequence[Clip], load: Loader, progress: Callable[[], None] | None,
+                    adapt: str) -> Predictions:
+    from streamer.audio.adapt import RunningNorm
+
+    if adapt not in ADAPT:
+        raise ValueError(f"adapt must be one of {ADAPT}, not {adapt!r}")
+    kept, rows, frames = [], [], []
+    skipped: Counter[str] = Counter()
+    for clip in clips:
+        try:
+            r, f = model.rows(model.prepare_audio(load(clip), SAMPLE_RATE))
+        except AudioInputError as exc:
+            skipped[f"{type(exc).__name__}"] += 1
+            log.warning("skipped %s: %s", clip.path, exc)
+        else:
+            kept.append(clip)
+            rows.append(r)
+            frames.append(f)
+        if progress:
+            progress()
+    probs, raw = [], []
+    norms: dict[str, RunningNorm | None] = {}
+    for corpus in dict.fromkeys(c.corpus for c in kept):
+        norm = None
+        if adapt == "corpus":
+            norm = RunningNorm(model.head.prior, model.adapt.prior_windows, horizon=1e9)  # every window counts
+            norm.update(np.concatenate([r for c, r in zip(kept, rows) if c.corpus == corpus]))
+        norms[corpus] = norm
+    for clip, r, f in zip(kept, rows, frames):
+        logits = model.row_logits(r, norms[clip.corpus])
+        probs.append(model.probs(logits, f))
+        raw.append(model.probs(logits, f, temperature=1.0))
+    empty = np.zeros((0, 7), np.float32)
+    return Predictions(kept, np.array(probs, np.float32) if probs else empty, np.array(raw, np.float32) if raw else empty, skipped)
 
 
 def eval_report(pred: Predictions) -> dict:

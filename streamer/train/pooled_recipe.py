@@ -135,7 +135,8 @@ def oof_ravdess(rows: Rows, recipe: Recipe, the_splits, temperature: float) -> l
         clips, logits, _ = fit_and_predict(rows, recipe, sp.train, sp.test, test_group=sp.name)
         probs = softmax_t(logits, temperature)
         for k, p in zip(clips, probs):
-            out.append({"path": "", "clip": int(k), "actor": str(rows.speaker[k]).split(":")[-1], "label": LABELS[rows.y[k]],
+            out.append({"path": rows.paths[k], "actor": str(rows.speaker[k]).split(":")[-1], "speaker": str(rows.speaker[k]),
+                        "corpus": "ravdess", "label": LABELS[rows.y[k]], "fold": int(sp.name.rsplit("fold", 1)[1]),
                         "probs": [round(float(v), 6) for v in p]})
     return out
 

@@ -94,6 +94,7 @@ class Rows:
     aug_x: NDArray[np.float32] | None = None      # augmented copies' rows (training only)
     aug_clip: NDArray[np.int64] | None = None
     aug_copy: NDArray[np.str_] | None = None
+    paths: list[str] = field(default_factory=list)  # per clip
 
     def with_copies(self, copies: dict[str, Sequence[PooledSet]]) -> "Rows":
         """These rows plus augmented copies' rows ({copy name: one set per corpus, in the
@@ -113,7 +114,7 @@ class Rows:
 
     @classmethod
     def join(cls, sets: Sequence[PooledSet]) -> "Rows":
-        xs, clips, frames, ys, corpora, speakers = [], [], [], [], [], []
+        xs, clips, frames, ys, corpora, speakers, paths = [], [], [], [], [], [], []
         px, pc, pf = [], [], []
         base = 0
         for s in sets:
@@ -126,9 +127,11 @@ class Rows:
             ys += [INDEX[lab] for lab in s.labels]
             corpora += s.corpora
             speakers += s.speakers
+            paths += s.paths
             base += len(s.labels)
         return cls(np.concatenate(xs), np.concatenate(clips), np.concatenate(frames), np.array(ys), np.array(corpora),
-                   np.array(speakers), dict(sets[0].blocks), np.concatenate(px), np.concatenate(pc), np.concatenate(pf))
+                   np.array(speakers), dict(sets[0].blocks), np.concatenate(px), np.concatenate(pc), np.concatenate(pf),
+                   paths=paths)
 
     def cols(self, blocks: Sequence[str]) -> NDArray[np.int64]:
         return np.concatenate([np.arange(*self.blocks[b]) for b in blocks])
@@ -186,18 +189,20 @@ def running_standardise(x: NDArray, streams: NDArray, prior, prior_windows: floa
 ADAPT_MODES = ("batch", "running", "running_single", "prior")
 
 
-def fit_and_predict(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], test: NDArray[np.bool_],
-                    test_group: str | None = None, phone: bool = False, iters: int = 100,
-                    adapt: str = "batch", prior_windows: float = 20.0, horizon: float = 300.0):
-    """Fit on the clips ``train`` (per clip mask), predict the clips ``test``; returns
-    (test clip indices, their window-pooled logits at T=1, the head). ``test_group``
-    standardises all test rows as one group (a LOCO corpus, a fold's speakers) under
-    ``norm="corpus"``. ``adapt`` says how test rows are standardised under ``norm="corpus"``:
-    ``batch`` by the test group's own statistics; ``running`` as live streams, one per test
-    speaker (mixed emotions); ``running_single`` one stream per speaker and emotion (a caller
-    who stays in one emotion); ``prior`` by the training prior alone (no adaptation)."""
+_FITS: dict[tuple, tuple] = {}  # (rows, recipe, training clips, iters) -> the fit: the same split is fitted once
+
+
+def fit(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], iters: int = 100):
+    """The head of ``recipe`` fitted on the clips ``train`` (and their augmented copies), with
+    the clean training rows and their groups (for the prior). Memoised per split."""
+    import hashlib
+
     from streamer.train.linear import fit_linear
 
+    key = (id(rows), recipe, hashlib.sha1(np.packbits(train).tobytes()).hexdigest(), iters)
+    hit = _FITS.get(key)
+    if hit is not None and hit[0] is rows:
+        return hit[1]
     cols = rows.cols(recipe.blocks)
     tr_rows = train[rows.clip]
     x_tr = rows.x[tr_rows][:, cols]
@@ -218,6 +223,24 @@ def fit_and_predict(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], test: 
     n_rows = np.bincount(c_tr, minlength=len(rows.y))
     w = cw[c_tr] / n_rows[c_tr]
     head = fit_linear(x_tr, rows.y[c_tr], w, len(LABELS), recipe.l2, iters=iters)
+    if len(_FITS) > 64:
+        _FITS.clear()
+    _FITS[key] = (rows, (head, x_prior, g_prior))
+    return head, x_prior, g_prior
+
+
+def fit_and_predict(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], test: NDArray[np.bool_],
+                    test_group: str | None = None, phone: bool = False, iters: int = 100,
+                    adapt: str = "batch", prior_windows: float = 20.0, horizon: float = 300.0):
+    """Fit on the clips ``train`` (per clip mask), predict the clips ``test``; returns
+    (test clip indices, their window-pooled logits at T=1, the head). ``test_group``
+    standardises all test rows as one group (a LOCO corpus, a fold's speakers) under
+    ``norm="corpus"``. ``adapt`` says how test rows are standardised under ``norm="corpus"``:
+    ``batch`` by the test group's own statistics; ``running`` as live streams, one per test
+    speaker (mixed emotions); ``running_single`` one stream per speaker and emotion (a caller
+    who stays in one emotion); ``prior`` by the training prior alone (no adaptation)."""
+    cols = rows.cols(recipe.blocks)
+    head, x_prior, g_prior = fit(rows, recipe, train, iters)
     if phone:
         sel = test[rows.phone_clip]
         x_te, c_te, f_te = rows.phone_x[sel][:, cols], rows.phone_clip[sel], rows.phone_frames[sel]
