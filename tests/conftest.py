@@ -60,11 +60,25 @@ def whisper():
 
 @pytest.fixture(scope="session")
 def audio_model(whisper):
+    """The shipped audio model (models/audio-emotion), whatever its kind."""
     from streamer.audio.emotion import DEFAULT_MODEL_DIR, AudioEmotion
 
-    if not (DEFAULT_MODEL_DIR / "model.pt").exists():
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
         pytest.skip("no shipped audio model in models/audio-emotion (run ser-train)")
     return AudioEmotion.load(DEFAULT_MODEL_DIR, whisper)
+
+
+NETWORK_MODEL_DIR = ROOT / "models" / "audio-emotion-network"
+
+
+@pytest.fixture(scope="session")
+def network_model(whisper):
+    """The network-kind audio model (ECAPA-style network + linear blend), kept as an alternative."""
+    from streamer.audio.emotion import AudioEmotion
+
+    if not (NETWORK_MODEL_DIR / "model.pt").exists():
+        pytest.skip(f"no network audio model in {NETWORK_MODEL_DIR}")
+    return AudioEmotion.load(NETWORK_MODEL_DIR, whisper)
 
 
 def sine(freq: float = 220.0, seconds: float = 1.0, sr: int = 16_000, amp: float = 0.1) -> np.ndarray:

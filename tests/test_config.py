@@ -79,7 +79,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_shipped_training_recipe_loads():
-    cfg = load_config(ROOT / "models" / "audio-emotion" / "train.toml")
+    cfg = load_config(ROOT / "models" / "audio-emotion-network" / "train.toml")
     assert cfg.folds == 5 and cfg.net.inputs == "both"
 
 

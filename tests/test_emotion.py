@@ -72,12 +72,12 @@ def test_level_does_not_change_the_answer(audio_model, clip):
     assert np.abs(a - b).max() < 0.02
 
 
-def test_long_audio_is_windowed(audio_model, clip, speech_wav):
+def test_long_audio_is_windowed(network_model, clip, speech_wav):
     speech = load_audio(speech_wav)
     long = np.concatenate([speech] * 4)  # ~10 s of speech: several live windows
-    items = audio_model.window_inputs(audio_model.prepare_audio(long, 16000))
+    items = network_model.window_inputs(network_model.prepare_audio(long, 16000))
     assert len(items) >= 3
-    assert audio_model.predict_proba(long).sum() == pytest.approx(1.0, abs=1e-5)
+    assert network_model.predict_proba(long).sum() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_encode_window_shapes(whisper, clip):
@@ -96,19 +96,19 @@ def test_missing_model_folder(tmp_path, whisper):
         AudioEmotion.load(tmp_path, whisper)
 
 
-def test_threads_untouched(audio_model, clip):
+def test_threads_untouched(network_model, clip):
     before = torch.get_num_threads()
-    audio_model.predict(clip)
+    network_model.predict(clip)
     assert torch.get_num_threads() == before
 
 
-def test_traced_network_matches_eager(audio_model):
+def test_traced_network_matches_eager(network_model):
     torch.manual_seed(0)
     for t, lengths in ((20, [20]), (151, [151, 90, 31]), (176, [176, 12])):
         b = len(lengths)
         args = (torch.randn(b, 384, t), torch.randn(b, 18, t), torch.tensor(lengths))
         with torch.inference_mode():
-            assert torch.allclose(audio_model._forward(*args), audio_model.net(*args), atol=1e-5)
+            assert torch.allclose(network_model._forward(*args), network_model.net(*args), atol=1e-5)
 
 
 def test_a_click_in_silence_is_silent_not_an_error(audio_model):
@@ -129,23 +129,23 @@ def _random_head(net_config, seed=0, scale=0.5):
                       rng.normal(0, scale, (len(LABELS), d)).astype(np.float32), np.zeros(len(LABELS), np.float32))
 
 
-def test_linear_blend_loads_changes_the_output_and_batches(audio_model, clip, speech_wav, tmp_path):
+def test_linear_blend_loads_changes_the_output_and_batches(network_model, clip, speech_wav, tmp_path):
     from streamer.audio.emotion import save_model
 
-    head = _random_head(audio_model.net.config)
-    save_model(audio_model.net, tmp_path, audio_model.temperature, head, 0.5)
-    blended = AudioEmotion.load(tmp_path, audio_model.whisper)
+    head = _random_head(network_model.net.config)
+    save_model(network_model.net, tmp_path, network_model.temperature, head, 0.5)
+    blended = AudioEmotion.load(tmp_path, network_model.whisper)
     assert blended.linear is not None and blended.linear_weight == 0.5
     speech = load_audio(speech_wav)
-    net_only = AudioEmotion(audio_model.net, audio_model.temperature, audio_model.whisper)
+    net_only = AudioEmotion(network_model.net, network_model.temperature, network_model.whisper)
     a, b = blended.predict_proba(clip), net_only.predict_proba(clip)
     assert a.sum() == pytest.approx(1.0, abs=1e-5) and np.abs(a - b).max() > 0.01  # the head is used
     for single, x in zip(blended.predict_batch([clip, speech]), [clip, speech]):
         ref = blended.predict(x)
         assert max(abs(single[k] - ref[k]) for k in LABELS) < 1e-4
     # weight 0 is the network alone; the blend is the weighted mean of both heads' logits
-    save_model(audio_model.net, tmp_path, audio_model.temperature, head, 0.0)
-    assert np.abs(AudioEmotion.load(tmp_path, audio_model.whisper).predict_proba(clip) - b).max() < 1e-6
+    save_model(network_model.net, tmp_path, network_model.temperature, head, 0.0)
+    assert np.abs(AudioEmotion.load(tmp_path, network_model.whisper).predict_proba(clip) - b).max() < 1e-6
     items = blended.window_inputs(blended.prepare_audio(clip, 16000))
     from streamer.audio.linear import pooled_stats
 
@@ -154,10 +154,56 @@ def test_linear_blend_loads_changes_the_output_and_batches(audio_model, clip, sp
     assert np.allclose(blended.window_logits(items).numpy(), 0.5 * net + 0.5 * lin, atol=1e-4)
 
 
-def test_blend_folder_without_its_linear_file(audio_model, tmp_path):
+def test_blend_folder_without_its_linear_file(network_model, tmp_path):
     from streamer.audio.emotion import save_model
 
-    save_model(audio_model.net, tmp_path, 1.0, _random_head(audio_model.net.config), 0.3)
+    save_model(network_model.net, tmp_path, 1.0, _random_head(network_model.net.config), 0.3)
     (tmp_path / "linear.npz").unlink()
     with pytest.raises(ModelError, match="linear.npz"):
-        AudioEmotion.load(tmp_path, audio_model.whisper)
+        AudioEmotion.load(tmp_path, network_model.whisper)
+
+
+# --- the shipped pooled-statistics model --------------------------------------------------
+
+def test_shipped_model_needs_no_torch_to_run():
+    """The pooled model runs on numpy and CTranslate2 alone."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from streamer.audio.pooled import PooledEmotion; "
+            "from streamer.paths import model_dir; m = PooledEmotion.load(model_dir('audio-emotion')); "
+            "t = np.arange(32000) / 16000; p = m.predict_proba((0.1 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)); "
+            "assert abs(p.sum() - 1) < 1e-5; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=audio_model_dir().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_pooled_rows_follow_the_live_windows(audio_model, clip, speech_wav):
+    if getattr(audio_model, "kind", None) != "pooled":
+        pytest.skip("the shipped model is not the pooled kind")
+    long = np.concatenate([clip, load_audio(speech_wav), clip])
+    rows, frames = audio_model.rows(audio_model.prepare_audio(long, 16000))
+    assert rows.shape == (len(frames), audio_model.head.prior.mean.shape[1]) and len(frames) >= 3
+    assert frames.max() <= 176 and frames.min() >= 26  # 0.5-3 s windows plus 0.5 s of silence
+
+
+def test_stream_statistics_adapt_and_are_forgotten(audio_model, clip, speech_wav):
+    """A stream's windows standardise its later windows; another stream, or none, is not touched."""
+    if getattr(audio_model, "kind", None) != "pooled":
+        pytest.skip("the shipped model is not the pooled kind")
+    from streamer.core.services import AudioRequest
+
+    speech = load_audio(speech_wav)
+    fresh = audio_model.predict_proba(clip)
+    first = audio_model.predict_proba(clip, stream="test-a")
+    assert np.abs(first - fresh).max() < 1e-5  # no history yet: the training prior
+    for _ in range(30):
+        audio_model.predict_proba(speech, stream="test-a")
+    adapted = audio_model.predict_proba(clip, stream="test-a")
+    assert np.abs(adapted - fresh).max() > 0.01  # 30 windows of another voice moved the statistics
+    assert np.abs(audio_model.predict_proba(clip, stream="test-b") - fresh).max() < 1e-5
+    batch = audio_model.predict_batch([AudioRequest(clip, "test-c"), AudioRequest(clip, None)])
+    assert max(abs(batch[0][k] - batch[1][k]) for k in LABELS) < 1e-5
+    audio_model.end_stream("test-a")
+    assert np.abs(audio_model.predict_proba(clip, stream="test-a") - fresh).max() < 1e-5

@@ -30,8 +30,8 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_carries_the_defaults_and_models(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for need in ("streamer/_bundle/config.toml", "streamer/_bundle/models/audio-emotion/model.pt",
-                 "streamer/_bundle/models/audio-emotion/linear.npz", "streamer/_bundle/models/text-emotion/encoder.safetensors",
+    for need in ("streamer/_bundle/config.toml", "streamer/_bundle/models/audio-emotion/head.npz",
+                 "streamer/_bundle/models/audio-emotion/config.json", "streamer/_bundle/models/text-emotion/encoder.safetensors",
                  "streamer/_bundle/models/text-emotion/head.pt", "streamer/_bundle/models/fusion/params.json",
                  "streamer/serve/static/desk.html", "streamer/serve/static/desk.js", "streamer/serve/static/desk.css"):
         assert need in names, need

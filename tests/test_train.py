@@ -145,7 +145,7 @@ def test_every_ablation_variant_builds_a_network():
     from streamer.train.ablation import ABLATION, ABLATION_BUDGET
     from streamer.train.recipe import load_config
 
-    cfg = load_config(model_dir("audio-emotion") / "train.toml")
+    cfg = load_config(model_dir("audio-emotion-network") / "train.toml")
     assert len(ABLATION) == 4 and set(ABLATION_BUDGET) <= set(vars(cfg))
     variants = {name: replace(cfg.net, **change) for name, change in ABLATION.items()}
     assert len(set(variants.values())) == len(ABLATION)  # four different networks

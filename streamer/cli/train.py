@@ -63,6 +63,9 @@ def main() -> int:
                          "reused instead of retrained; linear heads, blend, temperature and figures are recomputed")
     ap.add_argument("--final-from-fold", action="store_true",
                     help="no final run: ship the LOAO fold model with the best validation UA (when time is short)")
+    ap.add_argument("--adapt-sweep", action="store_true",
+                    help="pooled recipe: score the shipped recipe as live streams for several prior weights of the "
+                         "training statistics and keep the best (updates config.json, metrics.json and the card)")
     ap.add_argument("--ablation", action="store_true",
                     help="cross-validate each input variant instead (writes ablation.json; keeps the model)")
     args = ap.parse_args()
@@ -123,8 +126,16 @@ def _pooled(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("data", tuple(args.data) if args.data else None), ("cache_dir", args.cache_dir)) if v is not None}
     cfg = _replace(cfg, **overrides)
     out = args.out or args.config.parent
+    command = f"{COMMAND} --config {args.config}" if args.config != DEFAULT_CONFIG else COMMAND
+    if args.adapt_sweep:
+        from streamer.train.pooled_recipe import adapt_sweep
+
+        metrics = adapt_sweep(cfg, out)
+        card = write_pooled_card(out, metrics, command)
+        print(f"prior weight {metrics['adapt_sweep']['chosen_prior_windows']} windows; model card: {card}")
+        return 0
     metrics = run(cfg, out)
-    card = write_pooled_card(out, metrics, f"{COMMAND} --config {args.config}" if args.config != DEFAULT_CONFIG else COMMAND)
+    card = write_pooled_card(out, metrics, command)
     print(f"chosen: {metrics['chosen']}; model card: {card}; wrote {out} in {metrics['seconds']:.0f} s")
     return 0
 

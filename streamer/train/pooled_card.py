@@ -40,7 +40,26 @@ def chosen_runs(metrics: dict) -> list[str]:
     return lines
 
 
+def sweep_table(metrics: dict) -> list[str]:
+    sw = metrics.get("adapt_sweep")
+    if not sw:
+        return ["(not run: `ser-train --adapt-sweep`)"]
+    lines = ["| prior weight (windows) | mixed-emotion streams: LOCO ua_present / speakers UA / telephone UA | "
+             "one-emotion streams: LOCO ua_present / speakers UA / telephone UA | mean criterion |", "|---|---|---|---|"]
+    for r in sw["rows"]:
+        a, b = r["running"], r["running_single"]
+        mark = " **(shipped)**" if r["prior_windows"] == sw["chosen_prior_windows"] else ""
+        lines.append(f"| {r['prior_windows']:g}{mark} | {_f(a['loco_mean_ua_present'])} / {_f(a['speakers_mean_ua'])} / "
+                     f"{_f(a['speakers_telephone_ua'])} | {_f(b['loco_mean_ua_present'])} / {_f(b['speakers_mean_ua'])} / "
+                     f"{_f(b['speakers_telephone_ua'])} | {r['score']:.3f} |")
+    return lines
+
+
 def write_pooled_card(out: Path, metrics: dict, command: str) -> Path:
+    import json
+
+    config = json.loads((out / "config.json").read_text())
+    metrics = {**metrics, "encoders": config.get("encoders", []), "adapt": config.get("adapt", {})}
     c = next(c for c in metrics["candidates"] if c["recipe"] == metrics["chosen"])
     cal = ", ".join(f"{k} {v:.3f}" for k, v in c["loco_ece_per_corpus"].items())
     cross = ", ".join(f"{k} {v:.3f}" for k, v in c["loco_ece_crossfit"].items())
@@ -107,6 +126,16 @@ Cross-fitted (each corpus scored at the temperature fitted on the other two only
 | test standardisation | what | LOCO mean ua_present | LOCO mean UA | speakers RAVDESS UA | speakers nEMO UA | telephone UA |
 |---|---|---|---|---|---|---|
 {chr(10).join(adapt_rows)}
+
+### How much a stream adapts: the prior weight
+
+Live, a stream's running statistics start from the training statistics, which count as this many windows
+(horizon {metrics.get('adapt', {}).get('horizon', '?')} windows). Scored as above with the test speakers as live streams: mixed
+emotions in random order, and the worst case of a stream that holds one emotion throughout (a caller who stays
+angry): the stream's own mean then moves towards that emotion and removes part of it. The shipped weight has the
+best mean of the two criteria (`.venv/bin/ser-train --adapt-sweep`).
+
+{chr(10).join(sweep_table(metrics))}
 
 ## Out-of-fold predictions (for fitting the fusion)
 `oof_ravdess.json`: every RAVDESS clip (actors 01-20) predicted by the leave-speakers-out fold that never saw its

@@ -179,3 +179,34 @@ def run(cfg: PooledConfig, out: Path, say=print) -> dict:
                "clips": {c: int((rows.corpus == c).sum()) for c in sorted(set(rows.corpus))}, "seconds": time.time() - t0}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def adapt_sweep(cfg: PooledConfig, out: Path, prior_windows: tuple[float, ...] = (20, 60, 150, 400, 1000), say=print) -> dict:
+    """How much weight the training statistics keep in a stream: the shipped recipe scored as
+    live streams with mixed emotions (``running``) and as streams that hold one emotion
+    (``running_single``), for each prior weight; the weight with the best mean of the two
+    criteria goes into ``config.json`` (``adapt.prior_windows``) and ``metrics.json``."""
+    import json as _json
+
+    meta = _json.loads((out / "config.json").read_text())
+    metrics = _json.loads((out / "metrics.json").read_text())
+    recipe = next(c for c in cfg.candidates if c.name == metrics["chosen"])
+    rows = load_rows(cfg)
+    the_splits = splits(rows, cfg.loco, cfg.speaker_folds)
+    table = []
+    for pw in prior_windows:
+        row = {"prior_windows": pw}
+        for mode in ("running", "running_single"):
+            e = evaluate(rows, recipe, the_splits, adapt=mode, prior_windows=pw, horizon=cfg.adapt.horizon)
+            row[mode] = {k: e.get(k) for k in ("loco_mean_ua_present", "loco_mean_ua", "speakers_mean_ua", "speakers_ravdess_ua",
+                                               "speakers_nemo_ua", "speakers_telephone_ua", "criterion")}
+        row["score"] = (row["running"]["criterion"] + row["running_single"]["criterion"]) / 2
+        say(f"prior {pw:g} windows: mixed-emotion streams {row['running']['criterion']:.3f}, "
+            f"one-emotion streams {row['running_single']['criterion']:.3f}")
+        table.append(row)
+    best = max(table, key=lambda r: r["score"])
+    meta["adapt"]["prior_windows"] = float(best["prior_windows"])
+    (out / "config.json").write_text(_json.dumps(meta, indent=2) + "\n")
+    metrics["adapt_sweep"] = {"rows": table, "chosen_prior_windows": best["prior_windows"], "horizon": cfg.adapt.horizon}
+    (out / "metrics.json").write_text(_json.dumps(metrics, indent=1) + "\n")
+    return metrics
