@@ -64,7 +64,9 @@ def main() -> int:
     if args.from_run:
         command = " ".join([".venv/bin/python -m streamer.train.textprobe", str(args.config), str(args.from_run), "&&", COMMAND,
                             f"--config {args.config}", f"--from-run {args.from_run}"] + ([f"--out {args.out}"] if args.out else [])
-                           + ([f"--recipes {args.recipes}"] if args.recipes else []))
+                           + ([f"--threads {args.threads}"] if args.threads > 0 else [])
+                           + ([f"--recipes {args.recipes}"] if args.recipes else [])
+                           + ([f"--compare {args.compare}"] if args.compare else []))
     with RichReporter() as reporter:
         if args.from_run:
             record = _take_run(args.from_run, out)

@@ -236,7 +236,9 @@ def _transfer_section(ev: dict, others: list[dict]) -> list[str]:
     if not others:
         return []
     lines = ["", "## Transfer, compared with other recipes", "",
-             "MELD dev (TV dialogue) and DailyDialog test (written dialogue) stand in for text the project never saw; "
+             "MELD dev (TV dialogue), XED (film subtitles) and DailyDialog test (written dialogue) stand in for text the "
+             "project never saw (they choose a model's checkpoint only where its dev_sets name them; XED test is read only for "
+             "the figures); "
              "*emotional F1* is macro-F1 on their rows whose true label is not neutral (neutral answers count against it), "
              "like a set without a neutral label. Figures are ASR-style accuracy / macro-F1 / emotional F1.", "",
              "| model | " + " | ".join(ev) + " |", "| --- |" + " --- |" * len(ev)]

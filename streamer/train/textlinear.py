@@ -8,6 +8,13 @@ embeddings are cached; recipes are then compared with linear models on them:
     .venv/bin/python -m streamer.train.textlinear embed models/text-emotion runs/text-emb/shipped
     .venv/bin/python -m streamer.train.textlinear probe runs/text-emb/base
     .venv/bin/python -m streamer.train.textlinear dims models/text-emotion
+    .venv/bin/python -m streamer.train.textlinear heads runs/text-emb/shipped
+    .venv/bin/python -m streamer.train.textlinear head models/text-emotion runs/text-emb/shipped "g1 m1 x1, C 1.0, unweighted"
+
+``heads CACHE`` compares label heads (logistic regression over a fine-tuned encoder's frozen
+vectors, mixes of the three corpora) on the three-domain criterion; ``head FOLDER CACHE KEY``
+writes the chosen one as the folder's ``head.pt`` and refits its temperature on the three
+dev sets.
 
 ``dims FOLDER`` fits the dims head of a model folder on its own encoder and saves it there.
 
@@ -108,8 +115,10 @@ def _expand(x: np.ndarray, t: np.ndarray, weight: float = 1.0):
     return x[r], c, t[r, c] * weight
 
 
-def fit_probe(cache: Path, train: dict[str, float], C: float = 1.0, balanced: bool = True):
-    """A logistic regression on ``{split: weight}`` of cached embeddings."""
+def fit_probe(cache: Path, train: dict[str, float], C: float = 1.0, balanced: bool = True, linear: bool = False):
+    """A logistic regression on ``{split: weight}`` of cached embeddings: its predict_proba,
+    or with ``linear`` the (7, D) weights and (7,) bias of its logits on raw vectors (the
+    standardisation folded in: a head the model folder can hold)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -122,6 +131,9 @@ def fit_probe(cache: Path, train: dict[str, float], C: float = 1.0, balanced: bo
         w = w * (w.sum() / (len(LABELS) * np.maximum(counts, 1e-9)))[y]
     scaler = StandardScaler().fit(x)
     clf = LogisticRegression(C=C, max_iter=300).fit(scaler.transform(x), y, sample_weight=w / w.mean())
+    if linear:
+        weight = clf.coef_ / scaler.scale_[None, :]
+        return weight, clf.intercept_ - weight @ scaler.mean_
     return lambda z: clf.predict_proba(scaler.transform(z))
 
 
@@ -245,6 +257,52 @@ def save_dims_head(folder: Path, fit: dict, encoder_tag: str) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+HEAD_MIXES = {"g1 m1 x1": {"goemotions-train": 1, "meld-train": 1, "xed-train": 1},
+              "g2 m1 x1": {"goemotions-train": 2, "meld-train": 1, "xed-train": 1},
+              "g1 m2 x2": {"goemotions-train": 1, "meld-train": 2, "xed-train": 2}}
+
+
+def head_probes(cache: Path) -> dict:
+    """Head recipes over a (fine-tuned) encoder's cached vectors, on the three-domain criterion."""
+    from streamer.train.text import selection_score
+
+    out = {}
+    for name, mix in HEAD_MIXES.items():
+        for C, balanced in ((1.0, False), (1.0, True), (0.1, False)):
+            s = dev_scores(cache, fit_probe(cache, mix, C, balanced))
+            key = f"{name}, C {C}, {'balanced' if balanced else 'unweighted'}"
+            out[key] = {**s, "three_domain": round(selection_score(s), 4), "mix": mix, "C": C, "balanced": balanced}
+            print(key, {k: v for k, v in out[key].items() if k not in ("mix",)}, flush=True)
+    return out
+
+
+def write_head(folder: Path, cache: Path, mix: dict[str, float], C: float, balanced: bool) -> dict:
+    """Refit the label head of ``folder`` (whose encoder made ``cache``) as a logistic regression
+    on ``mix``; the temperature is refitted on the three dev sets, each weighing the same."""
+    import torch
+
+    from streamer.train.text import fit_temperature, selection_score
+
+    weight, bias = fit_probe(cache, mix, C, balanced, linear=True)
+    torch.save({"weight": torch.tensor(weight, dtype=torch.float32), "bias": torch.tensor(bias, dtype=torch.float32)},
+               folder / "head.pt")
+    logits, ys, ws, scores = [], [], [], {}
+    for name in ("goemotions-dev", "meld-dev", "xed-dev"):
+        x, t = _load(cache, name)
+        z, y = x @ weight.T + bias, t.argmax(axis=1)
+        scores[name] = round(macro_f1_of(z, y), 4)
+        logits.append(z)
+        ys.append(y)
+        ws.append(np.full(len(y), 1.0 / len(y)))
+    temperature = fit_temperature(np.concatenate(logits), np.concatenate(ys), np.concatenate(ws))
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["temperature"] = round(temperature, 4)
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    return {"dev": scores, "three_domain": round(selection_score(scores), 4), "temperature": temperature,
+            "mix": mix, "C": C, "balanced": balanced}
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -252,6 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if len(args) == 3 and args[0] == "embed":
         embed_all(args[1], Path(args[2]))
+        return 0
+    if len(args) == 2 and args[0] == "heads":
+        cache = Path(args[1])
+        (cache / "heads.json").write_text(json.dumps(head_probes(cache), indent=2) + "\n")
+        return 0
+    if len(args) == 4 and args[0] == "head":  # head FOLDER CACHE "RECIPE KEY" (a key of heads.json)
+        folder, cache = Path(args[1]), Path(args[2])
+        r = json.loads((cache / "heads.json").read_text())[args[3]]
+        print(json.dumps(write_head(folder, cache, r["mix"], r["C"], r["balanced"])), flush=True)
         return 0
     if len(args) == 2 and args[0] == "dims":
         print(json.dumps(fit_dims_for_folder(Path(args[1]), DATA / "emobank")), flush=True)
