@@ -154,3 +154,25 @@ def test_dims_head_rides_the_compiled_network(tmp_path, monkeypatch):
     p1, h1, d1 = compiled.predict_full(texts)
     assert np.array_equal(h0, h1) and np.allclose(p0, p1, atol=1e-4) and np.allclose(d0, d1, atol=1e-4)
     assert d1.shape == (3, 2) and np.all(np.abs(d1) <= 1)
+
+
+def test_probe_head_folds_into_a_linear_head(tmp_path):
+    """A logistic-regression head over cached vectors, written as the model's linear head,
+    gives the probe's probabilities (the standardisation folded in)."""
+    from streamer.train.textlinear import dev_scores, fit_probe
+
+    rng = np.random.default_rng(0)
+    for name, n in (("goemotions-train", 300), ("meld-train", 100), ("xed-train", 100),
+                    ("goemotions-dev", 70), ("meld-dev", 70), ("xed-dev", 70)):
+        y = rng.integers(0, 7, n)
+        x = rng.normal(size=(n, 16)) + 5 + np.eye(7, 16)[y] * 4
+        np.savez(tmp_path / f"{name}.npz", x=x.astype(np.float32), y=np.eye(7, dtype=np.float32)[y])
+    mix = {"goemotions-train": 1, "meld-train": 2, "xed-train": 1}
+    probs = fit_probe(tmp_path, mix, 1.0, False)
+    weight, bias = fit_probe(tmp_path, mix, 1.0, False, linear=True)
+    x = np.load(tmp_path / "xed-dev.npz")["x"]
+    z = x @ weight.T + bias
+    q = np.exp(z - z.max(axis=1, keepdims=True))
+    assert np.allclose(q / q.sum(axis=1, keepdims=True), probs(x), atol=1e-5)
+    scores = dev_scores(tmp_path, probs)
+    assert set(scores) == {"goemotions-dev", "meld-dev", "xed-dev"} and min(scores.values()) > 0.5
