@@ -216,8 +216,10 @@ class ServerConfig:
     idle_timeout_s: float = 20.0  # a client that sends nothing this long is closed
     shutdown_s: float = 10.0  # SIGTERM: calls are finished and logged within this
     feed_max_s: float = 0.0  # an /events socket is closed (1001, reconnect with ?since=) after this; 0: never
+    audio_model_dir: str = "models/audio-emotion-fast"  # the calls' audio model; empty: [audio] model_dir
 
     def __post_init__(self) -> None:
+        check("server", "audio_model_dir", isinstance(self.audio_model_dir, str), "a model folder (or empty: [audio] model_dir)")
         check("server", "host", isinstance(self.host, str) and bool(self.host.strip()), "an address to listen on")
         check("server", "port", 0 <= self.port <= 65535, "between 0 and 65535")
         check("server", "audiosocket_port", 0 <= self.audiosocket_port <= 65535, "between 0 (off) and 65535")
@@ -396,3 +398,13 @@ def build(cls: type, raw: dict, path: str = "", what: str = "config"):
         raise
     except (TypeError, ValueError) as exc:  # a nested class that checks with ValueError (NetConfig)
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def for_server(cfg: "Config") -> "Config":
+    """The settings ser-serve runs its calls with: ``[server] audio_model_dir`` (a cheaper audio
+    model, so that many calls fit on few cores) in place of ``[audio] model_dir`` when set."""
+    from dataclasses import replace
+
+    if not cfg.server.audio_model_dir.strip():
+        return cfg
+    return replace(cfg, audio=replace(cfg.audio, model_dir=cfg.server.audio_model_dir))

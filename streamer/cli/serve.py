@@ -90,8 +90,10 @@ def main() -> int:
 
     from streamer.live.factory import load_models, warm_up
 
+    from streamer.config import for_server
+
     torch.set_num_threads(cfg.audio.threads)
-    models = load_models(cfg)
+    models = load_models(for_server(cfg))
     warm_up(models)
     print(f"ser-serve: models: {', '.join(f'{k} {v}' for k, v in models.names.items())}", file=sys.stderr, flush=True)
     return asyncio.run(serve(models, cfg, token, redis_url=args.redis, desk=args.desk))

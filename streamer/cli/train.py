@@ -66,6 +66,12 @@ def main() -> int:
     ap.add_argument("--adapt-sweep", action="store_true",
                     help="pooled recipe: score the shipped recipe as live streams for several prior weights of the "
                          "training statistics and keep the best (updates config.json, metrics.json and the card)")
+    ap.add_argument("--fold-models", type=Path, default=None, metavar="DIR",
+                    help="pooled recipe: write each RAVDESS leave-speakers-out fold's model into DIR/fold<k> "
+                         "(for ser-train-fusion --cross-fit and bench/fusion_eval.py)")
+    ap.add_argument("--write-candidate", nargs=2, metavar=("RECIPE", "DIR"), default=None,
+                    help="pooled recipe: train another scored candidate (its name as in metrics.json) on every corpus "
+                         "into DIR, e.g. a cheaper model for a busy server")
     ap.add_argument("--ablation", action="store_true",
                     help="cross-validate each input variant instead (writes ablation.json; keeps the model)")
     args = ap.parse_args()
@@ -127,6 +133,16 @@ def _pooled(args: argparse.Namespace) -> int:
     cfg = _replace(cfg, **overrides)
     out = args.out or args.config.parent
     command = f"{COMMAND} --config {args.config}" if args.config != DEFAULT_CONFIG else COMMAND
+    if args.write_candidate:
+        from streamer.train.pooled_recipe import write_candidate
+
+        write_candidate(cfg, out, args.write_candidate[0], Path(args.write_candidate[1]))
+        return 0
+    if args.fold_models:
+        from streamer.train.pooled_recipe import write_fold_models
+
+        write_fold_models(cfg, out, args.fold_models)
+        return 0
     if args.adapt_sweep:
         from streamer.train.pooled_recipe import adapt_sweep
 

@@ -243,7 +243,7 @@ def main() -> int:
         for k in sorted({fold_of(c) - 1 for c in oof_all}):
             test_actors = sorted({c.actor for c in oof_all if fold_of(c) == k + 1})
             fold_audio = args.fold_models / f"fold{k + 1}" if args.fold_models else None
-            audio_dir = fold_audio if fold_audio and (fold_audio / "model.pt").is_file() else args.audio_model
+            audio_dir = fold_audio if fold_audio and (fold_audio / "config.json").is_file() else args.audio_model
             b = Branches(audio_dir, args.text_model, cache)
             keep = [c for c in oof_all if fold_of(c) != k + 1 and c.actor not in excluded]
             fmeta = {**meta, "audio_model": str(audio_dir), "excluded_actors": test_actors,

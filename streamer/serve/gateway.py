@@ -116,7 +116,9 @@ def gateway_models(cfg):
     from streamer.live.factory import Models, asr_factory, load_models, warm_up
 
     if cfg.ray.models == "local":
-        models = load_models(cfg)
+        from streamer.config import for_server
+
+        models = load_models(for_server(cfg))
         warm_up(models)
         return models
     from streamer.serve.ray_models import DeployOptions, ModelDeploymentOptions, connect

@@ -98,16 +98,18 @@ def shipped_encoders(cfg: PooledConfig, recipe: Recipe) -> list[str]:
     return [e for e in cfg.encoders if e in recipe.blocks]
 
 
-def final_head(rows: Rows, recipe: Recipe, encoders: list[str]) -> Head:
-    """The shipped head: every clip trains; its input is the product's row (``encoders`` in
-    order, then prosody); the prior is the mean of the corpora's statistics."""
-    everything = np.ones(len(rows.y), bool)
+def final_head(rows: Rows, recipe: Recipe, encoders: list[str], train: np.ndarray | None = None) -> Head:
+    """The shipped head (``train``: the clips that train it; every clip by default): its input
+    is the product's row (``encoders`` in order, then prosody); the prior is the mean of the
+    training corpora's statistics."""
+    everything = np.ones(len(rows.y), bool) if train is None else np.asarray(train, bool)
     _, _, lin = fit_and_predict(rows, recipe, everything, everything, test_group="all")
     product = rows.cols([*encoders, "prosody"])
     used = rows.cols(recipe.blocks)
     where = {c: i for i, c in enumerate(product)}
-    groups = rows.corpus[rows.clip] if recipe.norm != "global" else np.zeros(len(rows.clip), int)
-    prior = prior_moments(rows.x[:, product], groups)
+    keep = everything[rows.clip]
+    groups = rows.corpus[rows.clip][keep] if recipe.norm != "global" else np.zeros(int(keep.sum()), int)
+    prior = prior_moments(rows.x[keep][:, product], groups)
     if recipe.norm == "global":
         # the head's own standardisation is the prior: (x - mean) / (std + EPS), EPS as RunningNorm's
         mean, var = prior.mean.copy(), prior.var.copy()
@@ -210,3 +212,59 @@ def adapt_sweep(cfg: PooledConfig, out: Path, prior_windows: tuple[float, ...] =
     metrics["adapt_sweep"] = {"rows": table, "chosen_prior_windows": best["prior_windows"], "horizon": cfg.adapt.horizon}
     (out / "metrics.json").write_text(_json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def write_fold_models(cfg: PooledConfig, out: Path, folds_dir: Path, say=print) -> list[Path]:
+    """Each RAVDESS leave-speakers-out fold's model as a complete folder (``fold<k>/``, with
+    ``test_actors.txt``), trained without its actors: what the fusion's cross-fitting and
+    ``bench/fusion_eval.py`` score a fold's actors with."""
+    import json as _json
+    import shutil
+
+    meta = _json.loads((out / "config.json").read_text())
+    metrics = _json.loads((out / "metrics.json").read_text())
+    recipe = next(c for c in cfg.candidates if c.name == metrics["chosen"])
+    rows = load_rows(cfg)
+    written = []
+    for sp in splits(rows, cfg.loco, cfg.speaker_folds):
+        if sp.kind != "speakers" or sp.test_corpus != "ravdess":
+            continue
+        d = folds_dir / f"fold{sp.name.rsplit('fold', 1)[1]}"
+        d.mkdir(parents=True, exist_ok=True)
+        final_head(rows, recipe, meta["encoders"], sp.train).save(d / HEAD_FILE)
+        (d / "config.json").write_text(_json.dumps(meta, indent=2) + "\n")
+        shutil.copy2(out / "labels.json", d / "labels.json")
+        actors = sorted({str(a) for a in rows.speaker[sp.test]})
+        (d / "test_actors.txt").write_text("\n".join(actors) + "\n")
+        say(f"{d}: without {', '.join(actors)}")
+        written.append(d)
+    return written
+
+
+def write_candidate(cfg: PooledConfig, out: Path, name: str, dest: Path, say=print) -> Path:
+    """Another candidate of the same run, trained on every clip as the chosen one was, with its
+    own LOCO temperature and the chosen model's adaptation settings, into ``dest`` (a cheaper
+    model for a busy server, say). Its figures are its row in ``out/metrics.json``."""
+    import json as _json
+    import shutil
+
+    metrics = _json.loads((out / "metrics.json").read_text())
+    chosen_meta = _json.loads((out / "config.json").read_text())
+    recipe = next((c for c in cfg.candidates if c.name == name), None)
+    result = next((r for r in metrics["candidates"] if r["recipe"] == name), None)
+    if recipe is None or result is None:
+        raise ValueError(f"no candidate {name!r} in {out}/metrics.json; candidates: "
+                         + "; ".join(r["recipe"] for r in metrics["candidates"]))
+    rows = load_rows(cfg)
+    encoders = shipped_encoders(cfg, recipe)
+    head = final_head(rows, recipe, encoders)
+    dest.mkdir(parents=True, exist_ok=True)
+    head.save(dest / HEAD_FILE)
+    meta = {**chosen_meta, "encoders": encoders, "blocks": list(recipe.blocks), "row_width": int(head.prior.mean.shape[1]),
+            "temperature": result["temperature"], "recipe": recipe.name}
+    (dest / "config.json").write_text(_json.dumps(meta, indent=2) + "\n")
+    shutil.copy2(out / "labels.json", dest / "labels.json")
+    (dest / "metrics.json").write_text(_json.dumps({"recipe": recipe.name, "figures": result,
+                                                    "from": str(out / "metrics.json")}, indent=1) + "\n")
+    say(f"{dest}: {recipe.name} (criterion {result['criterion']:.3f}, T {result['temperature']:.3f})")
+    return dest
