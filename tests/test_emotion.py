@@ -207,3 +207,22 @@ def test_stream_statistics_adapt_and_are_forgotten(audio_model, clip, speech_wav
     assert max(abs(batch[0][k] - batch[1][k]) for k in LABELS) < 1e-5
     audio_model.end_stream("test-a")
     assert np.abs(audio_model.predict_proba(clip, stream="test-a") - fresh).max() < 1e-5
+
+
+def test_noise_unlike_any_training_row_gets_no_confident_answer(audio_model, clip):
+    """White noise loud enough to pass for a window sits far from every training row: its
+    answer is damped to below the uncertain threshold, while speech keeps its confidence."""
+    if getattr(audio_model, "kind", None) != "pooled":
+        pytest.skip("the shipped model is not the pooled kind")
+    from streamer.config import Config
+    from streamer.paths import data_path
+
+    threshold = Config.load(data_path("config.toml")).fusion.min_confidence
+    rng = np.random.default_rng(3)
+    noise = np.clip(rng.normal(0, 0.3, 6 * 16000), -1, 1).astype(np.float32)
+    assert audio_model.head.ood_ref > 0
+    assert audio_model.predict_proba(noise).max() < threshold
+    rows, _ = audio_model.rows(audio_model.prepare_audio(clip, 16000))
+    z = audio_model.head.prior
+    d = ((((rows - z.mean) / (z.std + 1e-3)) ** 2).mean(1))
+    assert (d < audio_model.head.ood_ref * 2).all()  # real speech is not damped much

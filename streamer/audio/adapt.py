@@ -15,13 +15,13 @@ weight keeps that in check (the card measures a speaker who stays in one emotion
 
 >>> prior = Moments.of(np.array([[0.0, 10.0], [2.0, 30.0]]))
 >>> prior.mean.tolist(), prior.std.tolist()
-[[1.0, 20.0], [1.0, 10.0]]
+([[1.0, 20.0]], [[1.0, 10.0]])
 >>> norm = RunningNorm(prior, prior_windows=2, horizon=100)
 >>> norm.standardise(np.array([[1.0, 20.0]])).tolist()
 [[0.0, 0.0]]
 >>> for _ in range(50): norm.update(np.array([[5.0, 20.0]]))
 >>> round(float(norm.moments().mean[0, 0]), 2)   # the stream's own mean has taken over
-4.85
+4.81
 """
 
 from __future__ import annotations

@@ -70,19 +70,34 @@ class Head:
     coef: NDArray[np.float32]  # (K, D)
     intercept: NDArray[np.float32]  # (K,)
     prior: Moments
+    ood_ref: float = 0.0  # the 99th percentile of training rows' mean squared z; 0: no damping
 
     def logits(self, z: NDArray) -> NDArray[np.float32]:
-        return (np.asarray(z, np.float32) @ self.coef.T + self.intercept).astype(np.float32)
+        """Logits of standardised rows. A row further from the training rows than ``ood_ref``
+        (mean squared z: white noise, a broken line) has its logits shrunk by (ood_ref / d)^2,
+        so it gets a flatter, uncertain answer instead of a confident one; the argmax stays.
+
+        >>> h = Head(np.eye(2, dtype=np.float32), np.zeros(2, np.float32), Moments(np.zeros((1, 2)), np.ones((1, 2)), 1.0), 2.0)
+        >>> h.logits(np.array([[1.0, 0.0], [4.0, 0.0]])).round(2).tolist()
+        [[1.0, 0.0], [0.25, 0.0]]
+        """
+        z = np.asarray(z, np.float32)
+        out = z @ self.coef.T + self.intercept
+        if self.ood_ref > 0:
+            d = (z.astype(np.float64) ** 2).mean(1)
+            out = out * np.minimum(1.0, (self.ood_ref / np.maximum(d, 1e-9)) ** 2)[:, None]
+        return out.astype(np.float32)
 
     def save(self, path: Path) -> None:
         np.savez(path, coef=self.coef, intercept=self.intercept, prior_mean=self.prior.mean, prior_var=self.prior.var,
-                 prior_weight=np.array(self.prior.weight))
+                 prior_weight=np.array(self.prior.weight), ood_ref=np.array(self.ood_ref))
 
     @classmethod
     def load(cls, path: Path) -> "Head":
         with np.load(path) as z:
             head = cls(z["coef"].astype(np.float32), z["intercept"].astype(np.float32),
-                       Moments(z["prior_mean"].astype(np.float64), z["prior_var"].astype(np.float64), float(z["prior_weight"])))
+                       Moments(z["prior_mean"].astype(np.float64), z["prior_var"].astype(np.float64), float(z["prior_weight"])),
+                       float(z["ood_ref"]) if "ood_ref" in z else 0.0)
         if head.coef.shape != (len(head.intercept), head.prior.mean.shape[1]):
             raise ValueError(f"{path}: inconsistent shapes {head.coef.shape}, {head.prior.mean.shape}")
         return head

@@ -87,8 +87,13 @@ averaged by length) into angry, disgust, fear, happy, neutral, sad, surprise.
   window's row is the mean and standard deviation over time of each (the chosen recipe: `{metrics['chosen']}`).
 - The row is standardised, then a multinomial logistic regression (`head.npz`) gives 7 logits; one temperature
   (T = {metrics['temperature']:.3f}) calibrates them. No torch at inference: numpy and CTranslate2.
+- A row unlike the training rows (mean squared standardised value above the 99th percentile of the training
+  rows', e.g. white noise or a broken line) has its logits shrunk by (reference / distance)^2: the same top label,
+  a flatter distribution, so it comes out uncertain rather than confidently wrong. (The figures below are without
+  this damping; it never changes the argmax.)
 - **Standardisation adapts to the stream** (`streamer/audio/adapt.py`): training standardised each corpus by its own
-  statistics; live, each stream (a microphone session, one call track) is standardised by a running mean and
+  statistics (with `norm=mixed`, every training row also by the training prior, so that the head reads a stream
+  that has no statistics of its own yet); live, each stream (a microphone session, one call track) is standardised by a running mean and
   variance of its own windows, starting from the training statistics (prior weight
   {metrics.get('adapt', {}).get('prior_windows', '?')} windows, horizon {metrics.get('adapt', {}).get('horizon', '?')} windows).
   `ser-eval` standardises each evaluated corpus by its own statistics (no labels; `--adapt none` turns it off).

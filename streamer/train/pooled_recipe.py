@@ -125,7 +125,10 @@ def final_head(rows: Rows, recipe: Recipe, encoders: list[str], train: np.ndarra
     full = np.zeros((len(LABELS), len(product)), np.float64)
     for j, c in enumerate(used):
         full[:, where[c]] = coef[:, j]
-    return Head(full.astype(np.float32), intercept.astype(np.float32), prior)
+    # how far training rows sit from the prior: rows much further are damped at inference
+    z = (rows.x[keep][:, product] - prior.mean) / (np.sqrt(prior.var) + 1e-3)
+    ood_ref = float(np.percentile((z ** 2).mean(1), 99))
+    return Head(full.astype(np.float32), intercept.astype(np.float32), prior, ood_ref)
 
 
 def oof_ravdess(rows: Rows, recipe: Recipe, the_splits, temperature: float) -> list[dict]:
@@ -208,6 +211,8 @@ def adapt_sweep(cfg: PooledConfig, out: Path, prior_windows: tuple[float, ...] =
         table.append(row)
     best = max(table, key=lambda r: r["score"])
     meta["adapt"]["prior_windows"] = float(best["prior_windows"])
+    if not Head.load(out / meta.get("head", HEAD_FILE)).ood_ref:  # a head written before the damping existed
+        final_head(rows, recipe, meta["encoders"]).save(out / meta.get("head", HEAD_FILE))
     (out / "config.json").write_text(_json.dumps(meta, indent=2) + "\n")
     metrics["adapt_sweep"] = {"rows": table, "chosen_prior_windows": best["prior_windows"], "horizon": cfg.adapt.horizon}
     (out / "metrics.json").write_text(_json.dumps(metrics, indent=1) + "\n")

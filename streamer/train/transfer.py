@@ -20,10 +20,12 @@ Standardisation (``norm``):
   at test time these are the statistics of the traffic the model sees (live: a running
   estimate per stream, :class:`streamer.audio.adapt.RunningNorm`);
 - ``speaker``: each speaker by their own statistics (an upper bound: in a call a speaker may
-  hold one emotion throughout, and their own mean then removes the emotion).
+  hold one emotion throughout, and their own mean then removes the emotion);
+- ``mixed``: every training row twice, standardised by its corpus and by the training prior,
+  so the head reads a stream before it has statistics of its own as well as after.
 
 >>> groups = np.array([0, 0, 1, 1])
->>> standardise_groups(np.array([[1.0], [3.0], [10.0], [14.0]]), groups).ravel().tolist()
+>>> standardise_groups(np.array([[1.0], [3.0], [10.0], [14.0]]), groups).ravel().round(2).tolist()
 [-1.0, 1.0, -1.0, 1.0]
 """
 
@@ -37,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamer.labels import INDEX, LABELS
-from streamer.train.metrics import expected_calibration_error, summary
+from streamer.train.metrics import arousal_bacc, expected_calibration_error, summary
 from streamer.train.pooled import PooledSet
 
 log = logging.getLogger(__name__)
@@ -59,14 +61,14 @@ class Recipe:
     """One way to turn pooled rows into a classifier."""
 
     blocks: tuple[str, ...] = ("embedded:tiny.en", "prosody")
-    norm: str = "corpus"  # global | corpus | speaker
+    norm: str = "corpus"  # global | corpus | speaker | mixed (each row twice: by its corpus, and by the prior)
     l2: float = 0.003
     balance: str = "corpus"  # corpus: each training corpus the same weight, classes balanced inside | clip
     copies: tuple[str, ...] = ()  # augmented copies whose rows join the training rows
 
     def __post_init__(self) -> None:
-        if self.norm not in ("global", "corpus", "speaker"):
-            raise ValueError(f"norm must be global, corpus or speaker, not {self.norm!r}")
+        if self.norm not in ("global", "corpus", "speaker", "mixed"):
+            raise ValueError(f"norm must be global, corpus, speaker or mixed, not {self.norm!r}")
         if self.balance not in ("corpus", "clip"):
             raise ValueError(f"balance must be corpus or clip, not {self.balance!r}")
 
@@ -152,7 +154,7 @@ def clip_weights(rows: Rows, clips: NDArray[np.int64], balance: str) -> NDArray[
 
 
 def _groups(rows: Rows, clips: NDArray[np.int64], norm: str) -> NDArray:
-    if norm == "corpus":
+    if norm in ("corpus", "mixed"):
         return rows.corpus[clips]
     if norm == "speaker":
         return rows.speaker[clips]
@@ -215,6 +217,7 @@ def fit(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], iters: int = 100):
         c_tr = np.concatenate([c_tr, rows.aug_clip[use]])
         g_tr = np.concatenate([g_tr, np.char.add(_groups(rows, rows.aug_clip[use], recipe.norm).astype(str),
                                                  np.char.add("|", rows.aug_copy[use]))])
+    raw = x_tr
     if recipe.norm != "global":
         x_tr = standardise_groups(x_tr, g_tr)
     tr_clips = np.flatnonzero(train)
@@ -222,6 +225,11 @@ def fit(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], iters: int = 100):
     cw[tr_clips] = clip_weights(rows, tr_clips, recipe.balance)
     n_rows = np.bincount(c_tr, minlength=len(rows.y))
     w = cw[c_tr] / n_rows[c_tr]
+    if recipe.norm == "mixed":  # the same rows standardised by the prior too: a stream before it has statistics
+        prior = prior_moments(x_prior, g_prior)
+        x_tr = np.concatenate([x_tr, ((raw - prior.mean) / (prior.std + EPS)).astype(np.float32)])
+        c_tr = np.concatenate([c_tr, c_tr])
+        w = np.concatenate([w, w]) / 2
     head = fit_linear(x_tr, rows.y[c_tr], w, len(LABELS), recipe.l2, iters=iters)
     if len(_FITS) > 64:
         _FITS.clear()
@@ -247,7 +255,7 @@ def fit_and_predict(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], test: 
     else:
         sel = test[rows.clip]
         x_te, c_te, f_te = rows.x[sel][:, cols], rows.clip[sel], rows.frames[sel]
-    if recipe.norm == "corpus" and adapt != "batch":
+    if recipe.norm in ("corpus", "mixed") and adapt != "batch":
         prior = prior_moments(x_prior, g_prior)
         if adapt == "prior":
             streams = np.zeros(len(c_te), int)
@@ -257,7 +265,7 @@ def fit_and_predict(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], test: 
         else:
             streams = np.char.add(rows.speaker[c_te], rows.y[c_te].astype(str))
         x_te = running_standardise(x_te, streams, prior, prior_windows, horizon)
-    elif recipe.norm == "corpus":
+    elif recipe.norm in ("corpus", "mixed"):
         x_te = standardise_groups(x_te, np.zeros(len(c_te), int) if test_group else rows.corpus[c_te])
     elif recipe.norm == "speaker":
         x_te = standardise_groups(x_te, rows.speaker[c_te])
@@ -322,7 +330,8 @@ def evaluate(rows: Rows, recipe: Recipe, the_splits: Sequence[Split], phone: boo
         y = rows.y[clips]
         rep = summary(softmax_t(logits, 1.0), y)
         run = {"kind": sp.kind, "test_corpus": sp.test_corpus, "n": int(len(y)), "ua": rep["ua"],
-               "ua_present": rep["ua_present"], "ece_t1": rep["ece"], "macro_f1": rep["macro_f1"]}
+               "ua_present": rep["ua_present"], "ece_t1": rep["ece"], "macro_f1": rep["macro_f1"],
+               "arousal_bacc_t1": arousal_bacc(softmax_t(logits, 1.0), y)}
         if phone and sp.kind == "speakers" and rows.phone_clip is not None and np.isin(rows.phone_clip, np.flatnonzero(sp.test)).any():
             pc, plog, _ = fit_and_predict(rows, recipe, sp.train, sp.test, phone=True, **kw)
             run["telephone_ua"] = summary(softmax_t(plog, 1.0), rows.y[pc])["ua"]
@@ -358,9 +367,11 @@ def calibrate_loco(logits: NDArray, y: NDArray, corpus: NDArray) -> dict:
            "loco_ece": expected_calibration_error(softmax_t(logits, t), y), "loco_ece_per_corpus": {},
            "loco_ece_crossfit": {}}
     cross = np.zeros_like(logits, dtype=np.float64)
+    out["loco_arousal_bacc"] = {}
     for c in np.unique(corpus):
         sel = corpus == c
         out["loco_ece_per_corpus"][str(c)] = expected_calibration_error(softmax_t(logits[sel], t), y[sel])
+        out["loco_arousal_bacc"][str(c)] = arousal_bacc(softmax_t(logits[sel], t), y[sel])
         t_other = fit_temperature(logits[~sel], y[~sel])
         cross[sel] = softmax_t(logits[sel], t_other)
         out["loco_ece_crossfit"][str(c)] = expected_calibration_error(cross[sel], y[sel])
