@@ -68,7 +68,7 @@ def write_pooled_card(out: Path, metrics: dict, command: str) -> Path:
     adapt = metrics.get("adaptation", {})
     adapt_rows = []
     for mode, what in (("batch", "the test group's own statistics (a corpus, or a fold's speakers), no labels"),
-                       ("running", "live: one running estimate per test speaker, clips in random order, from the prior"),
+                       ("running", f"live: one running estimate per test speaker, clips in random order, from the prior (weight {metrics.get('adaptation_prior_windows', '?')} windows; the sweep below scores others)"),
                        ("running_single", "live, worst case: one stream per speaker and emotion (a caller who stays in one emotion)"),
                        ("prior", "no adaptation: the training prior alone")):
         r = c if mode == "batch" else adapt.get(mode)

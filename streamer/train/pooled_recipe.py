@@ -160,7 +160,7 @@ def run(cfg: PooledConfig, out: Path, say=print) -> dict:
     recipe = cfg.candidates[best]
     chosen = results[best]
     checks = {}
-    if recipe.norm == "corpus":
+    if recipe.norm in ("corpus", "mixed"):
         for mode in cfg.adapt_checks:
             checks[mode] = evaluate(rows, recipe, the_splits, adapt=mode, prior_windows=cfg.adapt.prior_windows,
                                     horizon=cfg.adapt.horizon)
@@ -181,6 +181,7 @@ def run(cfg: PooledConfig, out: Path, say=print) -> dict:
     oof = oof_ravdess(rows, recipe, the_splits, t)
     (out / "oof_ravdess.json").write_text(json.dumps(oof) + "\n")
     metrics = {"chosen": recipe.name, "candidates": results, "adaptation": checks, "temperature": t,
+               "adaptation_prior_windows": cfg.adapt.prior_windows,
                "clips": {c: int((rows.corpus == c).sum()) for c in sorted(set(rows.corpus))}, "seconds": time.time() - t0}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
@@ -209,6 +210,10 @@ def adapt_sweep(cfg: PooledConfig, out: Path, prior_windows: tuple[float, ...] =
         say(f"prior {pw:g} windows: mixed-emotion streams {row['running']['criterion']:.3f}, "
             f"one-emotion streams {row['running_single']['criterion']:.3f}")
         table.append(row)
+    if not metrics.get("adaptation") and recipe.norm in ("corpus", "mixed"):  # a run from before the checks covered mixed
+        metrics["adaptation_prior_windows"] = cfg.adapt.prior_windows
+        metrics["adaptation"] = {mode: evaluate(rows, recipe, the_splits, adapt=mode, prior_windows=cfg.adapt.prior_windows,
+                                                horizon=cfg.adapt.horizon) for mode in cfg.adapt_checks}
     best = max(table, key=lambda r: r["score"])
     meta["adapt"]["prior_windows"] = float(best["prior_windows"])
     if not Head.load(out / meta.get("head", HEAD_FILE)).ood_ref:  # a head written before the damping existed
