@@ -71,7 +71,7 @@ def main() -> None:
         stages["prosody"].append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
         if pooled:
-            from streamer.audio.pooled import stats_row
+            from streamer.audio.linear import stats_row
 
             t = min(len(pro), *(len(e) for e in encoded))
             model.row_logits(stats_row([e[:t] for e in encoded] + [pro[:t]])[None])

@@ -66,6 +66,10 @@ class Moments:
     def std(self) -> NDArray[np.float64]:
         return np.sqrt(self.var)
 
+    def standardise(self, x: NDArray) -> NDArray[np.float32]:
+        """``(x - mean) / (std + EPS)``, rows of x (N, D)."""
+        return ((np.asarray(x, np.float64) - self.mean) / (self.std + EPS)).astype(np.float32)
+
 
 class RunningNorm:
     """One stream's standardisation: the training prior blended with the stream's rows."""
@@ -91,8 +95,7 @@ class RunningNorm:
         return Moments(mean, np.maximum(second - mean ** 2, 0.0), w)
 
     def standardise(self, x: NDArray) -> NDArray[np.float32]:
-        m = self.moments()
-        return ((np.asarray(x, np.float64) - m.mean) / (m.std + EPS)).astype(np.float32)
+        return self.moments().standardise(x)
 
     def update(self, x: NDArray) -> None:
         """Add window rows (N, D) to the stream's statistics, fading the older ones."""

@@ -26,14 +26,19 @@ from numpy.typing import NDArray
 LINEAR_FILE = "linear.npz"
 
 
+def stats_row(frames: Sequence[NDArray]) -> NDArray[np.float32]:
+    """Mean then std over time of each (T, D) frame array (in float32), concatenated in order.
+
+    >>> stats_row([np.ones((4, 2)), np.zeros((6, 2))]).tolist()
+    [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    parts = [np.asarray(f, np.float32) for f in frames]
+    return np.concatenate([np.concatenate([f.mean(0), f.std(0)]) for f in parts]).astype(np.float32)
+
+
 def pooled_stats(whisper: Sequence[NDArray], prosody: Sequence[NDArray]) -> NDArray[np.float32]:
     """(N, 2*Dw + 2*Dp): per window mean and std over frames of both inputs."""
-    rows = []
-    for w, p in zip(whisper, prosody):
-        w = np.asarray(w, np.float32)
-        p = np.asarray(p, np.float32)
-        rows.append(np.concatenate([w.mean(0), w.std(0), p.mean(0), p.std(0)]))
-    return np.stack(rows).astype(np.float32)
+    return np.stack([stats_row([w, p]) for w, p in zip(whisper, prosody)]).astype(np.float32)
 
 
 @dataclass(frozen=True)

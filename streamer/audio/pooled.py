@@ -10,10 +10,6 @@ temperature calibrates them, and the windows of a longer input are averaged by l
 
 It needs no torch: numpy and the CTranslate2 encoders only. The recipe that chose it
 (leave-one-corpus-out over three corpora) is in ``models/audio-emotion/MODEL_CARD.md``.
-
->>> rows = [np.ones((4, 2)), np.zeros((6, 2))]
->>> stats_row(rows).tolist()
-[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 from streamer.audio import SAMPLE_RATE
 from streamer.audio.adapt import AdaptOptions, Moments, RunningNorm
 from streamer.audio.features import prosody_frames, split_windows
+from streamer.audio.linear import stats_row
 from streamer.audio.prepare import prepare_input
 from streamer.errors import ModelError
 from streamer.labels import LABELS
@@ -40,11 +37,6 @@ log = logging.getLogger(__name__)
 
 HEAD_FILE = "head.npz"
 KIND = "pooled"
-
-
-def stats_row(frames: Sequence[NDArray]) -> NDArray[np.float32]:
-    """Mean then std over time of each (T, D) frame array, concatenated in order."""
-    return np.concatenate([np.concatenate([f.mean(0), f.std(0)]) for f in frames]).astype(np.float32)
 
 
 def window_rows(encoders: Sequence, x: NDArray[np.float32], window: int, min_window: int,
@@ -135,7 +127,7 @@ class PooledEmotion:
 
     kind = KIND
 
-    def __init__(self, head: Head, temperature: float, encoders: Sequence, encoder_names: Sequence[str],
+    def __init__(self, head: Head, temperature: float, encoders: Sequence,
                  window_samples: int, min_window_samples: int, tail_samples: int,
                  adapt: AdaptOptions = AdaptOptions(), digest: str = "?") -> None:
         if not temperature > 0:
@@ -143,7 +135,6 @@ class PooledEmotion:
         self.head = head
         self.temperature = float(temperature)
         self.encoders = list(encoders)
-        self.encoder_names = tuple(encoder_names)
         self.whisper = self.encoders[0]
         self.window_samples, self.min_window_samples, self.tail_samples = window_samples, min_window_samples, tail_samples
         self.adapt = adapt
@@ -187,7 +178,7 @@ class PooledEmotion:
         width = head.prior.mean.shape[1]
         if width != meta.get("row_width", width):
             raise ModelError(f"audio model folder {folder}: head reads {width} statistics, config.json says {meta['row_width']}")
-        return cls(head, float(meta.get("temperature", 1.0)), encoders, names, int(meta["window_samples"]),
+        return cls(head, float(meta.get("temperature", 1.0)), encoders, int(meta["window_samples"]),
                    int(meta["min_window_samples"]), int(meta.get("tail_samples", 0)), adapt, digest)
 
     # --- inputs ---------------------------------------------------------------------------
@@ -202,7 +193,7 @@ class PooledEmotion:
     # --- prediction -----------------------------------------------------------------------
     def row_logits(self, rows: NDArray, norm: RunningNorm | None = None) -> NDArray[np.float32]:
         """Logits (N, 7) at temperature 1 of rows standardised by ``norm`` (the prior without)."""
-        return self.head.logits(self._prior_z(rows) if norm is None else norm.standardise(rows))
+        return self.head.logits((norm or self.head.prior).standardise(rows))
 
     def probs(self, logits: NDArray, frames: NDArray, temperature: float | None = None) -> NDArray[np.float32]:
         """Length-weighted mean of the windows' calibrated probabilities."""
@@ -223,10 +214,6 @@ class PooledEmotion:
         logits = self.row_logits(rows, norm)
         norm.update(rows)
         return self.probs(logits, frames)
-
-    def _prior_z(self, rows: NDArray) -> NDArray[np.float32]:
-        p = self.head.prior
-        return ((np.asarray(rows, np.float64) - p.mean) / (p.std + 1e-3)).astype(np.float32)
 
     def predict(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE, stream: str | None = None) -> dict[str, float]:
         return dict(zip(LABELS, map(float, self.predict_proba(audio, sample_rate, stream))))

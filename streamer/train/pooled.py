@@ -87,10 +87,6 @@ class PooledSet:
     corpora: list[str]
     blocks: dict[str, tuple[int, int]]
 
-    def columns(self, names: Sequence[str]) -> NDArray[np.int64]:
-        """Column indices of the named blocks (encoders and/or ``prosody``)."""
-        return np.concatenate([np.arange(*self.blocks[n]) for n in names])
-
 
 def _key(clips: Sequence[Clip], models: Sequence[str], phone: Sequence[str]) -> str:
     h = hashlib.sha256(f"{VERSION}|{'|'.join(models)}|{'|'.join(phone)}".encode())

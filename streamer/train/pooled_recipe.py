@@ -30,7 +30,7 @@ from streamer.audio.pooled import HEAD_FILE, KIND, Head
 from streamer.labels import LABELS
 from streamer.train.corpora import scan
 from streamer.train.pooled import build
-from streamer.train.transfer import Recipe, Rows, evaluate, fit_and_predict, prior_moments, softmax_t, splits
+from streamer.train.transfer import Recipe, Rows, evaluate, fit, fit_and_predict, prior_moments, softmax_t, splits
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def final_head(rows: Rows, recipe: Recipe, encoders: list[str], train: np.ndarra
     is the product's row (``encoders`` in order, then prosody); the prior is the mean of the
     training corpora's statistics."""
     everything = np.ones(len(rows.y), bool) if train is None else np.asarray(train, bool)
-    _, _, lin = fit_and_predict(rows, recipe, everything, everything, test_group="all")
+    lin, _, _ = fit(rows, recipe, everything)
     product = rows.cols([*encoders, "prosody"])
     used = rows.cols(recipe.blocks)
     where = {c: i for i, c in enumerate(product)}
@@ -126,7 +126,7 @@ def final_head(rows: Rows, recipe: Recipe, encoders: list[str], train: np.ndarra
     for j, c in enumerate(used):
         full[:, where[c]] = coef[:, j]
     # how far training rows sit from the prior: rows much further are damped at inference
-    z = (rows.x[keep][:, product] - prior.mean) / (np.sqrt(prior.var) + 1e-3)
+    z = prior.standardise(rows.x[keep][:, product]).astype(np.float64)
     ood_ref = float(np.percentile((z ** 2).mean(1), 99))
     return Head(full.astype(np.float32), intercept.astype(np.float32), prior, ood_ref)
 
