@@ -51,12 +51,13 @@ def main() -> None:
     for w in windows[:5]:  # warm-up: numba JIT of librosa, CTranslate2 first calls
         model.predict(w)
     pooled = getattr(model, "kind", None) == "pooled"
+    stream = model.stream() if pooled else None  # a live stream's running statistics
     encoders = model.encoders if pooled else [model.whisper]
     names = [e.options.model.removeprefix("embedded:") for e in encoders]
     stages = {"end_to_end": [], "prepare": [], **{f"encoder {n}": [] for n in names}, "prosody": [], "head" if pooled else "network": []}
     for w in windows:
         t0 = time.perf_counter()
-        model.predict(w, stream="bench") if pooled else model.predict(w)
+        model.predict(w, stream=stream) if pooled else model.predict(w)
         stages["end_to_end"].append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
         x = prepare(w)

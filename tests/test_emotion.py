@@ -188,25 +188,31 @@ def test_pooled_rows_follow_the_live_windows(audio_model, clip, speech_wav):
     assert frames.max() <= 176 and frames.min() >= 26  # 0.5-3 s windows plus 0.5 s of silence
 
 
-def test_stream_statistics_adapt_and_are_forgotten(audio_model, clip, speech_wav):
-    """A stream's windows standardise its later windows; another stream, or none, is not touched."""
+def test_stream_statistics_adapt_and_are_reset(audio_model, clip, speech_wav):
+    """A stream's windows standardise its later windows; another stream, or none, is not
+    touched; the stream's answers are the service's stateless scores taken in order."""
     if getattr(audio_model, "kind", None) != "pooled":
         pytest.skip("the shipped model is not the pooled kind")
-    from streamer.core.services import AudioRequest
+    import pickle
 
     speech = load_audio(speech_wav)
     fresh = audio_model.predict_proba(clip)
-    first = audio_model.predict_proba(clip, stream="test-a")
+    a, b = audio_model.stream(), audio_model.stream()
+    first = audio_model.predict_proba(clip, stream=a)
     assert np.abs(first - fresh).max() < 1e-5  # no history yet: the training prior
+    scored = audio_model.score(speech)
     for _ in range(30):
-        audio_model.predict_proba(speech, stream="test-a")
-    adapted = audio_model.predict_proba(clip, stream="test-a")
+        a.probs(scored)
+    adapted = audio_model.predict_proba(clip, stream=a)
     assert np.abs(adapted - fresh).max() > 0.01  # 30 windows of another voice moved the statistics
-    assert np.abs(audio_model.predict_proba(clip, stream="test-b") - fresh).max() < 1e-5
-    batch = audio_model.predict_batch([AudioRequest(clip, "test-c"), AudioRequest(clip, None)])
-    assert max(abs(batch[0][k] - batch[1][k]) for k in LABELS) < 1e-5
-    audio_model.end_stream("test-a")
-    assert np.abs(audio_model.predict_proba(clip, stream="test-a") - fresh).max() < 1e-5
+    assert np.abs(audio_model.predict_proba(clip, stream=b) - fresh).max() < 1e-5
+    batch = audio_model.score_batch([clip, speech])  # batch equals single, and holds no state
+    assert np.array_equal(batch[0].rows, audio_model.score(clip).rows)
+    remote = pickle.loads(pickle.dumps(audio_model.stream_factory()))()  # what a Ray gateway gets
+    got = remote.probs(audio_model.score(clip))
+    assert max(abs(got[k] - float(fresh[i])) for i, k in enumerate(LABELS)) < 1e-5
+    a.reset()
+    assert np.abs(audio_model.predict_proba(clip, stream=a) - fresh).max() < 1e-5
 
 
 def test_noise_unlike_any_training_row_gets_no_confident_answer(audio_model, clip):

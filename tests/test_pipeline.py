@@ -170,3 +170,83 @@ def test_windows_too_late_to_matter_are_dropped_and_counted(speech):
     blocking = PipelineSettings(max_lag_s=0.5, block_when_full=True)
     results, summary = run(speech, 1600, blocking, asr=StubAsr(delay=0.002))
     assert not summary["counters"].get("windows_stale") and len(results) == summary["counters"]["windows"]
+
+
+class LevelStream:
+    """A stand-in stream side of an adapting audio model: a window's answer depends on the
+    levels of the stream's earlier windows (as the pooled model's running statistics do)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.seen = []
+
+    def probs(self, level):
+        prior = float(np.mean(self.seen)) if self.seen else 0.0
+        self.seen.append(level)
+        p = np.full(len(LABELS), 0.1)
+        p[int(abs(level - prior) * 1e4) % len(LABELS)] += 0.3
+        return dict(zip(LABELS, p / p.sum()))
+
+
+class AdaptingStub:
+    """Stateless scores (the window's level) plus a per-stream side."""
+
+    def score_batch(self, xs):
+        return [float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2))) for x in xs]
+
+    def stream_factory(self):
+        return LevelStream
+
+
+class ScrambledService:
+    """An audio service whose answers come back out of order (as from several Ray replicas)."""
+
+    def __init__(self, model, seed=0):
+        import random
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.model, self.rng, self.pool = model, random.Random(seed), ThreadPoolExecutor(4)
+        self.submitted, self.done = [], []
+
+    def submit(self, x):
+        delay = self.rng.random() * 0.02
+
+        def work():
+            time.sleep(delay)
+            self.done.append(id(x))
+            return self.model.score_batch([x])[0]
+
+        self.submitted.append(id(x))
+        return self.pool.submit(work)
+
+    def attach(self):
+        pass
+
+    def detach(self):
+        pass
+
+
+def test_a_streams_answers_do_not_depend_on_the_order_the_service_answers_in(speech):
+    """The stream's state lives in the session and takes the scores in window order, so an
+    out-of-order service (several replicas, batches) gives the same answers as an in-order one."""
+    from streamer.core.services import Services, services_for
+
+    s = PipelineSettings(block_when_full=True)
+
+    def answers(services):
+        out = []
+        pipe = Pipeline(s, ArraySource(speech, 1600), StubAsr(), AdaptingStub(), None,
+                        [lambda r: out.append(r) if not isinstance(r, UtteranceResult) else None],
+                        LiveState("array", {}), services=services)
+        pipe.run(threading.Event())
+        return [r.audio for r in out]
+
+    model = AdaptingStub()
+    ref = answers(services_for(model, None))
+    scrambled = ScrambledService(model)
+    got = answers(Services(scrambled, None, model.stream_factory()))
+    assert len(ref) >= 6 and got == ref
+    assert scrambled.done != scrambled.submitted  # the service did answer out of order
+    assert len({tuple(a.values()) for a in ref}) > 1

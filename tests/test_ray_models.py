@@ -130,10 +130,11 @@ def test_pcm_round_trip_is_exact():
 def test_concurrent_windows_are_batched_and_equal_the_local_model(speech, local, services):
     cfg, models = local
     wins = windows_of(speech, 12, cfg.audio.window_samples)
-    want = [models.audio.predict(w) for w in wins]
+    local_stream, remote_stream = models.audio.stream(), services.audio_stream()
+    want = [local_stream.probs(s) for s in models.audio.score_batch(wins)]
     before = services.batch_stats()
     futures = [services.audio.submit(w) for w in wins]  # all at once: the replica batches them
-    got = [f.result(timeout=60) for f in futures]
+    got = [remote_stream.probs(f.result(timeout=60)) for f in futures]  # the stream's side stays here
     assert all(close(g, w) for g, w in zip(got, want)), (got[0], want[0])
     assert services.audio.depth == 0
     assert all(f.compute_ms > 0 for f in futures)  # each window's round trip, for its timings
@@ -218,7 +219,8 @@ def test_connect_and_the_serve_config_builder(speech, local, services):
     wins = windows_of(speech, 3, cfg.audio.window_samples)
     joined = connect(DeployOptions(text=None))  # the running deployments, as a gateway finds them
     try:
-        assert joined.text is None and close(joined.audio(wins[0]), models.audio.predict(wins[0]))
+        assert joined.text is None  # a fresh stream's first window: the training prior, as predict()
+        assert close(joined.audio_stream().probs(joined.audio(wins[0])), models.audio.predict(wins[0]))
     finally:
         joined.close()
     with pytest.raises(SerError, match="no AudioEmotionDeployment in the Ray Serve application 'nowhere'"):
@@ -228,7 +230,7 @@ def test_connect_and_the_serve_config_builder(speech, local, services):
     try:
         with ThreadPoolExecutor(3) as pool:
             got = list(pool.map(lambda w: handle.predict.remote(pcm_bytes(w)).result(timeout_s=60), wins))
-        assert all(close(g, models.audio.predict(w)) for g, w in zip(got, wins))
+        assert all(close(models.audio.stream().probs(g), models.audio.predict(w)) for g, w in zip(got, wins))
         (stats,) = handle.broadcast("batch_stats").results()
         assert stats["largest"] == 2 and stats["items"] == 3  # its max_batch_size came from the args
     finally:

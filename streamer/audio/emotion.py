@@ -253,8 +253,23 @@ class AudioEmotion:
         """Probabilities over the 7 labels for one window of audio."""
         return dict(zip(LABELS, map(float, self.predict_proba(audio, sample_rate))))
 
-    def predict_batch(self, audios: Sequence, sample_rate: int = SAMPLE_RATE) -> list[dict[str, float]]:
-        """Probabilities of each window (arrays, or requests naming a stream: this model keeps
-        no per-stream state, so the stream is ignored)."""
-        audios = [getattr(a, "samples", a) for a in audios]
+    def predict_batch(self, audios: Sequence[ArrayLike], sample_rate: int = SAMPLE_RATE) -> list[dict[str, float]]:
+        """Probabilities of each window; all of them go through the network as one batch."""
         return [dict(zip(LABELS, map(float, row))) for row in self.predict_proba_batch(audios, sample_rate)]
+
+    # the audio service's two parts (see streamer.core.services): this model keeps no
+    # per-stream state, so a window's score is its probabilities
+    score_batch = predict_batch
+
+    def stream_factory(self):
+        return PlainStream
+
+
+class PlainStream:
+    """The stream side of a model without per-stream state: a window's score is its answer."""
+
+    def probs(self, scored: dict[str, float]) -> dict[str, float]:
+        return scored
+
+    def reset(self) -> None:
+        pass

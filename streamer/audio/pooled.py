@@ -14,10 +14,9 @@ It needs no torch: numpy and the CTranslate2 encoders only. The recipe that chos
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,31 +94,52 @@ class Head:
         return head
 
 
-class StreamNorms:
-    """Each stream's :class:`RunningNorm`, by key; the least recently used are forgotten
-    beyond ``limit`` streams (a stream that ends calls :meth:`forget`)."""
+@dataclass(frozen=True)
+class WindowRows:
+    """What the audio service computes for one window: the rows of its live windows and
+    their frame counts. Stateless, so windows batch across streams and replicas; the stream's
+    :class:`PooledStream` turns them into probabilities, in the stream's order."""
 
-    def __init__(self, prior: Moments, options: AdaptOptions, limit: int = 512) -> None:
-        self.prior, self.options, self.limit = prior, options, limit
-        self._norms: OrderedDict[str, RunningNorm] = OrderedDict()
-        self._lock = threading.Lock()
+    rows: NDArray[np.float32]  # (N, D)
+    frames: NDArray[np.int64]  # (N,)
 
-    def get(self, key: str) -> RunningNorm:
-        with self._lock:
-            norm = self._norms.pop(key, None)
-            if norm is None:
-                norm = RunningNorm(self.prior, self.options.prior_windows, self.options.horizon)
-            self._norms[key] = norm
-            while len(self._norms) > self.limit:
-                self._norms.popitem(last=False)
-            return norm
 
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._norms.pop(key, None)
+def calibrated_mean(logits: NDArray, frames: NDArray, temperature: float) -> NDArray[np.float32]:
+    """Length-weighted mean of the windows' probabilities at ``temperature``.
 
-    def __len__(self) -> int:
-        return len(self._norms)
+    >>> calibrated_mean(np.array([[0.0, 0.0], [np.log(3), 0.0]]), np.array([1, 1]), 1.0).round(3).tolist()
+    [0.625, 0.375]
+    """
+    z = np.asarray(logits, np.float64) / temperature
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    w = np.asarray(frames, np.float64)[:, None]
+    return ((p * w).sum(0) / w.sum()).astype(np.float32)
+
+
+class PooledStream:
+    """One stream's side of the model: its running statistics (:class:`RunningNorm`)
+    standardise each window's rows, then take them in. Windows must come in the stream's
+    order (the session's lane gives them so), which makes a stream's answers the same
+    whichever process, replica or batch computed the rows. Small and picklable: a Ray
+    gateway fetches the model's head once and keeps one of these per call."""
+
+    def __init__(self, head: Head, temperature: float, adapt: AdaptOptions) -> None:
+        self.head, self.temperature, self.adapt = head, float(temperature), adapt
+        self.reset()
+
+    def reset(self) -> None:
+        self.norm = RunningNorm(self.head.prior, self.adapt.prior_windows, self.adapt.horizon) if self.adapt.enabled else None
+
+    def probs_array(self, scored: WindowRows) -> NDArray[np.float32]:
+        logits = self.head.logits((self.norm or self.head.prior).standardise(scored.rows))
+        if self.norm is not None:
+            self.norm.update(scored.rows)
+        return calibrated_mean(logits, scored.frames, self.temperature)
+
+    def probs(self, scored: WindowRows) -> dict[str, float]:
+        """The window's calibrated probabilities; the stream's statistics then take its rows in."""
+        return dict(zip(LABELS, map(float, self.probs_array(scored))))
 
 
 class PooledEmotion:
@@ -138,7 +158,6 @@ class PooledEmotion:
         self.whisper = self.encoders[0]
         self.window_samples, self.min_window_samples, self.tail_samples = window_samples, min_window_samples, tail_samples
         self.adapt = adapt
-        self.streams = StreamNorms(head.prior, adapt)
         self.labels = LABELS
         self.digest = digest
 
@@ -197,32 +216,37 @@ class PooledEmotion:
 
     def probs(self, logits: NDArray, frames: NDArray, temperature: float | None = None) -> NDArray[np.float32]:
         """Length-weighted mean of the windows' calibrated probabilities."""
-        t = self.temperature if temperature is None else temperature
-        z = np.asarray(logits, np.float64) / t
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        w = np.asarray(frames, np.float64)[:, None]
-        return ((p * w).sum(0) / w.sum()).astype(np.float32)
+        return calibrated_mean(logits, frames, self.temperature if temperature is None else temperature)
 
-    def predict_proba(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE, stream: str | None = None) -> NDArray[np.float32]:
-        """(7,) probabilities of one stretch of audio (windows averaged by length). With
-        ``stream``, that stream's statistics standardise it and are updated with it."""
-        rows, frames = self.rows(self.prepare_audio(audio, sample_rate))
-        if stream is None or not self.adapt.enabled:
-            return self.probs(self.row_logits(rows), frames)
-        norm = self.streams.get(stream)
-        logits = self.row_logits(rows, norm)
-        norm.update(rows)
-        return self.probs(logits, frames)
+    def score(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE) -> WindowRows:
+        """The stateless part of one stretch of audio: its windows' rows."""
+        return WindowRows(*self.rows(self.prepare_audio(audio, sample_rate)))
 
-    def predict(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE, stream: str | None = None) -> dict[str, float]:
+    def score_batch(self, audios: Sequence[ArrayLike], sample_rate: int = SAMPLE_RATE) -> list[WindowRows]:
+        """The audio service's entry: each input's rows, in order (batch equals single)."""
+        return [self.score(a, sample_rate) for a in audios]
+
+    def stream(self) -> PooledStream:
+        """A new stream's state (:class:`PooledStream`)."""
+        return PooledStream(self.head, self.temperature, self.adapt)
+
+    def stream_factory(self):
+        """``() -> PooledStream``, picklable and without the encoders (what a gateway needs)."""
+        return functools.partial(PooledStream, self.head, self.temperature, self.adapt)
+
+    def predict_proba(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE,
+                      stream: PooledStream | None = None) -> NDArray[np.float32]:
+        """(7,) probabilities of one stretch of audio (windows averaged by length): by the
+        training prior, or by ``stream``'s statistics (which it then updates)."""
+        scored = self.score(audio, sample_rate)
+        if stream is None:
+            return self.probs(self.row_logits(scored.rows), scored.frames)
+        return stream.probs_array(scored)
+
+    def predict(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE,
+                stream: PooledStream | None = None) -> dict[str, float]:
         return dict(zip(LABELS, map(float, self.predict_proba(audio, sample_rate, stream))))
 
-    def predict_batch(self, items: Sequence, sample_rate: int = SAMPLE_RATE) -> list[dict[str, float]]:
-        """The service's entry: windows (arrays, or requests with ``samples`` and ``stream``),
-        in order; a stream's windows update its statistics in the order given."""
-        return [self.predict(getattr(item, "samples", item), sample_rate, getattr(item, "stream", None)) for item in items]
-
-    def end_stream(self, stream: str) -> None:
-        """Forget a stream's statistics (its session ended)."""
-        self.streams.forget(stream)
+    def predict_batch(self, audios: Sequence[ArrayLike], sample_rate: int = SAMPLE_RATE) -> list[dict[str, float]]:
+        """Each input's probabilities by the training prior (no stream), in order."""
+        return [self.predict(a, sample_rate) for a in audios]

@@ -1,5 +1,10 @@
 """Shared inference services: one object per model per process, batching across streams.
 
+A service is stateless: what a stream carries from window to window (the audio model's
+running statistics of the stream's voice) lives in the stream's own session, which gets it
+from :attr:`Services.audio_stream` and feeds it the service's answers in the stream's order.
+So a stream's answers do not depend on which batch, thread or Ray replica computed them.
+
 A :class:`BatchService` runs a model's batch entry point on a worker thread of its own.
 A request is taken at once when the worker is free; requests that arrive while a batch runs
 go together in the next one (up to ``max_batch``). When more than one stream uses the
@@ -22,19 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class AudioRequest:
-    """One window for the audio service and the stream it belongs to: a model that adapts to
-    each stream's statistics (``streamer.audio.pooled``) keeps them by this key; others
-    read the samples alone."""
-
-    samples: object  # float32 16 kHz mono
-    stream: str | None = None
-
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -141,8 +136,27 @@ def _batch_of(model, batch_name: str = "predict_batch") -> Callable[[list], Sequ
     batch = getattr(model, batch_name, None)
     if batch is not None:
         return batch
-    # a model with only predict(x) gets a request's samples (it keeps no per-stream state)
-    return lambda xs: [model.predict(getattr(x, "samples", x) if isinstance(x, AudioRequest) else x) for x in xs]
+    return lambda xs: [model.predict(x) for x in xs]
+
+
+class AudioStream(Protocol):
+    """A stream's side of the audio model: the service's score of each window, in the
+    stream's order, becomes that window's probabilities (``streamer.audio.pooled.PooledStream``
+    adapts to the stream; ``streamer.audio.emotion.PlainStream`` passes them through)."""
+
+    def probs(self, scored) -> dict[str, float]: ...
+
+    def reset(self) -> None: ...
+
+
+def stream_factory_of(model) -> Callable[[], AudioStream]:
+    """The model's ``stream_factory()``, or one passing each score through as probabilities."""
+    make = getattr(model, "stream_factory", None)
+    if make is not None:
+        return make()
+    from streamer.audio.emotion import PlainStream
+
+    return PlainStream
 
 
 @dataclass
@@ -152,8 +166,9 @@ class Services:
     decodes are batched across streams (``streamer.asr.decode.Batcher``), or one Vosk model
     with a recogniser per stream."""
 
-    audio: BatchService
+    audio: BatchService  # window samples -> the model's score (``score_batch``)
     text: BatchService | None
+    audio_stream: Callable[[], AudioStream]  # a new stream's side of the audio model
 
     def attach(self) -> None:
         for s in (self.audio, self.text):
@@ -176,8 +191,9 @@ def services_for(audio_model, text_model, max_batch: int = 8, max_wait_s: float 
     with _lock:
         svc = _shared.get(key)
         if svc is None:
-            svc = Services(BatchService("audio", _batch_of(audio_model), max_batch, max_wait_s),
-                           None if text_model is None else BatchService("text", _batch_of(text_model), max_batch, max_wait_s))
+            svc = Services(BatchService("audio", _batch_of(audio_model, "score_batch"), max_batch, max_wait_s),
+                           None if text_model is None else BatchService("text", _batch_of(text_model), max_batch, max_wait_s),
+                           stream_factory_of(audio_model))
             svc._models = (audio_model, text_model)  # keep them alive as long as the key is used
             _shared[key] = svc
         return svc

@@ -27,7 +27,6 @@ import collections
 import logging
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from streamer.asr.base import AsrEngine, skipped_reason
 from streamer.audio import SAMPLE_RATE
-from streamer.core.services import AudioRequest, Services
+from streamer.core.services import Services
 from streamer.dims import all_dims
 from streamer.errors import AudioInputError
 from streamer.labels import LABELS
@@ -143,7 +142,7 @@ class StreamSession:
         self._heard: dict[int, list[Word]] = {}  # the recogniser's words of closed utterances
         self._heard_skipped: dict[int, str | None] = {}  # the text gate's reason for those words
         self.status = Status()
-        self.stream_key = uuid.uuid4().hex  # the audio model's per-stream statistics go by it
+        self.audio_stream = self.services.audio_stream()  # the audio model's statistics of this stream
         self.results = self.utterances = self.words = 0
         self.error: str | None = None
         self.closed = False  # no more input
@@ -182,7 +181,7 @@ class StreamSession:
     def _windows(self, windows: list[Window]) -> None:
         for w in windows:
             self.counters.add("windows")
-            audio = self.services.audio.submit(AudioRequest(w.samples.astype(np.float32) / 32768.0, self.stream_key))
+            audio = self.services.audio.submit(w.samples.astype(np.float32) / 32768.0)
             self.lane.put(("window", _Closed(w, audio, time.monotonic())), self._stop)
         for index, end in self.vad.poll_ends():
             self.lane.put(("end", UtteranceEnd(index, end)), self._stop)
@@ -283,7 +282,7 @@ class StreamSession:
             self._set_partial(self.asr.partial())
         t0 = time.perf_counter()
         try:
-            audio = item.audio.result(timeout=self.s.words_timeout_s)
+            audio = self.audio_stream.probs(item.audio.result(timeout=self.s.words_timeout_s))  # in window order
         except AudioInputError:  # a silent window: no opinion from the voice either
             audio = dict(UNIFORM)
             self.counters.add("silent_windows")

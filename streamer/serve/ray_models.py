@@ -4,7 +4,10 @@ optionally, Whisper; and the
 process's own :class:`~streamer.core.services.Services`.
 
 - :class:`AudioEmotionDeployment` takes a window as raw PCM bytes (int16 little-endian,
-  ``SAMPLE_RATE`` Hz, mono) and returns the 7-label probability dict;
+  ``SAMPLE_RATE`` Hz, mono) and returns the model's stateless score of it (the pooled model's
+  rows; the network's probabilities). The stream's side (its running statistics) stays in
+  the gateway's session, fed in window order (:meth:`RayServices.audio_stream`), so a call's
+  answers are the same on any replica, batch or arrival order;
 - :class:`TextEmotionDeployment` takes a string and returns the dict, or None (no words).
 
 Each replica loads its model once (``torch.set_num_threads(1)``) and batches the requests it
@@ -69,6 +72,8 @@ class RemoteAudio:
         self._lock = threading.Lock()
         self._waiting = 0
         self.items = 0
+        self._stream_factory = None
+        self._factory_lock = threading.Lock()
 
     def _wait(self, response, out: Future, t0: float) -> None:
         try:
@@ -82,13 +87,10 @@ class RemoteAudio:
             with self._lock:
                 self._waiting -= 1
 
-    def submit(self, samples) -> "Future[dict[str, float]]":
-        """``samples``: a window's float32 samples, or a request naming its stream too
-        (``streamer.core.services.AudioRequest``; the stream goes with the PCM bytes)."""
+    def submit(self, samples: ArrayLike) -> Future:
+        """A window's float32 samples -> a future of the model's score of it."""
         t0 = time.perf_counter()
-        stream = getattr(samples, "stream", None)
-        data = pcm_bytes(getattr(samples, "samples", samples))
-        response = self.handle.predict.remote(data if stream is None else (data, stream))
+        response = self.handle.predict.remote(pcm_bytes(samples))
         with self._lock:
             self._waiting += 1
             self.items += 1
@@ -96,8 +98,18 @@ class RemoteAudio:
         self._pool.submit(self._wait, response, out, t0)
         return out
 
-    def __call__(self, samples: ArrayLike) -> dict[str, float]:
+    def __call__(self, samples: ArrayLike):
         return self.submit(samples).result()
+
+    def stream_factory(self):
+        """The deployment's ``() -> stream`` (its head, fetched once per gateway)."""
+        with self._factory_lock:
+            if self._stream_factory is None:
+                # on the client pool's thread: a caller may be on an event loop, where Ray's
+                # blocking result() is refused
+                fetch = self._pool.submit(lambda: self.handle.stream_factory.remote().result(timeout_s=self.timeout_s))
+                self._stream_factory = fetch.result()
+            return self._stream_factory
 
     @property
     def depth(self) -> int:
@@ -182,6 +194,10 @@ class RayServices:
     audio: RemoteAudio
     text: RemoteText | None
     whisper: object | None = None
+
+    def audio_stream(self):
+        """A new stream's side of the audio model, as :class:`~streamer.core.services.Services` gives."""
+        return self.audio.stream_factory()()
 
     def asr_factory(self, cfg):
         """() -> a WhisperEngine per stream whose decodes go to the Whisper deployment."""
@@ -335,6 +351,8 @@ def _measure(argv: list[str] | None = None) -> dict:
         futures = [svc.audio.submit(w) for w in wins]
         together = [f.result() for f in futures]
         together_ms = (time.perf_counter() - t0) * 1e3 / len(wins)
+        # each window as the first of a fresh stream: the training prior, as model.predict
+        serial, together = ([svc.audio_stream().probs(s) for s in got] for got in (serial, together))
         diff = max(abs(g[k] - w[k]) for got in (serial, together) for g, w in zip(got, want) for k in w)
         return {"windows": len(wins), "window_s": size / SAMPLE_RATE, "local_ms_per_window": round(local_ms, 1),
                 "handle_serial_ms_per_window": round(serial_ms, 1),

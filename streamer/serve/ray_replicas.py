@@ -109,16 +109,20 @@ class _AudioModel:
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    def _run(self, windows: list) -> list[dict[str, float]]:
-        """Each window: PCM bytes, or (PCM bytes, stream key) for a model that adapts per stream."""
-        from streamer.core.services import AudioRequest
-
+    def _run(self, windows: list[bytes]) -> list:
+        """Each window's PCM bytes -> the model's score of it (stateless: the stream's
+        statistics stay with the gateway's session)."""
         self.stats.add(len(windows))
-        items = [AudioRequest(pcm_samples(w[0]), w[1]) if isinstance(w, tuple) else pcm_samples(w) for w in windows]
-        return self.model.predict_batch(items, SAMPLE_RATE)
+        return self.model.score_batch([pcm_samples(w) for w in windows], SAMPLE_RATE)
 
-    async def predict(self, windows: list[bytes]) -> list[dict[str, float]]:
+    async def predict(self, windows: list[bytes]) -> list:
         return await asyncio.to_thread(self._run, windows)
+
+    def stream_factory(self):
+        """What a gateway needs to keep a stream's side of the model (small, no encoders)."""
+        from streamer.core.services import stream_factory_of
+
+        return stream_factory_of(self.model)
 
     def batch_stats(self) -> dict:
         return self.stats.report()
