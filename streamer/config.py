@@ -124,7 +124,7 @@ class FusionConfig:
     audio_weight: float = 0.4
     text_weight: float = 0.6
     half_life_s: float = 5.0
-    min_confidence: float = 0.41  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
+    min_confidence: float = 0.44  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
     uncertain_weight: float = 0.3  # how much an uncertain result moves the rolling emotion
 
     def __post_init__(self) -> None:

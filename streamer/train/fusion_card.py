@@ -15,8 +15,10 @@ PART_TEXT = {
     "flat-voice+words": "dev-split sentences spoken by espeak-ng (and the same audio flattened toward uniform); label = the sentence's",
     "neutral-voice+words": "neutral/calm RAVDESS clips with an emotional dev-split sentence as their words; label = the sentence's",
 }
-TRAIN = "HF_HUB_OFFLINE=1 .venv/bin/ser-train-fusion --cross-fit runs/fusion-folds"
-EVAL = ".venv/bin/python bench/fusion_eval.py"
+FOLDS = ".venv/bin/ser-train --fold-models runs/audio-folds-pooled"
+TRAIN = ("HF_HUB_OFFLINE=1 .venv/bin/ser-train-fusion --cross-fit runs/fusion-folds --audio-folds runs/audio-folds-pooled "
+         "--fold-models runs/audio-folds-pooled")
+EVAL = ".venv/bin/python bench/fusion_eval.py --jobs 2 --force --audio-folds runs/audio-folds-pooled"
 
 
 def _f(x) -> str:
@@ -137,7 +139,7 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
             out += ["", f"(a) target fused >= 0.74: {'yes' if rav['pooled'].get('target_fused_ge_0.74') else 'NO'} "
                         f"({rav['pooled']['fused']['ua']:.4f}; audio alone {rav['pooled']['audio']['ua']:.4f}).", "",
                     "(a) per fold: each fold's test actors through `ser-analyze` with that fold's audio model",
-                    "(`runs/audio-folds/fold<k>`) and a fusion fitted without those actors (`runs/fusion-folds/fold<k>`):", "",
+                    "(`runs/audio-folds-pooled/fold<k>`) and a fusion fitted without those actors (`runs/fusion-folds/fold<k>`):", "",
                     "| fold | clips | fused | audio | text |", "|---|---|---|---|---|",
                     *[f"| {k} | {s['clips']} | {_f(s['fused']['ua'])} | {_f(s['audio']['ua'])} | {_f(s['text']['ua'])} |"
                       for k, s in rav["folds"].items()]]
@@ -154,7 +156,9 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
     out += [
         "## Commands",
         "```",
-        "# refit (reads models/audio-emotion/oof_ravdess.json and the fold folders runs/audio-folds/fold<k>;",
+        "# the audio model's RAVDESS fold models (leave-speakers-out, as scored in its card)",
+        FOLDS,
+        "# refit (reads models/audio-emotion/oof_ravdess.json and the fold folders runs/audio-folds-pooled/fold<k>;",
         "# speaks the dev sentences once into runs/fusion-data/); writes models/fusion and runs/fusion-folds/fold<k>",
         TRAIN,
         "# evaluate through the pipeline (both regimes; logs in runs/fusion-eval/), rewrites this card",

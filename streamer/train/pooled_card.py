@@ -44,7 +44,11 @@ def sweep_table(metrics: dict) -> list[str]:
     sw = metrics.get("adapt_sweep")
     if not sw:
         return ["(not run: `ser-train --adapt-sweep`)"]
-    lines = ["| prior weight (windows) | mixed-emotion streams: LOCO ua_present / speakers UA / telephone UA | "
+    lines = []
+    if sw.get("recipe") and sw["recipe"] != metrics.get("chosen"):
+        lines += [f"Scored on `{sw['recipe']}`, the recipe an earlier run shipped (this run chose "
+                  f"`{metrics.get('chosen')}`; `ser-train --adapt-sweep` scores it again):", ""]
+    lines += ["| prior weight (windows) | mixed-emotion streams: LOCO ua_present / speakers UA / telephone UA | "
              "one-emotion streams: LOCO ua_present / speakers UA / telephone UA | mean criterion |", "|---|---|---|---|"]
     for r in sw["rows"]:
         a, b = r["running"], r["running_single"]

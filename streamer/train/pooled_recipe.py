@@ -219,7 +219,8 @@ def adapt_sweep(cfg: PooledConfig, out: Path, prior_windows: tuple[float, ...] =
     if not Head.load(out / meta.get("head", HEAD_FILE)).ood_ref:  # a head written before the damping existed
         final_head(rows, recipe, meta["encoders"]).save(out / meta.get("head", HEAD_FILE))
     (out / "config.json").write_text(_json.dumps(meta, indent=2) + "\n")
-    metrics["adapt_sweep"] = {"rows": table, "chosen_prior_windows": best["prior_windows"], "horizon": cfg.adapt.horizon}
+    metrics["adapt_sweep"] = {"rows": table, "chosen_prior_windows": best["prior_windows"], "horizon": cfg.adapt.horizon,
+                              "recipe": recipe.name}
     (out / "metrics.json").write_text(_json.dumps(metrics, indent=1) + "\n")
     return metrics
 
