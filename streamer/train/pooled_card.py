@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from streamer.train.pooled_recipe import DEFAULT_SWEEP
+
 CORPORA = {
     "ravdess": ("RAVDESS speech (Livingstone & Russo 2018), actors 01-20", "CC BY-NC-SA 4.0", "English, acted, 20 actors"),
     "tess": ("TESS (Dupuis & Pichora-Fuller 2010)", "CC BY-NC-ND 4.0", "English, acted words, 2 speakers"),
@@ -48,6 +50,11 @@ def sweep_table(metrics: dict) -> list[str]:
     if sw.get("recipe") and sw["recipe"] != metrics.get("chosen"):
         lines += [f"Scored on `{sw['recipe']}`, the recipe an earlier run shipped (this run chose "
                   f"`{metrics.get('chosen')}`; `ser-train --adapt-sweep` scores it again):", ""]
+    weights = [r["prior_windows"] for r in sw["rows"]]
+    if tuple(weights) != DEFAULT_SWEEP:
+        lines += [f"This sweep scored {', '.join(f'{w:g}' for w in weights)} windows "
+                  f"(`streamer.train.pooled_recipe.adapt_sweep(cfg, out, prior_windows=...)`; `--adapt-sweep` scores "
+                  f"{', '.join(f'{w:g}' for w in DEFAULT_SWEEP)}).", ""]
     lines += ["| prior weight (windows) | mixed-emotion streams: LOCO ua_present / speakers UA / telephone UA | "
              "one-emotion streams: LOCO ua_present / speakers UA / telephone UA | mean criterion |", "|---|---|---|---|"]
     for r in sw["rows"]:
@@ -67,6 +74,7 @@ def write_pooled_card(out: Path, metrics: dict, command: str) -> Path:
     c = next(c for c in metrics["candidates"] if c["recipe"] == metrics["chosen"])
     cal = ", ".join(f"{k} {v:.3f}" for k, v in c["loco_ece_per_corpus"].items())
     cross = ", ".join(f"{k} {v:.3f}" for k, v in c["loco_ece_crossfit"].items())
+    arousal = ", ".join(f"{k} {v:.3f}" for k, v in c.get("loco_arousal_bacc", {}).items()) or "(not measured)"
     data_rows = [f"| {CORPORA.get(k, (k, '?', ''))[0]} | {CORPORA.get(k, (k, '?', ''))[1]} | "
                  f"{CORPORA.get(k, (k, '?', ''))[2]} | {n} |" for k, n in metrics["clips"].items()]
     adapt = metrics.get("adaptation", {})
@@ -129,6 +137,10 @@ clips through sox (8 kHz, 300-3400 Hz, 8-bit mu-law), standardised as their own 
 One temperature fitted on the pooled LOCO predictions of the three corpora: T = {metrics['temperature']:.3f}.
 ECE (15 bins) pooled over LOCO: {c['loco_ece_t1']:.3f} at T = 1, **{c['loco_ece']:.3f}** at T; per test corpus at T: {cal}.
 Cross-fitted (each corpus scored at the temperature fitted on the other two only): {cross}; pooled {c['loco_ece_crossfit_pooled']:.3f}.
+
+### Arousal
+The sign of the predicted arousal (`streamer/dims.py`, probabilities at T) separating angry/happy clips from
+neutral/sad clips of the corpus a LOCO run never trained on, balanced accuracy: {arousal}.
 
 ### Adaptation: the same recipe under each way of standardising the test rows
 

@@ -187,7 +187,10 @@ def run(cfg: PooledConfig, out: Path, say=print) -> dict:
     return metrics
 
 
-def adapt_sweep(cfg: PooledConfig, out: Path, prior_windows: tuple[float, ...] = (20, 60, 150, 400, 1000), say=print) -> dict:
+DEFAULT_SWEEP = (20, 60, 150, 400, 1000)  # prior weights (windows) ser-train --adapt-sweep scores
+
+
+def adapt_sweep(cfg: PooledConfig, out: Path, prior_windows: tuple[float, ...] = DEFAULT_SWEEP, say=print) -> dict:
     """How much weight the training statistics keep in a stream: the shipped recipe scored as
     live streams with mixed emotions (``running``) and as streams that hold one emotion
     (``running_single``), for each prior weight; the weight with the best mean of the two
