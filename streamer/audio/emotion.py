@@ -28,6 +28,7 @@ from streamer.audio.encoder import WhisperHandle, WhisperOptions
 from streamer.audio.features import prepare, prosody_frames, split_windows
 from streamer.audio.io import to_mono_float
 from streamer.audio.linear import LINEAR_FILE, LinearHead, pooled_stats
+from streamer.audio.pooling import pool_windows
 from streamer.audio.prepare import SILENCE_PEAK, SilentAudio, prepare_input  # noqa: F401  (their home was here)
 from streamer.audio.model import AudioEmotionNet, NetConfig
 from streamer.errors import AudioInputError, ModelError
@@ -93,21 +94,6 @@ def _traced(net: AudioEmotionNet) -> torch.nn.Module:
     except (AttributeError, RuntimeError) as exc:
         log.info("TorchScript tracing unavailable (%s); running the network eagerly", exc)
         return net
-
-
-def pool_windows(logits: ArrayLike, owner: ArrayLike, frames: ArrayLike, n_clips: int, temperature: float) -> NDArray[np.float32]:
-    """Length-weighted mean of window probabilities at ``temperature``, one row per clip.
-
-    >>> logits = np.log([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
-    >>> pool_windows(logits, [0, 0, 1], [10, 30, 5], 2, 1.0).astype(float).round(2).tolist()
-    [[0.6, 0.4], [0.2, 0.8]]
-    """
-    z = np.asarray(logits, np.float64) / temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    p = z / z.sum(axis=1, keepdims=True)
-    out = np.zeros((n_clips, p.shape[1]))
-    np.add.at(out, np.asarray(owner), p * np.asarray(frames, np.float64)[:, None])
-    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def blend_logits(net_logits: ArrayLike, linear_logits: ArrayLike | None, weight: float) -> NDArray[np.float32]:

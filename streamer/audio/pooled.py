@@ -28,6 +28,7 @@ from streamer.audio import SAMPLE_RATE
 from streamer.audio.adapt import AdaptOptions, Moments, RunningNorm
 from streamer.audio.features import prosody_frames, split_windows
 from streamer.audio.linear import stats_row
+from streamer.audio.pooling import pool_clip
 from streamer.audio.prepare import prepare_input
 from streamer.errors import ModelError
 from streamer.labels import LABELS
@@ -104,19 +105,6 @@ class WindowRows:
     frames: NDArray[np.int64]  # (N,)
 
 
-def calibrated_mean(logits: NDArray, frames: NDArray, temperature: float) -> NDArray[np.float32]:
-    """Length-weighted mean of the windows' probabilities at ``temperature``.
-
-    >>> calibrated_mean(np.array([[0.0, 0.0], [np.log(3), 0.0]]), np.array([1, 1]), 1.0).round(3).tolist()
-    [0.625, 0.375]
-    """
-    z = np.asarray(logits, np.float64) / temperature
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    w = np.asarray(frames, np.float64)[:, None]
-    return ((p * w).sum(0) / w.sum()).astype(np.float32)
-
-
 class PooledStream:
     """One stream's side of the model: its running statistics (:class:`RunningNorm`)
     standardise each window's rows, then take them in. Windows must come in the stream's
@@ -135,7 +123,7 @@ class PooledStream:
         logits = self.head.logits((self.norm or self.head.prior).standardise(scored.rows))
         if self.norm is not None:
             self.norm.update(scored.rows)
-        return calibrated_mean(logits, scored.frames, self.temperature)
+        return pool_clip(logits, scored.frames, self.temperature)
 
     def probs(self, scored: WindowRows) -> dict[str, float]:
         """The window's calibrated probabilities; the stream's statistics then take its rows in."""
@@ -216,7 +204,7 @@ class PooledEmotion:
 
     def probs(self, logits: NDArray, frames: NDArray, temperature: float | None = None) -> NDArray[np.float32]:
         """Length-weighted mean of the windows' calibrated probabilities."""
-        return calibrated_mean(logits, frames, self.temperature if temperature is None else temperature)
+        return pool_clip(logits, frames, self.temperature if temperature is None else temperature)
 
     def score(self, audio: ArrayLike, sample_rate: int = SAMPLE_RATE) -> WindowRows:
         """The stateless part of one stretch of audio: its windows' rows."""

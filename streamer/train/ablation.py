@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.audio.emotion import AudioEmotion, pool_windows
+from streamer.audio.emotion import AudioEmotion
+from streamer.audio.pooling import pool_windows
 from streamer.audio.encoder import WhisperHandle
 from streamer.train.audio import ClipData, FitResult, TrainConfig, fit, pick_val_speakers, speaker_folds, window_logits
 from streamer.train.cache import sox_telephone

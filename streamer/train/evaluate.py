@@ -11,7 +11,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamer.audio import SAMPLE_RATE
-from streamer.audio.emotion import AudioEmotion, pool_windows
+from streamer.audio.emotion import AudioEmotion
+from streamer.audio.pooling import pool_windows
 from streamer.audio.io import load_audio
 from streamer.errors import AudioInputError
 from streamer.labels import INDEX

@@ -30,7 +30,8 @@ from streamer.audio.pooled import HEAD_FILE, KIND, Head
 from streamer.labels import LABELS
 from streamer.train.corpora import scan
 from streamer.train.pooled import build
-from streamer.train.transfer import Recipe, Rows, evaluate, fit, fit_and_predict, prior_moments, softmax_t, splits
+from streamer.audio.pooling import softmax_t
+from streamer.train.transfer import Recipe, Rows, evaluate, fit, fit_and_predict, prior_moments, splits
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from streamer.audio.pooling import softmax_t
 from streamer.labels import INDEX, LABELS
 from streamer.train.metrics import arousal_bacc, expected_calibration_error, summary
 from streamer.train.pooled import PooledSet
@@ -227,7 +228,7 @@ def fit(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], iters: int = 100):
     w = cw[c_tr] / n_rows[c_tr]
     if recipe.norm == "mixed":  # the same rows standardised by the prior too: a stream before it has statistics
         prior = prior_moments(x_prior, g_prior)
-        x_tr = np.concatenate([x_tr, ((raw - prior.mean) / (prior.std + EPS)).astype(np.float32)])
+        x_tr = np.concatenate([x_tr, prior.standardise(raw)])
         c_tr = np.concatenate([c_tr, c_tr])
         w = np.concatenate([w, w]) / 2
     head = fit_linear(x_tr, rows.y[c_tr], w, len(LABELS), recipe.l2, iters=iters)
@@ -277,12 +278,6 @@ def fit_and_predict(rows: Rows, recipe: Recipe, train: NDArray[np.bool_], test: 
     np.add.at(pooled, inv, p * f_te[:, None])
     pooled /= pooled.sum(1, keepdims=True)
     return clips, np.log(np.maximum(pooled, 1e-12)), head
-
-
-def softmax_t(logits: NDArray, t: float) -> NDArray[np.float64]:
-    z = np.asarray(logits, np.float64) / t
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def fit_temperature(logits: NDArray, y: NDArray, grid: NDArray = np.exp(np.linspace(np.log(0.3), np.log(8), 200))) -> float:
