@@ -216,7 +216,7 @@ class PooledEmotion:
 
     def stream(self) -> PooledStream:
         """A new stream's state (:class:`PooledStream`)."""
-        return PooledStream(self.head, self.temperature, self.adapt)
+        return self.stream_factory()()
 
     def stream_factory(self):
         """``() -> PooledStream``, picklable and without the encoders (what a gateway needs)."""
