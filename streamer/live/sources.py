@@ -76,26 +76,63 @@ def _default_input_name(sd) -> str:
         return "the system default input device"
 
 
-class _Resampler:
-    """Streaming int16 resampler to 16 kHz (soxr), keeping the output sample count."""
+class RingReader:
+    """Reads a :class:`RingBuffer` filled at ``rate`` Hz as 16 kHz :class:`Chunk` s, gap aware.
 
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.out = 0
+    A chunk's start is the 16 kHz index of its first sample: ``raw start * 16000 // rate``
+    where audio was lost to a full ring (the resampler starts afresh there, its few pending
+    samples dropped with the lost audio), else where the previous chunk ended. So a drop
+    leaves a gap in time and never pulls later audio back; ``gaps`` counts them.
+
+    >>> rb = RingBuffer(4000); reader = RingReader(rb, 8000)
+    >>> rb.write(np.zeros(3200, np.int16)); c = reader.read(); c.start
+    0
+    >>> rb.write(np.zeros(8000, np.int16))  # 4,000 samples overwritten before they were read
+    >>> c = reader.read(); tail = reader.flush(); c.start, tail.start + len(tail.samples), reader.gaps
+    (14400, 22400, 1)
+    """
+
+    def __init__(self, ring: RingBuffer, rate: int) -> None:
+        self.ring = ring
+        self.rate = int(rate)
+        self.gaps = 0
         self._stream = None
-        if rate != SAMPLE_RATE:
+        self._next_raw = 0  # the raw index the resampler expects next
+        self._pos = 0       # the 16 kHz index of the resampler's next output sample
+
+    def _resampler(self):
+        if self._stream is None:
             import soxr
 
-            self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+            self._stream = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32")
+        return self._stream
 
-    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
-        if self._stream is None:
-            y = x
-        else:
-            y = self._stream.resample_chunk(x.astype(np.float32), last=last)
-            y = np.clip(np.round(y), -32768, 32767).astype(np.int16)
-        self.out += len(y)
-        return y
+    def _emit(self, x: np.ndarray, last: bool = False) -> Chunk | None:
+        y = self._resampler().resample_chunk(x.astype(np.float32), last=last)
+        y = np.clip(np.round(y), -32768, 32767).astype(np.int16)
+        start = self._pos
+        self._pos += len(y)
+        return Chunk(start, y) if len(y) else None
+
+    def read(self) -> Chunk | None:
+        """The unread audio as one 16 kHz chunk, or None when there is none (yet)."""
+        raw = self.ring.read()
+        if raw is None or self.rate == SAMPLE_RATE:
+            return raw
+        if raw.start != self._next_raw:  # audio lost to a full ring: a gap, and a fresh resampler
+            self.gaps += 1
+            self._stream = None
+            self._pos = raw.start * SAMPLE_RATE // self.rate
+        self._next_raw = raw.start + len(raw.samples)
+        return self._emit(raw.samples)
+
+    def flush(self) -> Chunk | None:
+        """The resampler's last samples, once no more audio will come."""
+        if self.rate == SAMPLE_RATE or self._stream is None:
+            return None
+        chunk = self._emit(np.zeros(0, np.int16), last=True)
+        self._stream = None
+        return chunk
 
 
 class PushSource:
@@ -115,7 +152,7 @@ class PushSource:
         self.rate = int(rate)
         self.error: str | None = None
         self.ring = RingBuffer(int(buffer_seconds * self.rate))
-        self._resample = _Resampler(self.rate)
+        self.reader = RingReader(self.ring, self.rate)
         self._ended = threading.Event()
         self._flushed = False
         self._more = threading.Event()
@@ -154,17 +191,15 @@ class PushSource:
         deadline = time.monotonic() + timeout
         while True:
             self._more.clear()
-            raw = self.ring.read()
-            if raw is not None:
-                start = self._resample.out if self.rate != SAMPLE_RATE else raw.start
-                y = self._resample(raw.samples)
-                return Chunk(start, y) if len(y) else None
+            if self.ring.pending():
+                chunk = self.reader.read()
+                if chunk is not None:
+                    return chunk
+                continue
             if self._ended.is_set():
                 if not self._flushed:  # the resampler's last samples
                     self._flushed = True
-                    start = self._resample.out
-                    y = self._resample(np.zeros(0, np.int16), last=True) if self.rate != SAMPLE_RATE else np.zeros(0, np.int16)
-                    return Chunk(start, y) if len(y) else None
+                    return self.reader.flush()
                 return None
             left = deadline - time.monotonic()
             if left <= 0:
@@ -194,7 +229,7 @@ class MicrophoneSource:
             rate = int(info["default_samplerate"])  # resampled to 16 kHz outside the callback
         self.rate = rate
         self.ring = RingBuffer(int(buffer_seconds * rate))
-        self._resample = _Resampler(rate)
+        self.reader = RingReader(self.ring, rate)
         self._finished = threading.Event()
         try:
             self.stream = sd.InputStream(device=device, channels=1, samplerate=rate, dtype="int16", blocksize=blocksize,
@@ -232,11 +267,10 @@ class MicrophoneSource:
     def read(self, timeout: float = 0.1) -> Chunk | None:
         deadline = time.monotonic() + timeout
         while True:
-            raw = self.ring.read()
-            if raw is not None:
-                start = self._resample.out if self.rate != SAMPLE_RATE else raw.start
-                y = self._resample(raw.samples)
-                return Chunk(start, y) if len(y) else None
+            if self.ring.pending():
+                chunk = self.reader.read()
+                if chunk is not None:
+                    return chunk
             if time.monotonic() >= deadline or self.done:
                 return None
             time.sleep(0.01)
