@@ -27,6 +27,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -112,9 +113,14 @@ def _kind(item) -> str | None:
 
 
 class StreamSession:
+    """``clock``: seconds (``time.monotonic`` by default), read for a window's latency, for
+    dropping windows left waiting longer than ``max_lag_s`` and for the stages' timings; a
+    test passes a fake one."""
+
     def __init__(self, settings: SessionSettings, asr: AsrEngine | None, services: Services,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.s = settings
+        self.clock = clock
         self.asr = asr
         self.services = services
         self.counters = counters or Counters()
@@ -182,7 +188,7 @@ class StreamSession:
         for w in windows:
             self.counters.add("windows")
             audio = self.services.audio.submit(w.samples.astype(np.float32) / 32768.0)
-            self.lane.put(("window", _Closed(w, audio, time.monotonic())), self._stop)
+            self.lane.put(("window", _Closed(w, audio, self.clock())), self._stop)
         for index, end in self.vad.poll_ends():
             self.lane.put(("end", UtteranceEnd(index, end)), self._stop)
 
@@ -216,7 +222,7 @@ class StreamSession:
                     self._set_partial(self.asr.partial())
             elif kind == "window":
                 self._close_utterances(what.window.utterance - 1, None)  # its end marker was dropped
-                if not self.s.block_when_full and time.monotonic() - what.at > self.s.max_lag_s:
+                if not self.s.block_when_full and self.clock() - what.at > self.s.max_lag_s:
                     self.counters.add("windows_dropped")  # too late to matter: catch up instead
                     self.counters.add("windows_stale")
                     what.audio.cancel()
@@ -267,7 +273,7 @@ class StreamSession:
 
     def _analyse(self, item: _Closed) -> None:
         w = item.window
-        t1 = time.perf_counter()
+        t1 = self.clock()
         words: list[Word] = []
         skipped: str | None = None
         asr_ms = 0.0
@@ -278,31 +284,31 @@ class StreamSession:
             except Exception:
                 log.exception("speech recognition failed on window %d", w.index)
                 self.counters.add("asr_errors")
-            asr_ms = (time.perf_counter() - t1) * 1e3
+            asr_ms = (self.clock() - t1) * 1e3
             self._set_partial(self.asr.partial())
-        t0 = time.perf_counter()
+        t0 = self.clock()
         try:
             audio = self.audio_stream.probs(item.audio.result(timeout=self.s.words_timeout_s))  # in window order
         except AudioInputError:  # a silent window: no opinion from the voice either
             audio = dict(UNIFORM)
             self.counters.add("silent_windows")
-        audio_wait_ms = (time.perf_counter() - t0) * 1e3
-        t2 = time.perf_counter()
+        audio_wait_ms = (self.clock() - t0) * 1e3
+        t2 = self.clock()
         text = None
         if words and self.services.text is not None and skipped is None:
             text = self.services.text(" ".join(x.word for x in words))
-        t3 = time.perf_counter()
+        t3 = self.clock()
         fused = self.fuser.fuse(audio, text)
         uncertain = self.fuser.is_uncertain(fused)
         weight = self.s.fusion.uncertain_weight if uncertain else 1.0
         rolling = self.rolling.update(fused, w.end / SAMPLE_RATE, weight)
         label, emoji, conf = top(fused)
         r_label, r_emoji, r_conf = top(rolling)
-        latency = (time.monotonic() - item.at) * 1e3
+        latency = (self.clock() - item.at) * 1e3
         result = WindowResult(w.index, w.start, w.end, tuple(words), audio, text, fused, rolling, label, emoji, conf,
                               latency, self.s.channel,
                               {"audio": getattr(item.audio, "compute_ms", audio_wait_ms), "asr": asr_ms,
-                               "wait_audio": audio_wait_ms, "text": (t3 - t2) * 1e3, "fusion": (time.perf_counter() - t3) * 1e3},
+                               "wait_audio": audio_wait_ms, "text": (t3 - t2) * 1e3, "fusion": (self.clock() - t3) * 1e3},
                               r_label, r_emoji, r_conf, uncertain, all_dims(audio, text, fused), w.utterance, skipped)
         self.results += 1
         self.words += len(words)
