@@ -149,7 +149,7 @@ def cmd_rtf(args) -> dict:
     from dataclasses import replace
 
     from streamer.asr.whisper import WhisperEngine
-    from streamer.audio.emotion import SilentAudio
+    from streamer.audio.prepare import SilentAudio
     from streamer.live.factory import whisper_handle
 
     for threads in (1, 2):

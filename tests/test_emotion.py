@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamer.audio.emotion import AudioEmotion, SilentAudio, encode_window
+from streamer.audio.emotion import AudioEmotion, encode_window
+from streamer.audio.prepare import SilentAudio
 from streamer.audio.io import load_audio, resample
 from streamer.errors import AudioInputError, ModelError
 from streamer.labels import LABELS
@@ -112,7 +113,7 @@ def test_traced_network_matches_eager(network_model):
 
 
 def test_a_click_in_silence_is_silent_not_an_error(audio_model):
-    from streamer.audio.emotion import SilentAudio
+    from streamer.audio.prepare import SilentAudio
 
     x = np.zeros(40000, np.float32)
     x[20000] = 0.0004  # peak above -70 dBFS, but no 20 ms frame above -90 dB: nothing left after trimming

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streamer.audio.io import load_audio
+from streamer.core.services import PlainStream
 from streamer.labels import LABELS
 from streamer.live.fusion import FusionConfig
 from streamer.live.messages import Chunk, UtteranceResult, Word
@@ -51,12 +52,21 @@ class StubAudio:
         p[int(level * 1000) % len(LABELS)] += 0.3
         return dict(zip(LABELS, p / p.sum()))
 
+    def score_batch(self, xs):
+        return [self.predict(x) for x in xs]
+
+    def stream_factory(self):
+        return PlainStream
+
 
 class StubText:
     def predict(self, text):
         p = np.full(len(LABELS), 0.1)
         p[len(text) % len(LABELS)] += 0.5
         return dict(zip(LABELS, p / p.sum()))
+
+    def predict_batch(self, texts):
+        return [self.predict(t) for t in texts]
 
 
 class StubAsr:
@@ -82,6 +92,12 @@ class StubAsr:
 
     def end_utterance(self, end):
         return []
+
+    def skip(self, window):
+        pass
+
+    def text_skipped(self):
+        return None
 
     def flush(self):
         pass

@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from streamer.audio.emotion import PlainStream
+
 from streamer.audio.io import load_audio
-from streamer.core.services import BatchService, Services
+from streamer.core.services import BatchService, PlainStream, Services
 from streamer.core.session import Partial, SessionSettings, StreamSession
 from streamer.labels import LABELS
 from streamer.live.messages import Chunk, UtteranceResult, WindowResult, Word

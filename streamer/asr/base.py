@@ -11,11 +11,11 @@
 - ``end_utterance(end)``: the current utterance closed at sample ``end``: all of its words
   (Whisper: one decode of the whole utterance; words of a short tail after the last window
   included).
-- ``skip(window)`` (optional): the window is dropped unanalysed (the stream fell behind); the
-  engine keeps its place in the utterance without the work, so the utterance's end still
-  hears every word.
-- ``text_skipped()`` (optional): why the words last given out (by ``words_for`` or
-  ``end_utterance``) should not be read by the text model, by the recogniser's own evidence
+- ``skip(window)``: the window is dropped unanalysed (the stream fell behind); the engine
+  keeps its place in the utterance without the work, so the utterance's end still hears
+  every word (Vosk has nothing to do: it decodes as the audio comes).
+- ``text_skipped()``: why the words last given out (by ``words_for`` or ``end_utterance``)
+  should not be read by the text model, by the recogniser's own evidence
   (``streamer.asr.reliability``: ``language``, ``low_confidence``, ...), or None.
 - ``flush()`` at end of stream, ``reset()`` to start over.
 """
@@ -35,6 +35,8 @@ class AsrEngine(Protocol):
     def refresh_partial(self) -> bool: ...
     def words_for(self, window: Window) -> list[Word]: ...
     def end_utterance(self, end: int) -> list[Word]: ...
+    def skip(self, window: Window) -> None: ...
+    def text_skipped(self) -> str | None: ...
     def flush(self) -> None: ...
     def reset(self) -> None: ...
 
@@ -47,14 +49,3 @@ def inside(words: list[Word], start: int, end: int) -> list[Word]:
     (['a', 'b'], ['c'])
     """
     return [w for w in words if start <= (w.start + w.end) // 2 < end]
-
-
-def skipped_reason(engine: object) -> str | None:
-    """The engine's ``text_skipped()`` for the words it gave out last; None for an engine
-    without a text gate.
-
-    >>> skipped_reason(object()) is None
-    True
-    """
-    judge = getattr(engine, "text_skipped", None)
-    return judge() if judge is not None else None

@@ -159,6 +159,9 @@ class VoskEngine:
         self._skipped = text_skipped(Evidence(len(words), word_conf=mean_conf(w.conf for w in words)), self.text_gate)
         return words
 
+    def skip(self, window: Window) -> None:
+        """A window dropped unanalysed: nothing to keep up, Vosk decodes as the audio comes."""
+
     def text_skipped(self) -> str | None:
         """Why the words last given out should not be read (a low mean confidence), or None."""
         return self._skipped

@@ -29,7 +29,8 @@ from streamer.audio.features import prepare, prosody_frames, split_windows
 from streamer.audio.io import to_mono_float
 from streamer.audio.linear import LINEAR_FILE, LinearHead, pooled_stats
 from streamer.audio.pooling import pool_windows
-from streamer.audio.prepare import SILENCE_PEAK, SilentAudio, prepare_input  # noqa: F401  (their home was here)
+from streamer.audio.prepare import prepare_input
+from streamer.core.services import PlainStream
 from streamer.audio.model import AudioEmotionNet, NetConfig
 from streamer.errors import AudioInputError, ModelError
 from streamer.labels import LABELS
@@ -249,13 +250,3 @@ class AudioEmotion:
 
     def stream_factory(self):
         return PlainStream
-
-
-class PlainStream:
-    """The stream side of a model without per-stream state: a window's score is its answer."""
-
-    def probs(self, scored: dict[str, float]) -> dict[str, float]:
-        return scored
-
-    def reset(self) -> None:
-        pass

@@ -132,31 +132,40 @@ class BatchService(Generic[In, Out]):
             self.largest = max(self.largest, len(batch))
 
 
-def _batch_of(model, batch_name: str = "predict_batch") -> Callable[[list], Sequence]:
-    batch = getattr(model, batch_name, None)
-    if batch is not None:
-        return batch
-    return lambda xs: [model.predict(x) for x in xs]
-
-
 class AudioStream(Protocol):
     """A stream's side of the audio model: the service's score of each window, in the
     stream's order, becomes that window's probabilities (``streamer.audio.pooled.PooledStream``
-    adapts to the stream; ``streamer.audio.emotion.PlainStream`` passes them through)."""
+    adapts to the stream; :class:`PlainStream` passes them through)."""
 
     def probs(self, scored) -> dict[str, float]: ...
 
     def reset(self) -> None: ...
 
 
-def stream_factory_of(model) -> Callable[[], AudioStream]:
-    """The model's ``stream_factory()``, or one passing each score through as probabilities."""
-    make = getattr(model, "stream_factory", None)
-    if make is not None:
-        return make()
-    from streamer.audio.emotion import PlainStream
+class PlainStream:
+    """The stream side of a model without per-stream state: a window's score is its answer."""
 
-    return PlainStream
+    def probs(self, scored: dict[str, float]) -> dict[str, float]:
+        return scored
+
+    def reset(self) -> None:
+        pass
+
+
+class AudioModel(Protocol):
+    """What the audio service needs of an audio emotion model (``streamer.audio``): a batch
+    of windows (float32, 16 kHz) scored statelessly, and a factory of the stream side that
+    turns a stream's scores, in its order, into probabilities."""
+
+    def score_batch(self, audios: Sequence) -> Sequence: ...
+
+    def stream_factory(self) -> Callable[[], AudioStream]: ...
+
+
+class TextModel(Protocol):
+    """What the text service needs of a text emotion model (``streamer.text``)."""
+
+    def predict_batch(self, texts: Sequence[str]) -> Sequence: ...
 
 
 @dataclass
@@ -169,6 +178,7 @@ class Services:
     audio: BatchService  # window samples -> the model's score (``score_batch``)
     text: BatchService | None
     audio_stream: Callable[[], AudioStream]  # a new stream's side of the audio model
+    models: tuple = ()  # the model objects served, kept alive with the services
 
     def attach(self) -> None:
         for s in (self.audio, self.text):
@@ -185,15 +195,15 @@ _shared: dict[tuple[int, int], Services] = {}
 _lock = threading.Lock()
 
 
-def services_for(audio_model, text_model, max_batch: int = 8, max_wait_s: float = 0.003) -> Services:
+def services_for(audio_model: AudioModel, text_model: TextModel | None, max_batch: int = 8,
+                 max_wait_s: float = 0.003) -> Services:
     """The one :class:`Services` of these model objects in this process (made on first use)."""
     key = (id(audio_model), id(text_model))
     with _lock:
         svc = _shared.get(key)
         if svc is None:
-            svc = Services(BatchService("audio", _batch_of(audio_model, "score_batch"), max_batch, max_wait_s),
-                           None if text_model is None else BatchService("text", _batch_of(text_model), max_batch, max_wait_s),
-                           stream_factory_of(audio_model))
-            svc._models = (audio_model, text_model)  # keep them alive as long as the key is used
+            svc = Services(BatchService("audio", audio_model.score_batch, max_batch, max_wait_s),
+                           None if text_model is None else BatchService("text", text_model.predict_batch, max_batch, max_wait_s),
+                           audio_model.stream_factory(), (audio_model, text_model))
             _shared[key] = svc
         return svc

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.asr.base import AsrEngine, skipped_reason
+from streamer.asr.base import AsrEngine
 from streamer.audio import SAMPLE_RATE
 from streamer.core.services import Services
 from streamer.dims import all_dims
@@ -226,9 +226,8 @@ class StreamSession:
                     self.counters.add("windows_dropped")  # too late to matter: catch up instead
                     self.counters.add("windows_stale")
                     what.audio.cancel()
-                    skip = getattr(self.asr, "skip", None)
-                    if skip is not None:
-                        skip(what.window)
+                    if self.asr is not None:
+                        self.asr.skip(what.window)
                 else:
                     self._analyse(what)
             else:
@@ -280,7 +279,7 @@ class StreamSession:
         if self.asr is not None:
             try:
                 words = self.asr.words_for(w)
-                skipped = skipped_reason(self.asr)  # the recogniser's words are not to be read
+                skipped = self.asr.text_skipped()  # the recogniser's words are not to be read
             except Exception:
                 log.exception("speech recognition failed on window %d", w.index)
                 self.counters.add("asr_errors")
@@ -322,7 +321,7 @@ class StreamSession:
         if self.asr is not None:
             try:
                 heard = self.asr.end_utterance(end.end)
-                self._heard_skipped[end.index] = skipped_reason(self.asr)
+                self._heard_skipped[end.index] = self.asr.text_skipped()
             except Exception:
                 log.exception("speech recognition failed at the end of utterance %d", end.index)
                 self.counters.add("asr_errors")

@@ -120,9 +120,7 @@ class _AudioModel:
 
     def stream_factory(self):
         """What a gateway needs to keep a stream's side of the model (small, no encoders)."""
-        from streamer.core.services import stream_factory_of
-
-        return stream_factory_of(self.model)
+        return self.model.stream_factory()
 
     def batch_stats(self) -> dict:
         return self.stats.report()
