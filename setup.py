@@ -1,5 +1,5 @@
 """Packaging hook: a plain (non-editable) install carries ``config.toml`` and the shipped
-``models/`` inside the package as ``streamer/_bundle`` (found by ``streamer.paths``).
+``models/`` inside the package as ``streamer/_bundle`` (found by ``streamer.core.paths``).
 Everything else is declared in pyproject.toml."""
 
 from pathlib import Path

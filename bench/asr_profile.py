@@ -59,12 +59,12 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ctranslate2
 
-    from streamer.asr.decode import WhisperAsrConfig, _tokenizer, decode
+    from streamer.asr.decode import WhisperAsrConfig, whisper_tokenizer, decode
     from streamer.audio.encoder import WhisperHandle
     from streamer.audio.io import load_audio
 
     handle = WhisperHandle.shared()
-    model, tok = handle.model, _tokenizer(handle)
+    model, tok = handle.model, whisper_tokenizer(handle)
     rng = np.random.default_rng(0)
     files = sorted(SHARED.rglob("*.flac"))
     picked = [files[i] for i in rng.choice(len(files), size=args.clips, replace=False)]

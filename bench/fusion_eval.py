@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamer.labels import INDEX, LABELS  # noqa: E402
+from streamer.core.labels import INDEX, LABELS  # noqa: E402
 
 N = len(LABELS)
 RULES = ("fused", "audio", "text")
@@ -95,7 +95,7 @@ def clip_opinions(log_path: Path) -> dict:
             total += d
         out[rule] = (acc / total).tolist() if total > 0 else None
     # the seed's rules on the same records' branch probabilities, for comparison
-    from streamer.live.fusion import FusionConfig, fuse
+    from streamer.core.fusion import FusionConfig, fuse
 
     for rule in SEED_RULES:
         acc, total = np.zeros(N), 0.0

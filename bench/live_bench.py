@@ -78,8 +78,8 @@ def stats(values) -> dict:
 def setup(threads: int, with_asr: bool = True):
     import torch
 
-    from streamer.config import Config
-    from streamer.live.factory import load_models, warm_up
+    from streamer.runtime.config import Config
+    from streamer.runtime.models import load_models, warm_up
 
     torch.set_num_threads(threads)
     cfg = Config.load()
@@ -90,10 +90,9 @@ def setup(threads: int, with_asr: bool = True):
 
 def run_stream(cfg, models, path: Path, fast: bool, stop: threading.Event | None = None, dashboard: bool = False,
                with_asr: bool = True):
-    from streamer.live.counters import Counters
-    from streamer.live.factory import pipeline_settings
-    from streamer.live.messages import WindowResult
-    from streamer.live.pipeline import Pipeline
+    from streamer.core.counters import Counters
+    from streamer.core.messages import WindowResult
+    from streamer.runtime.streams import open_stream
     from streamer.live.sources import FileSource
     from streamer.ui.state import LiveState
 
@@ -101,8 +100,8 @@ def run_stream(cfg, models, path: Path, fast: bool, stop: threading.Event | None
     counters = Counters()
     state = LiveState(path.name, models.names)
     source = FileSource(path, fast=fast)
-    pipe = Pipeline(pipeline_settings(cfg, block_when_full=fast), source, models.asr_factory() if with_asr else None,
-                    models.audio, models.text, [lambda r: isinstance(r, WindowResult) and results.append(r)], state, counters)
+    pipe = open_stream(cfg, models, source, [lambda r: isinstance(r, WindowResult) and results.append(r)], observer=state,
+                       block_when_full=fast, counters=counters, asr=None if with_asr else (lambda: None))
     live = None
     if dashboard:
         from rich.console import Console
@@ -140,8 +139,8 @@ def cmd_latency(args) -> dict:
 
 
 def cmd_rtf(args) -> dict:
-    from streamer.live.messages import Chunk
-    from streamer.live.vad import VadSegmenter
+    from streamer.core.messages import Chunk
+    from streamer.core.vad import VadSegmenter
 
     path = recording(args.minutes)
     audio_s = args.minutes * 60
@@ -150,7 +149,7 @@ def cmd_rtf(args) -> dict:
 
     from streamer.asr.whisper import WhisperEngine
     from streamer.audio.prepare import SilentAudio
-    from streamer.live.factory import whisper_handle
+    from streamer.runtime.models import whisper_handle
 
     for threads in (1, 2):
         cfg, models = setup(threads)
@@ -199,7 +198,7 @@ def cmd_streams(args) -> dict:
     ``--stagger`` starts stream k after k/N of a window, as independent calls would be."""
     path = recording(args.seconds / 60)
     out = {}
-    from streamer.config import Config
+    from streamer.runtime.config import Config
 
     window_s = Config.load().audio.window_seconds
     for with_asr in (False, True):
@@ -239,8 +238,8 @@ def vad_windows(cfg, path: Path) -> int:
     """Windows the VAD alone cuts from ``path``: what the pipeline must log, none lost."""
     import soundfile as sf
 
-    from streamer.live.messages import Chunk
-    from streamer.live.vad import VadSegmenter
+    from streamer.core.messages import Chunk
+    from streamer.core.vad import VadSegmenter
 
     x = sf.read(path, dtype="int16")[0]
     seg = VadSegmenter(cfg.vad, cfg.audio.window_samples, cfg.audio.min_window_samples)
@@ -259,7 +258,7 @@ def cmd_memory(args) -> dict:
 
     import psutil
 
-    from streamer.config import Config
+    from streamer.runtime.config import Config
     from streamer.live.session_log import read_log
 
     path = recording(args.minutes)

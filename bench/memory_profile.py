@@ -40,7 +40,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     step("import torch")
-    from streamer.config import Config
+    from streamer.runtime.config import Config
     from streamer.live import factory
 
     cfg = Config.load()
@@ -65,7 +65,7 @@ def main() -> None:
     step("warm-up (first calls, then malloc_trim)")
 
     from streamer.audio.io import load_audio
-    from streamer.live.messages import Window
+    from streamer.core.messages import Window
 
     clips = [load_audio(f) for f in sorted(SHARED.rglob("*.flac"))[::97][:40]]
     rng = np.random.default_rng(0)

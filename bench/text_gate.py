@@ -154,7 +154,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from streamer.batch import BatchOptions, run_batch
-    from streamer.config import Config
+    from streamer.runtime.config import Config
 
     cfg = Config.load()
     gate = {}

@@ -90,14 +90,12 @@ def first_kept(words: list[tuple[str, float, float]], spans, scripts) -> int:
 
 
 def pipeline_words(path: Path, models, cfg) -> list[tuple[str, float, float]]:
-    from streamer.live.factory import pipeline_settings
-    from streamer.live.pipeline import Pipeline
+    from streamer.runtime.streams import open_stream
     from streamer.live.sources import FileSource
-    from streamer.ui.state import LiveState
 
     records = []
-    pipe = Pipeline(pipeline_settings(cfg, block_when_full=True), FileSource(path, fast=True), models.asr_factory(),
-                    models.audio, models.text, [lambda r: records.append(r.to_record())], LiveState("file", {}))
+    pipe = open_stream(cfg, models, FileSource(path, fast=True), [lambda r: records.append(r.to_record())],
+                       block_when_full=True)
     pipe.run(threading.Event())
     return [(w["word"], w["start_s"], w["end_s"]) for r in records if r["type"] == "utterance" for w in r["words"]]
 
@@ -149,13 +147,13 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from streamer.config import Config
-    from streamer.live.factory import load_models
+    from streamer.runtime.config import Config
+    from streamer.runtime.models import load_models
 
     torch.set_num_threads(1)
     cfg = Config.load()
     models = load_models(cfg)
-    from streamer.live.factory import whisper_handle
+    from streamer.runtime.models import whisper_handle
 
     handle = whisper_handle(cfg, cfg.whisper.model)
     rng = np.random.default_rng(args.seed)

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.config import Config
-from streamer.errors import SerError
-from streamer.labels import LABELS
+from streamer.runtime.config import Config
+from streamer.core.errors import SerError
+from streamer.core.labels import LABELS
 from streamer.live.session_log import SessionLog, read_log, session_end, session_start
-from streamer.summary import summarise_records
+from streamer.core.summary import summarise_records
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,9 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
     """Run the pipeline over ``path`` (each channel in turn when split) into ``log_path``;
     returns the error stored in the log's ``session_end`` (None when it went well)."""
     from streamer.audio.io import file_info
-    from streamer.live.counters import Counters
-    from streamer.live.factory import pipeline_settings
-    from streamer.live.pipeline import Pipeline
+    from streamer.core.counters import Counters
     from streamer.live.sources import FileSource
-    from streamer.ui.state import LiveState
+    from streamer.runtime.streams import open_stream
 
     tmp = log_path.with_suffix(".partial")
     tmp.unlink(missing_ok=True)
@@ -103,9 +101,8 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
             except SerError as exc:
                 ends.append({"channel": name, "error": str(exc), "windows": 0})
                 continue
-            pipe = Pipeline(pipeline_settings(cfg, block_when_full=True, channel=name), source, models.asr_factory(),
-                            models.audio, models.text, [lambda r: session.write(r.to_record())],
-                            LiveState(source.name, models.names), counters)
+            pipe = open_stream(cfg, models, source, [lambda r: session.write(r.to_record())], channel=name,
+                               block_when_full=True, counters=counters)
             summary = pipe.run(threading.Event())
             ends.append({"channel": name, **summary})
         errors = [e["error"] for e in ends if e.get("error")]
@@ -120,7 +117,7 @@ def summary_rows(path: Path, log_path: Path) -> list[dict]:
 
     Shares, dominant emotion, mean confidence, uncertain share and mean arousal/valence come
     from the log's utterances (weighted by duration), or from its windows for logs without
-    utterance records (``streamer.summary``). ``speech_s`` is the time they cover; columns a
+    utterance records (``streamer.core.summary``). ``speech_s`` is the time they cover; columns a
     log cannot tell (``uncertain_share`` of a log without the flag) are left empty.
     """
     contents = read_log(log_path)
@@ -169,7 +166,7 @@ def init_worker(config_path: str | None, overrides: dict) -> None:
 
     import torch
 
-    from streamer.live.factory import load_models, warm_up
+    from streamer.runtime.models import load_models, warm_up
 
     torch.set_num_threads(1)
     cfg = Config.load(config_path)
@@ -177,6 +174,11 @@ def init_worker(config_path: str | None, overrides: dict) -> None:
     _worker["cfg"] = cfg
     _worker["models"] = load_models(cfg)
     warm_up(_worker["models"])
+
+
+def worker_models() -> tuple[Config, object]:
+    """This worker process's configuration and models (after :func:`init_worker`)."""
+    return _worker["cfg"], _worker["models"]
 
 
 def _work(task: tuple[str, str, BatchOptions]) -> tuple[str, str | None]:

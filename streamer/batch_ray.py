@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamer.batch import BatchOptions
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _analyse_remote(task: tuple[str, str, BatchOptions], config_path: str | None
             _cache["armed"] = True
         target = scratch / Path(log_path).name
         try:
-            error = batch.analyse_file(Path(path), target, batch._worker["cfg"], batch._worker["models"], opts)
+            error = batch.analyse_file(Path(path), target, *batch.worker_models(), opts)
         except Exception as exc:  # one bad file never ends the batch (as batch._work)
             log.exception("analysis of %s failed", path)
             return path, str(exc), (target.read_bytes() if target.is_file() else None)

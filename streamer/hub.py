@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from streamer.errors import ModelError
+from streamer.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 
 BASE_URL = "https://alphacephei.com/vosk/models"
 

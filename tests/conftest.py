@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.paths import CHECKOUT
+from streamer.core.paths import CHECKOUT
 
-ROOT = CHECKOUT  # the repository root (streamer.paths)
+ROOT = CHECKOUT  # the repository root (streamer.core.paths)
 SHARED = Path(os.environ.get("SER_SHARED", ROOT.parent / "shared"))
 RAVDESS = SHARED / "data" / "speech" / "RAVDESS"
 TESS = SHARED / "data" / "speech" / "TESS"
@@ -111,8 +111,8 @@ def models(whisper):
 
     import torch
 
-    from streamer.config import Config
-    from streamer.live.factory import load_models, warm_up
+    from streamer.runtime.config import Config
+    from streamer.runtime.models import load_models, warm_up
 
     torch.set_num_threads(1)
     cfg = Config.load()

@@ -34,7 +34,7 @@ def frames(data: bytes) -> list[bytes]:
 
 
 def server_config(**server):
-    from streamer.config import Config
+    from streamer.runtime.config import Config
 
     cfg = Config.load()
     return replace(cfg, server=replace(cfg.server, host="127.0.0.1", port=0, **server))

@@ -2,9 +2,9 @@
 
 import pytest
 
-from streamer.alerts import DEFAULT_RULES, AlertRule, Alerts
-from streamer.config import Config
-from streamer.errors import ConfigError
+from streamer.core.alerts import DEFAULT_RULES, AlertRule, Alerts
+from streamer.runtime.config import Config
+from streamer.core.errors import ConfigError
 
 
 def win(end, label="angry", track="customer", conf=0.7, uncertain=False, arousal=0.0, valence=0.0):

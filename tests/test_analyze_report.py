@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.audio import SAMPLE_RATE
-from streamer.paths import CHECKOUT as ROOT
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.paths import CHECKOUT as ROOT
 from streamer.live.session_log import read_log
 
 pytestmark = pytest.mark.slow

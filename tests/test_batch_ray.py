@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.batch import BatchOptions
 from streamer.live.session_log import read_log
-from streamer.paths import CHECKOUT as ROOT
+from streamer.core.paths import CHECKOUT as ROOT
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -181,7 +181,7 @@ def test_lost_worker_without_retries_is_reported_then_redone(calls, reference, c
 
 def test_models_that_do_not_load_end_the_batch_with_the_reason(calls, cluster, monkeypatch):
     from streamer.batch_ray import RayOptions, run_batch_ray
-    from streamer.errors import SerError
+    from streamer.core.errors import SerError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tasks = [(str(calls / "calls" / n[:-len(".ndjson")]), str(calls / "badmodel" / n), BatchOptions()) for n in LOGS]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from streamer.paths import CHECKOUT as ROOT
+from streamer.core.paths import CHECKOUT as ROOT
 
 pytestmark = pytest.mark.slow
 

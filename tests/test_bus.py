@@ -18,6 +18,7 @@ from streamer.serve.bus import BusError, BusOptions, LocalBus, RedisBus, make_bu
 from tests.redis_util import free_port, redis_server, start_redis  # noqa: F401  (fixture)
 
 FAST = dict(ttl_s=1.0, beat_s=0.25, watch_s=0.2, sample_s=0.05, timeout_s=1.0, block_s=0.2)
+HANG_S = 30.0  # only stops a hung call from hanging the suite; no test asserts how fast a call is
 
 
 def opts(server, desk: str, **kw) -> BusOptions:
@@ -34,6 +35,13 @@ async def drain(follower, until, timeout: float = 10.0) -> list[dict]:
             if until(ev):
                 return out
     raise AssertionError(f"timed out; got {[(e['type'], e.get('call_id')) for e in out]}")
+
+
+def gap_between(gap_s: float, last: tuple[float, float], first: tuple[float, float], rounding: float = 0.002) -> bool:
+    """``gap_s`` lies between the shortest and the longest gap the bracketing readings allow:
+    ``last`` brackets the epoch the bus took as the last audio, ``first`` the first audio of
+    the next segment (time.time() read before and after each). No speed is assumed."""
+    return first[0] - last[1] - rounding <= gap_s <= first[1] - last[0] + rounding
 
 
 def window(call_id: str, track: str, i: int) -> dict:
@@ -182,6 +190,7 @@ def test_killed_replica_gives_one_call_lost(redis_server):
                 assert sorted(kinds) == [("call_lost", c) for c in ids]
                 ev = next(e for e in seen if e["type"] == "call_lost")
                 assert ev["replica"] == "doomed" and ev["segment"] == 1 and ev["last_audio"]
+                # a product promise (a dead replica's calls are announced lost within 15 s), not a speed figure
                 assert max(lost.values()) < 15.0
                 rows = {r["call_id"]: r for r in await w2.listing()}
                 assert all(rows[c]["state"] == "lost" for c in ids)
@@ -206,10 +215,11 @@ def test_reconnect_is_segment_two_with_its_gap_counted(redis_server):
             await a.open_call("R1", "twilio", ["customer"], probe=lambda: audio["n"])
             a.publish({"type": "call_start", "call_id": "R1", "track": None})
             for i in range(4):
+                last_lo = time.time()  # the last audio the bus sees is read at or after this
                 audio["n"] += 1600
-                await asyncio.sleep(0.06)
+                await asyncio.sleep(0.06)  # (A's own sampler may read it during the sleep)
                 a.sample()
-            last_audio = time.time()
+            last_hi = time.time()  # ... and at the latest by now
             await a.beat()
             await a.kill()  # replica A dies: no call_end, its heartbeat lapses
             await drain(feed, lambda e: e["type"] == "call_lost")
@@ -222,15 +232,17 @@ def test_reconnect_is_segment_two_with_its_gap_counted(redis_server):
             b.publish({"type": "call_start", "call_id": "R1", "track": None})
             await asyncio.sleep(0.3)
             assert not resumed  # no audio yet: no gap yet
+            first_lo = time.time()
             audio2["n"] += 160
-            first_audio = time.time()
             b.sample()
+            first_hi = time.time()
             assert len(resumed) == 1
             ev = resumed[0]
-            true_gap = first_audio - last_audio
             assert ev["type"] == "call_resumed" and ev["segment"] == 2 and ev["previous_state"] == "lost"
-            # gap_s: from the last audio the bus saw to the new first audio; errs high by < beat_s
-            assert true_gap - 0.01 <= ev["gap_s"] <= true_gap + a.opts.beat_s + a.opts.sample_s, (ev, true_gap)
+            # gap_s: from the last audio the bus saw to the new first audio (A's beat above wrote
+            # its last audio time, so no beat_s error here); both ends are bracketed by readings
+            assert gap_between(ev["gap_s"], (last_lo, last_hi), (first_lo, first_hi)), \
+                (ev, first_lo - last_hi, first_hi - last_lo)
             b.publish(ev)
             b.publish(window("R1", "customer", 0))
             got = await drain(feed, lambda e: e["type"] == "window")
@@ -288,23 +300,23 @@ def test_redis_going_away_is_an_error_not_a_hang(tmp_path):
         shared = await bus.subscribe()
         await bus.open_call("G1", "twilio", ["customer"])
         server.kill()
-        t0 = time.monotonic()
-        bus.publish({"type": "call_start", "call_id": "G1", "track": None})  # never blocks
-        assert time.monotonic() - t0 < 0.05
+        # publish never blocks: it is a plain call that queues the event for the writer task
+        # (nothing awaited, no I/O) and returns it as sent
+        sent = bus.publish({"type": "call_start", "call_id": "G1", "track": None})
+        assert sent["call_id"] == "G1" and sent["segment"] == 1
+        assert bus.pending() == 1 and bus.queue[-1][0]["call_id"] == "G1"
         for what in (bus.listing(), f.get(timeout=5), shared.get(timeout=5), bus.open_call("G2", "twilio"),
                      bus.subscribe()):
-            t0 = time.monotonic()
+            # each one raises BusError; wait_for only keeps a hang from hanging the suite (a hang
+            # fails the test with TimeoutError, not BusError)
             with pytest.raises(BusError, match="Redis at redis://127.0.0.1"):
-                await what
-            assert time.monotonic() - t0 < FAST["timeout_s"] + FAST["block_s"] + 1.0
+                await asyncio.wait_for(what, HANG_S)
         await asyncio.sleep(0.3)
         assert bus.counters["lost_events"] >= 1  # counted, not hidden
         await asyncio.wait_for(bus.close(), 5)
         # nothing listening at all: start() says so at once
-        t0 = time.monotonic()
         with pytest.raises(BusError, match="start redis-server"):
-            await RedisBus(BusOptions(url=f"redis://127.0.0.1:{free_port()}", **FAST)).start()
-        assert time.monotonic() - t0 < 3.0
+            await asyncio.wait_for(RedisBus(BusOptions(url=f"redis://127.0.0.1:{free_port()}", **FAST)).start(), HANG_S)
 
     try:
         asyncio.run(run())
@@ -324,9 +336,10 @@ def test_local_bus_segments_and_listing():
                 await bus.open_call("X", "vosk")
             bus.publish({"type": "call_start", "call_id": "X", "track": None})
             bus.publish({"type": "call_start", "call_id": "Y", "track": None})  # not held here: passed on as is
+            last_lo = time.time()
             audio["n"] = 100
             bus.sample()
-            t_last = time.time()
+            last_hi = time.time()
             bus.publish(window("X", "caller", 0))
             bus.publish({"type": "call_end", "call_id": "X", "track": None})
             got = [await f.get(timeout=1) for _ in range(4)]
@@ -337,9 +350,13 @@ def test_local_bus_segments_and_listing():
             resumed: list[dict] = []
             info = await bus.open_call("X", "vosk", ["caller"], probe=lambda: audio["n"], emit=resumed.append)
             assert info["segment"] == 2 and info["previous"]["state"] == "ended"
+            first_lo = time.time()
             audio["n"] = 200
             bus.sample()
-            assert resumed and resumed[0]["gap_s"] >= time.time() - t_last - 0.05 - 0.01
+            first_hi = time.time()
+            assert len(resumed) == 1
+            assert gap_between(resumed[0]["gap_s"], (last_lo, last_hi), (first_lo, first_hi)), \
+                (resumed, first_lo - last_hi, first_hi - last_lo)
             local = [{"call_id": "X", "state": "active", "windows": 0, "dropped": {"audio_s": 0.0}}]
             rows = {r["call_id"]: r for r in await bus.listing(local)}
             assert rows["X"]["segment"] == 2 and rows["X"]["dropped"] == {"audio_s": 0.0}

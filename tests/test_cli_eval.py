@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from streamer.audio.io import load_audio
-from streamer.paths import CHECKOUT as ROOT
+from streamer.core.paths import CHECKOUT as ROOT
 
 
 def run_eval(*args):
@@ -145,7 +145,7 @@ def test_eval_needs_paths_or_manifest(tmp_path):
 def test_arousal_bacc_on_constructed_predictions():
     from collections import Counter
 
-    from streamer.labels import INDEX, LABELS
+    from streamer.core.labels import INDEX, LABELS
     from streamer.train.corpora import Clip
     from streamer.train.evaluate import Predictions, add_arousal, eval_report
     from streamer.train.metrics import arousal_bacc
@@ -187,7 +187,7 @@ def test_ua_present_and_dims_on_constructed_predictions():
     the true labels' circumplex positions."""
     from collections import Counter
 
-    from streamer.labels import INDEX, LABELS
+    from streamer.core.labels import INDEX, LABELS
     from streamer.train.corpora import Clip
     from streamer.train.evaluate import Predictions, eval_report
 

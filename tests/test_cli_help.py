@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 from streamer.train.metrics import confusion_text
 
 

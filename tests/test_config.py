@@ -1,8 +1,8 @@
 import pytest
 
-from streamer.config import Config
-from streamer.paths import CHECKOUT as ROOT
-from streamer.errors import ConfigError
+from streamer.runtime.config import Config
+from streamer.core.paths import CHECKOUT as ROOT
+from streamer.core.errors import ConfigError
 from streamer.train.recipe import load_config
 
 
@@ -117,7 +117,7 @@ def test_config_imports_no_shell_or_live_module():
     import subprocess
     import sys
 
-    code = ("import sys, streamer.config; "
+    code = ("import sys, streamer.runtime.config; "
             "print(sorted(m for m in sys.modules if m.startswith(('streamer.live', 'streamer.cli', 'streamer.serve', 'streamer.ui'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 from streamer.train.corpora import Clip, Skip, parse, scan
 
 # File names as each corpus's documentation gives them.

@@ -2,8 +2,8 @@
 
 from rich.console import Console
 
-from streamer.labels import EMOJI, LABELS
-from streamer.live.messages import WindowResult, Word
+from streamer.core.labels import EMOJI, LABELS
+from streamer.core.messages import WindowResult, Word
 from streamer.ui.state import Snapshot
 from streamer.ui.dashboard import Dashboard, render
 from streamer.ui.lines import window_line
@@ -61,8 +61,8 @@ def test_plain_line():
 
 # --- issue 16: each window's own emotion, the rolling one named, uncertain, arousal/valence, utterances
 
-from streamer.dims import all_dims  # noqa: E402
-from streamer.live.messages import UtteranceResult  # noqa: E402
+from streamer.core.dims import all_dims  # noqa: E402
+from streamer.core.messages import UtteranceResult  # noqa: E402
 from streamer.ui.lines import utterance_line  # noqa: E402
 
 

@@ -9,10 +9,10 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from streamer.audio import SAMPLE_RATE
-from streamer.dims import all_dims
-from streamer.labels import EMOJI, LABELS
-from streamer.live.messages import UtteranceResult, WindowResult, Word
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.dims import all_dims
+from streamer.core.labels import EMOJI, LABELS
+from streamer.core.messages import UtteranceResult, WindowResult, Word
 from streamer.ui.state import LiveState, Snapshot
 from streamer.ui.dashboard import ROWS, Dashboard, render
 from streamer.ui.fit import Fit, fit

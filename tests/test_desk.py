@@ -18,8 +18,8 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
-from streamer.alerts import AlertRule
-from streamer.labels import EMOJI, LABELS
+from streamer.core.alerts import AlertRule
+from streamer.core.labels import EMOJI, LABELS
 from streamer.serve import desk as desk_mod
 from streamer.serve.app import make_app, start
 from streamer.serve.auth import Auth
@@ -41,18 +41,30 @@ def window(call_id: str, track: str, i: int, label: str = "angry", conf: float =
             "rolling_confidence": conf, "latency_ms": 120.0, "timings_ms": {}, "call_id": call_id, "track": track}
 
 
+class FakeClock:
+    """A clock for the desk (``Desk(clock=...)``) that stands still until the test moves it."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 class Server:
-    def __init__(self, tmp_path, rules=None, tick_s=1.0, keep_ended_min=30.0, token=TOKEN):
+    def __init__(self, tmp_path, rules=None, tick_s=1.0, keep_ended_min=30.0, token=TOKEN, clock=None):
         cfg = server_config()
         cfg = replace(cfg, desk=replace(cfg.desk, keep_ended_min=keep_ended_min))
         if rules is not None:
             cfg = replace(cfg, alerts=tuple(rules))
-        self.cfg, self.tmp_path, self.tick_s, self.token = cfg, tmp_path, tick_s, token
+        self.cfg, self.tmp_path, self.tick_s, self.token, self.clock = cfg, tmp_path, tick_s, token, clock
 
     async def __aenter__(self):
         self.registry = CallRegistry(MODELS, self.cfg, self.tmp_path, loop=asyncio.get_running_loop())
         app = make_app(self.registry, Auth(self.token))
         self.desk = desk_mod.install(app, self.registry, tick_s=self.tick_s)
+        if self.clock is not None:  # install() takes no clock: set the Desk's before its runner starts
+            self.desk.clock = self.clock
         self.runner, port = await start(app, "127.0.0.1", 0, shutdown_timeout=1.0)
         self.url = f"http://127.0.0.1:{port}"
         return self
@@ -220,24 +232,52 @@ def test_three_angry_windows_raise_an_alert_on_the_feed_in_the_log_and_in_metric
 
 
 def test_dead_air_fires_when_the_stream_sends_nothing(tmp_path):
+    """On the desk's clock (a fake one, moved by the test): nothing before silence_s of no audio,
+    the alert at exactly silence_s, nothing in the cooldown, and the desk's own runner ticks too.
+    The runner only ever sees the clock readings set here, so every outcome is exact."""
     rules = [AlertRule("dead air", silence_s=1.0, cooldown_s=60.0)]
+    clock = FakeClock(1000.0)
 
     async def scenario():
-        async with Server(tmp_path, rules=rules, tick_s=0.1) as srv:
+        out = {}
+        async with Server(tmp_path, rules=rules, tick_s=0.05, clock=clock) as srv:
             call = await srv.registry.open("CAquiet", "twilio", {}, ["customer"])
-            t0 = time.monotonic()
 
-            async def fired():
+            async def started():  # the runner took the call_start at 1000.0
+                return call.id in srv.desk.engines
+
+            await until(started, timeout=30.0)  # a hang guard only
+
+            def dead_air():
                 return [a for a in srv.desk.alerts.values() if a["rule"] == "dead air"]
 
-            got = await until(fired, timeout=4.0)
-            took = time.monotonic() - t0
-            await srv.registry.end(call)
-            return got, took
+            # tick() by hand right after moving the clock (no await in between): exact readings
+            clock.t = 1000.5
+            out["at 0.5 s"] = srv.desk.tick()
+            clock.t = 1000.875
+            out["at 0.875 s"] = srv.desk.tick()
+            clock.t = 1001.0
+            out["at 1 s"] = srv.desk.tick()
+            clock.t = 1060.5
+            out["in the cooldown"] = srv.desk.tick()
+            # past the cooldown, leave it to the runner (it ticks every tick_s of the desk's clock)
+            clock.t = 1061.0
 
-    got, took = asyncio.run(scenario())
-    assert len(got) == 1 and got[0]["track"] is None and "no audio for 1 s" in got[0]["reason"]
-    assert 0.9 <= took < 2.5
+            async def fired_twice():
+                return len(dead_air()) == 2
+
+            await until(fired_twice, timeout=30.0)  # a hang guard only
+            out["alerts"] = dead_air()
+            await srv.registry.end(call)
+        return out
+
+    out = asyncio.run(scenario())
+    assert out["at 0.5 s"] == [] and out["at 0.875 s"] == [] and out["in the cooldown"] == []
+    [first] = out["at 1 s"]
+    assert first["rule"] == "dead air" and first["track"] is None and "no audio for 1 s" in first["reason"]
+    assert out["alerts"][0]["id"] == first["id"]
+    second = out["alerts"][1]  # raised by the runner, at 1061.0: 61 s after the call started
+    assert second["track"] is None and "no audio for 61 s" in second["reason"]
 
 
 def test_an_ended_call_stays_listed_with_its_report(tmp_path):

@@ -47,8 +47,8 @@ ANGRY_ID = "CAangry0001"
 def models():
     import torch
 
-    from streamer.config import Config
-    from streamer.live.factory import load_models, warm_up
+    from streamer.runtime.config import Config
+    from streamer.runtime.models import load_models, warm_up
 
     torch.set_num_threads(1)
     m = load_models(Config.load())

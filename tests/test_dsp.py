@@ -54,8 +54,8 @@ def test_frames_shorter_than_one_frame_is_an_error():
 @pytest.mark.slow
 def test_live_path_does_not_import_librosa(whisper):
     code = ("import sys, numpy as np\n"
-            "from streamer.config import Config\n"
-            "from streamer.live.factory import load_models, warm_up\n"
+            "from streamer.runtime.config import Config\n"
+            "from streamer.runtime.models import load_models, warm_up\n"
             "m = load_models(Config.load(), with_asr=True); warm_up(m)\n"
             "m.audio.predict(np.random.default_rng(0).normal(0, .1, 40000).astype(np.float32))\n"
             "print(sorted(k for k in ('librosa', 'numba', 'llvmlite') if k in sys.modules))\n")

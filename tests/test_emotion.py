@@ -5,8 +5,8 @@ import torch
 from streamer.audio.emotion import AudioEmotion, encode_window
 from streamer.audio.prepare import SilentAudio
 from streamer.audio.io import load_audio, resample
-from streamer.errors import AudioInputError, ModelError
-from streamer.labels import LABELS
+from streamer.core.errors import AudioInputError, ModelError
+from streamer.core.labels import LABELS
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_shipped_model_needs_no_torch_to_run():
     import sys
 
     code = ("import sys, numpy as np; from streamer.audio.pooled import PooledEmotion; "
-            "from streamer.paths import model_dir; m = PooledEmotion.load(model_dir('audio-emotion')); "
+            "from streamer.core.paths import model_dir; m = PooledEmotion.load(model_dir('audio-emotion')); "
             "t = np.arange(32000) / 16000; p = m.predict_proba((0.1 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)); "
             "assert abs(p.sum() - 1) < 1e-5; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=audio_model_dir().parents[1])
@@ -221,8 +221,8 @@ def test_noise_unlike_any_training_row_gets_no_confident_answer(audio_model, cli
     answer is damped to below the uncertain threshold, while speech keeps its confidence."""
     if getattr(audio_model, "kind", None) != "pooled":
         pytest.skip("the shipped model is not the pooled kind")
-    from streamer.config import Config
-    from streamer.paths import data_path
+    from streamer.runtime.config import Config
+    from streamer.core.paths import data_path
 
     threshold = Config.load(data_path("config.toml")).fusion.min_confidence
     rng = np.random.default_rng(3)

@@ -3,7 +3,7 @@ import pytest
 
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
 from streamer.audio.features import n_frames
-from streamer.errors import ModelError
+from streamer.core.errors import ModelError
 
 
 def test_one_handle_per_process(whisper):

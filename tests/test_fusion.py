@@ -1,16 +1,15 @@
 """The learned fusion: one-sided cases, the uncertain flag, its configuration and model folder."""
 
 import json
-import time
 
 import numpy as np
 import pytest
 
-from streamer.config import Config
-from streamer.paths import CHECKOUT as ROOT
-from streamer.errors import ConfigError, ModelError
-from streamer.labels import INDEX, LABELS
-from streamer.live.fusion import Fuser, FusionConfig, LearnedFusion, fuse
+from streamer.runtime.config import Config
+from streamer.core.paths import CHECKOUT as ROOT
+from streamer.core.errors import ConfigError, ModelError
+from streamer.core.labels import INDEX, LABELS
+from streamer.core.fusion import Fuser, FusionConfig, LearnedFusion, fuse
 from streamer.train.fusion import Examples, baseline, fit_fusion, fused_proba, ua
 
 SHIPPED = ROOT / "models" / "fusion"
@@ -139,10 +138,13 @@ def test_fuser_and_fuse_agree_and_are_fast():
     a, t = as_dict(peaked("angry", 0.7)), as_dict(peaked("neutral", 0.9))
     assert fuser.fuse(a, t) == pytest.approx(fuse(a, t, cfg))
     assert sum(fuser.fuse(a, None).values()) == pytest.approx(1.0)
-    t0 = time.perf_counter()
+    # Its speed is measured by bench/live_bench.py (fusion_ms), not here. Repeated calls give
+    # exactly the same result and leave the inputs alone (no state carried between windows).
+    a_before, t_before = dict(a), dict(t)
+    first = fuser.fuse(a, t)
     for _ in range(200):
-        fuser.fuse(a, t)
-    assert (time.perf_counter() - t0) / 200 < 1e-3
+        assert fuser.fuse(a, t) == first
+    assert a == a_before and t == t_before
 
 
 def test_seed_modes_stay_available():

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from streamer import hub
-from streamer.paths import CHECKOUT
+from streamer.core.paths import CHECKOUT
 
-ROOT = CHECKOUT  # the repository root (streamer.paths)
+ROOT = CHECKOUT  # the repository root (streamer.core.paths)
 DEMO = ROOT / "demo" / "demo.flac"
 
 

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from streamer.paths import CHECKOUT as ROOT
-from streamer.labels import EMOJI, LABELS
+from streamer.core.paths import CHECKOUT as ROOT
+from streamer.core.labels import EMOJI, LABELS
 from streamer.live.session_log import read_log
 
 DEMO = ROOT / "demo" / "demo.flac"
@@ -39,8 +39,8 @@ def one_error_line(res):
 def expected_windows(path):
     """Windows the VAD alone cuts from the file, with the default settings."""
     from streamer.audio.io import load_audio
-    from streamer.live.messages import Chunk
-    from streamer.live.vad import VadConfig, VadSegmenter
+    from streamer.core.messages import Chunk
+    from streamer.core.vad import VadConfig, VadSegmenter
 
     x = np.clip(np.round(load_audio(path) * 32768), -32768, 32767).astype(np.int16)
     seg = VadSegmenter(VadConfig(), 40000, 8000)

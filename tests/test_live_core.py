@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from streamer.audio.io import load_audio
-from streamer.labels import LABELS
-from streamer.live.counters import Counters
-from streamer.live.fusion import FusionConfig, Rolling, confidence, fuse
-from streamer.live.messages import Chunk
-from streamer.live.queues import DropOldestQueue
+from streamer.core.labels import LABELS
+from streamer.core.counters import Counters
+from streamer.core.fusion import FusionConfig, Rolling, confidence, fuse
+from streamer.core.messages import Chunk
+from streamer.core.queues import DropOldestQueue
 from streamer.live.ringbuffer import RingBuffer
 from streamer.live.session_log import SessionLog, read_log
-from streamer.live.vad import VadConfig, VadSegmenter
+from streamer.core.vad import VadConfig, VadSegmenter
 
 SR = 16000
 
@@ -138,11 +138,16 @@ def test_vad_gap_ends_the_utterance(utterances):
     seg.push(Chunk(0, utterances[:half]))
     seg.push(Chunk(half + SR, utterances[half + SR:]))  # one second lost upstream
     wins = seg.poll() + seg.flush()
+    assert len(wins) >= 2, wins  # windows came out (the check below holds vacuously without them)
     assert all(not (w.start < half + SR and w.end > half) for w in wins)  # no window spans the gap
+    before = [w for w in wins if w.end <= half]
+    after = [w for w in wins if w.start >= half + SR]
+    assert before and after, wins  # the speech on each side of the gap gave windows
+    assert before[-1].final and after[0].utterance != before[-1].utterance  # the gap ended the utterance
 
 
 def test_vad_config_is_validated():
-    from streamer.errors import ConfigError
+    from streamer.core.errors import ConfigError
 
     for bad in ({"aggressiveness": 4}, {"frame_ms": 25}, {"padding_ms": 5}, {"end_ratio": 0}):
         with pytest.raises(ConfigError):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 from streamer.train.manifest import ManifestError, read_manifest
 
 

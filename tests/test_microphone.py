@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from streamer.paths import CHECKOUT as ROOT
+from streamer.core.paths import CHECKOUT as ROOT
 from streamer.live.session_log import read_log
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_overflow_flags_are_counted_not_fatal():
     sd = pytest.importorskip("sounddevice")
     import numpy as np
 
-    from streamer.live.counters import Counters
+    from streamer.core.counters import Counters
     from streamer.live.ringbuffer import RingBuffer
     from streamer.live.sources import MicrophoneSource
 

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from streamer.paths import CHECKOUT as ROOT
+from streamer.core.paths import CHECKOUT as ROOT
 from streamer.models_store import DownloadError, download
 
 NAME = "vosk-model-small-en-us-0.15"

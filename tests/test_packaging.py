@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from streamer.paths import CHECKOUT
+from streamer.core.paths import CHECKOUT
 
-ROOT = CHECKOUT  # the repository root (streamer.paths)
+ROOT = CHECKOUT  # the repository root (streamer.core.paths)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_installed_copy_runs_from_outside_the_checkout(wheel, tmp_path, speech_w
     zipfile.ZipFile(wheel).extractall(site)
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")  # a path line: its .pth files are not run
     py = str(venv / "bin" / "python")
-    where = subprocess.run([py, "-c", "import streamer.paths as p, streamer.config as c; print(p.data_root()); print(c.DEFAULT_CONFIG)"],
+    where = subprocess.run([py, "-c", "import streamer.core.paths as p, streamer.runtime.config as c; print(p.data_root()); print(c.DEFAULT_CONFIG)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
     assert where[0] == str(site / "streamer" / "_bundle") and Path(where[1]).is_file()
     log = tmp_path / "session.ndjson"

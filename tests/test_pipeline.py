@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from streamer.audio.io import load_audio
-from streamer.core.services import PlainStream
-from streamer.labels import LABELS
-from streamer.live.fusion import FusionConfig
-from streamer.live.messages import Chunk, UtteranceResult, Word
-from streamer.live.pipeline import Pipeline, PipelineSettings
+from streamer.core.services import PlainStream, services_for
+from streamer.core.labels import LABELS
+from streamer.core.fusion import FusionConfig
+from streamer.core.messages import Chunk, UtteranceResult, Word
+from streamer.core.session import SessionSettings
+from streamer.runtime.pipeline import Pipeline
 from streamer.ui.state import LiveState
 
 SR = 16000
@@ -116,7 +117,7 @@ def speech(speech_wav):
 def run(x, chunk, settings, asr=None, pace=0.0, stop=None, utterances=None):
     """Window results and the summary; utterance results go to ``utterances`` when given."""
     results, utts = [], []
-    pipe = Pipeline(settings, ArraySource(x, chunk, pace), asr or StubAsr(), StubAudio(), StubText(),
+    pipe = Pipeline(settings, ArraySource(x, chunk, pace), asr or StubAsr(), services_for(StubAudio(), StubText()),
                     [lambda r: (utts if isinstance(r, UtteranceResult) else results).append(r)], LiveState("array", {}))
     summary = pipe.run(stop or threading.Event())
     if utterances is not None:
@@ -125,7 +126,7 @@ def run(x, chunk, settings, asr=None, pace=0.0, stop=None, utterances=None):
 
 
 def test_results_do_not_depend_on_chunk_size(speech):
-    s = PipelineSettings(block_when_full=True, fusion=FusionConfig(mode="confidence", min_confidence=0.3))
+    s = SessionSettings(block_when_full=True, fusion=FusionConfig(mode="confidence", min_confidence=0.3))
     ref_utts = []
     ref, summary = run(speech, 1600, s, utterances=ref_utts)
     assert len(ref) >= 6 and summary["utterances"] == len(ref_utts) >= 3
@@ -149,7 +150,7 @@ def test_results_do_not_depend_on_chunk_size(speech):
 
 
 def test_full_queues_drop_oldest_and_count_not_fatal(speech):
-    s = PipelineSettings(queue_chunks=4, queue_windows=1, words_timeout_s=2.0)
+    s = SessionSettings(queue_chunks=4, queue_windows=1, words_timeout_s=2.0)
     results, summary = run(speech, 1600, s, asr=StubAsr(delay=0.01))
     c = summary["counters"]
     assert c.get("asr_queue_dropped", 0) > 0  # the slow recogniser could not keep up
@@ -160,7 +161,7 @@ def test_full_queues_drop_oldest_and_count_not_fatal(speech):
 
 
 def test_blocking_mode_loses_nothing(speech):
-    s = PipelineSettings(queue_chunks=4, queue_windows=1, block_when_full=True)
+    s = SessionSettings(queue_chunks=4, queue_windows=1, block_when_full=True)
     results, summary = run(speech, 1600, s, asr=StubAsr(delay=0.002))
     c = summary["counters"]
     assert not c.get("asr_queue_dropped") and not c.get("windows_dropped") and len(results) == c["windows"]
@@ -170,20 +171,20 @@ def test_blocking_mode_loses_nothing(speech):
 def test_stop_mid_stream_is_clean(speech):
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
-    results, summary = run(speech, 1600, PipelineSettings(), pace=0.02, stop=stop)
+    results, summary = run(speech, 1600, SessionSettings(), pace=0.02, stop=stop)
     assert summary["stream_s"] < len(speech) / SR and summary["windows"] == len(results)
     assert summary["counters"].get("threads_not_joined", 0) == 0
 
 
 def test_windows_too_late_to_matter_are_dropped_and_counted(speech):
     """A worker far behind skips windows older than max_lag_s instead of queueing latency."""
-    s = PipelineSettings(max_lag_s=0.5, words_timeout_s=2.0)
+    s = SessionSettings(max_lag_s=0.5, words_timeout_s=2.0)
     results, summary = run(speech, 1600, s, asr=StubAsr(delay=0.01))
     c = summary["counters"]
     assert c.get("windows_stale", 0) > 0 and c["windows_dropped"] >= c["windows_stale"]
     assert len(results) + c["windows_dropped"] == c["windows"]  # every window analysed or counted
     assert all(r.latency_ms < 0.5e3 + 500 for r in results)  # none waited much beyond the bound
-    blocking = PipelineSettings(max_lag_s=0.5, block_when_full=True)
+    blocking = SessionSettings(max_lag_s=0.5, block_when_full=True)
     results, summary = run(speech, 1600, blocking, asr=StubAsr(delay=0.002))
     assert not summary["counters"].get("windows_stale") and len(results) == summary["counters"]["windows"]
 
@@ -249,13 +250,13 @@ def test_a_streams_answers_do_not_depend_on_the_order_the_service_answers_in(spe
     out-of-order service (several replicas, batches) gives the same answers as an in-order one."""
     from streamer.core.services import Services, services_for
 
-    s = PipelineSettings(block_when_full=True)
+    s = SessionSettings(block_when_full=True)
 
     def answers(services):
         out = []
-        pipe = Pipeline(s, ArraySource(speech, 1600), StubAsr(), AdaptingStub(), None,
+        pipe = Pipeline(s, ArraySource(speech, 1600), StubAsr(), services,
                         [lambda r: out.append(r) if not isinstance(r, UtteranceResult) else None],
-                        LiveState("array", {}), services=services)
+                        LiveState("array", {}))
         pipe.run(threading.Event())
         return [r.audio for r in out]
 

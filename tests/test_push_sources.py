@@ -4,7 +4,7 @@ lost to a full ring leaves a gap in time; it never pulls later audio back (issue
 import numpy as np
 import pytest
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.live.sources import PushSource
 
 

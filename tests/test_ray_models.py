@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.serve.ray_models import pcm_bytes
 
 ray = pytest.importorskip("ray")
@@ -73,8 +73,8 @@ def env(tmp_path_factory):
 def local(env):
     import torch
 
-    from streamer.config import Config
-    from streamer.live.factory import load_models
+    from streamer.runtime.config import Config
+    from streamer.runtime.models import load_models
 
     torch.set_num_threads(1)
     cfg = Config.load()
@@ -150,17 +150,18 @@ def test_concurrent_windows_are_batched_and_equal_the_local_model(speech, local,
 
 
 def run_pipeline(cfg, models, path, services=None, asr_factory=None):
-    from streamer.live.factory import pipeline_settings
-    from streamer.live.messages import WindowResult
-    from streamer.live.pipeline import Pipeline
+    from streamer.core.messages import WindowResult
+    from streamer.runtime.streams import open_stream
     from streamer.live.sources import FileSource
-    from streamer.ui.state import LiveState
+
+    from dataclasses import replace
 
     out = []
     source = FileSource(path, fast=True)
-    pipe = Pipeline(pipeline_settings(cfg, block_when_full=True), source, (asr_factory or models.asr_factory)(), models.audio,
-                    models.text, [lambda r: out.append(r) if isinstance(r, WindowResult) else None],
-                    LiveState(source.name, models.names), services=services)
+    if services is not None:
+        models = replace(models, services=services)
+    pipe = open_stream(cfg, models, source, [lambda r: out.append(r) if isinstance(r, WindowResult) else None],
+                       block_when_full=True, asr=asr_factory)
     t0 = time.perf_counter()
     summary = pipe.run(threading.Event())
     assert not pipe.error, pipe.error
@@ -212,7 +213,7 @@ def test_whisper_deployment_batches_and_equals_local_decode(speech, local, servi
 def test_connect_and_the_serve_config_builder(speech, local, services):
     from ray import serve
 
-    from streamer.errors import SerError
+    from streamer.core.errors import SerError
     from streamer.serve.ray_models import DeployOptions, audio_app, connect
 
     cfg, models = local

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamer.cli.report import parser
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 from streamer.live.session_log import read_log
 from streamer.report import PANELS, clip_title, draw, html_report, load_session_log, window_steps
 from tests.test_report_inputs import write_session
@@ -126,15 +126,3 @@ def test_help_says_what_each_option_does_and_its_default(capsys):
     for word in ("session log", "ser-live --log", "ser-analyze", "waveform", "log-mel spectrogram", "arousal",
                  "index.html", "(default: no page)", "(default: the project's config.toml)"):
         assert word in " ".join(text.split()), word
-
-
-def test_clip_pieces_are_adjacent_and_cut_in_pauses():
-    from streamer.cli.report import clip_pieces
-
-    spans = [(16000, 80000), (96000, 180000), (200000, 300000), (320000, 330000)]
-    pieces = clip_pieces(spans, 400000, 160000)
-    assert pieces[0][0] == 0 and pieces[-1][1] == 400000
-    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # adjacent: the recogniser's stream has no gap
-    cuts = [b for _, b in pieces[:-1]]
-    assert cuts == [88000, 190000]  # midway in the pauses, never inside a span
-    assert clip_pieces([], 5, 10) == [(0, 5)]

@@ -16,13 +16,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.batch import BatchOptions, analyse_file
-from streamer.paths import CHECKOUT as ROOT
-from streamer.dims import all_dims
-from streamer.errors import SerError
-from streamer.labels import EMOJI, LABELS
-from streamer.live.messages import UtteranceResult, WindowResult, Word
+from streamer.core.paths import CHECKOUT as ROOT
+from streamer.core.dims import all_dims
+from streamer.core.errors import SerError
+from streamer.core.labels import EMOJI, LABELS
+from streamer.core.messages import UtteranceResult, WindowResult, Word
 from streamer.live.session_log import SessionLog, read_log
 from streamer.report import draw, load_session_log, log_errors, report
 

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.batch import SUMMARY_FIELDS, summary_rows, write_summary
-from streamer.dims import all_dims
-from streamer.labels import EMOJI, LABELS
-from streamer.live.messages import UtteranceResult, WindowResult, Word
+from streamer.core.dims import all_dims
+from streamer.core.labels import EMOJI, LABELS
+from streamer.core.messages import UtteranceResult, WindowResult, Word
 from streamer.live.session_log import read_log
 from streamer.report import draw, html_report, report
-from streamer.summary import summarise_records
+from streamer.core.summary import summarise_records
 
 W = int(2.5 * SAMPLE_RATE)  # 2.5 s windows
 

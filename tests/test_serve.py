@@ -16,7 +16,7 @@ import time
 import aiohttp
 import pytest
 
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 from streamer.serve.auth import Auth, check_listen, load_token
 from tests.serve_util import espeak_mulaw, play_call, running_server, server_config
 
@@ -137,7 +137,10 @@ def test_sigterm_finishes_every_call_and_logs_its_end(tmp_path):
         rest = proc.stderr.read()
     assert rc == 0, rest
     assert "stopped (2 calls served, 2 logged as ended)" in rest and "leaked" not in rest, rest
+    assert "shutdown took too long" not in rest and "did not finish within shutdown_s" not in rest, rest
     print(f"SIGTERM to exit 0: {took:.1f} s")
+    # a product promise (README: SIGTERM "exits 0 within [server] shutdown_s", 10 s by default;
+    # ser-serve's own timers enforce it), not a speed figure: it takes about 1 s on an idle machine
     assert took < 10.0
     assert codes == [1001, 1001]
     paths = sorted(logs.glob("*.ndjson"))

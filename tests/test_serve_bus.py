@@ -21,6 +21,7 @@ from tests.serve_util import collect, espeak_mulaw, play_call, server_config
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HANG_S = 30.0  # only keeps a hung request or socket from hanging the suite; not a speed figure
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +106,7 @@ def test_two_servers_one_desk_a_lost_call_and_its_second_segment(models, redis_s
     # the lost call: one call_lost, and the listing says so
     lost = [e for e in seen if e["type"] == "call_lost"]
     assert [(e["call_id"], e["segment"], e["replica"]) for e in lost] == [("CA-B", 1, "gw-b")]
+    # a product promise (a dead server's call is announced lost within 15 s), not a speed figure
     assert lost_after < 15.0
     assert {r["call_id"]: r for r in after_loss["calls"]}["CA-B"]["state"] == "lost"
     # the second segment, on server A
@@ -125,7 +127,8 @@ def test_two_servers_one_desk_a_lost_call_and_its_second_segment(models, redis_s
 
 def test_redis_going_away_is_a_clear_error_on_every_endpoint(models, tmp_path):
     """Redis killed under a running server: /api/calls answers 503 and /events closes with
-    1011, each naming the bus, within a few seconds; a new call is refused (1013), not hung."""
+    1011, each naming the bus, rather than hanging; a new call is refused (1013), not hung.
+    (The bus's own timeouts bound how long that takes; the waits here are hang guards only.)"""
     from tests.redis_util import start_redis
     from tests.serve_util import closed_with, start_message
 
@@ -139,15 +142,15 @@ def test_redis_going_away_is_a_clear_error_on_every_endpoint(models, tmp_path):
             await asyncio.sleep(0.3)
             server.kill()
             t0 = time.monotonic()
-            async with http.get(f"{url}/api/calls", headers=AUTH) as r:
+            async with http.get(f"{url}/api/calls", headers=AUTH, timeout=aiohttp.ClientTimeout(total=HANG_S)) as r:
                 status, text = r.status, await r.text()
-            api_s = time.monotonic() - t0
-            code, reason = await closed_with(feed, timeout=10)
-            feed_s = time.monotonic() - t0
+            api_s = time.monotonic() - t0  # printed below, not asserted
+            code, reason = await closed_with(feed, timeout=HANG_S)
+            feed_s = time.monotonic() - t0  # printed below, not asserted
             call = await http.ws_connect(f"{url}/twilio")
             await call.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             await call.send_str(start_message("CA-G", token=TOKEN))
-            refused = await closed_with(call, timeout=10)
+            refused = await closed_with(call, timeout=HANG_S)
             return status, text, api_s, code, reason, feed_s, refused
 
     try:
@@ -155,6 +158,6 @@ def test_redis_going_away_is_a_clear_error_on_every_endpoint(models, tmp_path):
     finally:
         server.stop()
     print(f"/api/calls 503 after {api_s:.2f} s, /events closed after {feed_s:.2f} s")
-    assert status == 503 and "results bus" in text and "Redis" in text and api_s < 3.0
-    assert code == 1011 and "results bus" in reason and feed_s < 5.0
+    assert status == 503 and "results bus" in text and "Redis" in text
+    assert code == 1011 and "results bus" in reason
     assert refused[0] == 1013 and "results bus" in refused[1]

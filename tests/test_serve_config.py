@@ -31,11 +31,11 @@ from ray.serve.config import AutoscalingConfig  # noqa: E402
 from ray.serve.schema import (DeploymentSchema, HTTPOptionsSchema, LoggingConfig, RayActorOptionsSchema,  # noqa: E402
                               ServeApplicationSchema, ServeDeploySchema)
 
-from streamer.config import Config  # noqa: E402
-from streamer.errors import SerError  # noqa: E402
+from streamer.runtime.config import Config  # noqa: E402
+from streamer.core.errors import SerError  # noqa: E402
 from streamer.serve.gateway import DEPLOYMENT, GatewayOptions, gateway_app  # noqa: E402
 from streamer.serve.ray_models import DeployOptions, ModelDeploymentOptions, audio_app, text_app  # noqa: E402
-from streamer.serve.ray_models import _apps as model_apps  # noqa: E402
+from streamer.serve.ray_models import model_apps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 YAML = ROOT / "deploy" / "serve.yaml"

@@ -14,8 +14,8 @@ import pytest
 from streamer.audio.io import load_audio
 from streamer.core.services import BatchService, PlainStream, Services
 from streamer.core.session import Partial, SessionSettings, StreamSession
-from streamer.labels import LABELS
-from streamer.live.messages import Chunk, UtteranceResult, WindowResult, Word
+from streamer.core.labels import LABELS
+from streamer.core.messages import Chunk, UtteranceResult, WindowResult, Word
 
 SR = 16000
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.audio.io import _decoder_messages, decode_file, load_audio, to_int16
-from streamer.errors import AudioInputError
+from streamer.core.errors import AudioInputError
 from streamer.live.sources import FileSource, parse_device
 
 SR = SAMPLE_RATE

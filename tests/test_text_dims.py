@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from streamer.labels import INDEX, LABELS
+from streamer.core.labels import INDEX, LABELS
 
 
 def test_xed_rows_are_read_with_their_labels(text_data):
@@ -24,7 +24,7 @@ def test_xed_rows_are_read_with_their_labels(text_data):
 
 
 def test_xed_in_the_recipe(text_data):
-    from streamer.errors import ConfigError
+    from streamer.core.errors import ConfigError
     from streamer.train.text import TextTrainConfig, load_splits
 
     cfg = TextTrainConfig(goemotions=str(text_data / "goemotions"), meld=str(text_data / "meld"), xed=str(text_data / "xed"),
@@ -62,7 +62,8 @@ def test_temperature_weights_each_dev_set_alike():
 
 
 def test_ridge_and_pearson():
-    from streamer.train.textlinear import fit_ridge, pearson
+    from streamer.train.metrics import pearson
+    from streamer.train.textlinear import fit_ridge
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 8))
@@ -91,7 +92,7 @@ def test_shipped_dims_head_on_emobank_rows(text_model, text_data):
     """Loaded from the model folder; shapes, range and the sign of the correlation on a few
     EmoBank test rows."""
     from streamer.train.textdata import read_emobank
-    from streamer.train.textlinear import pearson
+    from streamer.train.metrics import pearson
 
     model = _shipped_dims_model(text_model)
     rows = read_emobank(text_data / "emobank", "test")
@@ -104,7 +105,7 @@ def test_shipped_dims_head_on_emobank_rows(text_model, text_data):
 
 
 def test_text_probs_carry_the_dims_into_the_record(text_model):
-    from streamer.dims import all_dims, dims
+    from streamer.core.dims import all_dims, dims
 
     model = _shipped_dims_model(text_model)
     good, bad = model.predict_batch(["thank you so much, this is wonderful", "my dog died and i feel awful"])

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from streamer.paths import CHECKOUT as ROOT
-from streamer.errors import ModelError
-from streamer.labels import LABELS, text_model_label
+from streamer.core.paths import CHECKOUT as ROOT
+from streamer.core.errors import ModelError
+from streamer.core.labels import LABELS, text_model_label
 
 transformers = pytest.importorskip("transformers")
 
@@ -196,12 +196,12 @@ TEXTS = ["ok", "i can't believe you did that to me after everything we went thro
 
 
 def test_compiled_text_model_equals_the_built_one(built_text_model, tmp_path, monkeypatch):
-    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, _encode
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, encode_texts
 
     monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
     compiled = EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR)  # built in a child process, then loaded
     assert compiled.net is None and len(list((tmp_path / ".compiled").glob("text-emotion-*.pt"))) == 1
-    a, b = _encode(built_text_model.tokenizer, TEXTS, 64), _encode(compiled.tokenizer, TEXTS, 64)
+    a, b = encode_texts(built_text_model.tokenizer, TEXTS, 64), encode_texts(compiled.tokenizer, TEXTS, 64)
     assert a["input_ids"].tolist() == b["input_ids"].tolist()
     assert a["attention_mask"].tolist() == b["attention_mask"].tolist()
     assert np.allclose(built_text_model.logits(TEXTS), compiled.logits(TEXTS), atol=1e-5)

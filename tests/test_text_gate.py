@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from streamer.asr.reliability import REASONS, Evidence, TextGateConfig, compression_ratio, text_skipped
-from streamer.config import Config
-from streamer.errors import ConfigError
+from streamer.runtime.config import Config
+from streamer.core.errors import ConfigError
 
 GOOD = dict(words=6, avg_logprob=-0.35, no_speech_prob=0.05, compression_ratio=1.0, word_conf=0.9)
 
@@ -85,7 +85,7 @@ def test_records_carry_the_reason_and_the_dashboard_shows_it():
 
     from rich.console import Console
 
-    from streamer.live.messages import UtteranceResult, WindowResult, Word
+    from streamer.core.messages import UtteranceResult, WindowResult, Word
     from streamer.ui.dashboard import prob_table, window_text
     from streamer.ui.lines import utterance_line, window_line
 
@@ -116,15 +116,12 @@ def _speak(tmp_path, voice: str, text: str, name: str):
 
 
 def _records(path, models):
-    from streamer.live.factory import pipeline_settings
-    from streamer.live.pipeline import Pipeline
+    from streamer.runtime.streams import open_stream
     from streamer.live.sources import FileSource
-    from streamer.ui.state import LiveState
 
     records = []
-    pipe = Pipeline(pipeline_settings(Config.load(), block_when_full=True), FileSource(path, fast=True),
-                    models.asr_factory(), models.audio, models.text, [lambda r: records.append(r.to_record())],
-                    LiveState("file", {}))
+    pipe = open_stream(Config.load(), models, FileSource(path, fast=True), [lambda r: records.append(r.to_record())],
+                       block_when_full=True)
     assert pipe.run(threading.Event())["error"] is None
     return [r for r in records if r["type"] in ("window", "utterance")]
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from streamer.errors import ConfigError
-from streamer.labels import INDEX
+from streamer.core.errors import ConfigError
+from streamer.core.labels import INDEX
 from streamer.train.textdata import read_goemotions, read_tsv
 
 

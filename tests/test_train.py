@@ -9,7 +9,7 @@ from streamer.audio.emotion import encode_window
 from streamer.audio.features import prepare
 from streamer.audio.io import load_audio
 from streamer.audio.model import NetConfig
-from streamer.labels import INDEX
+from streamer.core.labels import INDEX
 from streamer.train.audio import ClipData, TrainConfig, fit, pick_val_speakers, sample_weights, speaker_folds
 from streamer.train.corpora import scan
 
@@ -141,7 +141,7 @@ def test_cross_fitted_temperature():
 def test_every_ablation_variant_builds_a_network():
     """ser-train --ablation compares these variants; each must be a valid change to the shipped net."""
     from streamer.audio.model import AudioEmotionNet
-    from streamer.paths import model_dir
+    from streamer.core.paths import model_dir
     from streamer.train.ablation import ABLATION, ABLATION_BUDGET
     from streamer.train.recipe import load_config
 

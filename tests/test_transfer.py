@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamer.audio.adapt import Moments, RunningNorm
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 from streamer.train.corpora import scan
 from streamer.train.pooled import PooledSet
 from streamer.train.transfer import Recipe, Rows, clip_weights, evaluate, fit_and_predict, splits

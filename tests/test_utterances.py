@@ -9,9 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from streamer.config import Config
-from streamer.paths import CHECKOUT as ROOT
-from streamer.labels import EMOJI, LABELS
+from streamer.runtime.config import Config
+from streamer.core.paths import CHECKOUT as ROOT
+from streamer.core.labels import EMOJI, LABELS
 from streamer.text.normalize import asr_style
 
 pytestmark = pytest.mark.slow
@@ -44,15 +44,13 @@ def speech_file(tmp_path, lead, gap=1.2):
 
 def analyse(path, models, cfg=None):
     """Records of one file through the pipeline, as ``ser-live --file --fast`` writes them."""
-    from streamer.live.factory import pipeline_settings
-    from streamer.live.pipeline import Pipeline
+    from streamer.runtime.streams import open_stream
     from streamer.live.sources import FileSource
-    from streamer.ui.state import LiveState
 
     cfg = cfg or Config.load()
     records = []
-    pipe = Pipeline(pipeline_settings(cfg, block_when_full=True), FileSource(path, fast=True), models.asr_factory(),
-                    models.audio, models.text, [lambda r: records.append(r.to_record())], LiveState("file", {}))
+    pipe = open_stream(cfg, models, FileSource(path, fast=True), [lambda r: records.append(r.to_record())],
+                       block_when_full=True)
     summary = pipe.run(threading.Event())
     assert summary["error"] is None
     return [r for r in records if r["type"] == "window"], [r for r in records if r["type"] == "utterance"]

@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.audio import SAMPLE_RATE
-from streamer.live.messages import Chunk, Window, Word
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.messages import Chunk, Window, Word
 from streamer.live.session_log import read_log
-from streamer.paths import CHECKOUT
+from streamer.core.paths import CHECKOUT
 
-ROOT = CHECKOUT  # the repository root (streamer.paths)
+ROOT = CHECKOUT  # the repository root (streamer.core.paths)
 DATA = Path(__file__).resolve().parent / "data"
 KO_A, KO_B = DATA / "ko_a.flac", DATA / "ko_b.flac"
 WINDOW = int(2.5 * SAMPLE_RATE)
@@ -129,8 +129,8 @@ def run_interleaved(e1, x1, e2, x2, chunk=SAMPLE_RATE // 10):
 
 
 def vosk_factory(path: Path):
-    from streamer.config import Config
-    from streamer.live.factory import asr_factory
+    from streamer.runtime.config import Config
+    from streamer.runtime.models import asr_factory
 
     cfg = Config.load()
     return asr_factory(replace(cfg, asr=replace(cfg.asr, engine="vosk", vosk_model=str(path))))

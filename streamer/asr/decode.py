@@ -8,14 +8,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from streamer.asr.reliability import Evidence, TextGateConfig, compression_ratio, mean_conf
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.audio.encoder import WhisperHandle
-from streamer.errors import check
+from streamer.core.errors import check
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,12 @@ class WhisperAsrConfig:
         check(s, "encode_s", 4 <= self.encode_s <= 30, "between 4 and 30")
 
 
-def _clamp_first(words: list["Decoded"]) -> list["Decoded"]:
+def clamp_first(words: list["Decoded"]) -> list["Decoded"]:
     """Cross-attention alignment tends to stretch the first word back to the start of the
     audio (over leading silence). Like faster-whisper, cap it at twice the median word
     duration (at most 0.7 s).
 
-    >>> w = _clamp_first([("hello", 0.0, 1.5, 1.0), ("there", 1.5, 1.8, 1.0), ("you", 1.8, 2.0, 1.0)])
+    >>> w = clamp_first([("hello", 0.0, 1.5, 1.0), ("there", 1.5, 1.8, 1.0), ("you", 1.8, 2.0, 1.0)])
     >>> round(w[0][1], 2), w[1:] == [("there", 1.5, 1.8, 1.0), ("you", 1.8, 2.0, 1.0)]
     (0.9, True)
     """
@@ -63,14 +64,18 @@ def _clamp_first(words: list["Decoded"]) -> list["Decoded"]:
     return words
 
 
-def _tokenizer(handle: WhisperHandle):
-    tok = getattr(handle, "_asr_tokenizer", None)
+_TOKENIZERS: "weakref.WeakKeyDictionary[WhisperHandle, object]" = weakref.WeakKeyDictionary()
+
+
+def whisper_tokenizer(handle: WhisperHandle):
+    """The handle's English transcription tokenizer (made once per handle)."""
+    tok = _TOKENIZERS.get(handle)
     if tok is None:
         from faster_whisper.tokenizer import Tokenizer
 
         model = handle.model
         tok = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
-        handle._asr_tokenizer = tok
+        _TOKENIZERS[handle] = tok
     return tok
 
 
@@ -104,7 +109,7 @@ def decode_batch(handle: WhisperHandle, items: list[tuple[np.ndarray, bool]], cf
     """Several inputs in one encoder call and one decoder call (then one alignment each)."""
     import ctranslate2
 
-    model, tok = handle.model, _tokenizer(handle)
+    model, tok = handle.model, whisper_tokenizer(handle)
     # Speech plus at least 0.5 s of silence, a whole number of encoder frames (320 samples),
     # the same length for the whole batch.
     n = min(30 * SAMPLE_RATE, max(int(cfg.encode_s * SAMPLE_RATE), *(len(x) + SAMPLE_RATE // 2 for x, _ in items)))
@@ -137,7 +142,7 @@ def _words(handle: WhisperHandle, x: np.ndarray, res, enc, cfg: WhisperAsrConfig
     """One input's words from its decoding result and its encoder output (batch of one),
     with the decode's evidence (mean log-probability, no-speech probability, compression
     ratio of all its text, its words' mean probability, the detected languages)."""
-    tok = _tokenizer(handle)
+    tok = whisper_tokenizer(handle)
     dur = len(x) / SAMPLE_RATE
     ids = res.sequences_ids[0]
     n_tok = len(ids)

@@ -20,7 +20,7 @@ import logging
 import zlib
 from dataclasses import dataclass
 
-from streamer.errors import check
+from streamer.core.errors import check
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.audio import SAMPLE_RATE
-from streamer.errors import MissingDependency, ModelError
-from streamer.live.messages import Chunk, Window, Word
-from streamer.asr.base import inside
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.errors import MissingDependency, ModelError
+from streamer.core.messages import Chunk, Window, Word
+from streamer.core.recognizer import inside
 from streamer.asr.reliability import Evidence, TextGateConfig, mean_conf, text_skipped
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def shared_model(path: str | Path):
 
 
 class VoskEngine:
-    """One stream's Vosk recogniser over the process-wide model (see :mod:`streamer.asr.base`)."""
+    """One stream's Vosk recogniser over the process-wide model (see :mod:`streamer.core.recognizer`)."""
 
     def __init__(self, model_path: str | Path, text_gate: TextGateConfig = TextGateConfig()) -> None:
         self.text_gate = text_gate  # Vosk's evidence is its words' confidences (min_word_conf)

@@ -32,11 +32,11 @@ import time
 
 import numpy as np
 
-from streamer.asr.decode import WhisperAsrConfig, _clamp_first, decode
+from streamer.asr.decode import WhisperAsrConfig, clamp_first, decode
 from streamer.asr.reliability import Evidence, text_skipped
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.audio.encoder import WhisperHandle
-from streamer.live.messages import Chunk, Window, Word
+from streamer.core.messages import Chunk, Window, Word
 from streamer.text.normalize import asr_style
 
 __all__ = ["WhisperAsrConfig", "WhisperEngine"]
@@ -210,7 +210,7 @@ class WhisperEngine:
         decoded = decode(self.handle, x, self.cfg, timestamps)
         if timestamps:
             self._evidence = getattr(decoded, "evidence", None)  # a remote decoder may not say
-        for text, s0, s1, p in _clamp_first(decoded):
+        for text, s0, s1, p in clamp_first(decoded):
             s = offset + int(round(s0 * SAMPLE_RATE))
             e = max(s + 1, offset + int(round(s1 * SAMPLE_RATE)))
             for part in asr_style(text).split():  # "2nd" -> "second"; "it's" stays one word

@@ -1,3 +1,2 @@
-"""Audio input, features, the Whisper encoder and the audio emotion model."""
-
-SAMPLE_RATE = 16_000
+"""Audio input, features, the Whisper encoder and the audio emotion model (16 kHz mono:
+``streamer.core.messages.SAMPLE_RATE``)."""

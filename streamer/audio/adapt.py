@@ -43,7 +43,7 @@ class AdaptOptions:
     horizon: float = 300.0  # windows; older windows fade (exponential forgetting)
 
     def __post_init__(self) -> None:
-        from streamer.errors import check
+        from streamer.core.errors import check
 
         check("audio", "adapt_prior_windows", 0 < self.prior_windows <= 10_000, "between 0 (excluded) and 10000")
         check("audio", "adapt_horizon", 10 <= self.horizon <= 1_000_000, "between 10 and 1000000 windows")

@@ -23,18 +23,17 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
-from streamer.audio.features import prepare, prosody_frames, split_windows
-from streamer.audio.io import to_mono_float
+from streamer.audio.features import prosody_frames, split_windows
 from streamer.audio.linear import LINEAR_FILE, LinearHead, pooled_stats
 from streamer.audio.pooling import pool_windows
 from streamer.audio.prepare import prepare_input
 from streamer.core.services import PlainStream
 from streamer.audio.model import AudioEmotionNet, NetConfig
-from streamer.errors import AudioInputError, ModelError
-from streamer.labels import LABELS
-from streamer.paths import model_dir
+from streamer.core.errors import ModelError
+from streamer.core.labels import LABELS
+from streamer.core.paths import model_dir
 
 log = logging.getLogger(__name__)
 

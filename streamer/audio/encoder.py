@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.audio import SAMPLE_RATE
-from streamer.errors import MissingDependency, ModelError
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.errors import MissingDependency, ModelError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.audio import SAMPLE_RATE, dsp
+from streamer.audio import dsp
+from streamer.core.messages import SAMPLE_RATE
 
 HOP = 320  # 20 ms: one Whisper encoder frame
 N_FFT = 512

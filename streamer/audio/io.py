@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from streamer.audio import SAMPLE_RATE
-from streamer.errors import AudioInputError
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.errors import AudioInputError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

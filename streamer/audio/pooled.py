@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.audio.adapt import AdaptOptions, Moments, RunningNorm
 from streamer.audio.features import prosody_frames, split_windows
 from streamer.audio.linear import stats_row
 from streamer.audio.pooling import pool_clip
 from streamer.audio.prepare import prepare_input
-from streamer.errors import ModelError
-from streamer.labels import LABELS
+from streamer.core.errors import ModelError
+from streamer.core.labels import LABELS
 
 log = logging.getLogger(__name__)
 

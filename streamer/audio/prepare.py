@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from streamer.audio.features import prepare
 from streamer.audio.io import to_mono_float
-from streamer.errors import AudioInputError
+from streamer.core.errors import AudioInputError
 
 SILENCE_PEAK = 10 ** (-70 / 20)  # below -70 dBFS peak a window holds nothing to classify
 

@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 
 
 def run_main(main: Callable[[], int]) -> None:

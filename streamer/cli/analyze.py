@@ -35,7 +35,7 @@ def main() -> int:
                     help="text emotion model: embedded, a folder or a Hugging Face name (default: [text] model)")
     args = ap.parse_args()
     if args.jobs < 1:
-        from streamer.errors import SerError
+        from streamer.core.errors import SerError
 
         raise SerError("--jobs must be at least 1")
 
@@ -44,7 +44,7 @@ def main() -> int:
 
     from streamer.audio.io import file_info
     from streamer.batch import BatchOptions, find_audio, is_complete, log_name, run_batch, summary_rows, write_summary
-    from streamer.config import Config
+    from streamer.runtime.config import Config
 
     cfg = Config.load(args.config)  # validate the settings before any work
     overrides = {"asr": {k: v for k, v in (("engine", args.asr), ("vosk_model", args.vosk_model)) if v},

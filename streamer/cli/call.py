@@ -96,7 +96,7 @@ async def _main(args) -> int:
         else:
             host, _, port = args.address.rpartition(":")
             if not host or not port.isdigit():
-                from streamer.errors import SerError
+                from streamer.core.errors import SerError
 
                 raise SerError(f"give the AudioSocket address as HOST:PORT, not {args.address!r}")
             results = [await play_audiosocket(host, int(port), load_pcm(args.file, 8000), speed=args.speed)]

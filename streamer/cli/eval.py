@@ -26,7 +26,7 @@ def main() -> int:
     if not args.paths and not args.manifest:
         ap.error("give corpus folders (PATH...) or --manifest FILE, or both")
 
-    from streamer.errors import SerError
+    from streamer.core.errors import SerError
     from streamer.train.corpora import ScanResult, scan
     from streamer.train.manifest import read_manifest
 

@@ -13,9 +13,9 @@ from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.cli import run_main
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def main() -> int:
     print("ser-live: loading models (the first start also builds the text model once, about 10 s)...",
           file=sys.stderr, flush=True)
 
-    from streamer.config import Config
+    from streamer.runtime.config import Config
 
     cfg = Config.load(args.config)
     cfg = replace(cfg, text=replace(cfg.text, model=args.text_model or cfg.text.model),
@@ -73,9 +73,9 @@ def main() -> int:
                   live=replace(cfg.live, log_transcript=cfg.live.log_transcript and not args.no_transcript_log))
     import torch
 
-    from streamer.live.counters import Counters
-    from streamer.live.factory import load_models, pipeline_settings, warm_up
-    from streamer.live.pipeline import Pipeline
+    from streamer.core.counters import Counters
+    from streamer.runtime.models import load_models, warm_up
+    from streamer.runtime.streams import open_stream
     from streamer.live.session_log import SessionLog, session_end, session_start
     from streamer.live.sources import FileSource, MicrophoneSource, parse_device
     from streamer.ui.state import LiveState
@@ -92,9 +92,8 @@ def main() -> int:
 
     loaded = load_models(cfg)
     warm_up(loaded)
-    asr = loaded.asr_factory()
     models = loaded.names
-    print(f"ser-live: {source.name}; speech recognition: {asr.name}", file=sys.stderr)
+    print(f"ser-live: {source.name}; speech recognition: {models['asr']}", file=sys.stderr)
 
     log_path = args.log or default_log_path(cfg)
     session = SessionLog(log_path)
@@ -114,8 +113,8 @@ def main() -> int:
         sinks.append(lambda r: print(json.dumps(r.to_record(transcript=cfg.live.log_transcript)), flush=True))
     elif not use_dashboard:
         sinks.append(lambda r: print(plain_line(r), flush=True))
-    settings = pipeline_settings(cfg, block_when_full=bool(args.file and args.fast))
-    pipeline = Pipeline(settings, source, asr, loaded.audio, loaded.text, sinks, state, counters, recorder)
+    pipeline = open_stream(cfg, loaded, source, sinks, observer=state, block_when_full=bool(args.file and args.fast),
+                           counters=counters, recorder=recorder)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # Ctrl-C stops cleanly even when started from a shell that ignores SIGINT for background jobs

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.cli import run_main
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 
 LOG_SUFFIXES = (".ndjson", ".jsonl")
 
@@ -33,26 +33,20 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     import matplotlib.pyplot as plt
     import torch
 
-    from streamer.audio import SAMPLE_RATE
+    from streamer.core.messages import SAMPLE_RATE
     from streamer.audio.features import log_mel
     from streamer.audio.io import load_audio
-    from streamer.config import Config
-    from streamer.dims import dims
-    from streamer.labels import LABELS
-    from streamer.live.factory import load_models
-    from streamer.live.fusion import Fuser
+    from streamer.runtime.config import Config
+    from streamer.core.dims import dims
+    from streamer.core.labels import LABELS
+    from streamer.runtime.models import load_models
     from streamer.report import COLORS, clip_title
 
     torch.set_num_threads(1)
     cfg = Config.load(config)
     models = load_models(cfg)
     x = load_audio(path)
-    audio = models.audio.predict(x)
-    samples = np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16)
-    transcript = " ".join(w.word for w in clip_words(models.asr_factory(), samples, cfg))
-    text = models.text.predict(transcript) if transcript else None
-    fuser = Fuser.load(cfg.fusion)
-    fused = fuser.fuse(audio, text)
+    audio, text, fused, transcript, uncertain = clip_emotion(cfg, models, path)
     fig = plt.figure(figsize=(12, 7), dpi=100)
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.3])
     ax_w = fig.add_subplot(grid[0, 0])
@@ -80,7 +74,7 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     ax_p.set_title(clip_title(transcript), loc="left", fontsize=9)
     label = max(fused, key=fused.get)
     d = dims(fused)
-    fig.suptitle(f"{path.name}: {label} {fused[label]:.0%}{' (uncertain)' if fuser.is_uncertain(fused) else ''}   "
+    fig.suptitle(f"{path.name}: {label} {fused[label]:.0%}{' (uncertain)' if uncertain else ''}   "
                  f"fused arousal {d['arousal']:+.2f}, valence {d['valence']:+.2f}")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -88,48 +82,37 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     plt.close(fig)
 
 
-def clip_pieces(spans: list[tuple[int, int]], n: int, step: int) -> list[tuple[int, int]]:
-    """Adjacent pieces covering samples [0, n), each holding whole speech spans (VAD
-    utterances) and at most ``step`` samples of them when it can, cut midway in the pause
-    between two spans; fixed pieces of ``step`` when no speech was found.
+def clip_emotion(cfg, models, path: Path):
+    """A whole recording's emotion, through the same stream session as ``ser-live --file``:
+    the voice's opinion is its windows' (each weighted by its span), the words are its
+    utterances' (those the text gate lets through), read once as one text, and the two are
+    fused. Returns (audio, text or None, fused, transcript, uncertain)."""
+    import threading
 
-    >>> clip_pieces([(10, 30), (40, 60), (90, 100)], 120, 60)
-    [(0, 75), (75, 120)]
-    >>> clip_pieces([], 25, 10)
-    [(0, 10), (10, 20), (20, 25)]
-    """
-    if not spans:
-        return [(a, min(n, a + step)) for a in range(0, n, step)]
-    pieces, start, last_end = [], 0, None
-    for a, b in spans:
-        if last_end is not None and b - start > step:
-            cut = (last_end + a) // 2
-            pieces.append((start, cut))
-            start = cut
-        last_end = b
-    return pieces + [(start, n)]
+    from streamer.core.fusion import Fuser
+    from streamer.core.messages import UtteranceResult, WindowResult
+    from streamer.core.session import span_weighted_audio
+    from streamer.live.sources import FileSource
+    from streamer.runtime.streams import open_stream
 
+    results: list = []
+    pipe = open_stream(cfg, models, FileSource(path, fast=True), [results.append], block_when_full=True)
+    summary = pipe.run(threading.Event())
+    if summary["error"]:
+        raise SerError(f"{path.name}: {summary['error']}")
+    windows = [r for r in results if isinstance(r, WindowResult)]
+    heard = [u for u in results if isinstance(u, UtteranceResult) and u.text_skipped is None]
+    if windows:
+        audio = span_weighted_audio(windows)
+    else:  # no speech found: the voice model's opinion of the whole recording
+        from streamer.audio.io import load_audio
 
-def clip_words(asr, samples: np.ndarray, cfg, piece_s: float = 10.0) -> list:
-    """The words of a whole clip. The streaming recognisers keep only the last seconds of
-    their input (Whisper's about 13 s), so the clip is handed over in pieces of about
-    ``piece_s`` seconds cut in the pauses the VAD finds, each piece its own utterance."""
-    from streamer.audio import SAMPLE_RATE
-    from streamer.live.factory import pipeline_settings
-    from streamer.live.messages import Chunk, Window
-    from streamer.live.vad import VadSegmenter
-
-    s = pipeline_settings(cfg, block_when_full=True)
-    vad = VadSegmenter(s.vad, s.window_samples, s.min_window_samples, max_utterance_samples=s.max_utterance_samples)
-    vad.push(Chunk(0, samples))
-    spans: dict[int, tuple[int, int]] = {}
-    for w in vad.flush():
-        a, b = spans.get(w.utterance, (w.start, w.end))
-        spans[w.utterance] = (min(a, w.start), max(b, w.end))
-    words = []
-    for k, (a, b) in enumerate(clip_pieces(sorted(spans.values()), len(samples), int(piece_s * SAMPLE_RATE))):
-        words += asr.words_for(Window(k, a, b, samples[a:b], final=True, utterance=k))
-    return words
+        audio = models.audio.predict(load_audio(path))
+    transcript = " ".join(w.word for u in heard for w in u.words)
+    text = models.text.predict(transcript) if transcript else None
+    fuser = Fuser.load(cfg.fusion)
+    fused = fuser.fuse(audio, text)
+    return audio, text, fused, transcript, fuser.is_uncertain(fused)
 
 
 def parser() -> argparse.ArgumentParser:

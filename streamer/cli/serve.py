@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings(args):
     """The Config with the flags applied (ConfigError when out of range)."""
-    from streamer.config import Config
+    from streamer.runtime.config import Config
 
     cfg = Config.load(args.config)
     flags = {"host": args.host, "port": args.port, "max_calls": args.max_calls,
@@ -81,16 +81,16 @@ def main() -> int:
         return run(cfg, token, args.redis, args.desk, str(args.config) if args.config else None,
                    reload=lambda: settings(args))
     if args.gateways is not None:
-        from streamer.errors import SerError
+        from streamer.core.errors import SerError
 
         raise SerError("--gateways goes with --engine ray")
     print("ser-serve: loading models (once, shared by every call; the first start also builds the text model, "
           "about 10 s)...", file=sys.stderr, flush=True)
     import torch
 
-    from streamer.live.factory import load_models, warm_up
+    from streamer.runtime.models import load_models, warm_up
 
-    from streamer.config import for_server
+    from streamer.runtime.config import for_server
 
     torch.set_num_threads(cfg.audio.threads)
     models = load_models(for_server(cfg))
@@ -110,7 +110,7 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
         bus = make_bus(BusOptions(url=redis_url or "", desk=desk, keep_ended_s=cfg.server.keep_ended_min * 60))
         await bus.start()
     except (BusError, ValueError) as exc:
-        from streamer.errors import SerError
+        from streamer.core.errors import SerError
 
         raise SerError(f"--redis {redis_url}: {exc}") from exc
     if redis_url:
@@ -124,7 +124,7 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
     try:
         runner, port = await start(app, cfg.server.host, cfg.server.port, shutdown_timeout=1.0)
     except OSError as exc:
-        from streamer.errors import SerError
+        from streamer.core.errors import SerError
 
         raise SerError(f"cannot listen on {cfg.server.host}:{cfg.server.port} ({exc.strerror or exc}); "
                        "pass another --port (0: any free one) or --host") from exc
@@ -134,14 +134,14 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
             from streamer.serve.audiosocket import serve_audiosocket
         except ImportError as exc:
             await runner.cleanup()
-            from streamer.errors import SerError
+            from streamer.core.errors import SerError
 
             raise SerError(f"--audiosocket-port: AudioSocket support is not available ({exc})") from exc
         try:
             audiosocket = await serve_audiosocket(registry, cfg.server.host, cfg.server.audiosocket_port)
         except OSError as exc:
             await runner.cleanup()
-            from streamer.errors import SerError
+            from streamer.core.errors import SerError
 
             raise SerError(f"cannot listen for AudioSocket on {cfg.server.host}:{cfg.server.audiosocket_port} "
                            f"({exc.strerror or exc}); pass another --audiosocket-port") from exc

@@ -112,7 +112,7 @@ def sentence_fold(key: str) -> int:
 
 def build_examples(oof, spoken, branches: Branches, neutral_pool: list[str], seed: int):
     """The four parts of :mod:`streamer.train.fusion` from their sources."""
-    from streamer.labels import INDEX
+    from streamer.core.labels import INDEX
     from streamer.train.fusion import Examples
     from streamer.train.fusion_data import fold_of, ravdess_script
 
@@ -160,7 +160,7 @@ def build_examples(oof, spoken, branches: Branches, neutral_pool: list[str], see
 
 
 def neutral_sentences(data_root: Path, n: int, seed: int) -> list[str]:
-    from streamer.labels import INDEX
+    from streamer.core.labels import INDEX
     from streamer.train.fusion_data import corpus_rows
 
     texts = []
@@ -220,7 +220,7 @@ def main() -> int:
 
     for s in args.sets:
         if "test" in s.split(":")[0]:
-            from streamer.errors import SerError
+            from streamer.core.errors import SerError
 
             raise SerError(f"--sets {s}: test splits are for evaluation only; fit on dev splits")
     oof_all = with_folds(read_oof(args.oof), fold_map(args.audio_folds))

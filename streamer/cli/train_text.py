@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from streamer.cli import run_main
-from streamer.paths import model_dir
+from streamer.core.paths import model_dir
 from streamer.cli.train import RichReporter
 
 DEFAULT_CONFIG = model_dir("text-emotion") / "train.toml"

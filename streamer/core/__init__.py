@@ -3,7 +3,7 @@
 - :mod:`streamer.core.session`: :class:`StreamSession`, one stream's analysis with no threads.
 - :mod:`streamer.core.services`: one batching service per model per process.
 
-Shells (``ser-live``'s threads in ``streamer.live.pipeline``, ``ser-analyze``'s processes,
+Shells (``ser-live``'s threads in ``streamer.runtime.pipeline``, ``ser-analyze``'s processes,
 ``ser-serve``'s asyncio handlers) feed sessions and deliver their events; they never copy
 the wiring.
 """

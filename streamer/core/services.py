@@ -37,8 +37,9 @@ Out = TypeVar("Out")
 
 class BatchService(Generic[In, Out]):
     def __init__(self, name: str, run_batch: Callable[[list[In]], Sequence[Out]], max_batch: int = 8,
-                 max_wait_s: float = 0.003) -> None:
+                 max_wait_s: float = 0.003, clock: Callable[[], float] = time.perf_counter) -> None:
         self.name = name
+        self.clock = clock  # seconds, for each batch's compute time
         self.run_batch = run_batch
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max_wait_s
@@ -108,12 +109,12 @@ class BatchService(Generic[In, Out]):
             batch = [(x, f) for x, f in batch if f.set_running_or_notify_cancel()]
             if not batch:
                 continue
-            t0 = time.perf_counter()
+            t0 = self.clock()
             try:
                 outs = list(self.run_batch([x for x, _ in batch]))
                 if len(outs) != len(batch):
                     raise RuntimeError(f"{self.name}: {len(outs)} results for {len(batch)} inputs")
-                ms = (time.perf_counter() - t0) * 1e3
+                ms = (self.clock() - t0) * 1e3
                 for (_, f), out in zip(batch, outs):
                     f.compute_ms = ms  # the batch's time, for the window's timings
                     f.set_result(out)
@@ -166,6 +167,33 @@ class TextModel(Protocol):
     """What the text service needs of a text emotion model (``streamer.text``)."""
 
     def predict_batch(self, texts: Sequence[str]) -> Sequence: ...
+
+
+class Service(Protocol):
+    """One shared model behind requests: :class:`BatchService` here, a Ray Serve deployment's
+    handle in a cluster (``streamer.serve.cluster.models``)."""
+
+    def submit(self, item) -> Future: ...
+
+    def __call__(self, item): ...
+
+    @property
+    def depth(self) -> int: ...
+
+
+class InferenceServices(Protocol):
+    """What a :class:`~streamer.core.session.StreamSession` needs: the audio and text services
+    and a new stream's side of the audio model. :class:`Services` is this process's;
+    ``RayServices`` (``streamer.serve.cluster.models``) is the cluster's."""
+
+    audio: Service
+    text: Service | None
+
+    def audio_stream(self) -> AudioStream: ...
+
+    def attach(self) -> None: ...
+
+    def detach(self) -> None: ...
 
 
 @dataclass

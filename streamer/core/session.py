@@ -14,7 +14,7 @@ state are in :attr:`~StreamSession.status`. :meth:`~StreamSession.close` ends th
 step left and returns the last events; :meth:`~StreamSession.reset` starts over.
 
 Who calls ``push`` and ``step`` is the shell's choice: ``ser-live`` and the server's tracks
-use a reader thread and a worker thread (``streamer.live.pipeline``); a test may call them in
+use a reader thread and a worker thread (``streamer.runtime.pipeline``); a test may call them in
 turn. ``push`` and ``step`` may run on different threads; each is called by one thread at a
 time. When the lane is full the oldest item is dropped and counted (``windows_dropped`` for
 a window: it gets no result), unless ``block_when_full`` (a file read ``--fast``), where
@@ -33,18 +33,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.asr.base import AsrEngine
-from streamer.audio import SAMPLE_RATE
-from streamer.core.services import Services
-from streamer.dims import all_dims
-from streamer.errors import AudioInputError
-from streamer.labels import LABELS
-from streamer.live.counters import Counters
-from streamer.live.fusion import Fuser, FusionConfig, Rolling, as_probs, as_vector, top
-from streamer.live.messages import Chunk, UtteranceResult, Window, WindowResult, Word
-from streamer.live.queues import Empty, Lane
+from streamer.core.recognizer import AsrEngine
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.services import InferenceServices
+from streamer.core.dims import all_dims
+from streamer.core.errors import AudioInputError
+from streamer.core.labels import LABELS
+from streamer.core.counters import Counters
+from streamer.core.fusion import Fuser, FusionConfig, Rolling, as_probs, as_vector, top
+from streamer.core.messages import Chunk, UtteranceResult, Window, WindowResult, Word
+from streamer.core.queues import Empty, Lane
 from streamer.core.measures import level_db, percentile
-from streamer.live.vad import VadConfig, VadSegmenter
+from streamer.core.vad import VadConfig, VadSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ UNIFORM = {k: 1.0 / len(LABELS) for k in LABELS}
 
 @dataclass(frozen=True)
 class SessionSettings:
-    """What a session needs from the configuration (``streamer.live.factory.pipeline_settings``)."""
+    """What a session needs from the configuration (``streamer.runtime.models.pipeline_settings``)."""
 
     window_samples: int = int(2.5 * SAMPLE_RATE)
     min_window_samples: int = int(0.5 * SAMPLE_RATE)
@@ -112,12 +112,27 @@ def _kind(item) -> str | None:
     return item[0] if isinstance(item, tuple) else None
 
 
+def span_weighted_audio(windows: list[WindowResult]) -> dict[str, float]:
+    """The voice's opinion of several windows (an utterance, a clip): their audio
+    probabilities, each weighted by its span.
+
+    >>> a = dict.fromkeys(LABELS, 0.0); a["angry"] = 1.0
+    >>> b = dict.fromkeys(LABELS, 0.0); b["sad"] = 1.0
+    >>> w = lambda s, e, p: WindowResult(0, s, e, (), p, None, p, p, "", "", 0.0, 0.0)
+    >>> out = span_weighted_audio([w(0, 300, a), w(300, 400, b)])
+    >>> round(out["angry"], 2), round(out["sad"], 2)
+    (0.75, 0.25)
+    """
+    span = np.array([r.end - r.start for r in windows], float)
+    return as_probs(sum(k * as_vector(r.audio) for k, r in zip(span / span.sum(), windows)))
+
+
 class StreamSession:
     """``clock``: seconds (``time.monotonic`` by default), read for a window's latency, for
     dropping windows left waiting longer than ``max_lag_s`` and for the stages' timings; a
     test passes a fake one."""
 
-    def __init__(self, settings: SessionSettings, asr: AsrEngine | None, services: Services,
+    def __init__(self, settings: SessionSettings, asr: AsrEngine | None, services: InferenceServices,
                  counters: Counters | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.s = settings
         self.clock = clock
@@ -348,8 +363,7 @@ class StreamSession:
         reason of its windows)."""
         words = tuple(heard) if heard else tuple(x for r in windows for x in r.words)
         skipped = heard_skipped if heard else next((r.text_skipped for r in windows if r.text_skipped), heard_skipped)
-        span = np.array([r.end - r.start for r in windows], float)
-        audio = as_probs(sum(k * as_vector(r.audio) for k, r in zip(span / span.sum(), windows)))
+        audio = span_weighted_audio(windows)
         text = None
         if words and self.services.text is not None and skipped is None:
             text = self.services.text(" ".join(x.word for x in words))

@@ -22,7 +22,7 @@ import threading
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.live.messages import Chunk
+from streamer.core.messages import Chunk
 
 
 class RingBuffer:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.audio import SAMPLE_RATE
-from streamer.errors import AudioInputError, MissingDependency
-from streamer.live.counters import Counters
-from streamer.live.messages import Chunk
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.errors import AudioInputError, MissingDependency
+from streamer.core.counters import Counters
+from streamer.core.messages import Chunk
 from streamer.live.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 from streamer.live.session_log import LogContents
-from streamer.summary import Summary, fused_dims, segments, summarise_records
+from streamer.core.summary import Summary, fused_dims, segments, summarise_records
 
 from streamer.report.logs import duration_of, log_errors
 
@@ -131,7 +131,7 @@ def lane_stats(lane: Lane) -> Stats:
     """Seconds in each emotion, the longest unbroken stretch of each (segments in a row with
     the same label, gaps under 2 s bridged), the three most intense segments (highest fused
     probability of a label other than neutral). Segments are the utterances (their own
-    labels) when the log has them, else the windows (``streamer.summary``)."""
+    labels) when the log has them, else the windows (``streamer.core.summary``)."""
     summary = summarise_records(lane.windows, lane.utterances)
     segs = segments(lane.windows, lane.utterances)
     s = Stats(dict(summary.time_in), {k: 0.0 for k in LABELS}, summary=summary)

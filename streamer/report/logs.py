@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 
-from streamer.errors import SerError
-from streamer.labels import LABELS
+from streamer.core.errors import SerError
+from streamer.core.labels import LABELS
 from streamer.live.session_log import LogContents, read_log
 
 SESSION_TYPES = ("session_start", "window", "utterance", "session_end")

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from streamer.labels import EMOJI, LABELS
+from streamer.core.labels import EMOJI, LABELS
 from streamer.live.session_log import LogContents
-from streamer.summary import fused_dims, summarise_records
+from streamer.core.summary import fused_dims, summarise_records
 
 from streamer.report.figure import PANELS, draw, lane_stats, lanes, own_label, png_bytes, rolling_label
 from streamer.report.logs import duration_of, load_session_log, log_errors

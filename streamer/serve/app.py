@@ -11,7 +11,8 @@
 - ``WS /twilio``: Twilio Media Streams (:mod:`streamer.serve.twilio`).
 - Protocol modules that define ``routes`` (a list of ``aiohttp.web.RouteDef``) are mounted too:
   :data:`PROTOCOL_MODULES` (``/vosk``, ``/audio-fork``). Their handlers reach the registry as
-  ``request.app[REGISTRY]`` and open their WebSocket with :func:`prepare_ws`.
+  ``request.app[REGISTRY]`` and open their WebSocket with
+:func:`streamer.serve.websocket.prepare_ws`.
 
 The token (:mod:`streamer.serve.auth`) is checked by a middleware for every path but
 ``/healthz``: a wrong token is 401; a missing one is 401 too, except on ``/twilio`` whose
@@ -22,31 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import weakref
 
 from aiohttp import WSCloseCode, web
 
-from streamer.serve import wire
 from streamer.serve.auth import Auth
 from streamer.serve.bus import BusError
 from streamer.serve.calls import CallRegistry
 from streamer.serve.metrics import CONTENT_TYPE
+from streamer.serve.websocket import AUTH, REGISTRY, SOCKETS, close_ws, dumps, prepare_ws
 
 log = logging.getLogger(__name__)
-
-REGISTRY = web.AppKey("registry", CallRegistry)
-AUTH = web.AppKey("auth", Auth)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
 OPEN_PATHS = frozenset({"/healthz"})
 TOKEN_IN_MESSAGE = frozenset({"/twilio"})  # a missing handshake token may come in the first message
 PROTOCOL_MODULES = ("streamer.serve.vosk_ws", "streamer.serve.audiofork")
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def make_auth_middleware(auth: Auth):
@@ -65,32 +57,6 @@ def make_auth_middleware(auth: Auth):
         return await handler(request)
 
     return check_token
-
-
-async def prepare_ws(request: web.Request, **kwargs) -> web.WebSocketResponse:
-    """A WebSocket for a protocol handler: messages over ``[server] max_message_bytes`` are
-    refused by aiohttp (close 1009); the socket is closed (1001) when the server shuts down."""
-    registry = request.app[REGISTRY]
-    kwargs.setdefault("max_msg_size", registry.cfg.server.max_message_bytes)
-    kwargs.setdefault("timeout", 2.0)  # a peer that does not answer our close frame is cut after this
-    if hasattr(request, "accept_websocket"):  # served through the ASGI bridge (a Ray Serve gateway)
-        return await request.accept_websocket(**kwargs)
-    ws = wire.ReasonedWebSocket(**kwargs)  # a too-big message's close (1009) names the limit
-    await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
-    return ws
-
-
-async def close_ws(ws: web.WebSocketResponse, code: int, reason: str, registry: CallRegistry | None = None,
-                   source: str = "") -> None:
-    """Close with ``code`` and ``reason`` (cut to the 123 bytes a close frame holds); counted."""
-    if registry is not None and code not in (1000, 1001):
-        registry.metrics.closed.labels(source=source, code=str(code)).inc()
-    data = reason.encode("utf-8")[:123]
-    try:
-        await ws.close(code=code, message=data)
-    except Exception:  # the peer is gone already
-        pass
 
 
 # --- handlers ---------------------------------------------------------------------------
@@ -240,5 +206,5 @@ async def start(app: web.Application, host: str, port: int, shutdown_timeout: fl
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    got = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    got = runner.addresses[0][1] if runner.addresses else port  # (host, port, ...) of each bound socket
     return runner, int(got)

@@ -31,10 +31,10 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from streamer.serve import wire
-from streamer.serve.wire import BAD_DATA, INTERNAL, UNSUPPORTED, ProtocolError
+from streamer.serve.transport import BaseProtocol, Media, Start, WebSocketTransport, serve_call
+from streamer.serve.wire import BAD_DATA, UNSUPPORTED, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -97,59 +97,37 @@ def split(data: bytes, channels: int) -> list[np.ndarray]:
     return [x[0::2], x[1::2]]
 
 
+class AudioForkProtocol(BaseProtocol):
+    """mod_audio_fork's frames as the call loop's events (:mod:`streamer.serve.transport`)."""
+
+    source = SOURCE
+
+    def __init__(self) -> None:
+        self.fmt: ForkFormat | None = None  # from the metadata, the first frame
+
+    def parse(self, message: str | bytes) -> list:
+        if self.fmt is None:
+            if not isinstance(message, str):
+                raise ProtocolError(UNSUPPORTED, "the first message must be the metadata JSON (text), then binary L16")
+            self.fmt = parse_metadata(message)
+            return [Start(self.fmt.call_id, self.fmt.meta, tuple(self.fmt.tracks))]
+        if isinstance(message, str):
+            try:
+                json.loads(message)
+            except ValueError as exc:
+                raise ProtocolError(BAD_DATA, f"a text frame that is not JSON ({exc.msg})") from None
+            return []
+        return [Media(t, self.fmt.rate, x) for t, x in zip(self.fmt.tracks, split(message, self.fmt.channels))]
+
+
 async def audiofork_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /audio-fork`` (the token was checked by the app's middleware)."""
-    from streamer.serve.app import REGISTRY, prepare_ws
+    from streamer.serve.websocket import REGISTRY, prepare_ws
 
     registry = request.app[REGISTRY]
     ws = await prepare_ws(request, protocols=(SUBPROTOCOL,))
-    await run(ws, registry, registry.cfg.server.idle_timeout_s)
+    await serve_call(WebSocketTransport(ws, registry, SOURCE, str(request.remote)), AudioForkProtocol(), registry)
     return ws
 
 
 routes = [web.get("/audio-fork", audiofork_handler)]
-
-
-async def run(ws, registry, idle_s: float) -> None:
-    """Serve one mod_audio_fork connection on a prepared WebSocket."""
-    from streamer.serve.app import close_ws
-    from streamer.serve.call import Refused
-
-    try:
-        first = await wire.receive(ws, idle_s)
-        if first is None:
-            return
-        if first.type is not WSMsgType.TEXT:
-            raise ProtocolError(UNSUPPORTED, "the first message must be the metadata JSON (text), then binary L16")
-        fmt = parse_metadata(first.data)
-    except ProtocolError as exc:
-        log.warning("audio-fork: closing (%d): %s", exc.code, exc.reason)
-        await close_ws(ws, exc.code, exc.reason, registry, SOURCE)
-        return
-    try:
-        call = await registry.open(fmt.call_id, SOURCE, fmt.meta, tracks=list(fmt.tracks))
-    except Refused as exc:
-        await close_ws(ws, exc.code, exc.message, registry, SOURCE)
-        return
-    runners = [call.track(t, fmt.rate) for t in fmt.tracks]
-    end = wire.Outcome()
-    try:
-        async for msg in wire.call_messages(ws, call, idle_s, end):
-            if msg.type is WSMsgType.TEXT:
-                try:
-                    json.loads(msg.data)
-                except ValueError as exc:
-                    raise ProtocolError(BAD_DATA, f"a text frame that is not JSON ({exc.msg})") from None
-                continue
-            for runner, samples in zip(runners, split(msg.data, fmt.channels)):
-                runner.push(samples)
-    except ProtocolError as exc:
-        end = wire.Outcome(exc.reason, exc.code, exc.reason)
-        call.log.warning("closing (%d): %s", exc.code, exc.reason)
-    except Exception as exc:
-        log.exception("call %s: audio-fork handler failed", call.id)
-        end = wire.Outcome(f"server error: {exc}", INTERNAL, "server error (see the server's log)")
-    finally:
-        if not ws.closed:
-            await close_ws(ws, end.code, end.reason, registry, SOURCE)
-        await registry.end(call, error=end.error)

@@ -54,7 +54,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamer.serve.wire import BAD_DATA, POLICY, UNSUPPORTED, ProtocolError
+from streamer.serve.transport import Bad, BaseProtocol, Media, Note, Start, Stop, StreamTransport, serve_call
+from streamer.serve.wire import BAD_DATA, NORMAL, POLICY, UNSUPPORTED, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ KIND_HANGUP, KIND_UUID, KIND_DTMF, KIND_AUDIO, KIND_ERROR = 0x00, 0x01, 0x03, 0x
 AUDIO_RATES = {KIND_AUDIO: 8000}  # the only audio kind every Asterisk version agrees on
 ERRORS = {0x00: "none", 0x01: "the caller hung up", 0x02: "frame forwarding error", 0x04: "memory error"}
 MAX_PAYLOAD = 0xFFFF
-READ_BYTES = 65536
 
 
 class Frame(NamedTuple):
@@ -159,70 +159,52 @@ class Session:
         raise ProtocolError(POLICY, f"unknown AudioSocket kind 0x{kind:02x}")
 
 
-async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry, idle_s: float,
-                            rates: dict[int, int] | None = None) -> None:
-    """Serve one Asterisk connection: UUID, then audio until hangup or close."""
-    from streamer.serve.call import Refused
+class AudioSocketProtocol(BaseProtocol):
+    """AudioSocket's frames as the call loop's events (:mod:`streamer.serve.transport`): bytes in
+    any split, whole frames read by :class:`FrameParser` and :class:`Session`."""
 
-    peer = writer.get_extra_info("peername")
-    parser, session = FrameParser(), Session(rates)
-    call, runner, error = None, None, None
-    try:
-        while True:
+    source = SOURCE
+
+    def __init__(self, peer: str, rates: dict[int, int] | None = None) -> None:
+        self.peer = peer
+        self.parser, self.session = FrameParser(), Session(rates)
+
+    def parse(self, message: str | bytes) -> list:
+        data = message.encode("utf-8") if isinstance(message, str) else message
+        events: list = []
+        for frame in self.parser.push(data):
             try:
-                data = await asyncio.wait_for(reader.read(READ_BYTES), idle_s)
-            except asyncio.TimeoutError:
-                raise ProtocolError(POLICY, f"nothing received for {idle_s:g} s ([server] idle_timeout_s)") from None
-            if not data:
-                if parser.pending:
-                    error = f"the connection closed inside a message ({parser.pending} bytes of it)"
+                what, value = self.session.handle(frame)
+            except ProtocolError as exc:  # after the frames before it
+                events.append(Bad(exc))
                 break
-            done = False
-            for frame in parser.push(data):
-                what, value = session.handle(frame)
-                if what == "uuid":
-                    try:
-                        call = await registry.open(value, SOURCE, {"peer": str(peer)}, tracks=[TRACK])
-                    except Refused as exc:
-                        log.warning("AudioSocket %s from %s refused: %s", value, peer, exc.message)
-                        return
-                elif what == "audio":
-                    if not call.active:
-                        done = True
-                        break
-                    rate, samples = value
-                    if runner is None:
-                        runner = call.track(TRACK, rate)
-                    elif call.rates[TRACK] != rate:
-                        raise ProtocolError(BAD_DATA, f"audio changed from {call.rates[TRACK]} to {rate} Hz mid-call")
-                    runner.push(samples)
-                elif what == "dtmf":
-                    call.log.info("DTMF %s", value)
-                elif what == "hangup":
-                    done = True
-                    break
-                else:  # Asterisk's error
-                    error = value
-                    done = True
-                    break
-            if done:
+            if what == "uuid":
+                events.append(Start(value, {"peer": self.peer}, (TRACK,)))
+            elif what == "audio":
+                rate, samples = value
+                events.append(Media(TRACK, rate, samples))
+            elif what == "dtmf":
+                events.append(Note(f"DTMF {value}", logging.INFO))
+            elif what == "hangup":
+                events.append(Stop(NORMAL, "hangup"))
                 break
-    except ProtocolError as exc:
-        error = exc.reason
-        log.warning("AudioSocket %s from %s: %s (closing)", session.call_id or "?", peer, exc.reason)
-    except ConnectionError as exc:
-        error = f"the connection failed: {exc}"
-    except Exception as exc:
-        log.exception("AudioSocket %s: handler failed", session.call_id or "?")
-        error = f"server error: {exc}"
-    finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
-        if call is not None:
-            await registry.end(call, error=error)
+            else:  # Asterisk's own error
+                events.append(Stop(NORMAL, "Asterisk reported an error", error=value))
+                break
+        return events
+
+    def peer_closed(self) -> str | None:
+        if self.parser.pending:
+            return f"the connection closed inside a message ({self.parser.pending} bytes of it)"
+        return None
+
+
+async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry, idle_s: float | None = None,
+                            rates: dict[int, int] | None = None) -> None:
+    """Serve one Asterisk connection: UUID, then audio until hangup or close (``idle_s``:
+    ``[server] idle_timeout_s`` unless given)."""
+    transport = StreamTransport(reader, writer, registry, SOURCE)
+    await serve_call(transport, AudioSocketProtocol(transport.peer, rates), registry, idle_s=idle_s)
 
 
 async def serve_audiosocket(registry, host: str, port: int, idle_s: float | None = None,

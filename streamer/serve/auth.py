@@ -30,7 +30,7 @@ import os
 import re
 from pathlib import Path
 
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 
 TOKEN_ENV = "SER_SERVE_TOKEN"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamer.config import Config
+from streamer.runtime.config import Config
 from streamer.live.session_log import SessionLog, now_iso
 from streamer.serve.tracks import TrackRunner
 
@@ -85,7 +85,7 @@ class Call:
         self.counts = collections.Counter()
         self.summaries: dict[str, dict] = {}
         self.log = CallLogger(log, {"call_id": call_id})
-        self._ending: asyncio.Future | None = None
+        self.ending: asyncio.Future | None = None  # set by CallRegistry.end: the call's end under way or done
         self.segment = 1  # a call id back after its end (or its replica's loss) is segment 2, 3, ...
         self.previous: dict | None = None  # the bus's word on the segment before this one
 
@@ -98,8 +98,9 @@ class Call:
     def tracks(self) -> list[str]:
         return list(dict.fromkeys([*self.declared_tracks, *self.rates]))
 
-    def track(self, name: str, rate: int) -> TrackRunner:
-        """The track's runner, started on first use at ``rate`` Hz (16-bit mono PCM)."""
+    def track(self, name: str, rate: int, partials: bool = False) -> TrackRunner:
+        """The track's runner, started on first use at ``rate`` Hz (16-bit mono PCM);
+        ``partials``: its partial text is refreshed (a protocol that sends it asks)."""
         runner = self.runners.get(name)
         if runner is not None:
             if self.rates[name] != int(rate):
@@ -109,7 +110,7 @@ class Call:
             raise RuntimeError(f"call {self.id} has ended: no new track {name!r}")
         reg = self.registry
         runner = TrackRunner(self.id, name, int(rate), reg.models, reg.cfg, self._sink, transcript=reg.cfg.live.log_transcript,
-                             partials=self.source == "vosk")  # only the vosk protocol sends partial text
+                             partials=partials)
         self.runners[name], self.rates[name] = runner, int(rate)
         runner.start()
         self.log.info("track %s started at %d Hz", name, rate)

@@ -36,7 +36,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from streamer.config import Config
+from streamer.runtime.config import Config
 from streamer.live.session_log import now_iso, session_end, session_start
 from streamer.serve.bus import Bus, BusError, BusOptions, LocalBus, iso
 from streamer.serve.call import CLOSE_TIMEOUT_S, MAX_CALL_ID, Call, Refused, default_log_dir, safe_name
@@ -146,10 +146,10 @@ class CallRegistry:
     async def end(self, call: Call, error: str | None = None, interrupted: bool = False) -> None:
         """No more audio: close every track (in threads), write ``session_end``, announce
         ``call_end``. Safe to call more than once (later calls wait for the first)."""
-        if call._ending is not None:
-            await asyncio.shield(call._ending)
+        if call.ending is not None:
+            await asyncio.shield(call.ending)
             return
-        call._ending = self.loop.create_future()
+        call.ending = self.loop.create_future()
         call.state = "ending"
         try:
             if error:
@@ -191,7 +191,7 @@ class CallRegistry:
                           f", error: {call.error}" if call.error else "")
         finally:
             call.state = "ended"
-            call._ending.set_result(None)
+            call.ending.set_result(None)
 
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, end every call (windows held are finished) within ``timeout`` s."""
@@ -267,8 +267,7 @@ class CallRegistry:
         return self.calls.get(call_id)
 
     def _live_stats(self) -> dict:
-        """For /metrics at scrape time: drops and queue depths over the active calls. Read
-        defensively: these are the tracks' internals, which may change shape."""
+        """For /metrics at scrape time: drops and queue depths over the active calls."""
         audio_s, windows, ring_s = 0.0, 0, 0.0
         lane = collections.Counter()
         for c in list(self.calls.values()):
@@ -276,15 +275,12 @@ class CallRegistry:
                 continue
             for name, r in list(c.runners.items()):
                 rate = c.rates[name]
-                src = getattr(r, "source", None)
-                if src is not None:
-                    audio_s += getattr(src, "dropped_samples", 0) / rate
-                    ring = getattr(src, "ring", None)
-                    ring_s += ring.pending() / rate if ring is not None else 0.0
-                counters = r.counters.snapshot() if hasattr(r, "counters") else {}
+                dropped, pending, depths = r.backlog()
+                audio_s += dropped / rate
+                ring_s += pending / rate
+                counters = r.counters.snapshot()
                 windows += counters.get("windows_dropped", 0) + counters.get("asr_windows_dropped", 0)
-                q = getattr(getattr(getattr(r, "pipeline", None), "session", None), "lane", None)
-                for kind, n in dict(getattr(q, "_count", {}) or {}).items():
+                for kind, n in depths.items():
                     lane[kind] += n
         queues = {"audio_s": round(ring_s, 3), "track_windows": lane["window"], "track_chunks": lane["chunk"],
                   "events": sum(len(s) for s in list(self.subscribers))}

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 TWILIO_RATE = 8000
 FRAME_S = 0.020  # Twilio, mod_audio_fork and AudioSocket all send 20 ms frames
 VOSK_CHUNK_S = 0.25  # what vosk-server's test.py sends (8000 bytes at 16 kHz)
+CLOSE_REASONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # socket -> the server's close reason, once read
 
 
 # --- audio ----------------------------------------------------------------------------------
@@ -116,7 +118,7 @@ async def _close_info(ws, reader: asyncio.Task | None, timeout: float = 60.0) ->
 def _close_reason(ws) -> str:
     # aiohttp keeps the peer's close reason on the CLOSE message only: _drain_close notes it
     ex = ws.exception()
-    return getattr(ws, "_ser_close_reason", "") or (str(ex) if ex else "")
+    return CLOSE_REASONS.get(ws, "") or (str(ex) if ex else "")
 
 
 async def _drain_close(ws, sink: list) -> None:
@@ -127,7 +129,7 @@ async def _drain_close(ws, sink: list) -> None:
         if msg.type == WSMsgType.TEXT:
             sink.append(msg.data)
         elif msg.type == WSMsgType.CLOSE:
-            ws._ser_close_reason = msg.extra or ""
+            CLOSE_REASONS[ws] = msg.extra or ""
             break
         elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             break
@@ -210,7 +212,7 @@ async def play_vosk(session, url: str, samples: np.ndarray, rate: int, *, token:
                 await ws.send_bytes(c.astype("<i2").tobytes())
                 msg = await ws.receive()
                 if msg.type != WSMsgType.TEXT:
-                    ws._ser_close_reason = (msg.extra or "") if msg.type == WSMsgType.CLOSE else ""
+                    CLOSE_REASONS[ws] = (msg.extra or "") if msg.type == WSMsgType.CLOSE else ""
                     break
                 replies.append(json.loads(msg.data))
                 if on_reply:
@@ -224,7 +226,7 @@ async def play_vosk(session, url: str, samples: np.ndarray, rate: int, *, token:
                         on_reply(replies[-1])
         except ConnectionResetError:
             pass
-        closing = getattr(ws, "_ser_close_reason", None) is not None
+        closing = ws in CLOSE_REASONS
         info = await _close_info(ws, None if closing or ws.closed else asyncio.ensure_future(_drain_close(ws, [])))
     return {"replies": replies, "late_s": round(pacer.late_s, 3), **info}
 

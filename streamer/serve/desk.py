@@ -17,7 +17,7 @@
   (in a thread) and kept next to the log.
 
 The alert runner (:class:`Desk`) follows the registry's feed, runs one
-:class:`streamer.alerts.Alerts` per call over ``[[alerts]]`` (``cfg.alerts``), ticks the
+:class:`streamer.core.alerts.Alerts` per call over ``[[alerts]]`` (``cfg.alerts``), ticks the
 dead-air rules about once a second, and for every alert raised: keeps it, counts it
 (``ser_serve_alerts_total{rule}`` on ``/metrics``), writes it into the call's log (an
 ``alert`` record; ``alert_ack`` when acknowledged) and publishes it on the feed as an
@@ -34,8 +34,8 @@ from pathlib import Path
 from aiohttp import web
 from multidict import CIMultiDict
 
-from streamer.config import Config
-from streamer.serve.app import AUTH, REGISTRY, dumps
+from streamer.runtime.config import Config
+from streamer.serve.websocket import AUTH, REGISTRY, dumps
 from streamer.serve.auth import Auth, request_token, same
 from streamer.serve.bus import BusError
 from streamer.serve.calls import CallRegistry

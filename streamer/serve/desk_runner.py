@@ -1,4 +1,4 @@
-"""The desk's alert runner and page state: one :class:`streamer.alerts.Alerts` per call over
+"""The desk's alert runner and page state: one :class:`streamer.core.alerts.Alerts` per call over
 ``[[alerts]]``, fed by the registry's feed, dead-air rules ticked about once a second; every
 alert kept for the page, counted (``ser_serve_alerts_total{rule}``), written into the call's log
 and published on the feed. The routes that show it are in :mod:`streamer.serve.desk`.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
-from streamer.alerts import Alerts
-from streamer.config import Config
+from streamer.core.alerts import Alerts
+from streamer.runtime.config import Config
 from streamer.live.session_log import now_iso
 from streamer.serve.call import Call
 from streamer.serve.calls import CallRegistry

@@ -38,7 +38,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class GatewayOptions:
         >>> GatewayOptions.from_args({"max_calls": "lots", "allow_no_token": True})
         Traceback (most recent call last):
         ...
-        streamer.errors.SerError: CallGateway args: max_calls 'lots' is not a whole number
+        streamer.core.errors.SerError: CallGateway args: max_calls 'lots' is not a whole number
         """
         from streamer.serve.auth import load_token
 
@@ -98,7 +98,7 @@ class GatewayOptions:
 
 def settings(opts: GatewayOptions):
     """The Config a replica runs with: the file, then the options."""
-    from streamer.config import Config
+    from streamer.runtime.config import Config
 
     cfg = Config.load(opts.config_path)
     server = cfg.server
@@ -113,10 +113,10 @@ def settings(opts: GatewayOptions):
 
 def gateway_models(cfg):
     """The replica's models: handles to the model deployments, or its own (``[ray] models``)."""
-    from streamer.live.factory import Models, asr_factory, load_models, warm_up
+    from streamer.runtime.models import Models, asr_factory, load_models, warm_up
 
     if cfg.ray.models == "local":
-        from streamer.config import for_server
+        from streamer.runtime.config import for_server
 
         models = load_models(for_server(cfg))
         warm_up(models)
@@ -177,7 +177,7 @@ def deployment():
     except ImportError as exc:
         raise SerError('ser-serve --engine ray needs Ray Serve: pip install "ray[serve]" (or the cluster extra: '
                        'pip install "ser-live[cluster]")') from exc
-    return call_gateway()
+    return call_gateway(Gateway, DEPLOYMENT)
 
 
 def bound(opts: GatewayOptions, cfg=None):

@@ -36,22 +36,21 @@ def asgi_app(gateway) -> FastAPI:
 _built: dict = {}
 
 
-def call_gateway():
-    """The ``CallGateway`` Ray Serve deployment (made once per process)."""
+def call_gateway(gateway_class, name: str):
+    """The ``CallGateway`` Ray Serve deployment (made once per process) named ``name``, each
+    replica serving one ``gateway_class`` (:class:`streamer.serve.gateway.Gateway`)."""
     if "CallGateway" in _built:
         return _built["CallGateway"]
     from ray import serve
 
-    from streamer.serve.gateway import DEPLOYMENT, Gateway, GatewayOptions
-
     ingress = _fastapi()
 
-    @serve.deployment(name=DEPLOYMENT, logging_config={"enable_access_log": False}, health_check_period_s=5.0)
+    @serve.deployment(name=name, logging_config={"enable_access_log": False}, health_check_period_s=5.0)
     @serve.ingress(ingress)
     class CallGateway:
         """ser-serve's endpoints; each socket (a call, a desk's feed) is served where it was accepted."""
 
-        async def __init__(self, opts: GatewayOptions) -> None:
+        async def __init__(self, opts) -> None:  # a GatewayOptions
             import torch
 
             torch.set_num_threads(1)
@@ -63,7 +62,7 @@ def call_gateway():
             except Exception:  # not in a replica: the bus names it
                 pass
             # loading the models (or connecting to their deployments) blocks: not on the replica's loop
-            self.gateway = await asyncio.to_thread(Gateway, opts, None, replica)
+            self.gateway = await asyncio.to_thread(gateway_class, opts, None, replica)
             await self.gateway.start()
             log.info("gateway replica %s up: max %d calls, bus %s", replica, self.gateway.cfg.server.max_calls,
                      self.gateway.registry.bus.kind)

@@ -52,6 +52,10 @@ class Metrics:
         """``live()`` -> {"dropped_audio_s", "windows_dropped", "queues": {name: depth}} of the calls now."""
         self._live = live
 
+    def live_now(self) -> dict:
+        """What :meth:`watch`'s function says of the calls now ({} before it is set)."""
+        return self._live() if self._live is not None else {}
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -64,7 +68,7 @@ class _TrackCollector:
         return []
 
     def collect(self) -> Iterable:
-        live = self.m._live() if self.m._live is not None else {}
+        live = self.m.live_now()
         audio = CounterMetricFamily("ser_serve_audio_dropped_seconds", "Audio dropped because analysis fell behind "
                                     "(a track's ring was full), seconds at the track's rate")
         audio.add_metric([], self.m.ended_dropped_audio_s + live.get("dropped_audio_s", 0.0))

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import replace
 
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 from streamer.serve.gateway import GatewayOptions, bound
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def proxy_kind(cfg, token: str | None) -> str:
     clients need a token, and Ray Serve's proxy actor when they do not (HAProxy's replicas
     listen on every interface).
 
-    >>> from streamer.config import Config
+    >>> from streamer.runtime.config import Config
     >>> proxy_kind(Config(), "t"), proxy_kind(Config(), None)
     ('haproxy', 'default')
     """

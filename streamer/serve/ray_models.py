@@ -47,9 +47,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from streamer.audio import SAMPLE_RATE
-from streamer.errors import SerError
-from streamer.serve.ray_replicas import (APP_NAME, DeployOptions, ModelDeploymentOptions, _bound,
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.errors import SerError
+from streamer.serve.ray_replicas import (APP_NAME, DeployOptions, ModelDeploymentOptions, bound_deployment,
                                          audio_app, deployments, pcm_bytes, pcm_samples, text_app, whisper_app,
                                          whisper_deployment)
 
@@ -188,7 +188,7 @@ class RemoteWhisperHandle:
 
 @dataclass
 class RayServices:
-    """A :class:`~streamer.core.services.Services` look-alike over the model deployments
+    """The cluster's :class:`~streamer.core.services.InferenceServices`: the model deployments
     (``whisper``: the Whisper deployment's handle, when it was deployed)."""
 
     audio: RemoteAudio
@@ -237,7 +237,7 @@ def _services(opts: DeployOptions, handles: dict) -> RayServices:
                        handles.get("whisper"))
 
 
-def _apps(opts: DeployOptions) -> dict[str, tuple[str, str, ModelDeploymentOptions | None]]:
+def model_apps(opts: DeployOptions) -> dict[str, tuple[str, str, ModelDeploymentOptions | None]]:
     return {"audio": (opts.app_name, "AudioEmotionDeployment", opts.audio),
             "text": (f"{opts.app_name}-text", "TextEmotionDeployment", opts.text),
             "whisper": (f"{opts.app_name}-whisper", "WhisperDeployment", opts.whisper)}
@@ -256,10 +256,10 @@ def deploy(opts: DeployOptions = DeployOptions()) -> RayServices:
     audio_d, text_d = deployments()
     built = {"audio": audio_d, "text": text_d, "whisper": whisper_deployment()}
     handles = {}
-    for key, (app, _, model) in _apps(opts).items():
+    for key, (app, _, model) in model_apps(opts).items():
         if model is not None:
-            handles[key] = serve.run(_bound(built[key], model, config_path), name=app, route_prefix=None)
-    log.info("model deployments up: %s", ", ".join(f"{k} x{m.num_replicas}" for k, (_, _, m) in _apps(opts).items()
+            handles[key] = serve.run(bound_deployment(built[key], model, config_path), name=app, route_prefix=None)
+    log.info("model deployments up: %s", ", ".join(f"{k} x{m.num_replicas}" for k, (_, _, m) in model_apps(opts).items()
                                                    if m is not None))
     return _services(opts, handles)
 
@@ -271,7 +271,7 @@ def connect(opts: DeployOptions = DeployOptions()) -> RayServices:
     from ray import serve
 
     handles = {}
-    for key, (app, name, model) in _apps(opts).items():
+    for key, (app, name, model) in model_apps(opts).items():
         if model is not None or key == "audio":
             try:
                 handles[key] = serve.get_deployment_handle(name, app_name=app)
@@ -285,7 +285,7 @@ def undeploy(opts: DeployOptions = DeployOptions()) -> None:
     """Delete the applications :func:`deploy` started."""
     from ray import serve
 
-    for key, (app, _, model) in _apps(opts).items():
+    for key, (app, _, model) in model_apps(opts).items():
         if model is not None:
             serve.delete(app)
 
@@ -302,8 +302,8 @@ def _measure(argv: list[str] | None = None) -> dict:
     from ray import serve
 
     from streamer.audio.io import load_audio
-    from streamer.config import Config
-    from streamer.paths import CHECKOUT
+    from streamer.runtime.config import Config
+    from streamer.core.paths import CHECKOUT
 
     p = argparse.ArgumentParser(prog="python -m streamer.serve.ray_models", description=_measure.__doc__)
     p.add_argument("file", nargs="?", default=str(CHECKOUT / "demo" / "demo.flac"))
@@ -316,7 +316,7 @@ def _measure(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     from streamer.audio.emotion import AudioEmotion
     from streamer.audio.encoder import EMBEDDED
-    from streamer.live.factory import whisper_handle
+    from streamer.runtime.models import whisper_handle
 
     cfg = Config.load()
     size = cfg.audio.window_samples

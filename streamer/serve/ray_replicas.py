@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from streamer.audio import SAMPLE_RATE
-from streamer.errors import SerError
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.errors import SerError
 
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class DeployOptions:
 
 
 def _config(config_path: str | None):
-    from streamer.config import Config
+    from streamer.runtime.config import Config
 
     return Config.load(config_path)
 
@@ -101,7 +101,7 @@ class _AudioModel:
         torch.set_num_threads(1)
         from streamer.audio.emotion import AudioEmotion
         from streamer.audio.encoder import EMBEDDED
-        from streamer.live.factory import whisper_handle
+        from streamer.runtime.models import whisper_handle
 
         cfg = _config(config_path)
         self.model = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
@@ -154,7 +154,7 @@ class _WhisperModel:
         import torch
 
         torch.set_num_threads(1)
-        from streamer.live.factory import whisper_handle
+        from streamer.runtime.models import whisper_handle
 
         cfg = _config(config_path)
         import ray
@@ -214,7 +214,7 @@ def whisper_deployment():
 # --- the session's side ----------------------------------------------------------------------
 
 
-def _bound(deployment, opts: ModelDeploymentOptions, config_path: str | None):
+def bound_deployment(deployment, opts: ModelDeploymentOptions, config_path: str | None):
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES)}
     return deployment.options(num_replicas=opts.num_replicas, max_ongoing_requests=opts.max_ongoing_requests,
                               ray_actor_options={"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus,
@@ -258,14 +258,14 @@ def _from_args(args: dict | None) -> tuple[ModelDeploymentOptions, str | None]:
 # Gateways then join them with connect().
 def audio_app(args: dict | None = None):
     opts, path = _from_args(args)
-    return _bound(deployments()[0], opts, path)
+    return bound_deployment(deployments()[0], opts, path)
 
 
 def text_app(args: dict | None = None):
     opts, path = _from_args(args)
-    return _bound(deployments()[1], opts, path)
+    return bound_deployment(deployments()[1], opts, path)
 
 
 def whisper_app(args: dict | None = None):
     opts, path = _from_args(args)
-    return _bound(whisper_deployment(), opts, path)
+    return bound_deployment(whisper_deployment(), opts, path)

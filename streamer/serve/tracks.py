@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streamer.config import Config
-from streamer.live.counters import Counters
-from streamer.live.factory import Models, pipeline_settings
-from streamer.live.pipeline import Pipeline
+from streamer.runtime.config import Config
+from streamer.core.counters import Counters
+from streamer.runtime.models import Models
+from streamer.runtime.streams import open_stream
 from streamer.live.sources import PushSource
 from streamer.ui.state import LiveState
 
@@ -39,9 +39,8 @@ class TrackRunner:
         self._sink = sink
         self._transcript = transcript
         self.state = LiveState(self.source.name, models.names, half_life_s=cfg.fusion.half_life_s)
-        self.pipeline = Pipeline(pipeline_settings(cfg, block_when_full=False, channel=track), self.source,
-                                 models.asr_factory(), models.audio, models.text, [self._emit], self.state, self.counters,
-                                 partials=partials, services=models.shared_services())
+        self.pipeline = open_stream(cfg, models, self.source, [self._emit], observer=self.state, channel=track,
+                                    counters=self.counters, partials=partials)
         self._stop = threading.Event()
         self.summary: dict | None = None
         self._thread = threading.Thread(target=self._run, name=f"track {call_id}/{track}", daemon=True)
@@ -64,6 +63,11 @@ class TrackRunner:
     def start(self) -> "TrackRunner":
         self._thread.start()
         return self
+
+    def backlog(self) -> tuple[int, int, dict]:
+        """(audio samples dropped, samples waiting in the ring, the session lane's depths):
+        what /metrics reads of a running track."""
+        return self.source.dropped_samples, self.source.ring.pending(), self.pipeline.session.lane.depths()
 
     @property
     def pushed(self) -> int:

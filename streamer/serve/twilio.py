@@ -22,17 +22,16 @@ message over ``[server] max_message_bytes`` (1009); the server full (1013).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from streamer.serve import wire
-from streamer.serve.app import AUTH, REGISTRY, close_ws, prepare_ws
-from streamer.serve.call import CallLogger, Refused
+from streamer.serve.transport import BaseProtocol, Media, Note, Start, Stop, WebSocketTransport, serve_call
+from streamer.serve.websocket import AUTH, REGISTRY, prepare_ws
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +116,44 @@ def payload_pcm(msg: dict, tracks: list[str]):
     return TRACK_NAMES[track], decode(raw)
 
 
+class TwilioProtocol(BaseProtocol):
+    """Twilio's messages as the call loop's events (:mod:`streamer.serve.transport`)."""
+
+    source = SOURCE
+
+    def __init__(self) -> None:
+        self.tracks: list[str] | None = None  # set by start
+
+    def parse(self, message: str | bytes) -> list:
+        if isinstance(message, bytes):
+            raise wire.ProtocolError(wire.UNSUPPORTED, "a binary frame: Twilio sends JSON text messages")
+        m = parse(message)
+        event = m["event"]
+        if event == "media":
+            if self.tracks is None:
+                raise wire.ProtocolError(wire.POLICY, "media before start")
+            name, pcm = payload_pcm(m, self.tracks)
+            return [Media(name, RATE, pcm)]
+        if event == "start":
+            if self.tracks is not None:
+                raise wire.ProtocolError(wire.POLICY, "a second start message")
+            s = parse_start(m)
+            self.tracks = s["tracks"]
+            meta = {"streamSid": s["stream_sid"], "accountSid": s["account_sid"], "customParameters": s["params"],
+                    "twilio_tracks": self.tracks}
+            return [Start(s["call_id"], meta, tuple(TRACK_NAMES[t] for t in self.tracks), s["token"], True,
+                          "send it as <Parameter name=\"token\">, Authorization: Bearer or ?token=")]
+        if event == "stop":
+            if self.tracks is None:
+                raise wire.ProtocolError(wire.POLICY, "stop before start")
+            return [Stop(wire.NORMAL, "stream stopped", note="stop")]
+        if event == "connected":
+            if self.tracks is not None:
+                raise wire.ProtocolError(wire.POLICY, "connected after start")
+            return []
+        return [Note(f"{event} {m.get(event)}")]  # dtmf, mark: nothing to analyse
+
+
 async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
     registry, auth = request.app[REGISTRY], request.app[AUTH]
     if not auth.twilio_signature_ok(request.headers, request.scheme, request.host, request.path_qs):
@@ -125,78 +162,6 @@ async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPForbidden(text="X-Twilio-Signature missing or not Twilio's ([server] twilio_auth_token)\n")
     ws = await prepare_ws(request)
     authed = bool(request.get("authed", not auth.required))
-    server = registry.cfg.server
-    call = None
-    tracks: list[str] = []
-    error: str | None = None
-    closing: tuple[int, str] | None = None
-    rejected: asyncio.Future | None = None
-    plog: logging.LoggerAdapter = CallLogger(log, {"call_id": f"(twilio from {request.remote})"})
-    try:
-        while True:
-            msg = await wire.receive(ws, server.idle_timeout_s)
-            if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
-                error = wire.peer_error(ws)
-                if error:
-                    registry.metrics.closed.labels(source=SOURCE, code=str(ws.close_code)).inc()
-                elif call is not None and call.active and registry.accepting:
-                    plog.info("the stream closed without a stop message")
-                break
-            if msg.type == WSMsgType.BINARY:
-                raise wire.ProtocolError(wire.UNSUPPORTED, "a binary frame: Twilio sends JSON text messages")
-            m = parse(msg.data)
-            event = m["event"]
-            if event == "media":
-                if call is None:
-                    raise wire.ProtocolError(wire.POLICY, "media before start")
-                name, pcm = payload_pcm(m, tracks)
-                if call.active:
-                    call.track(name, RATE).push(pcm)
-            elif event == "start":
-                if call is not None:
-                    raise wire.ProtocolError(wire.POLICY, "a second start message")
-                s = parse_start(m)
-                if not authed and auth.check_value(s["token"]) not in ("ok", "off"):
-                    registry.metrics.refused.labels(reason="unauthorized").inc()
-                    raise wire.ProtocolError(wire.POLICY, f"{auth.check_value(s['token'])} token (send it as "
-                                             "<Parameter name=\"token\">, Authorization: Bearer or ?token=)")
-                tracks = s["tracks"]
-                meta = {"streamSid": s["stream_sid"], "accountSid": s["account_sid"], "customParameters": s["params"],
-                        "twilio_tracks": tracks}
-                try:
-                    call = await registry.open(s["call_id"], SOURCE, meta, [TRACK_NAMES[t] for t in tracks])
-                except Refused as exc:
-                    await close_ws(ws, exc.code, exc.message, registry, SOURCE)
-                    return ws
-                plog = call.log
-            elif event == "stop":
-                if call is None:
-                    raise wire.ProtocolError(wire.POLICY, "stop before start")
-                plog.info("stop")
-                closing = (wire.NORMAL, "stream stopped")  # once the call's last results are out
-                break
-            elif event == "connected":
-                if call is not None:
-                    raise wire.ProtocolError(wire.POLICY, "connected after start")
-            else:  # dtmf, mark: nothing to analyse
-                plog.debug("%s %s", event, m.get(event))
-    except wire.ProtocolError as exc:
-        error = exc.reason
-        plog.warning("closing (%d): %s", exc.code, exc.reason)
-        # the close goes out at once, while the call's held windows are finished
-        rejected = asyncio.ensure_future(close_ws(ws, exc.code, exc.reason, registry, SOURCE))
-    except Exception as exc:  # our fault: say so, end this call only
-        error = f"internal error: {exc}"
-        plog.exception("handler failed")
-        rejected = asyncio.ensure_future(close_ws(ws, wire.INTERNAL, "internal server error (see the server's log)",
-                                                  registry, SOURCE))
-    finally:
-        if call is not None:
-            await registry.end(call, error=error)
-    if rejected is not None:
-        await rejected
-    if not ws.closed:
-        code, reason = closing or ((wire.GOING_AWAY, "server shutting down") if not registry.accepting
-                                   else (wire.NORMAL, "call ended"))
-        await close_ws(ws, code, reason, registry, SOURCE)
+    await serve_call(WebSocketTransport(ws, registry, SOURCE, str(request.remote)), TwilioProtocol(), registry,
+                     authed=authed, auth=auth)
     return ws

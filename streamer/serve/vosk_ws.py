@@ -49,10 +49,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from streamer.serve import wire
-from streamer.serve.wire import BAD_DATA, INTERNAL, NORMAL, POLICY, ProtocolError
+from streamer.serve.transport import BaseProtocol, Media, Note, Start, Stop, WebSocketTransport, serve_call
+from streamer.serve.wire import BAD_DATA, NORMAL, POLICY, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -151,87 +151,87 @@ class Replies:
         return result_message(records, self.words)
 
 
-# --- the handler, on the event loop ---------------------------------------------------------
+# --- the protocol over the call loop ---------------------------------------------------------
+
+class Reset:
+    """Event: ``{"reset" : 1}``: what came so far is final; the next audio starts a new track."""
+
+
+class VoskProtocol(BaseProtocol):
+    """vosk-server's messages as the call loop's events (:mod:`streamer.serve.transport`), and
+    its replies: one per audio message, the final result on ``eof`` and ``reset``."""
+
+    source = SOURCE
+    partials = True  # every audio message gets the partial text
+
+    def __init__(self, registry, meta: dict | None = None, call_id: str | None = None) -> None:
+        self.registry = registry
+        self.meta, self.call_id = meta or {}, call_id
+        self.opts = VoskOptions()
+        self.replies = Replies(self.opts.words)
+        self.track, self.resets, self.audio = TRACK, 0, False
+        self.sub = None
+
+    def at_connect(self) -> list:
+        return [Start(self.call_id, self.meta, (TRACK,))]
+
+    async def opened(self, call) -> None:
+        self.sub = self.registry.subscribe(call.id)
+
+    def parse(self, message: str | bytes) -> list:
+        if isinstance(message, bytes):
+            self.audio = True
+            return [Media(self.track, self.opts.sample_rate, pcm(message))]
+        kind, new = parse_command(message, self.opts)
+        if kind == "config":
+            if self.audio:
+                return [Note("vosk: a config after audio is ignored, as vosk-server does", logging.INFO)]
+            self.opts = new
+            self.replies.words = new.words
+            return []
+        if kind == "eof":
+            return [Stop(NORMAL, "eof")]
+        return [Reset()]
+
+    def _collect(self) -> None:
+        for ev in self.sub.pending():
+            if ev.get("type") == "utterance" and ev.get("track") == self.track:
+                self.replies.add(ev)
+
+    async def after(self, call, events: list) -> list[str]:
+        if any(isinstance(e, Media) for e in events):
+            self._collect()
+            return [json.dumps(self.replies.next(call.partial(self.track)))]
+        if any(isinstance(e, Reset) for e in events):
+            runner = call.runners.get(self.track)
+            if runner is not None:  # finish the track's held audio: its utterances close
+                await self.registry.loop.run_in_executor(self.registry.executor, runner.close)
+            self._collect()
+            final = self.replies.final()
+            self.resets += 1
+            self.track, self.audio = f"{TRACK}-{self.resets + 1}", False
+            return [json.dumps(final)]
+        return []
+
+    async def final(self, call) -> list[str]:
+        self._collect()
+        return [json.dumps(self.replies.final())]
+
+    def done(self) -> None:
+        if self.sub is not None:
+            self.registry.unsubscribe(self.sub)
+            self.sub = None
+
 
 async def vosk_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /vosk`` (the token was checked by the app's middleware)."""
-    from streamer.serve.app import REGISTRY, prepare_ws
+    from streamer.serve.websocket import REGISTRY, prepare_ws
 
     registry = request.app[REGISTRY]
     ws = await prepare_ws(request)
-    await run(ws, registry, registry.cfg.server.idle_timeout_s, meta={"peer": request.remote})
+    await serve_call(WebSocketTransport(ws, registry, SOURCE, str(request.remote)),
+                     VoskProtocol(registry, {"peer": request.remote}), registry)
     return ws
 
 
 routes = [web.get("/vosk", vosk_handler)]
-
-
-async def run(ws, registry, idle_s: float, call_id: str | None = None, meta: dict | None = None) -> None:
-    """Serve one vosk connection on a prepared WebSocket."""
-    from streamer.serve.app import close_ws
-    from streamer.serve.call import Refused
-
-    try:
-        call = await registry.open(call_id, SOURCE, meta or {}, tracks=[TRACK])
-    except Refused as exc:
-        await close_ws(ws, exc.code, exc.message, registry, SOURCE)
-        return
-    sub = registry.subscribe(call.id)
-    opts, track, resets = VoskOptions(), TRACK, 0
-    replies = Replies(opts.words)
-    runner = None
-
-    def collect() -> None:
-        for ev in sub.pending():
-            if ev.get("type") == "utterance" and ev.get("track") == track:
-                replies.add(ev)
-
-    async def finish_track() -> dict:
-        if runner is not None:
-            await registry.loop.run_in_executor(registry.executor, runner.close)
-        collect()
-        return replies.final()
-
-    end = wire.Outcome()
-    try:
-        async for msg in wire.call_messages(ws, call, idle_s, end):
-            if msg.type is WSMsgType.TEXT:
-                kind, new = parse_command(msg.data, opts)
-                if kind == "config":
-                    if runner is None:
-                        opts = new
-                        replies.words = opts.words
-                    else:
-                        call.log.info("vosk: a config after audio is ignored, as vosk-server does")
-                    continue
-                if kind == "eof":
-                    await registry.end(call)
-                    collect()
-                    await ws.send_str(json.dumps(replies.final()))
-                    end.code, end.reason = NORMAL, "eof"
-                    break
-                # reset: what came so far is final; the next audio starts a new track
-                final = await finish_track()
-                await ws.send_str(json.dumps(final))
-                resets += 1
-                track, runner = f"{TRACK}-{resets + 1}", None
-                continue
-            samples = pcm(msg.data)
-            if runner is None:
-                runner = call.track(track, opts.sample_rate)
-            runner.push(samples)
-            collect()
-            await ws.send_str(json.dumps(replies.next(call.partial(track))))
-    except ProtocolError as exc:
-        end = wire.Outcome(exc.reason, exc.code, exc.reason)
-        call.log.warning("closing (%d): %s", exc.code, exc.reason)
-    except ConnectionResetError as exc:  # the peer went away while a reply was sent
-        end = wire.Outcome(f"the connection failed: {exc}", INTERNAL, "connection failed")
-    except Exception as exc:
-        log.exception("call %s: vosk handler failed", call.id)
-        end = wire.Outcome(f"server error: {exc}", INTERNAL, "server error (see the server's log)")
-    finally:
-        registry.unsubscribe(sub)
-        if not ws.closed:
-            await close_ws(ws, end.code, end.reason, registry, SOURCE)
-        await registry.end(call, error=end.error)

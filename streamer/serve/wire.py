@@ -25,7 +25,6 @@ True
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
@@ -94,26 +93,3 @@ def peer_error(ws: web.WebSocketResponse) -> str | None:
 
 
 ENDED_BY_SERVER = (GOING_AWAY, "the call was ended by the server (shutting down)")
-
-
-@dataclass
-class Outcome:
-    """How a call's connection ended: the error to log (None: fine), the close code and reason."""
-
-    error: str | None = None
-    code: int = NORMAL
-    reason: str = "end of stream"
-
-
-async def call_messages(ws: web.WebSocketResponse, call, idle_s: float, outcome: Outcome):
-    """A call's incoming messages, until the peer closes (an abnormal close is ``outcome.error``)
-    or the server ends the call (``outcome`` says so); :func:`receive`'s idle timeout applies."""
-    while True:
-        msg = await receive(ws, idle_s)
-        if msg is None:  # the peer closed, or aiohttp refused a message (too big: 1009)
-            outcome.error = peer_error(ws)
-            return
-        if not call.active:
-            outcome.code, outcome.reason = ENDED_BY_SERVER
-            return
-        yield msg

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from streamer.errors import SerError
+from streamer.core.errors import SerError
 from streamer.text.compiled import compiled_path, save_compiled
 from streamer.text.emotion import EmbeddedTextEmotion, base_folder
 

@@ -8,13 +8,13 @@ Two kinds of model behind one interface (:class:`TextEmotion`):
   ``models/text-emotion``). It reads text the
   way a recogniser writes it (:func:`streamer.text.normalize.asr_style`).
 - :class:`HFTextEmotion`, any Hugging Face sequence-classification model by name or folder;
-  its label names are mapped onto the label set by :func:`streamer.labels.text_model_label`.
+  its label names are mapped onto the label set by :func:`streamer.core.labels.text_model_label`.
 
 ``predict(text)`` returns a dict over the 7 labels summing to 1, or ``None`` for *no opinion*
 (empty or whitespace text, or text with no words): fusion gives it weight zero. A model folder
 with a dims head (``dims.pt``: a linear map from the pooled sentence vector to arousal and
 valence, fitted on EmoBank) also reads the text's arousal and valence: the dict is then a
-:class:`TextProbs` whose ``dims`` attribute holds them (:func:`streamer.dims.all_dims` uses it
+:class:`TextProbs` whose ``dims`` attribute holds them (:func:`streamer.core.dims.all_dims` uses it
 in place of the circumplex mapping), and :meth:`TextEmotion.predict_dims` gives them as an array.
 """
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.paths import model_dir
-from streamer.errors import MissingDependency, ModelError
-from streamer.labels import LABELS, text_model_label
+from streamer.core.paths import model_dir
+from streamer.core.errors import MissingDependency, ModelError
+from streamer.core.labels import LABELS, text_model_label
 from streamer.text.compiled import compile_in_child, compiled_path, save_compiled
 from streamer.text.normalize import asr_style
 
@@ -61,7 +61,7 @@ class TextProbs(dict):
         self.dims = dims
 
 
-def _transformers():
+def import_transformers():
     try:
         import transformers
     except ImportError as exc:
@@ -165,7 +165,7 @@ def load_encoder_delta(encoder, path: Path):
     return encoder
 
 
-def _encode(tokenizer, texts: list[str], max_length: int):
+def encode_texts(tokenizer, texts: list[str], max_length: int):
     return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
@@ -231,7 +231,7 @@ def traced(net, tokenizer, max_length: int):
 
     import torch
 
-    enc = _encode(tokenizer, ["a short sentence to trace the network with"], max_length)
+    enc = encode_texts(tokenizer, ["a short sentence to trace the network with"], max_length)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -294,7 +294,7 @@ class EmbeddedTextEmotion(TextEmotion):
         """The network from its parts, with transformers (and peft for an adapter)."""
         import torch
 
-        tf = _transformers()
+        tf = import_transformers()
         tokenizer = tf.AutoTokenizer.from_pretrained(base)
         if cfg["encoder"] == "full" and (folder / ENCODER_DELTA).is_file():
             encoder = load_encoder_delta(tf.AutoModel.from_pretrained(base), folder / ENCODER_DELTA)
@@ -335,7 +335,7 @@ class EmbeddedTextEmotion(TextEmotion):
         import torch
 
         with torch.inference_mode():
-            enc = _encode(self.tokenizer, texts, self.max_length)
+            enc = encode_texts(self.tokenizer, texts, self.max_length)
             return self.run(enc["input_ids"], enc["attention_mask"]).float().numpy()
 
     def logits(self, texts: list[str]) -> NDArray[np.float32]:
@@ -384,7 +384,7 @@ class HFTextEmotion(TextEmotion):
 
         from streamer import hub
 
-        tf = _transformers()
+        tf = import_transformers()
         local_only = hub.is_hub_name(name_or_path) and hub.offline()
         try:
             with hub.quiet_hub():
@@ -415,7 +415,7 @@ class HFTextEmotion(TextEmotion):
         import torch
 
         with torch.inference_mode():
-            logits = self.model(**_encode(self.tokenizer, texts, self.max_length)).logits.float()
+            logits = self.model(**encode_texts(self.tokenizer, texts, self.max_length)).logits.float()
             p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
             q = p @ self.matrix
             return (q / q.sum(dim=1, keepdim=True).clamp(min=1e-12)).numpy()

@@ -19,7 +19,7 @@ from streamer.train.audio import ClipData, FitResult, TrainConfig, fit, pick_val
 from streamer.train.cache import sox_telephone
 from streamer.train.corpora import Clip
 from streamer.train.evaluate import Predictions, predict_clips
-from streamer.train.recipe import Dataset, Reporter, _plain, build_dataset
+from streamer.train.recipe import Dataset, Reporter, plain_config, build_dataset
 
 
 def _fold_eval(model: AudioEmotion, test: Sequence[Clip], reporter: Reporter, name: str) -> dict[str, Predictions]:
@@ -123,7 +123,7 @@ def run_ablation(cfg: TrainConfig, out: Path, reporter: Reporter) -> dict:
         result = cross_validate(variant, data, None, reporter, name)
         result["parameters"] = sum(p.numel() for p in AudioEmotionNet(variant.net).parameters())
         runs.append(result)
-    results = {"config": _plain(cfg), "budget": ABLATION_BUDGET, "ablation": runs,
+    results = {"config": plain_config(cfg), "budget": ABLATION_BUDGET, "ablation": runs,
                "seconds": round(time.time() - started, 1)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")

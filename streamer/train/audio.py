@@ -25,8 +25,8 @@ from streamer.audio.emotion import FrameInputs, collate
 from streamer.audio.pooling import pool_windows
 from streamer.audio.features import PROSODY_NAMES
 from streamer.audio.model import AudioEmotionNet, NetConfig
-from streamer.errors import ConfigError
-from streamer.labels import INDEX
+from streamer.core.errors import ConfigError
+from streamer.core.labels import INDEX
 from streamer.train.cache import ClipInputs
 from streamer.train.metrics import summary
 
@@ -91,7 +91,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
-        from streamer.config import build
+        from streamer.runtime.config import build
 
         return build(cls, raw, what="training config")
 

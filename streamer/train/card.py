@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 from streamer.train.metrics import confusion_text
 
 LICENCES = {

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.audio import SAMPLE_RATE
+from streamer.core.messages import SAMPLE_RATE
 from streamer.audio.emotion import AudioEmotion
 from streamer.audio.pooling import pool_windows
 from streamer.audio.io import load_audio
-from streamer.errors import AudioInputError
-from streamer.labels import INDEX
+from streamer.core.errors import AudioInputError
+from streamer.core.labels import INDEX
 from streamer.train.corpora import Clip
 from streamer.train.metrics import summary
 

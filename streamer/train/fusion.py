@@ -1,7 +1,7 @@
 """Fitting the learned fusion: stacking on out-of-fold predictions of both branches.
 
-The fusion (:class:`streamer.live.fusion.LearnedFusion`) is a gate, a logistic regression
-with an L2 penalty over :func:`streamer.live.fusion.gate_features`, that says how much of the
+The fusion (:class:`streamer.core.fusion.LearnedFusion`) is a gate, a logistic regression
+with an L2 penalty over :func:`streamer.core.fusion.gate_features`, that says how much of the
 fused distribution is the audio's and how much the text's. It is fitted on
 *examples*, pairs of branch probabilities with the label a listener would give, from four
 parts that together cover both one-sided cases:
@@ -42,8 +42,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-from streamer.labels import INDEX, LABELS
-from streamer.live.fusion import LearnedFusion, confidence, gate_features, softmax
+from streamer.core.labels import INDEX, LABELS
+from streamer.core.fusion import LearnedFusion, confidence, gate_features, softmax
 
 log = logging.getLogger(__name__)
 

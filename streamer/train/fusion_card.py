@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 
 PART_TEXT = {
     "voice+script": "RAVDESS clips: out-of-fold audio, text model on the clip's script (full, or cut as a window cuts it); label = the voice's",
@@ -72,7 +72,7 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
         "",
         *_score_table(metrics["cv_score"]),
         "",
-        "- Inference is pure numpy (`streamer/live/fusion.py`, `LearnedFusion`), well under 1 ms per call. Files:",
+        "- Inference is pure numpy (`streamer/core/fusion.py`, `LearnedFusion`), well under 1 ms per call. Files:",
         "  `params.json` (gate weights, standardisation, threshold), `metrics.json` (everything below, machine-readable).",
         "",
         "## Fitting data",
@@ -144,7 +144,7 @@ def card(metrics: dict, evaluation: dict | None, folder: Path | None = None) -> 
                     *[f"| {k} | {s['clips']} | {_f(s['fused']['ua'])} | {_f(s['audio']['ua'])} | {_f(s['text']['ua'])} |"
                       for k, s in rav["folds"].items()]]
             pr = rav["pooled"]
-            out += ["", "Arousal (item 5): balanced accuracy with which the sign of the clip's arousal (`streamer/dims.py`, from",
+            out += ["", "Arousal (item 5): balanced accuracy with which the sign of the clip's arousal (`streamer/core/dims.py`, from",
                     "its duration-weighted probabilities) separates angry/happy clips from neutral/sad clips:", "",
                     "| regime | fused | audio | text |", "|---|---|---|---|",
                     *[f"| {name} | " + " | ".join(_f(sc.get(r, {}).get("arousal_bacc")) for r in ("fused", "audio", "text")) + " |"

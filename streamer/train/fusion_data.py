@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.audio import SAMPLE_RATE
-from streamer.errors import ConfigError, MissingDependency
-from streamer.labels import INDEX, LABELS, to_label
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.errors import ConfigError, MissingDependency
+from streamer.core.labels import INDEX, LABELS, to_label
 from streamer.train.textdata import TextRows, read_goemotions, read_tsv
 
 log = logging.getLogger(__name__)

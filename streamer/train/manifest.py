@@ -5,7 +5,7 @@ optionally ``speaker``), one clip per row, columns separated by tab, comma, semi
 bar (the one that splits the header into those names; .tsv and .csv say which to try
 first). Blank lines and lines starting with ``#`` are ignored. Paths are relative to the
 manifest's folder (absolute paths are kept). Labels are mapped onto the label set through
-:func:`streamer.labels.to_label` ("anger" -> angry, "calm" -> neutral); rows with a label
+:func:`streamer.core.labels.to_label` ("anger" -> angry, "calm" -> neutral); rows with a label
 outside it, or whose audio file is missing, are skipped and counted. The clips' corpus is
 the manifest's file stem, so they get their own ``per_corpus`` entry in ``ser-eval``.
 
@@ -28,8 +28,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamer.errors import SerError
-from streamer.labels import LABELS, to_label
+from streamer.core.errors import SerError
+from streamer.core.labels import LABELS, to_label
 from streamer.train.corpora import Clip
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 
 
 def confusion(y_true: Sequence[int], y_pred: Sequence[int], n: int = len(LABELS)) -> NDArray[np.int64]:
@@ -99,15 +99,15 @@ def ua_present(probs: NDArray, y_true: Sequence[int]) -> float:
 
 
 def dims_correlation(probs: NDArray, y_true: Sequence[int]) -> dict[str, float | None]:
-    """Pearson r between the predicted arousal / valence (:func:`streamer.dims.dims` of each
-    row) and the circumplex position of each clip's true label (``streamer.dims.COORDS``);
+    """Pearson r between the predicted arousal / valence (:func:`streamer.core.dims.dims` of each
+    row) and the circumplex position of each clip's true label (``streamer.core.dims.COORDS``);
     None where the labels present do not vary along that axis.
 
     >>> p = np.eye(len(LABELS))
     >>> {k: round(v, 3) for k, v in dims_correlation(p, range(len(LABELS))).items()}
     {'arousal': 1.0, 'valence': 1.0}
     """
-    from streamer.dims import COORDS, dims
+    from streamer.core.dims import COORDS, dims
 
     probs = np.asarray(probs, dtype=float).reshape(-1, len(LABELS))
     y = np.asarray(list(y_true), int)
@@ -178,7 +178,7 @@ CALM: tuple[str, ...] = ("neutral", "sad")
 
 def arousal_bacc(probs: NDArray, y_true: Sequence[int]) -> float | None:
     """Balanced accuracy of the sign of arousal: angry/happy clips (true positive side)
-    against neutral/sad clips (negative side); arousal is ``streamer.dims.dims`` of each
+    against neutral/sad clips (negative side); arousal is ``streamer.core.dims.dims`` of each
     row's probabilities, predicted positive when > 0. Other labels are ignored; None when
     either side has no clip.
 
@@ -190,7 +190,7 @@ def arousal_bacc(probs: NDArray, y_true: Sequence[int]) -> float | None:
     >>> arousal_bacc(p[[0, 3]], [0, 3]) is None   # no neutral/sad clip
     True
     """
-    from streamer.dims import dims
+    from streamer.core.dims import dims
 
     probs = np.asarray(probs, dtype=float).reshape(-1, len(LABELS))
     y = np.asarray(list(y_true), int)
@@ -200,3 +200,14 @@ def arousal_bacc(probs: NDArray, y_true: Sequence[int]) -> float | None:
         return None
     aroused = np.array([dims(dict(zip(LABELS, row)))["arousal"] > 0 for row in probs], bool)
     return float((aroused[pos].mean() + (~aroused[neg]).mean()) / 2)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (nan when either side is constant).
+
+    >>> round(pearson(np.array([1.0, 2, 3]), np.array([2.0, 4, 7])), 3)
+    0.993
+    """
+    a, b = np.asarray(a, float) - np.mean(a), np.asarray(b, float) - np.mean(b)
+    d = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / d) if d > 0 else float("nan")

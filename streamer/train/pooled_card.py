@@ -139,7 +139,7 @@ ECE (15 bins) pooled over LOCO: {c['loco_ece_t1']:.3f} at T = 1, **{c['loco_ece'
 Cross-fitted (each corpus scored at the temperature fitted on the other two only): {cross}; pooled {c['loco_ece_crossfit_pooled']:.3f}.
 
 ### Arousal
-The sign of the predicted arousal (`streamer/dims.py`, probabilities at T) separating angry/happy clips from
+The sign of the predicted arousal (`streamer/core/dims.py`, probabilities at T) separating angry/happy clips from
 neutral/sad clips of the corpus a LOCO run never trained on, balanced accuracy: {arousal}.
 
 ### Adaptation: the same recipe under each way of standardising the test rows

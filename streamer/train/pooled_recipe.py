@@ -27,7 +27,7 @@ import numpy as np
 from streamer.audio.adapt import AdaptOptions, Moments
 from streamer.audio.emotion import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES
 from streamer.audio.pooled import HEAD_FILE, KIND, Head
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 from streamer.train.corpora import scan
 from streamer.train.pooled import build
 from streamer.audio.pooling import softmax_t

@@ -18,14 +18,14 @@ import numpy as np
 
 from streamer.audio.emotion import save_model
 from streamer.audio.linear import pooled_stats
-from streamer.config import read_toml
-from streamer.errors import ConfigError
+from streamer.runtime.config import read_toml
+from streamer.core.errors import ConfigError
 from streamer.train.augment import COPIES
 from streamer.train.cache import CLEAN, SOX_PHONE, ClipInputs, FeatureCache
 from streamer.train.audio import (ClipData, FitResult, TrainConfig, fit, pick_val_speakers, speaker_folds, to_clip_data,
                                   window_logits)
 from streamer.train.corpora import Clip, scan
-from streamer.labels import INDEX
+from streamer.core.labels import INDEX
 from streamer.train.blend import HeldOut, concat, cross_fitted, fit_temperature
 from streamer.train.linear import clip_rows, train_linear
 from streamer.train.metrics import expected_calibration_error, summary
@@ -306,7 +306,7 @@ def run(cfg: TrainConfig, out: Path, reporter: Reporter, cv: bool = True, reuse:
         t0 = time.time()
         runs.append(run_split(cfg, data, split, reporter, reuse))
         reporter.message(f"{split.name}: done in {time.time() - t0:.0f} s (best epoch {runs[-1].best_epoch}, val UA {runs[-1].val_ua:.3f})")
-    results: dict = {"config": _plain(cfg), "cv": None}
+    results: dict = {"config": plain_config(cfg), "cv": None}
     final = runs[-1] if not final_from else max((r for r in runs if r.split.kind == "loao"), key=lambda r: r.val_ua)
     if cv and cfg.linear_candidates:
         chosen, weight, table = choose_weight(runs, cfg.linear_candidates, cfg.blend_weights)
@@ -392,7 +392,7 @@ def _save_folds(cfg: TrainConfig, runs: Sequence[SplitRun], weight: float, t: fl
                 (out / f"oof_{cfg.eval_corpus}_{r.split.name}.json").write_text(json.dumps(recs) + "\n")
 
 
-def _plain(cfg: TrainConfig) -> dict:
+def plain_config(cfg: TrainConfig) -> dict:
     from dataclasses import asdict
 
     return asdict(cfg)

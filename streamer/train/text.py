@@ -27,10 +27,10 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.config import read_toml
-from streamer.errors import ConfigError
-from streamer.labels import LABELS
-from streamer.text.emotion import ENCODER_DELTA, MARKER, EmbeddedTextEmotion, _encode, _transformers, base_folder, build_classifier
+from streamer.runtime.config import read_toml
+from streamer.core.errors import ConfigError
+from streamer.core.labels import LABELS
+from streamer.text.emotion import ENCODER_DELTA, MARKER, EmbeddedTextEmotion, encode_texts, import_transformers, base_folder, build_classifier
 from streamer.text.normalize import asr_style
 from streamer.train.textdata import TextRows, concat, read_goemotions, read_tsv, read_xed
 
@@ -97,7 +97,7 @@ class TextTrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TextTrainConfig":
-        from streamer.config import build
+        from streamer.runtime.config import build
 
         return build(cls, read_toml(Path(path), "text training config"), what="text training config")
 
@@ -145,7 +145,7 @@ def _asr_rows(rows: TextRows) -> tuple[list[str], np.ndarray]:
 def _build(cfg: TextTrainConfig):
     import torch
 
-    tf = _transformers()
+    tf = import_transformers()
     base = base_folder(cfg.base)
     tokenizer = tf.AutoTokenizer.from_pretrained(base)
     encoder = tf.AutoModel.from_pretrained(base)
@@ -177,7 +177,7 @@ def _dev_logits(net, tokenizer, texts: list[str], max_length: int, batch: int = 
     with torch.inference_mode():
         for s in range(0, len(order), batch):
             idx = order[s: s + batch]
-            enc = _encode(tokenizer, [texts[i] for i in idx], max_length)
+            enc = encode_texts(tokenizer, [texts[i] for i in idx], max_length)
             out[idx] = net(enc["input_ids"], enc["attention_mask"]).numpy()
     return out
 
@@ -252,7 +252,7 @@ def train(cfg: TextTrainConfig, out: Path, reporter: Reporter) -> dict:
         batches = bucketed_batches(lengths, cfg.batch_size, rng)
         for b, idx in enumerate(batches):
             net.train()
-            enc = _encode(tokenizer, [texts[i] for i in idx], cfg.max_length)
+            enc = encode_texts(tokenizer, [texts[i] for i in idx], cfg.max_length)
             logits = net(enc["input_ids"], enc["attention_mask"])
             loss = -(torch.from_numpy(targets[idx]) * torch.log_softmax(logits, dim=-1)).sum(dim=1).mean()
             opt.zero_grad()

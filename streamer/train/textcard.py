@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.labels import INDEX, LABELS
-from streamer.paths import checkout
+from streamer.core.labels import INDEX, LABELS
+from streamer.core.paths import checkout
 from streamer.train.metrics import macro_f1
 
 LICENSES = [
@@ -195,8 +195,8 @@ def _dims_section(record: dict, dims_ev: dict) -> list[str]:
              + (f" (dev r: arousal {fit['emobank-dev']['arousal_r']:.3f}, valence {fit['emobank-dev']['valence_r']:.3f})"
                 if "emobank-dev" in fit else "")
              + "; saved as `dims.pt` and traced with the network, so it costs nothing at inference. The session's text "
-             "`dims` come from it (`streamer/dims.py`, `text_dims`); the circumplex mapping of the 7 probabilities "
-             "(`streamer.dims.dims`) stays for audio and fused. `ser-train-text` fits it after training; "
+             "`dims` come from it (`streamer/core/dims.py`, `text_dims`); the circumplex mapping of the 7 probabilities "
+             "(`streamer.core.dims.dims`) stays for audio and fused. `ser-train-text` fits it after training; "
              "`.venv/bin/python -m streamer.train.textlinear dims FOLDER` fits it for any model folder; "
              "`.venv/bin/ser-eval-text --emobank ../shared/data/text/emobank --json out/text-emobank-test.json` "
              "gives both rows below.", "",

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.errors import ConfigError
-from streamer.labels import INDEX, LABELS, to_label
+from streamer.core.errors import ConfigError
+from streamer.core.labels import INDEX, LABELS, to_label
 
 
 @dataclass(frozen=True)

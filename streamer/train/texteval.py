@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamer.labels import INDEX, LABELS
+from streamer.core.labels import INDEX, LABELS
 from streamer.text.emotion import TextEmotion
 from streamer.text.normalize import asr_style
 from streamer.train.metrics import confusion, expected_calibration_error, macro_f1, per_class_recall
@@ -43,10 +43,10 @@ def evaluate_rows(model: TextEmotion, rows: TextRows) -> dict:
 def evaluate_dims(model: TextEmotion, rows: DimRows) -> dict:
     """Pearson r of arousal and valence against ``rows`` (EmoBank), for both mappings: the
     model's dims head (``head``, when it has one) and the circumplex mapping of its 7
-    probabilities (``circumplex``, :func:`streamer.dims.dims`). Rows without an opinion are
+    probabilities (``circumplex``, :func:`streamer.core.dims.dims`). Rows without an opinion are
     left out."""
-    from streamer.dims import dims as circumplex
-    from streamer.train.textlinear import pearson
+    from streamer.core.dims import dims as circumplex
+    from streamer.train.metrics import pearson
 
     texts = [asr_style(t) for t in rows.texts]
     probs, has, head = model.predict_full(texts)

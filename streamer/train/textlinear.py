@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
+from streamer.train.metrics import pearson
 from streamer.text.normalize import asr_style
 
 DATA = Path("../shared/data/text")
@@ -64,10 +65,10 @@ def _rows(name: str, data: Path = DATA):
 
 def encoder_of(spec: str):
     """(tokenizer, encoder, max_length) of ``base`` (the base encoder) or a model folder."""
-    from streamer.text.emotion import EMBEDDED_BASE, EmbeddedTextEmotion, _transformers, base_folder
+    from streamer.text.emotion import EMBEDDED_BASE, EmbeddedTextEmotion, import_transformers, base_folder
 
     if spec == "base":
-        tf = _transformers()
+        tf = import_transformers()
         folder = base_folder(EMBEDDED_BASE)
         return tf.AutoTokenizer.from_pretrained(folder), tf.AutoModel.from_pretrained(folder).eval(), 64
     model = EmbeddedTextEmotion.load(spec, compiled=False)
@@ -78,14 +79,14 @@ def embed(tokenizer, encoder, texts: list[str], max_length: int, batch: int = 64
     """Mean-pooled last-layer vectors of ``texts`` as given (normalise them first)."""
     import torch
 
-    from streamer.text.emotion import _encode, mean_pool
+    from streamer.text.emotion import encode_texts, mean_pool
 
     out = np.zeros((len(texts), encoder.config.hidden_size), np.float32)
     order = np.argsort([len(t) for t in texts])
     with torch.inference_mode():
         for s in range(0, len(order), batch):
             idx = order[s: s + batch]
-            enc = _encode(tokenizer, [texts[i] or "." for i in idx], max_length)
+            enc = encode_texts(tokenizer, [texts[i] or "." for i in idx], max_length)
             h = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
             out[idx] = mean_pool(h, enc["attention_mask"]).numpy()
     return out
@@ -164,17 +165,6 @@ def loco(cache: Path, C: float = 1.0, balanced: bool = True) -> dict:
 
 # --- the dims head --------------------------------------------------------------------------
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation (nan when either side is constant).
-
-    >>> round(pearson(np.array([1.0, 2, 3]), np.array([2.0, 4, 7])), 3)
-    0.993
-    """
-    a, b = np.asarray(a, float) - np.mean(a), np.asarray(b, float) - np.mean(b)
-    d = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / d) if d > 0 else float("nan")
-
-
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regression (intercept not penalised): weights (D, K), bias (K,).
 
@@ -235,9 +225,9 @@ def fit_dims_for_folder(folder: Path, emobank: Path) -> dict:
 
 
 def circumplex_r(probs: np.ndarray, y: np.ndarray) -> dict:
-    """Pearson r of the circumplex mapping (:func:`streamer.dims.dims`) of ``probs`` against
+    """Pearson r of the circumplex mapping (:func:`streamer.core.dims.dims`) of ``probs`` against
     EmoBank's (arousal, valence)."""
-    from streamer.dims import dims
+    from streamer.core.dims import dims
 
     d = np.array([[v["arousal"], v["valence"]] for v in (dims(dict(zip(LABELS, p))) for p in probs)])
     return {"arousal_r": round(pearson(d[:, 0], y[:, 0]), 4), "valence_r": round(pearson(d[:, 1], y[:, 1]), 4)}

@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamer.audio.pooling import softmax_t
-from streamer.labels import INDEX, LABELS
+from streamer.core.labels import INDEX, LABELS
 from streamer.train.metrics import arousal_bacc, expected_calibration_error, summary
 from streamer.train.pooled import PooledSet
 

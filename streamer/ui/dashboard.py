@@ -28,10 +28,10 @@ from rich.layout import Layout
 from rich.segment import Segment
 from rich.text import Text
 
-from streamer.audio import SAMPLE_RATE
-from streamer.dims import dims as dims_of
-from streamer.labels import EMOJI, LABELS
-from streamer.live.messages import UtteranceResult, WindowResult
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.dims import dims as dims_of
+from streamer.core.labels import EMOJI, LABELS
+from streamer.core.messages import UtteranceResult, WindowResult
 from streamer.ui.lines import skipped_note
 from streamer.ui.fit import LABEL_CELLS, PERCENT_CELLS, Fit, Sized, VRule, fit, frame, left_width, one_line
 from streamer.ui.state import Snapshot
@@ -304,7 +304,7 @@ def transcript(s: Snapshot, f: Fit = Fit()) -> RenderableType:
 def strip(results: Iterable[WindowResult], width: int) -> Text:
     """The newest windows' marks that fit on one line ``width`` cells wide, oldest first.
 
-    >>> from streamer.live.messages import WindowResult
+    >>> from streamer.core.messages import WindowResult
     >>> p = {k: 1 / 7 for k in LABELS}
     >>> rs = [WindowResult(i, 0, 1, (), p, None, p, p, "sad", EMOJI["sad"], 0.3, 1.0, uncertain=i == 9) for i in range(10)]
     >>> strip(rs, 8).plain == EMOJI["sad"] + " " + EMOJI["sad"] + " ?"

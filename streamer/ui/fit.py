@@ -14,7 +14,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 
 
 LABEL_CELLS = 11  # "😮 surprise": an emoji (2 cells), a space, the longest label (8)

@@ -4,9 +4,9 @@ and :func:`plain_line` for a sink that gets both kinds."""
 
 from __future__ import annotations
 
-from streamer.audio import SAMPLE_RATE
-from streamer.labels import EMOJI
-from streamer.live.messages import UtteranceResult, WindowResult
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.labels import EMOJI
+from streamer.core.messages import UtteranceResult, WindowResult
 
 
 def _dims_text(d: dict | None) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 
 from streamer.core.measures import percentile
-from streamer.live.messages import UtteranceResult, WindowResult
+from streamer.core.messages import UtteranceResult, WindowResult
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def gap_seconds(last_audio: float | None, first_audio: float | None) -> float | 
     return round(max(0.0, first_audio - last_audio), 3)
 
 
-class _Local:
+class HeldCall:
     """What the bus knows of a call held by this process."""
 
     def __init__(self, call_id: str, segment: int, previous: dict | None, probe: Probe | None, row: RowFn | None,
@@ -213,7 +213,7 @@ class Bus:
     def __init__(self, opts: BusOptions | None = None) -> None:
         self.opts = opts or BusOptions()
         self.replica = self.opts.replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.calls: dict[str, _Local] = {}  # this process's calls (ended ones leave at once)
+        self.calls: dict[str, HeldCall] = {}  # this process's calls (ended ones leave at once)
         self.gone: dict[str, int] = {}  # call id -> segment: calls of ours the bus marked lost
         self.on_lost: Callable[[str], None] | None = None  # told when a call of ours was marked lost or taken over
         self.counters: collections.Counter = collections.Counter()
@@ -227,6 +227,10 @@ class Bus:
             self._started = True
             self._tasks.append(asyncio.get_running_loop().create_task(self._sampler(), name="bus audio sampler"))
         return self
+
+    def keep_task(self, task: asyncio.Task) -> None:
+        """A task of the bus's own (a reader, a writer): cancelled when the bus closes."""
+        self._tasks.append(task)
 
     async def close(self) -> None:
         self._closed = True
@@ -272,7 +276,7 @@ class Bus:
             raise BusError(f"call {call_id} is already open on this replica")
         segment, previous = await self._open(call_id)
         self.gone.pop(call_id, None)
-        self.calls[call_id] = _Local(call_id, segment, previous, probe, row, emit,
+        self.calls[call_id] = HeldCall(call_id, segment, previous, probe, row, emit,
                                      {"source": source, "tracks": list(tracks or []), "meta": meta or {}})
         return {"segment": segment, "previous": previous}
 
@@ -312,7 +316,7 @@ class Bus:
     async def _open(self, call_id: str) -> tuple[int, dict | None]:  # pragma: no cover
         raise NotImplementedError
 
-    def _send(self, event: dict, c: _Local | None) -> None:  # pragma: no cover
+    def _send(self, event: dict, c: HeldCall | None) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def stats(self) -> dict:

@@ -8,7 +8,7 @@ import logging
 import time
 
 
-from streamer.serve.bus.base import Bus, BusError, BusOptions, Follower, _Local
+from streamer.serve.bus.base import Bus, BusError, BusOptions, Follower, HeldCall
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class LocalBus(Bus):
             return 1, None
         return h["segment"] + 1, {k: h[k] for k in ("segment", "state", "audio_at")} | {"owner": self.replica}
 
-    def _send(self, event: dict, c: _Local | None) -> None:
+    def _send(self, event: dict, c: HeldCall | None) -> None:
         if c is not None and c.state == "ended":
             old = self.history.get(c.call_id)
             segs = (old["segments"] if old and old["segment"] == c.segment - 1 else []) + [c.segment_info()]
@@ -106,24 +106,24 @@ class LocalBus(Bus):
                 del self.history[cid]
                 continue
             rows[cid] = {**h["row"], "segment": h["segment"], "segments": h["segments"],
-                         "lost_audio_s": _lost(h["segments"])}
+                         "lost_audio_s": lost_seconds(h["segments"])}
         for cid, c in self.calls.items():
             old = self.history.get(cid)
             segs = (old["segments"] if old else []) + [c.segment_info()]
-            rows[cid] = {**c.row(), "segment": c.segment, "segments": segs, "lost_audio_s": _lost(segs)}
-        return _overlay(rows, local)
+            rows[cid] = {**c.row(), "segment": c.segment, "segments": segs, "lost_audio_s": lost_seconds(segs)}
+        return overlay_rows(rows, local)
 
 
-def _lost(segments: list[dict]) -> float:
+def lost_seconds(segments: list[dict]) -> float:
     """Seconds of audio lost between a call's segments, all together.
 
-    >>> _lost([{"gap_s": None}, {"gap_s": 1.5}, {"gap_s": 0.25}])
+    >>> lost_seconds([{"gap_s": None}, {"gap_s": 1.5}, {"gap_s": 0.25}])
     1.75
     """
     return round(sum(float(s.get("gap_s") or 0.0) for s in segments), 3)
 
 
-def _overlay(rows: dict[str, dict], local: list[dict] | None) -> list[dict]:
+def overlay_rows(rows: dict[str, dict], local: list[dict] | None) -> list[dict]:
     """The bus's rows, with this process's own (fresher) rows over them, call by call."""
     for r in local or []:
         cid = r.get("call_id")

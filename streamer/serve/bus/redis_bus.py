@@ -8,9 +8,9 @@ import json
 import logging
 import time
 
-from streamer.serve.bus.base import Bus, BusError, BusOptions, Emit, Follower, Probe, RowFn, _Local, dumps, iso
-from streamer.serve.bus.local import LocalFollower, _lost, _overlay
-from streamer.serve.bus.redis_read import RedisFollower, _Tail
+from streamer.serve.bus.base import Bus, BusError, BusOptions, Emit, Follower, Probe, RowFn, HeldCall, dumps, iso
+from streamer.serve.bus.local import LocalFollower, lost_seconds, overlay_rows
+from streamer.serve.bus.redis_read import RedisFollower, SharedTail
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,9 @@ class RedisBus(Bus):
         self._beat_s = self.redis.register_script(BEAT_LUA)
         self._end_s = self.redis.register_script(END_LUA)
         self._lost_s = self.redis.register_script(LOST_LUA)
-        self.queue: collections.deque[tuple[dict, _Local | None, dict | None]] = collections.deque()
+        self.queue: collections.deque[tuple[dict, HeldCall | None, dict | None]] = collections.deque()
         self.followers: set[LocalFollower] = set()  # the shared tail's readers
-        self._tail = _Tail(self)
+        self._tail = SharedTail(self)
         self.follower_queue = 1000
         self._more = asyncio.Event()
         self._down_since: float | None = None
@@ -105,7 +105,7 @@ class RedisBus(Bus):
         kw = self.redis.connection_pool.connection_kwargs
         return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}"
 
-    async def _op(self, aw, extra: float = 0.0):
+    async def op(self, aw, extra: float = 0.0):
         """One Redis command (or pipeline), within ``timeout_s``: BusError otherwise."""
         import redis.exceptions as rexc
 
@@ -125,7 +125,7 @@ class RedisBus(Bus):
     async def start(self) -> "RedisBus":
         if self._started:
             return self
-        await self._op(self.redis.ping())
+        await self.op(self.redis.ping())
         await super().start()
         loop = asyncio.get_running_loop()
         self._tasks += [loop.create_task(self._writer(), name="bus writer"),
@@ -170,14 +170,14 @@ class RedisBus(Bus):
     async def _open(self, call_id: str) -> tuple[int, dict | None]:
         o = self.opts
         for _ in range(3):
-            seg, prev_state, audio, owner, segs = await self._op(self._open_s(
+            seg, prev_state, audio, owner, segs = await self.op(self._open_s(
                 keys=[o.call_key(call_id), o.hb_key(call_id), o.index, o.active],
                 args=[self.replica, f"{time.time():.3f}", int(o.ttl_s * 1000), call_id]))
             seg = int(seg)
             if seg > 0:
                 break
             # still active: a reconnect before the old segment's heartbeat lapsed takes it over
-            h = await self._op(self.redis.hmget(o.call_key(call_id), "segment", "owner", "audio_at"))
+            h = await self.op(self.redis.hmget(o.call_key(call_id), "segment", "owner", "audio_at"))
             if h[1] == self.replica:
                 raise BusError(f"call {call_id} is already open on this replica")
             await self._mark_lost(call_id, h[0] or "0", h[1] or "", h[2], force=True,
@@ -199,7 +199,7 @@ class RedisBus(Bus):
             c.earlier[-1] = {**c.earlier[-1], "state": info["previous"]["state"]}
         return info
 
-    def _segments(self, c: _Local) -> list[dict]:
+    def _segments(self, c: HeldCall) -> list[dict]:
         return [*c.earlier, c.segment_info()]
 
     async def _mark_lost(self, call_id: str, segment: str, owner: str, audio_at: str | None, force: bool = False,
@@ -209,7 +209,7 @@ class RedisBus(Bus):
         event = {"type": "call_lost", "call_id": call_id, "track": None, "segment": int(segment or 0),
                  "replica": owner or None, "last_audio": iso(audio), "time": iso(now),
                  "reason": reason or f"no heartbeat from replica {owner or '?'} for {o.ttl_s:g} s: it stopped or lost Redis"}
-        done = await self._op(self._lost_s(
+        done = await self.op(self._lost_s(
             keys=[o.call_key(call_id), o.hb_key(call_id), o.stream, o.index, o.active],
             args=[str(segment), f"{now:.3f}", o.maxlen, int(max(1, o.keep_ended_s)), dumps(event), "1" if force else "0",
                   call_id]))
@@ -219,7 +219,7 @@ class RedisBus(Bus):
         return bool(done)
 
     # --- the tasks ------------------------------------------------------------------------
-    def _send(self, event: dict, c: _Local | None) -> None:
+    def _send(self, event: dict, c: HeldCall | None) -> None:
         end = None
         if c is not None and c.state == "ended":
             end = {"row": dumps(c.row()), "segments": dumps(self._segments(c)), "audio_at": c.audio_at,
@@ -248,7 +248,7 @@ class RedisBus(Bus):
                                       "" if end["audio_at"] is None else f"{end['audio_at']:.3f}", end["segments"],
                                       int(max(1, o.keep_ended_s)), cid], client=pipe)
             try:
-                await self._op(pipe.execute())
+                await self.op(pipe.execute())
                 self.counters["written"] += len(batch)
                 if self._down_since is not None:
                     log.warning("results bus: Redis is back after %.1f s", time.monotonic() - self._down_since)
@@ -282,7 +282,7 @@ class RedisBus(Bus):
             await self._beat_s(keys=[o.call_key(c.call_id), o.hb_key(c.call_id)],
                          args=[self.replica, c.segment, int(o.ttl_s * 1000), f"{time.time():.3f}", row,
                                "" if c.audio_at is None else f"{c.audio_at:.3f}", dumps(self._segments(c))], client=pipe)
-        res = await self._op(pipe.execute())
+        res = await self.op(pipe.execute())
         for c, ok in zip(calls, res):
             if not ok and c.state == "active":  # marked lost by a watcher (we stalled), or taken over
                 c.state = "lost"
@@ -307,22 +307,22 @@ class RedisBus(Bus):
         o = self.opts
         # one gateway scans per round (a lock that lapses before the next round); the Lua
         # script makes a loss announced once even if two scan at once
-        if not force and not await self._op(self.redis.set(f"{o.prefix}:watch:{o.desk}", self.replica, nx=True,
+        if not force and not await self.op(self.redis.set(f"{o.prefix}:watch:{o.desk}", self.replica, nx=True,
                                                             px=max(1, int(o.watch_s * 900)))):
             return 0
-        ids = sorted(await self._op(self.redis.smembers(o.active)))
+        ids = sorted(await self.op(self.redis.smembers(o.active)))
         if not ids:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for cid in ids:
             pipe.exists(o.hb_key(cid))
             pipe.hmget(o.call_key(cid), "state", "segment", "owner", "audio_at")
-        res = await self._op(pipe.execute())
+        res = await self.op(pipe.execute())
         n = 0
         for i, cid in enumerate(ids):
             alive, (state, segment, owner, audio_at) = res[2 * i], res[2 * i + 1]
             if state is None:  # its hash expired or was removed: not active any more
-                await self._op(self.redis.srem(o.active, cid))
+                await self.op(self.redis.srem(o.active, cid))
             elif not alive and state == "active":
                 n += await self._mark_lost(cid, segment, owner, audio_at)
         return n
@@ -345,21 +345,21 @@ class RedisBus(Bus):
         ``keep_ended_s``), with this process's own rows over them."""
         o = self.opts
         now = time.time()
-        ids = await self._op(self.redis.zrangebyscore(o.index, now - o.keep_ended_s - 60, "+inf"))
-        await self._op(self.redis.zremrangebyscore(o.index, "-inf", now - o.keep_ended_s - 60))
+        ids = await self.op(self.redis.zrangebyscore(o.index, now - o.keep_ended_s - 60, "+inf"))
+        await self.op(self.redis.zremrangebyscore(o.index, "-inf", now - o.keep_ended_s - 60))
         rows: dict[str, dict] = {}
         if ids:
             pipe = self.redis.pipeline(transaction=False)
             for cid in ids:
                 pipe.hgetall(o.call_key(cid))
-            for cid, h in zip(ids, await self._op(pipe.execute())):
+            for cid, h in zip(ids, await self.op(pipe.execute())):
                 if not h:
                     continue
                 row = _row_of(cid, h)
                 if row["state"] != "active" and now - float(h.get("ended") or now) > o.keep_ended_s:
                     continue
                 rows[cid] = row
-        return _overlay(rows, local)
+        return overlay_rows(rows, local)
 
 
 def _row_of(call_id: str, h: dict) -> dict:
@@ -374,7 +374,7 @@ def _row_of(call_id: str, h: dict) -> dict:
         segs = []
     state = h.get("state") or row.get("state")
     row = {"call_id": call_id, **row, "state": state, "segment": int(h.get("segment") or 1), "segments": segs,
-           "owner": h.get("owner"), "lost_audio_s": _lost(segs), "updated": iso(float(h["updated"])) if h.get("updated") else None}
+           "owner": h.get("owner"), "lost_audio_s": lost_seconds(segs), "updated": iso(float(h["updated"])) if h.get("updated") else None}
     if state == "lost":
         if not row.get("ended") and h.get("ended"):
             row["ended"] = iso(float(h["ended"]))

@@ -24,8 +24,8 @@ class RedisFollower(Follower):
         self.items: collections.deque[dict] = collections.deque()
         self.closed = False
 
-    async def _start_id(self) -> str:
-        top = await self.bus._op(self.bus.redis.xrevrange(self.bus.opts.stream, "+", "-", count=1))
+    async def start_id(self) -> str:
+        top = await self.bus.op(self.bus.redis.xrevrange(self.bus.opts.stream, "+", "-", count=1))
         return top[0][0] if top else "0-0"
 
     async def get(self, timeout: float | None = None) -> dict | None:
@@ -34,12 +34,12 @@ class RedisFollower(Follower):
             if self.closed:
                 return None
             if self.last is None:
-                self.last = await self._start_id()
+                self.last = await self.start_id()
             left = self.bus.opts.block_s if deadline is None else min(self.bus.opts.block_s, deadline - time.monotonic())
             if left <= 0:
                 return None
             block_ms = max(1, int(left * 1000))
-            got = await self.bus._op(self.bus.redis.xread({self.bus.opts.stream: self.last}, count=500, block=block_ms),
+            got = await self.bus.op(self.bus.redis.xread({self.bus.opts.stream: self.last}, count=500, block=block_ms),
                                      extra=left)
             for _stream, entries in got or []:
                 for entry_id, fields in entries:
@@ -59,7 +59,7 @@ class RedisFollower(Follower):
         self.closed = True
 
 
-class _Tail:
+class SharedTail:
     """One XREAD loop per RedisBus shared by every follower that starts at the stream's end
     (each desk page's /events): Redis serves each event once per gateway, not once per page."""
 
@@ -72,7 +72,7 @@ class _Tail:
         if self.task is None or self.task.done():
             self.pinned.clear()
             self.task = asyncio.get_running_loop().create_task(self._run(), name="bus tail reader")
-            self.bus._tasks.append(self.task)
+            self.bus.keep_task(self.task)
         waiter = asyncio.ensure_future(self.pinned.wait())
         done, _ = await asyncio.wait([waiter, self.task], timeout=self.bus.opts.timeout_s + 1.0,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -83,7 +83,7 @@ class _Tail:
 
     async def _run(self) -> None:
         f = RedisFollower(self.bus, None, None)
-        f.last = await f._start_id()
+        f.last = await f.start_id()
         self.pinned.set()
         try:
             while True:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from streamer.errors import ConfigError
-from streamer.labels import LABELS
+from streamer.core.errors import ConfigError
+from streamer.core.labels import LABELS
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ A log's speech is read as *segments*: its ``utterance`` records when it has any 
 its own label, from the whole utterance), otherwise its ``window`` records (logs written
 before utterances existed; there a window's ``label`` was the rolling label). Shares and
 means are weighted by segment duration. Arousal and valence are the record's fused ``dims``,
-or, for logs without them, the same circumplex mapping (``streamer.dims``) applied to the
+or, for logs without them, the same circumplex mapping (``streamer.core.dims``) applied to the
 fused probabilities.
 
 >>> u = [{"type": "utterance", "start_s": 0.0, "end_s": 3.0, "label": "angry", "confidence": 0.8,
@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from streamer.dims import dims as dims_of
-from streamer.labels import LABELS
+from streamer.core.dims import dims as dims_of
+from streamer.core.labels import LABELS
 
 
 @dataclass(frozen=True)

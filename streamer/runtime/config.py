@@ -10,7 +10,7 @@ with :func:`dataclasses.replace`.
 >>> Config.from_dict({"audio": {"window_secs": 2.0}})
 Traceback (most recent call last):
 ...
-streamer.errors.ConfigError: config [audio]: unknown key 'window_secs' (known: model_dir, window_seconds, min_window_seconds, threads)
+streamer.core.errors.ConfigError: config [audio]: unknown key 'window_secs' (known: model_dir, window_seconds, min_window_seconds, threads)
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from streamer.audio import SAMPLE_RATE
-from streamer.alerts import DEFAULT_RULES, AlertRule
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.alerts import DEFAULT_RULES, AlertRule
 from streamer.asr.decode import WhisperAsrConfig
-from streamer.errors import ConfigError, check
-from streamer.paths import data_path, data_root
+from streamer.core.errors import ConfigError, check
+from streamer.core.fusion import FusionConfig
+from streamer.core.vad import VadConfig
+from streamer.core.paths import data_path, data_root
 
 DEFAULT_CONFIG = data_root() / "config.toml"
 
@@ -34,7 +36,7 @@ DEFAULT_CONFIG = data_root() / "config.toml"
 class AudioConfig:
     """The audio emotion model and how speech is cut into windows."""
 
-    model_dir: str = "models/audio-emotion"  # relative to the shipped data (streamer.paths), or absolute
+    model_dir: str = "models/audio-emotion"  # relative to the shipped data (streamer.core.paths), or absolute
     window_seconds: float = 2.5
     min_window_seconds: float = 0.5
     threads: int = 1
@@ -80,70 +82,6 @@ class TextConfig:
     Hugging Face sequence-classification model name or folder."""
 
     model: str = "embedded"
-
-
-@dataclass(frozen=True)
-class VadConfig:
-    """webrtcvad segmentation settings (``[vad]`` in config.toml)."""
-
-    aggressiveness: int = 2
-    frame_ms: int = 30
-    padding_ms: int = 300
-    start_ratio: float = 0.8
-    end_ratio: float = 0.9
-
-    def __post_init__(self) -> None:
-        if self.aggressiveness not in (0, 1, 2, 3):
-            raise ConfigError("config [vad] aggressiveness: must be 0, 1, 2 or 3")
-        if self.frame_ms not in (10, 20, 30):
-            raise ConfigError("config [vad] frame_ms: must be 10, 20 or 30 (webrtcvad frames)")
-        if not self.frame_ms <= self.padding_ms <= 3000:
-            raise ConfigError("config [vad] padding_ms: must be between frame_ms and 3000")
-        for key in ("start_ratio", "end_ratio"):
-            if not 0.0 < getattr(self, key) <= 1.0:
-                raise ConfigError(f"config [vad] {key}: must be in (0, 1]")
-
-    @property
-    def frame_samples(self) -> int:
-        return SAMPLE_RATE * self.frame_ms // 1000
-
-    @property
-    def padding_frames(self) -> int:
-        return max(1, self.padding_ms // self.frame_ms)
-
-
-MODES = ("learned", "confidence", "weighted")  # [fusion] mode
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """``[fusion]`` in config.toml."""
-
-    mode: str = "learned"
-    model_dir: str = "models/fusion"  # learned mode: relative to the shipped data (streamer.paths), or absolute
-    audio_weight: float = 0.4
-    text_weight: float = 0.6
-    half_life_s: float = 5.0
-    min_confidence: float = 0.44  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
-    uncertain_weight: float = 0.3  # how much an uncertain result moves the rolling emotion
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"config [fusion] mode: must be one of {', '.join(MODES)}")
-        if not isinstance(self.model_dir, str) or (self.mode == "learned" and not self.model_dir.strip()):
-            raise ConfigError("config [fusion] model_dir: must be a folder written by ser-train-fusion")
-        if self.audio_weight < 0 or self.text_weight < 0 or self.audio_weight + self.text_weight <= 0:
-            raise ConfigError("config [fusion] audio_weight, text_weight: must be >= 0 with a positive sum")
-        if not 0 < self.half_life_s <= 3600:
-            raise ConfigError("config [fusion] half_life_s: must be in (0, 3600]")
-        if not 0 <= self.min_confidence < 1:
-            raise ConfigError("config [fusion] min_confidence: must be in [0, 1)")
-        if not 0 <= self.uncertain_weight <= 1:
-            raise ConfigError("config [fusion] uncertain_weight: must be in [0, 1]")
-
-    @property
-    def model_path(self) -> Path:
-        return data_path(self.model_dir)
 
 
 @dataclass(frozen=True)
@@ -365,7 +303,7 @@ def build(cls: type, raw: dict, path: str = "", what: str = "config"):
     >>> build(WhisperAsrConfig, {"beam": 2}, "asr.whisper")
     Traceback (most recent call last):
     ...
-    streamer.errors.ConfigError: config [asr.whisper]: unknown key 'beam' (known: no_speech_threshold, logprob_threshold, partial_interval_s, beam_size, preroll_s, hold_s, encode_s, drop_anomalous, text_gate)
+    streamer.core.errors.ConfigError: config [asr.whisper]: unknown key 'beam' (known: no_speech_threshold, logprob_threshold, partial_interval_s, beam_size, preroll_s, hold_s, encode_s, drop_anomalous, text_gate)
     """
     where = f"{what} [{path}]" if path else what
     hints = typing.get_type_hints(cls)

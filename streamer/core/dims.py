@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from streamer.labels import LABELS
+from streamer.core.labels import LABELS
 
 # (arousal, valence) per label, in [-1, 1].
 COORDS: dict[str, tuple[float, float]] = {

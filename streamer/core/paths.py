@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent  # streamer/
 BUNDLE = PACKAGE / "_bundle"
 CHECKOUT = PACKAGE.parent  # the repository root when running from a checkout
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from streamer.live.messages import Chunk, Window, Word
+from streamer.core.messages import Chunk, Window, Word
 
 
 class AsrEngine(Protocol):

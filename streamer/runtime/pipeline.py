@@ -21,35 +21,60 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
-from streamer.asr.base import AsrEngine
-from streamer.audio import SAMPLE_RATE
-from streamer.core.services import Services, services_for
+from streamer.core.recognizer import AsrEngine
+from streamer.core.messages import SAMPLE_RATE
+from streamer.core.services import InferenceServices
 from streamer.core.session import Partial, SessionSettings, StreamSession
-from streamer.live.counters import Counters
-from streamer.live.messages import Chunk, UtteranceResult, WindowResult
-from streamer.ui.state import LiveState
+from streamer.core.counters import Counters
+from streamer.core.messages import Chunk, UtteranceResult, WindowResult
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[WindowResult | UtteranceResult], None]
-PipelineSettings = SessionSettings  # the name the shells and tests know
+__all__ = ["Observer", "Pipeline", "Sink"]
 
-__all__ = ["Pipeline", "PipelineSettings", "Sink"]
+
+class Observer(Protocol):
+    """Who watches the stream as it goes (the dashboard's ``streamer.ui.state.LiveState``):
+    the input's position and level, every event (partial text included), the final status."""
+
+    def audio(self, seconds: float, level_db: float, in_speech: bool) -> None: ...
+
+    def on_event(self, event: Partial | WindowResult | UtteranceResult) -> None: ...
+
+    def set_status(self, status: str) -> None: ...
+
+
+class NoObserver:
+    """Nobody watches (a file analysed into a log)."""
+
+    def audio(self, seconds: float, level_db: float, in_speech: bool) -> None:
+        pass
+
+    def on_event(self, event) -> None:
+        pass
+
+    def set_status(self, status: str) -> None:
+        pass
 
 
 class Pipeline:
-    def __init__(self, settings: PipelineSettings, source, asr: AsrEngine | None, audio_model, text_model,
-                 sinks: list[Sink], state: LiveState, counters: Counters | None = None, recorder=None,
-                 partials: bool = True, services: Services | None = None) -> None:
+    """Usually opened through :func:`streamer.runtime.streams.open_stream`, which wires it from
+    the configuration and the loaded models."""
+
+    def __init__(self, settings: SessionSettings, source, asr: AsrEngine | None, services: InferenceServices,
+                 sinks: list[Sink], observer: Observer | None = None, counters: Counters | None = None,
+                 recorder=None, partials: bool = True) -> None:
         self.s = settings
         self.source = source
         self.sinks = sinks
-        self.state = state
+        self.state = observer if observer is not None else NoObserver()
         self.counters = counters or Counters()
         self.recorder = recorder
         self.partials = partials  # refresh the partial text while idle (Whisper decodes for it)
-        self.session = StreamSession(settings, asr, services or services_for(audio_model, text_model), self.counters)
+        self.session = StreamSession(settings, asr, services, self.counters)
         self._stop: threading.Event | None = None
 
     # the session's figures, as the shells and benchmarks read them

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.audio import SAMPLE_RATE
 
 Probs = dict[str, float]
 
+
+SAMPLE_RATE = 16_000  # every Chunk, Window and sample index is at this rate (mono)
 
 def seconds(sample: int) -> float:
     return round(sample / SAMPLE_RATE, 3)
@@ -65,7 +66,7 @@ class WindowResult:
 
     ``label``, ``emoji`` and ``confidence`` are the window's own fused result (``label`` is
     the argmax of ``fused``); the rolling emotion is ``rolling`` and ``rolling_*``.
-    ``dims`` holds arousal/valence per branch (``streamer.dims``); ``uncertain`` is true when
+    ``dims`` holds arousal/valence per branch (``streamer.core.dims``); ``uncertain`` is true when
     the fused confidence is below ``[fusion] min_confidence``. ``text_skipped`` says why the
     text branch gave no opinion on words the recogniser heard (``streamer.asr.reliability``:
     ``language``, ``low_confidence``, ``no_speech``, ``repetitive``), None when it read them.

@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.config import FusionConfig  # noqa: F401  (its home was here)
-from streamer.errors import ModelError
-from streamer.labels import EMOJI, LABELS
+from streamer.core.errors import ConfigError, ModelError
+from streamer.core.paths import data_path
+from streamer.core.labels import EMOJI, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,40 @@ Probs = dict[str, float]
 EPS = 1e-4  # probabilities are clipped here before their logarithm
 FEATURES = "gate81/v1"  # the feature layout a params.json was fitted on
 HOW_TO_FIT = "fit one with `ser-train-fusion` (see models/fusion/MODEL_CARD.md) or set [fusion] mode = \"confidence\""
+
+
+MODES = ("learned", "confidence", "weighted")  # [fusion] mode
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """``[fusion]`` in config.toml."""
+
+    mode: str = "learned"
+    model_dir: str = "models/fusion"  # learned mode: relative to the shipped data (streamer.core.paths), or absolute
+    audio_weight: float = 0.4
+    text_weight: float = 0.6
+    half_life_s: float = 5.0
+    min_confidence: float = 0.44  # a fused top probability below this is "uncertain" (chosen by ser-train-fusion)
+    uncertain_weight: float = 0.3  # how much an uncertain result moves the rolling emotion
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"config [fusion] mode: must be one of {', '.join(MODES)}")
+        if not isinstance(self.model_dir, str) or (self.mode == "learned" and not self.model_dir.strip()):
+            raise ConfigError("config [fusion] model_dir: must be a folder written by ser-train-fusion")
+        if self.audio_weight < 0 or self.text_weight < 0 or self.audio_weight + self.text_weight <= 0:
+            raise ConfigError("config [fusion] audio_weight, text_weight: must be >= 0 with a positive sum")
+        if not 0 < self.half_life_s <= 3600:
+            raise ConfigError("config [fusion] half_life_s: must be in (0, 3600]")
+        if not 0 <= self.min_confidence < 1:
+            raise ConfigError("config [fusion] min_confidence: must be in [0, 1)")
+        if not 0 <= self.uncertain_weight <= 1:
+            raise ConfigError("config [fusion] uncertain_weight: must be in [0, 1]")
+
+    @property
+    def model_path(self) -> Path:
+        return data_path(self.model_dir)
 
 
 def as_vector(p: Probs) -> np.ndarray:

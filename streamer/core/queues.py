@@ -6,7 +6,7 @@ its closed windows share one ordered lane, but a flood of one never pushes out t
 items of a kind without a bound (markers) are never dropped. :class:`DropOldestQueue` is the
 one-kind case.
 
->>> from streamer.live.counters import Counters
+>>> from streamer.core.counters import Counters
 >>> c = Counters(); q = DropOldestQueue(2, "q_dropped", c)
 >>> for i in range(4): q.put(i)
 >>> q.get(timeout=0), q.get(timeout=0), c.get("q_dropped")
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from streamer.live.counters import Counters
+from streamer.core.counters import Counters
 
 T = TypeVar("T")
 
@@ -49,6 +49,11 @@ class Lane(Generic[T]):
         self._items: collections.deque[T] = collections.deque()
         self._count = {k: 0 for k in caps}
         self._cond = threading.Condition()
+
+    def depths(self) -> dict[Hashable, int]:
+        """Items waiting, per bounded kind (for /metrics)."""
+        with self._cond:
+            return dict(self._count)
 
     def _bounded(self, item: T) -> Hashable | None:
         kind = self.kind_of(item)

@@ -20,14 +20,43 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.audio import SAMPLE_RATE
-from streamer.config import VadConfig  # noqa: F401  (its home was here)
-from streamer.errors import ConfigError, MissingDependency
-from streamer.live.messages import Chunk, Window
+from streamer.core.errors import ConfigError, MissingDependency
+from streamer.core.messages import SAMPLE_RATE, Chunk, Window
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """webrtcvad segmentation settings (``[vad]`` in config.toml)."""
+
+    aggressiveness: int = 2
+    frame_ms: int = 30
+    padding_ms: int = 300
+    start_ratio: float = 0.8
+    end_ratio: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ConfigError("config [vad] aggressiveness: must be 0, 1, 2 or 3")
+        if self.frame_ms not in (10, 20, 30):
+            raise ConfigError("config [vad] frame_ms: must be 10, 20 or 30 (webrtcvad frames)")
+        if not self.frame_ms <= self.padding_ms <= 3000:
+            raise ConfigError("config [vad] padding_ms: must be between frame_ms and 3000")
+        for key in ("start_ratio", "end_ratio"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise ConfigError(f"config [vad] {key}: must be in (0, 1]")
+
+    @property
+    def frame_samples(self) -> int:
+        return SAMPLE_RATE * self.frame_ms // 1000
+
+    @property
+    def padding_frames(self) -> int:
+        return max(1, self.padding_ms // self.frame_ms)
 
 
 def webrtc_classifier(aggressiveness: int) -> Callable[[NDArray[np.int16]], bool]:

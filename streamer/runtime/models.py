@@ -4,21 +4,27 @@ the settings the pipeline needs. Used by ``ser-live``, the benchmarks and batch 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.audio import SAMPLE_RATE
-from streamer.config import Config
-from streamer.errors import ModelError
+from streamer.core.messages import SAMPLE_RATE
+from streamer.runtime.config import Config
+from streamer.core.errors import ModelError
+from streamer.core.recognizer import AsrEngine
+from streamer.core.services import AudioModel, InferenceServices, TextModel
 
 
 @dataclass
 class Models:
-    audio: object  # AudioEmotion or PooledEmotion
-    text: object  # TextEmotion
-    asr_factory: object  # () -> AsrEngine, one recogniser per stream over shared models
+    """What a process loaded: the models, a factory of recognisers (one per stream, over shared
+    models), the names the logs record, and the services every stream goes through."""
+
+    audio: AudioModel  # streamer.audio: PooledEmotion (the default) or AudioEmotion (the network)
+    text: TextModel | None  # streamer.text's TextEmotion; None: no text branch
+    asr_factory: Callable[[], AsrEngine | None]
     names: dict[str, str]
-    services: object | None = None  # the shared model services (None: this process's, made from audio and text)
+    services: InferenceServices | None = None  # the shared model services (None: this process's, made from audio and text)
 
     def shared_services(self):
         """What every stream's windows and texts go through: ``services`` (the Ray Serve
@@ -69,7 +75,7 @@ def load_models(cfg: Config, with_asr: bool = True) -> Models:
     from streamer.audio.encoder import EMBEDDED
     from streamer.text.emotion import load_text_emotion
 
-    from streamer.live.fusion import Fuser
+    from streamer.core.fusion import Fuser
 
     Fuser(cfg.fusion)  # a missing or corrupt fusion model fails now, not at the first window
     # The models a user names (a hub name that may be offline, a folder) load first, so a
@@ -85,9 +91,9 @@ def load_models(cfg: Config, with_asr: bool = True) -> Models:
 
 
 def pipeline_settings(cfg: Config, block_when_full: bool, channel: str | None = None):
-    from streamer.live.pipeline import PipelineSettings
+    from streamer.core.session import SessionSettings
 
-    return PipelineSettings(cfg.audio.window_samples, cfg.audio.min_window_samples, cfg.live.utterance_max_samples,
+    return SessionSettings(cfg.audio.window_samples, cfg.audio.min_window_samples, cfg.live.utterance_max_samples,
                             cfg.vad, cfg.fusion,
                             cfg.live.queue_windows, cfg.live.queue_chunks, cfg.live.words_timeout_s,
                             cfg.live.join_timeout_s, block_when_full=block_when_full, channel=channel,
