@@ -578,7 +578,7 @@ def run_separate(n: int, args, calls: list[tuple[str, np.ndarray, np.ndarray]], 
     """The same calls as one ``ser-live --file`` process per track (real time)."""
     import soundfile as sf
 
-    from streamer.serve import mulaw
+    from streamer.serve.protocols import mulaw
 
     procs, logs = [], []
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -43,9 +43,9 @@ def server_config(**server):
 @contextlib.asynccontextmanager
 async def running_server(models, cfg, log_dir: Path, token: str | None = "t0ken"):
     """(base URL, registry) of a server on 127.0.0.1 and a free port."""
-    from streamer.serve.app import make_app, start
-    from streamer.serve.auth import Auth
-    from streamer.serve.calls import CallRegistry
+    from streamer.serve.http.app import make_app, start
+    from streamer.serve.http.auth import Auth
+    from streamer.serve.calls.registry import CallRegistry
 
     registry = CallRegistry(models, cfg, log_dir, loop=asyncio.get_running_loop())
     app = make_app(registry, Auth(token, cfg.server.twilio_auth_token))

@@ -51,10 +51,10 @@ def served_models(models):
 
 @contextlib.asynccontextmanager
 async def server(served_models, log_dir: Path, token: str | None = None, **settings):
-    from streamer.serve.app import make_app, start
-    from streamer.serve.audiosocket import serve_audiosocket
-    from streamer.serve.auth import Auth
-    from streamer.serve.calls import CallRegistry
+    from streamer.serve.http.app import make_app, start
+    from streamer.serve.protocols.audiosocket import serve_audiosocket
+    from streamer.serve.http.auth import Auth
+    from streamer.serve.calls.registry import CallRegistry
 
     cfg, models = served_models
     cfg = replace(cfg, server=replace(cfg.server, log_dir=str(log_dir), port=0, **settings))
@@ -253,7 +253,7 @@ def test_bad_input_closes_that_call_with_a_code_and_reason_and_the_others_go_on(
             # AudioSocket: a kind no Asterisk sends ends that connection (no close codes on TCP)
             reader, writer = await asyncio.open_connection("127.0.0.1", srv["asock"])
             bad_id = str(uuid.uuid4())
-            from streamer.serve import audiosocket as aso
+            from streamer.serve.protocols import audiosocket as aso
 
             writer.write(aso.uuid_message(bad_id) + aso.audio_message(x[:160]) + aso.encode(0x42, b"?"))
             await writer.drain()

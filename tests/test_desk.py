@@ -20,10 +20,10 @@ import pytest
 
 from streamer.core.alerts import AlertRule
 from streamer.core.labels import EMOJI, LABELS
-from streamer.serve import desk as desk_mod
-from streamer.serve.app import make_app, start
-from streamer.serve.auth import Auth
-from streamer.serve.calls import CallRegistry
+from streamer.serve.desk import routes as desk_mod
+from streamer.serve.http.app import make_app, start
+from streamer.serve.http.auth import Auth
+from streamer.serve.calls.registry import CallRegistry
 from tests.serve_util import server_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -101,10 +101,10 @@ async def scenario(pw, models, tmp_path, audio, shots) -> dict:
     import aiohttp
 
     from streamer.serve.client import play_twilio
-    from streamer.serve import desk as desk_mod
-    from streamer.serve.app import make_app, start
-    from streamer.serve.auth import Auth
-    from streamer.serve.calls import CallRegistry
+    from streamer.serve.desk import routes as desk_mod
+    from streamer.serve.http.app import make_app, start
+    from streamer.serve.http.auth import Auth
+    from streamer.serve.calls.registry import CallRegistry
     from tests.serve_util import server_config
 
     out: dict = {}

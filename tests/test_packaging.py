@@ -33,7 +33,7 @@ def test_wheel_carries_the_defaults_and_models(wheel):
     for need in ("streamer/_bundle/config.toml", "streamer/_bundle/models/audio-emotion/head.npz",
                  "streamer/_bundle/models/audio-emotion/config.json", "streamer/_bundle/models/text-emotion/encoder.safetensors",
                  "streamer/_bundle/models/text-emotion/head.pt", "streamer/_bundle/models/fusion/params.json",
-                 "streamer/serve/static/desk.html", "streamer/serve/static/desk.js", "streamer/serve/static/desk.css"):
+                 "streamer/serve/desk/static/desk.html", "streamer/serve/desk/static/desk.js", "streamer/serve/desk/static/desk.css"):
         assert need in names, need
     assert not any("oof_" in n for n in names)  # evaluation leftovers stay in the repository
     entry = next(n for n in names if n.endswith("entry_points.txt"))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamer.core.messages import SAMPLE_RATE
-from streamer.serve.ray_models import pcm_bytes
+from streamer.serve.cluster.models import pcm_bytes
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def local(env):
 def services(env):
     from ray import serve
 
-    from streamer.serve.ray_models import DeployOptions, ModelDeploymentOptions, deploy
+    from streamer.serve.cluster.models import DeployOptions, ModelDeploymentOptions, deploy
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     svc = None
@@ -120,7 +120,7 @@ def close(a, b, tol=1e-5):
 
 
 def test_pcm_round_trip_is_exact():
-    from streamer.serve.ray_models import pcm_bytes, pcm_samples
+    from streamer.serve.cluster.models import pcm_bytes, pcm_samples
 
     x = (np.arange(-32768, 32768, 7, dtype=np.int32) / 32768).astype(np.float32)
     assert np.array_equal(pcm_samples(pcm_bytes(x)), x)
@@ -191,7 +191,7 @@ def test_pipeline_over_ray_services_equals_local(speech, local, services):
 def test_whisper_deployment_batches_and_equals_local_decode(speech, local, services):
     from streamer.asr.decode import decode
     from streamer.audio.io import load_audio
-    from streamer.serve.ray_models import RemoteDecoder
+    from streamer.serve.cluster.models import RemoteDecoder
 
     cfg, models = local
     x = (np.round(load_audio(speech) * 32768).clip(-32768, 32767) / 32768).astype(np.float32)
@@ -214,7 +214,7 @@ def test_connect_and_the_serve_config_builder(speech, local, services):
     from ray import serve
 
     from streamer.core.errors import SerError
-    from streamer.serve.ray_models import DeployOptions, audio_app, connect
+    from streamer.serve.cluster.models import DeployOptions, audio_app, connect
 
     cfg, models = local
     wins = windows_of(speech, 3, cfg.audio.window_samples)

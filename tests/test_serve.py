@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from streamer.core.errors import SerError
-from streamer.serve.auth import Auth, check_listen, load_token
+from streamer.serve.http.auth import Auth, check_listen, load_token
 from tests.serve_util import espeak_mulaw, play_call, running_server, server_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -1,5 +1,5 @@
 """The gateway's endpoints outside Ray: ser-serve's aiohttp handlers behind the ASGI bridge
-(:mod:`streamer.serve.asgi`), served by uvicorn on 127.0.0.1 as a Ray Serve replica serves its
+(:mod:`streamer.serve.cluster.asgi`), served by uvicorn on 127.0.0.1 as a Ray Serve replica serves its
 FastAPI ingress. The same calls give the same results as on the aiohttp server; tokens, close
 codes and reasons, the desk's sign-in cookie and files are those of the aiohttp server."""
 
@@ -43,8 +43,8 @@ def call_audio(tmp_path_factory):
 @contextlib.asynccontextmanager
 async def bridged(models, tmp_path, token: str | None = TOKEN, **server):
     """(base URL, gateway) of a Gateway behind uvicorn on 127.0.0.1 and a free port."""
-    from streamer.serve.gateway import Gateway, GatewayOptions
-    from streamer.serve.ingress import asgi_app
+    from streamer.serve.cluster.gateway import Gateway, GatewayOptions
+    from streamer.serve.cluster.ingress import asgi_app
 
     gw = Gateway(GatewayOptions(token=token, log_dir=str(tmp_path / "logs")), models=models)
     if server:  # the registry reads its settings at each call

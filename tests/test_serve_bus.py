@@ -26,10 +26,10 @@ HANG_S = 30.0  # only keeps a hung request or socket from hanging the suite; not
 
 @contextlib.asynccontextmanager
 async def server_on_bus(models, cfg, log_dir, bus):
-    from streamer.serve.app import make_app, start
-    from streamer.serve.auth import Auth
-    from streamer.serve.calls import CallRegistry
-    from streamer.serve.desk import install
+    from streamer.serve.http.app import make_app, start
+    from streamer.serve.http.auth import Auth
+    from streamer.serve.calls.registry import CallRegistry
+    from streamer.serve.desk.routes import install
 
     registry = CallRegistry(models, cfg, log_dir, loop=asyncio.get_running_loop(), bus=bus)
     app = make_app(registry, Auth(TOKEN, ""))

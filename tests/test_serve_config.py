@@ -33,9 +33,9 @@ from ray.serve.schema import (DeploymentSchema, HTTPOptionsSchema, LoggingConfig
 
 from streamer.runtime.config import Config  # noqa: E402
 from streamer.core.errors import SerError  # noqa: E402
-from streamer.serve.gateway import DEPLOYMENT, GatewayOptions, gateway_app  # noqa: E402
-from streamer.serve.ray_models import DeployOptions, ModelDeploymentOptions, audio_app, text_app  # noqa: E402
-from streamer.serve.ray_models import model_apps  # noqa: E402
+from streamer.serve.cluster.gateway import DEPLOYMENT, GatewayOptions, gateway_app  # noqa: E402
+from streamer.serve.cluster.models import DeployOptions, ModelDeploymentOptions, audio_app, text_app  # noqa: E402
+from streamer.serve.cluster.models import model_apps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 YAML = ROOT / "deploy" / "serve.yaml"
@@ -151,7 +151,7 @@ def test_names_are_the_ones_the_code_looks_up(schema: ServeDeploySchema) -> None
         assert app_of(schema, app).route_prefix is None, f"{app} is reached by handle only"
     gw = app_of(schema, CFG.ray.app_name)
     assert gw.route_prefix == "/" and [d.name for d in gw.deployments] == [DEPLOYMENT]
-    assert gw.import_path == "streamer.serve.gateway:gateway_app"
+    assert gw.import_path == "streamer.serve.cluster.gateway:gateway_app"
     if CFG.ray.whisper:  # the gateways then look for WhisperDeployment too
         assert f"{DeployOptions().app_name}-whisper" in have
 
@@ -228,7 +228,7 @@ def test_bad_gateway_args_name_the_key(args: dict, key: str, monkeypatch) -> Non
 
 
 def test_the_gateways_token_comes_from_its_file_or_environment_or_is_waived_out_loud(tmp_path, monkeypatch) -> None:
-    from streamer.serve.gateway import GatewayOptions
+    from streamer.serve.cluster.gateway import GatewayOptions
 
     monkeypatch.delenv("SER_SERVE_TOKEN", raising=False)
     (tmp_path / "token").write_text("s3cret\n")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.serve import mulaw
+from streamer.serve.protocols import mulaw
 
 
 def _need_sox():
@@ -77,8 +77,9 @@ def test_mulaw_refuses_float():
 
 # --- shared wire helpers --------------------------------------------------------------------
 
-from streamer.serve import audiofork, audiosocket, vosk_ws, wire  # noqa: E402
-from streamer.serve.wire import ProtocolError  # noqa: E402
+from streamer.serve.protocols import audiofork, audiosocket, wire  # noqa: E402
+from streamer.serve.protocols import vosk as vosk_ws  # noqa: E402
+from streamer.serve.protocols.wire import ProtocolError  # noqa: E402
 
 
 def test_close_reason_fits_a_close_frame_and_keeps_whole_characters():

@@ -197,7 +197,7 @@ def test_bad_input_closes_only_its_own_connection(models, speech, tmp_path):
 
 
 def test_twilio_signature_is_checked_when_an_auth_token_is_set(models, tmp_path):
-    from streamer.serve.auth import compute_signature
+    from streamer.serve.http.auth import compute_signature
 
     async def scenario():
         cfg = server_config(twilio_auth_token="twilio-secret")

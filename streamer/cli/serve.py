@@ -68,7 +68,7 @@ def main() -> int:
     args = build_parser().parse_args()
     if args.verbose:
         logging.getLogger("streamer").setLevel(logging.INFO)
-    from streamer.serve.auth import check_listen, load_token
+    from streamer.serve.http.auth import check_listen, load_token
 
     cfg = settings(args)
     token = load_token(args.token_file)
@@ -76,7 +76,7 @@ def main() -> int:
     if note:
         print(f"ser-serve: {note}", file=sys.stderr, flush=True)
     if args.engine == "ray":
-        from streamer.serve.ray_driver import run
+        from streamer.serve.cluster.driver import run
 
         return run(cfg, token, args.redis, args.desk, str(args.config) if args.config else None,
                    reload=lambda: settings(args))
@@ -100,10 +100,10 @@ def main() -> int:
 
 
 async def serve(models, cfg, token: str | None, redis_url: str | None = None, desk: str = "default") -> int:
-    from streamer.serve.app import make_app, start
-    from streamer.serve.auth import Auth
+    from streamer.serve.http.app import make_app, start
+    from streamer.serve.http.auth import Auth
     from streamer.serve.bus import BusError, BusOptions, make_bus
-    from streamer.serve.calls import CallRegistry
+    from streamer.serve.calls.registry import CallRegistry
 
     loop = asyncio.get_running_loop()
     try:
@@ -118,7 +118,7 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
               f"{bus.replica}", file=sys.stderr, flush=True)
     registry = CallRegistry(models, cfg, loop=loop, bus=bus)
     app = make_app(registry, Auth(token, cfg.server.twilio_auth_token))
-    from streamer.serve.desk import install as install_desk  # issue 19: the desk (GET /) and the alert rules
+    from streamer.serve.desk.routes import install as install_desk  # issue 19: the desk (GET /) and the alert rules
 
     install_desk(app, registry)
     try:
@@ -131,7 +131,7 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
     audiosocket = None
     if cfg.server.audiosocket_port:
         try:
-            from streamer.serve.audiosocket import serve_audiosocket
+            from streamer.serve.protocols.audiosocket import serve_audiosocket
         except ImportError as exc:
             await runner.cleanup()
             from streamer.core.errors import SerError

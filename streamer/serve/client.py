@@ -140,7 +140,7 @@ async def _drain_close(ws, sink: list) -> None:
 def twilio_messages(customer: np.ndarray, agent: np.ndarray | None, call_sid: str, stream_sid: str,
                     params: dict | None = None):
     """The messages of one call, in order, each with the frame index it is due at (20 ms steps)."""
-    from streamer.serve import mulaw
+    from streamer.serve.protocols import mulaw
 
     tracks = {"inbound": customer} if agent is None else {"inbound": customer, "outbound": agent}
     n = max(len(x) for x in tracks.values())
@@ -236,7 +236,7 @@ async def play_vosk(session, url: str, samples: np.ndarray, rate: int, *, token:
 async def play_audiofork(session, url: str, channels: list[np.ndarray], rate: int, *, token: str | None = None,
                          call_id: str | None = None, speed: float = 1.0, metadata: dict | None = None) -> dict:
     """One mod_audio_fork stream: metadata, then 20 ms binary L16 frames (interleaved when stereo)."""
-    from streamer.serve.audiofork import SUBPROTOCOL
+    from streamer.serve.protocols.audiofork import SUBPROTOCOL
 
     call_id = call_id or str(uuid.uuid4())
     n = max(len(c) for c in channels)
@@ -272,7 +272,7 @@ async def play_audiofork(session, url: str, channels: list[np.ndarray], rate: in
 async def play_audiosocket(host: str, port: int, samples: np.ndarray, *, call_id: str | None = None,
                            speed: float = 1.0, hangup: bool = True) -> dict:
     """One AudioSocket connection: UUID, 20 ms slin frames at 8 kHz, hangup."""
-    from streamer.serve import audiosocket as aso
+    from streamer.serve.protocols import audiosocket as aso
 
     call_id = str(uuid.UUID(call_id)) if call_id else str(uuid.uuid4())
     reader, writer = await asyncio.open_connection(host, port)

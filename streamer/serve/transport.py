@@ -8,7 +8,7 @@ owns everything else, once for all of them:
 - admission: a :class:`Start` opens the call (``Refused``: the server is full, a duplicate
   id), after checking a token that came inside the message (Twilio's ``<Parameter>``);
 - idle timeout: nothing received for ``[server] idle_timeout_s`` closes with 1008;
-- close codes: bad input (:class:`~streamer.serve.wire.ProtocolError`) closes at once with
+- close codes: bad input (:class:`~streamer.serve.protocols.wire.ProtocolError`) closes at once with
   its code and reason, while the call's held windows are finished; our own failure is 1011;
   the server ending the call (shutdown) is 1001; a normal end is 1000;
 - ending the call: :meth:`CallRegistry.end` exactly once, whatever happened (it is idempotent).
@@ -26,9 +26,9 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.serve import wire
-from streamer.serve.call import CallLogger, Refused
-from streamer.serve.wire import INTERNAL, NORMAL, POLICY, ProtocolError
+from streamer.serve.protocols import wire
+from streamer.serve.calls.call import CallLogger, Refused
+from streamer.serve.protocols.wire import INTERNAL, NORMAL, POLICY, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class WebSocketTransport:
         await self.ws.send_str(text)
 
     async def close(self, code: int, reason: str) -> None:
-        from streamer.serve.websocket import close_ws
+        from streamer.serve.http.websocket import close_ws
 
         if not self.ws.closed:
             await close_ws(self.ws, code, reason, self.registry, self.source)

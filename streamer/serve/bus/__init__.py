@@ -41,7 +41,7 @@ Every Redis command has a deadline (``timeout_s``): Redis going away gives
 :class:`BusError` (a refused call, a 503, a closed feed), never a hang. ``publish`` never
 blocks: events wait in a bounded queue, the oldest dropped (counted) when Redis is gone.
 
-The registry (:mod:`streamer.serve.calls`) uses a bus like this::
+The registry (:mod:`streamer.serve.calls.registry`) uses a bus like this::
 
     seg = await bus.open_call(call_id, source, tracks, meta, probe=pushed, row=call.summary_row, emit=on_event)
     bus.publish(event)               # every event of the call (call_start ... call_end)

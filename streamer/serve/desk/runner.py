@@ -1,7 +1,7 @@
 """The desk's alert runner and page state: one :class:`streamer.core.alerts.Alerts` per call over
 ``[[alerts]]``, fed by the registry's feed, dead-air rules ticked about once a second; every
 alert kept for the page, counted (``ser_serve_alerts_total{rule}``), written into the call's log
-and published on the feed. The routes that show it are in :mod:`streamer.serve.desk`.
+and published on the feed. The routes that show it are in :mod:`streamer.serve.desk.routes`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from prometheus_client import Counter
 from streamer.core.alerts import Alerts
 from streamer.runtime.config import Config
 from streamer.live.session_log import now_iso
-from streamer.serve.call import Call
-from streamer.serve.calls import CallRegistry
+from streamer.serve.calls.call import Call
+from streamer.serve.calls.registry import CallRegistry
 
 log = logging.getLogger(__name__)
 

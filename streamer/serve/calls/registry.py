@@ -39,9 +39,9 @@ from pathlib import Path
 from streamer.runtime.config import Config
 from streamer.live.session_log import now_iso, session_end, session_start
 from streamer.serve.bus import Bus, BusError, BusOptions, LocalBus, iso
-from streamer.serve.call import CLOSE_TIMEOUT_S, MAX_CALL_ID, Call, Refused, default_log_dir, safe_name
-from streamer.serve.feed import SUBSCRIBER_QUEUE, Subscriber
-from streamer.serve.metrics import Metrics
+from streamer.serve.calls.call import CLOSE_TIMEOUT_S, MAX_CALL_ID, Call, Refused, default_log_dir, safe_name
+from streamer.serve.calls.feed import SUBSCRIBER_QUEUE, Subscriber
+from streamer.serve.http.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,15 @@
 """``CallGateway``: ser-serve's endpoints as a Ray Serve deployment (``ser-serve --engine ray``).
 
-Each replica is one ser-serve: a :class:`~streamer.serve.calls.CallRegistry` holding the calls
+Each replica is one ser-serve: a :class:`~streamer.serve.calls.registry.CallRegistry` holding the calls
 whose sockets it accepted, the desk and its alert rules for those calls, and every endpoint of
 the single-process server (``/twilio``, ``/vosk``, ``/audio-fork``, ``/events``, ``/api/calls``,
 ``/metrics``, ``/healthz``, the desk), served by a FastAPI ingress through
-:class:`~streamer.serve.asgi.Bridge`. A call's socket stays on the replica that accepted it, for
+:class:`~streamer.serve.cluster.asgi.Bridge`. A call's socket stays on the replica that accepted it, for
 its whole life: one ongoing request, so ``max_ongoing_requests`` is the calls a replica holds
 (``[server] max_calls``; Ray's default of 5 would hold the sixth call back with no error).
 
 - **Models.** ``[ray] models = "deployments"``: the audio, text and Whisper deployments of
-  :mod:`streamer.serve.ray_models`, reached through DeploymentHandles (windows as PCM bytes);
+  :mod:`streamer.serve.cluster.models`, reached through DeploymentHandles (windows as PCM bytes);
   ``"local"``: each replica loads them.
 - **Results.** Every event goes to the results bus: with ``redis_url``, one Redis Stream per
   desk, so ``/events``, ``/api/calls`` and the desk of any replica show every replica's calls,
@@ -21,7 +21,7 @@ its whole life: one ongoing request, so ``max_ongoing_requests`` is the calls a 
   logs whatever is left.
 
 :func:`gateway_app` is the application builder for a ``serve deploy`` config
-(``import_path: streamer.serve.gateway:gateway_app``); :func:`bound` is what ``ser-serve
+(``import_path: streamer.serve.cluster.gateway:gateway_app``); :func:`bound` is what ``ser-serve
 --engine ray`` runs.
 
 >>> GatewayOptions(redis_url="redis://127.0.0.1:6379").desk
@@ -74,7 +74,7 @@ class GatewayOptions:
         ...
         streamer.core.errors.SerError: CallGateway args: max_calls 'lots' is not a whole number
         """
-        from streamer.serve.auth import load_token
+        from streamer.serve.http.auth import load_token
 
         args = dict(args or {})
         known = {f.name for f in fields(cls)} | {"token_file", "allow_no_token"}
@@ -121,7 +121,7 @@ def gateway_models(cfg):
         models = load_models(for_server(cfg))
         warm_up(models)
         return models
-    from streamer.serve.ray_models import DeployOptions, ModelDeploymentOptions, connect
+    from streamer.serve.cluster.models import DeployOptions, ModelDeploymentOptions, connect
 
     one = ModelDeploymentOptions()
     svc = connect(DeployOptions(audio=one, text=one, whisper=one if cfg.ray.whisper else None))
@@ -137,12 +137,12 @@ class Gateway:
     """One replica's ser-serve: the registry, the aiohttp app and desk behind the ASGI bridge."""
 
     def __init__(self, opts: GatewayOptions, models=None, replica: str = "") -> None:
-        from streamer.serve.app import make_app
-        from streamer.serve.asgi import Bridge
-        from streamer.serve.auth import Auth
+        from streamer.serve.http.app import make_app
+        from streamer.serve.cluster.asgi import Bridge
+        from streamer.serve.http.auth import Auth
         from streamer.serve.bus import BusOptions, make_bus
-        from streamer.serve.calls import CallRegistry
-        from streamer.serve.desk import install
+        from streamer.serve.calls.registry import CallRegistry
+        from streamer.serve.desk.routes import install
 
         self.opts = opts
         self.cfg = settings(opts)
@@ -173,7 +173,7 @@ class Gateway:
 def deployment():
     """The ``CallGateway`` deployment class (built on first use: imports Ray Serve and FastAPI)."""
     try:
-        from streamer.serve.ingress import call_gateway
+        from streamer.serve.cluster.ingress import call_gateway
     except ImportError as exc:
         raise SerError('ser-serve --engine ray needs Ray Serve: pip install "ray[serve]" (or the cluster extra: '
                        'pip install "ser-live[cluster]")') from exc
@@ -204,7 +204,7 @@ def gateway_app(args: dict | None = None):
 
         - name: ser-gateway
           route_prefix: /
-          import_path: streamer.serve.gateway:gateway_app
+          import_path: streamer.serve.cluster.gateway:gateway_app
           args: {redis_url: "redis://10.0.0.5:6379", desk: main, token_file: /etc/ser/token}
           deployments: [{name: CallGateway, max_ongoing_requests: 24, autoscaling_config: {...}}]
     """

@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 
 from streamer.core.errors import SerError
-from streamer.serve.gateway import GatewayOptions, bound
+from streamer.serve.cluster.gateway import GatewayOptions, bound
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def say(text: str) -> None:
 
 
 def model_options(cfg):
-    from streamer.serve.ray_models import DeployOptions, ModelDeploymentOptions
+    from streamer.serve.cluster.models import DeployOptions, ModelDeploymentOptions
 
     r = cfg.ray
     one = ModelDeploymentOptions(num_replicas=r.model_replicas, num_cpus=r.model_cpus, max_batch_size=r.max_batch_size,
@@ -97,7 +97,7 @@ def deploy_all(cfg, opts: GatewayOptions, config_path: str | None = None) -> lis
     applications' names (to delete them at the end)."""
     from ray import serve
 
-    from streamer.serve.ray_models import deploy
+    from streamer.serve.cluster.models import deploy
 
     apps: list[str] = []
     if cfg.ray.models == "deployments":
@@ -120,7 +120,7 @@ def drain(cfg, timeout_s: float) -> None:
     requests finish and deleting the application does not wait ``drain_s``)."""
     from ray import serve
 
-    from streamer.serve.gateway import DEPLOYMENT
+    from streamer.serve.cluster.gateway import DEPLOYMENT
 
     try:
         handle = serve.get_deployment_handle(DEPLOYMENT, app_name=cfg.ray.app_name)

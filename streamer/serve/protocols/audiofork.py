@@ -34,7 +34,7 @@ import numpy as np
 from aiohttp import web
 
 from streamer.serve.transport import BaseProtocol, Media, Start, WebSocketTransport, serve_call
-from streamer.serve.wire import BAD_DATA, UNSUPPORTED, ProtocolError
+from streamer.serve.protocols.wire import BAD_DATA, UNSUPPORTED, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class AudioForkProtocol(BaseProtocol):
 
 async def audiofork_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /audio-fork`` (the token was checked by the app's middleware)."""
-    from streamer.serve.websocket import REGISTRY, prepare_ws
+    from streamer.serve.http.websocket import REGISTRY, prepare_ws
 
     registry = request.app[REGISTRY]
     ws = await prepare_ws(request, protocols=(SUBPROTOCOL,))

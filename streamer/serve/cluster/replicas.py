@@ -1,4 +1,4 @@
-"""The replicas of the model deployments (see :mod:`streamer.serve.ray_models`): the options,
+"""The replicas of the model deployments (see :mod:`streamer.serve.cluster.models`): the options,
 the PCM wire format, one class per model that loads it once and batches with ``@serve.batch``,
 and the application builders a ``serve deploy`` config names.
 
@@ -250,11 +250,11 @@ def _from_args(args: dict | None) -> tuple[ModelDeploymentOptions, str | None]:
 # Application builders for a Ray Serve config (``serve deploy``), one application per model:
 #   applications:
 #     - name: ser-models
-#       import_path: streamer.serve.ray_models:audio_app
+#       import_path: streamer.serve.cluster.models:audio_app
 #       args: {max_batch_size: 8, batch_wait_timeout_s: 0.005}
 #       deployments: [{name: AudioEmotionDeployment, num_replicas: 4, ray_actor_options: {num_cpus: 0.5}}]
-#     - name: ser-models-text    (streamer.serve.ray_models:text_app, TextEmotionDeployment)
-#     - name: ser-models-whisper (streamer.serve.ray_models:whisper_app, WhisperDeployment; num_gpus: 1 on a GPU node)
+#     - name: ser-models-text    (streamer.serve.cluster.models:text_app, TextEmotionDeployment)
+#     - name: ser-models-whisper (streamer.serve.cluster.models:whisper_app, WhisperDeployment; num_gpus: 1 on a GPU node)
 # Gateways then join them with connect().
 def audio_app(args: dict | None = None):
     opts, path = _from_args(args)

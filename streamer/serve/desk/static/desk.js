@@ -64,7 +64,7 @@ function signed(x) {
 
 function title(s) { return s ? s.charAt(0).toUpperCase() + s.slice(1) : ""; }
 
-function namesOf(meta) {  // mirrors streamer.serve.desk_runner.call_names
+function namesOf(meta) {  // mirrors streamer.serve.desk.runner.call_names
   const out = {};
   if (!meta) return out;
   const params = meta.customParameters;
@@ -79,7 +79,7 @@ function namesOf(meta) {  // mirrors streamer.serve.desk_runner.call_names
   return out;
 }
 
-function compact(r) {  // mirrors streamer.serve.desk_runner.compact
+function compact(r) {  // mirrors streamer.serve.desk.runner.compact
   if (!r) return null;
   const fused = (r.dims && r.dims.fused) || {};
   return {type: r.type, index: r.index, start_s: r.start_s, end_s: r.end_s, label: r.label, emoji: r.emoji,

@@ -14,7 +14,7 @@ takes no query string) a ``<Parameter name="token">`` that arrives as
 handshake's ``X-Twilio-Signature`` must be Twilio's (403 otherwise).
 
 Bad input closes this connection, with a code and a reason, and ends this call only
-(:mod:`streamer.serve.wire`): malformed JSON, bad base64 (1007); a binary frame (1003);
+(:mod:`streamer.serve.protocols.wire`): malformed JSON, bad base64 (1007); a binary frame (1003);
 ``media`` before ``start``, unknown events or tracks, a wrong token, a second ``start``,
 silence over ``[server] idle_timeout_s`` (1008); an unsupported media format (1003); a
 message over ``[server] max_message_bytes`` (1009); the server full (1013).
@@ -29,9 +29,9 @@ import logging
 
 from aiohttp import web
 
-from streamer.serve import wire
+from streamer.serve.protocols import wire
 from streamer.serve.transport import BaseProtocol, Media, Note, Start, Stop, WebSocketTransport, serve_call
-from streamer.serve.websocket import AUTH, REGISTRY, prepare_ws
+from streamer.serve.http.websocket import AUTH, REGISTRY, prepare_ws
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def parse(text: str) -> dict:
     >>> parse('{"event": ').__class__
     Traceback (most recent call last):
     ...
-    streamer.serve.wire.ProtocolError: malformed JSON: Expecting value at char 10
+    streamer.serve.protocols.wire.ProtocolError: malformed JSON: Expecting value at char 10
     """
     try:
         msg = json.loads(text)
@@ -98,7 +98,7 @@ def parse_start(msg: dict) -> dict:
 
 def payload_pcm(msg: dict, tracks: list[str]):
     """(track name, int16 PCM) of a ``media`` message (ProtocolError when bad)."""
-    from streamer.serve.mulaw import decode
+    from streamer.serve.protocols.mulaw import decode
 
     media = msg.get("media")
     if not isinstance(media, dict):

@@ -52,7 +52,7 @@ import numpy as np
 from aiohttp import web
 
 from streamer.serve.transport import BaseProtocol, Media, Note, Start, Stop, WebSocketTransport, serve_call
-from streamer.serve.wire import BAD_DATA, NORMAL, POLICY, ProtocolError
+from streamer.serve.protocols.wire import BAD_DATA, NORMAL, POLICY, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class VoskProtocol(BaseProtocol):
 
 async def vosk_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /vosk`` (the token was checked by the app's middleware)."""
-    from streamer.serve.websocket import REGISTRY, prepare_ws
+    from streamer.serve.http.websocket import REGISTRY, prepare_ws
 
     registry = request.app[REGISTRY]
     ws = await prepare_ws(request)

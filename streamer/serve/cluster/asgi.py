@@ -1,11 +1,11 @@
 """ser-serve's aiohttp application behind an ASGI server (the Ray Serve gateway's FastAPI ingress).
 
-The endpoints stay written once, as aiohttp handlers (:mod:`streamer.serve.app`, the protocol
-modules, :mod:`streamer.serve.desk`). :class:`Bridge` serves an ASGI connection with them:
+The endpoints stay written once, as aiohttp handlers (:mod:`streamer.serve.http.app`, the protocol
+modules, :mod:`streamer.serve.desk.routes`). :class:`Bridge` serves an ASGI connection with them:
 it resolves the path on the aiohttp app's own router, runs the app's middlewares (the token
 check, the desk's cookie) around the handler, and hands the handler a :class:`Request` that
 offers the parts of ``aiohttp.web.Request`` they use. A WebSocket handler's
-:func:`~streamer.serve.websocket.prepare_ws` then gets a :class:`WebSocket`, which offers the parts
+:func:`~streamer.serve.http.websocket.prepare_ws` then gets a :class:`WebSocket`, which offers the parts
 of ``aiohttp.web.WebSocketResponse`` they use over the ASGI socket (Starlette's), so each
 call's socket is served where it was accepted, with no hop in between.
 
@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
-from streamer.serve import wire
+from streamer.serve.protocols import wire
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Request:
 
     async def accept_websocket(self, *, max_msg_size: int = 1_048_576, timeout: float = 2.0,
                                protocols: tuple[str, ...] = ()) -> "WebSocket":
-        """What :func:`~streamer.serve.websocket.prepare_ws` does for an ASGI socket."""
+        """What :func:`~streamer.serve.http.websocket.prepare_ws` does for an ASGI socket."""
         if self.websocket is None:
             raise web.HTTPBadRequest(text="this path takes a WebSocket\n")
         asked = self._conn.scope.get("subprotocols") or []
@@ -253,7 +253,7 @@ class Bridge:
 
     async def websocket(self, conn) -> None:
         """A WebSocket connection (a Starlette ``WebSocket``), served by the app's handler for its path."""
-        from streamer.serve.websocket import SOCKETS
+        from streamer.serve.http.websocket import SOCKETS
 
         request = Request(self.app, conn)
         request.websocket = ws = WebSocket(conn)

@@ -10,9 +10,9 @@ import weakref
 
 from aiohttp import web
 
-from streamer.serve import wire
-from streamer.serve.auth import Auth
-from streamer.serve.calls import CallRegistry
+from streamer.serve.protocols import wire
+from streamer.serve.http.auth import Auth
+from streamer.serve.calls.registry import CallRegistry
 
 REGISTRY = web.AppKey("registry", CallRegistry)
 AUTH = web.AppKey("auth", Auth)

@@ -1,6 +1,6 @@
 """The desk: a supervisor's live web page on ser-serve, and the alert rules run on every call.
 
-:func:`install` adds to a ser-serve app (after :func:`streamer.serve.app.make_app`):
+:func:`install` adds to a ser-serve app (after :func:`streamer.serve.http.app.make_app`):
 
 - ``GET /``: the page (``static/desk.html``, ``desk.css``, ``desk.js``: plain files, no build
   step, nothing fetched from elsewhere). ``GET /?token=T`` logs in: the token is checked, kept
@@ -35,11 +35,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from streamer.runtime.config import Config
-from streamer.serve.websocket import AUTH, REGISTRY, dumps
-from streamer.serve.auth import Auth, request_token, same
+from streamer.serve.http.websocket import AUTH, REGISTRY, dumps
+from streamer.serve.http.auth import Auth, request_token, same
 from streamer.serve.bus import BusError
-from streamer.serve.calls import CallRegistry
-from streamer.serve.desk_runner import TICK_S, Desk
+from streamer.serve.calls.registry import CallRegistry
+from streamer.serve.desk.runner import TICK_S, Desk
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
 
 
 def file_response(path: Path, headers: dict[str, str]) -> web.FileResponse:
-    """A file's response; ``path_on_disk`` names the file for the ASGI bridge (:mod:`streamer.serve.asgi`)."""
+    """A file's response; ``path_on_disk`` names the file for the ASGI bridge (:mod:`streamer.serve.cluster.asgi`)."""
     resp = web.FileResponse(path, headers=headers)
     resp.path_on_disk = Path(path)
     return resp

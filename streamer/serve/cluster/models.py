@@ -49,7 +49,7 @@ from numpy.typing import ArrayLike
 
 from streamer.core.messages import SAMPLE_RATE
 from streamer.core.errors import SerError
-from streamer.serve.ray_replicas import (APP_NAME, DeployOptions, ModelDeploymentOptions, bound_deployment,
+from streamer.serve.cluster.replicas import (APP_NAME, DeployOptions, ModelDeploymentOptions, bound_deployment,
                                          audio_app, deployments, pcm_bytes, pcm_samples, text_app, whisper_app,
                                          whisper_deployment)
 
@@ -277,7 +277,7 @@ def connect(opts: DeployOptions = DeployOptions()) -> RayServices:
                 handles[key] = serve.get_deployment_handle(name, app_name=app)
             except Exception as exc:
                 raise SerError(f"no {name} in the Ray Serve application {app!r} ({exc}); start it with "
-                               "streamer.serve.ray_models.deploy() or the serve config") from exc
+                               "streamer.serve.cluster.models.deploy() or the serve config") from exc
     return _services(opts, handles)
 
 
@@ -290,7 +290,7 @@ def undeploy(opts: DeployOptions = DeployOptions()) -> None:
             serve.delete(app)
 
 
-# --- a measurement: python -m streamer.serve.ray_models [--windows N] [--max-batch B] [FILE] ---
+# --- a measurement: python -m streamer.serve.cluster.models [--windows N] [--max-batch B] [FILE] ---
 def _measure(argv: list[str] | None = None) -> dict:
     """Time the audio model on the same windows: local, through the handle one at a time, and
     through the handle all at once (batched); a local 2-CPU cluster unless $RAY_ADDRESS is set."""
@@ -305,7 +305,7 @@ def _measure(argv: list[str] | None = None) -> dict:
     from streamer.runtime.config import Config
     from streamer.core.paths import CHECKOUT
 
-    p = argparse.ArgumentParser(prog="python -m streamer.serve.ray_models", description=_measure.__doc__)
+    p = argparse.ArgumentParser(prog="python -m streamer.serve.cluster.models", description=_measure.__doc__)
     p.add_argument("file", nargs="?", default=str(CHECKOUT / "demo" / "demo.flac"))
     p.add_argument("--windows", type=int, default=16)
     p.add_argument("--max-batch", type=int, default=8)

@@ -1,5 +1,5 @@
 """The FastAPI ingress of a gateway: every path, HTTP or WebSocket, through the gateway's
-:class:`~streamer.serve.asgi.Bridge`. No ``from __future__ import annotations`` here: FastAPI
+:class:`~streamer.serve.cluster.asgi.Bridge`. No ``from __future__ import annotations`` here: FastAPI
 reads these handlers' annotations (``Request``, ``WebSocket``) at definition time."""
 
 import asyncio
@@ -18,7 +18,7 @@ def _fastapi() -> FastAPI:
 
 
 def asgi_app(gateway) -> FastAPI:
-    """A FastAPI app serving ``gateway`` (a :class:`~streamer.serve.gateway.Gateway`) outside
+    """A FastAPI app serving ``gateway`` (a :class:`~streamer.serve.cluster.gateway.Gateway`) outside
     Ray: for tests, or behind any ASGI server."""
     app = _fastapi()
 
@@ -38,7 +38,7 @@ _built: dict = {}
 
 def call_gateway(gateway_class, name: str):
     """The ``CallGateway`` Ray Serve deployment (made once per process) named ``name``, each
-    replica serving one ``gateway_class`` (:class:`streamer.serve.gateway.Gateway`)."""
+    replica serving one ``gateway_class`` (:class:`streamer.serve.cluster.gateway.Gateway`)."""
     if "CallGateway" in _built:
         return _built["CallGateway"]
     from ray import serve

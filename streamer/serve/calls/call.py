@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from streamer.runtime.config import Config
 from streamer.live.session_log import SessionLog, now_iso
-from streamer.serve.tracks import TrackRunner
+from streamer.serve.calls.tracks import TrackRunner
 
 if TYPE_CHECKING:
-    from streamer.serve.calls import CallRegistry
+    from streamer.serve.calls.registry import CallRegistry
 
 log = logging.getLogger(__name__)
 

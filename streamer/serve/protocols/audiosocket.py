@@ -55,7 +55,7 @@ from typing import NamedTuple
 import numpy as np
 
 from streamer.serve.transport import Bad, BaseProtocol, Media, Note, Start, Stop, StreamTransport, serve_call
-from streamer.serve.wire import BAD_DATA, NORMAL, POLICY, UNSUPPORTED, ProtocolError
+from streamer.serve.protocols.wire import BAD_DATA, NORMAL, POLICY, UNSUPPORTED, ProtocolError
 
 log = logging.getLogger(__name__)
 

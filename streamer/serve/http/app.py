@@ -1,20 +1,20 @@
 """ser-serve's HTTP and WebSocket endpoints, all on one port (aiohttp).
 
 - ``GET /healthz`` (no token): ``{"status": "ok", ...}``.
-- ``GET /metrics``: Prometheus text (:mod:`streamer.serve.metrics`).
+- ``GET /metrics``: Prometheus text (:mod:`streamer.serve.http.metrics`).
 - ``GET /api/calls``: active calls and those that ended in the last ``[server] keep_ended_min``
   minutes; ``GET /api/calls/{id}``: one call's windows and utterances so far.
 - ``WS /events``: every call's ``call_start``, ``window``, ``utterance``, ``call_end`` and
   ``error`` events, one JSON text message each (``?call_id=ID`` follows one call). An event
   is the call log's record plus ``call_id`` and ``track``; window events also carry
   ``feed_latency_ms`` (the window's close to this event, which the log cannot know).
-- ``WS /twilio``: Twilio Media Streams (:mod:`streamer.serve.twilio`).
+- ``WS /twilio``: Twilio Media Streams (:mod:`streamer.serve.protocols.twilio`).
 - Protocol modules that define ``routes`` (a list of ``aiohttp.web.RouteDef``) are mounted too:
   :data:`PROTOCOL_MODULES` (``/vosk``, ``/audio-fork``). Their handlers reach the registry as
   ``request.app[REGISTRY]`` and open their WebSocket with
-:func:`streamer.serve.websocket.prepare_ws`.
+:func:`streamer.serve.http.websocket.prepare_ws`.
 
-The token (:mod:`streamer.serve.auth`) is checked by a middleware for every path but
+The token (:mod:`streamer.serve.http.auth`) is checked by a middleware for every path but
 ``/healthz``: a wrong token is 401; a missing one is 401 too, except on ``/twilio`` whose
 start message may carry it (``request["authed"]`` says whether the handshake had it).
 """
@@ -28,17 +28,17 @@ import weakref
 
 from aiohttp import WSCloseCode, web
 
-from streamer.serve.auth import Auth
+from streamer.serve.http.auth import Auth
 from streamer.serve.bus import BusError
-from streamer.serve.calls import CallRegistry
-from streamer.serve.metrics import CONTENT_TYPE
-from streamer.serve.websocket import AUTH, REGISTRY, SOCKETS, close_ws, dumps, prepare_ws
+from streamer.serve.calls.registry import CallRegistry
+from streamer.serve.http.metrics import CONTENT_TYPE
+from streamer.serve.http.websocket import AUTH, REGISTRY, SOCKETS, close_ws, dumps, prepare_ws
 
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz"})
 TOKEN_IN_MESSAGE = frozenset({"/twilio"})  # a missing handshake token may come in the first message
-PROTOCOL_MODULES = ("streamer.serve.vosk_ws", "streamer.serve.audiofork")
+PROTOCOL_MODULES = ("streamer.serve.protocols.vosk", "streamer.serve.protocols.audiofork")
 
 
 def make_auth_middleware(auth: Auth):
@@ -174,7 +174,7 @@ def protocol_routes() -> list[web.RouteDef]:
 
 
 def make_app(registry: CallRegistry, auth: Auth, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
-    from streamer.serve.twilio import twilio_handler
+    from streamer.serve.protocols.twilio import twilio_handler
 
     app = web.Application(middlewares=[make_auth_middleware(auth)],
                           client_max_size=registry.cfg.server.max_message_bytes)

@@ -1,0 +1,1 @@
+"""Calls and their tracks: the registry (admission, ending, the feed), a call, a track's runner, a subscriber's feed."""
