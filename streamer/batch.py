@@ -70,9 +70,11 @@ def channel_plan(path: Path, opts: BatchOptions) -> list[tuple[int | None, str |
     return [(None, None)]
 
 
-def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOptions) -> str | None:
+def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOptions,
+                 log_factory=SessionLog) -> str | None:
     """Run the pipeline over ``path`` (each channel in turn when split) into ``log_path``;
-    returns the error stored in the log's ``session_end`` (None when it went well)."""
+    returns the error stored in the log's ``session_end`` (None when it went well).
+    ``log_factory``: what writes the log (a ``SessionLog``, or a test's subclass of it)."""
     from streamer.audio.io import file_info
     from streamer.core.counters import Counters
     from streamer.live.sources import FileSource
@@ -80,7 +82,7 @@ def analyse_file(path: Path, log_path: Path, cfg: Config, models, opts: BatchOpt
 
     tmp = log_path.with_suffix(".partial")
     tmp.unlink(missing_ok=True)
-    with SessionLog(tmp) as session:
+    with log_factory(tmp) as session:
         try:
             info = file_info(path)
             plan = channel_plan(path, opts)

@@ -110,14 +110,12 @@ def _load(config_path: str | None, overrides: dict) -> None:
         _cache.update(key=key, loads=_cache.get("loads", 0) + 1)
 
 
-def _arm_die_once(marker: str) -> None:
-    """The test hook: the session log's next window record, the first in the cluster to claim
+def _dying_log(marker: str):
+    """The test hook: a session log whose next window record, the first in the cluster to claim
     ``marker``, ends this process right after it is written (a half-written scratch log)."""
-    from streamer import batch
+    from streamer.live.session_log import SessionLog
 
-    base = batch.SessionLog
-
-    class Dying(base):  # type: ignore[misc, valid-type]
+    class Dying(SessionLog):
         def write(self, record: dict) -> None:
             super().write(record)
             if record.get("type") == "window":
@@ -129,7 +127,7 @@ def _arm_die_once(marker: str) -> None:
                 os.close(fd)
                 os._exit(1)
 
-    batch.SessionLog = Dying
+    return Dying
 
 
 def _analyse_remote(task: tuple[str, str, BatchOptions], config_path: str | None, overrides: dict,
@@ -151,11 +149,12 @@ def _analyse_remote(task: tuple[str, str, BatchOptions], config_path: str | None
             return "", f"cannot load the models on a Ray worker: {exc}", None
         marker = os.environ.get(DIE_ONCE_ENV)
         if marker and not _cache.get("armed") and not os.path.exists(marker):
-            _arm_die_once(marker)
+            _cache["log_factory"] = _dying_log(marker)
             _cache["armed"] = True
         target = scratch / Path(log_path).name
         try:
-            error = batch.analyse_file(Path(path), target, *batch.worker_models(), opts)
+            error = batch.analyse_file(Path(path), target, *batch.worker_models(), opts,
+                                       **({"log_factory": _cache["log_factory"]} if "log_factory" in _cache else {}))
         except Exception as exc:  # one bad file never ends the batch (as batch._work)
             log.exception("analysis of %s failed", path)
             return path, str(exc), (target.read_bytes() if target.is_file() else None)

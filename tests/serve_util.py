@@ -43,13 +43,12 @@ def server_config(**server):
 @contextlib.asynccontextmanager
 async def running_server(models, cfg, log_dir: Path, token: str | None = "t0ken"):
     """(base URL, registry) of a server on 127.0.0.1 and a free port."""
-    from streamer.serve.http.app import make_app, start
-    from streamer.serve.http.auth import Auth
-    from streamer.serve.calls.registry import CallRegistry
+    from streamer.serve.http.app import start
+    from streamer.serve.server import build_server
 
-    registry = CallRegistry(models, cfg, log_dir, loop=asyncio.get_running_loop())
-    app = make_app(registry, Auth(token, cfg.server.twilio_auth_token))
-    runner, port = await start(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+    built = build_server(models, cfg, token, log_dir=log_dir, loop=asyncio.get_running_loop())
+    registry = built.registry
+    runner, port = await start(built.app, "127.0.0.1", 0, shutdown_timeout=1.0)
     try:
         yield f"http://127.0.0.1:{port}", registry
     finally:

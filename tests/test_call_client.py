@@ -51,15 +51,15 @@ def served_models(models):
 
 @contextlib.asynccontextmanager
 async def server(served_models, log_dir: Path, token: str | None = None, **settings):
-    from streamer.serve.http.app import make_app, start
+    from streamer.serve.http.app import start
     from streamer.serve.protocols.audiosocket import serve_audiosocket
-    from streamer.serve.http.auth import Auth
-    from streamer.serve.calls.registry import CallRegistry
+    from streamer.serve.server import build_server
 
     cfg, models = served_models
     cfg = replace(cfg, server=replace(cfg.server, log_dir=str(log_dir), port=0, **settings))
-    registry = CallRegistry(models, cfg)
-    runner, port = await start(registry_app := make_app(registry, Auth(token)), "127.0.0.1", 0, shutdown_timeout=1.0)
+    built = build_server(models, cfg, token)
+    registry, registry_app = built.registry, built.app
+    runner, port = await start(registry_app, "127.0.0.1", 0, shutdown_timeout=1.0)
     asock = await serve_audiosocket(registry, "127.0.0.1", 0)
     try:
         yield {"port": port, "asock": asock.sockets[0].getsockname()[1], "registry": registry, "app": registry_app,

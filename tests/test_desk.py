@@ -21,9 +21,8 @@ import pytest
 from streamer.core.alerts import AlertRule
 from streamer.core.labels import EMOJI, LABELS
 from streamer.serve.desk import routes as desk_mod
-from streamer.serve.http.app import make_app, start
-from streamer.serve.http.auth import Auth
-from streamer.serve.calls.registry import CallRegistry
+from streamer.serve.http.app import start
+from streamer.serve.server import build_server
 from tests.serve_util import server_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -60,11 +59,9 @@ class Server:
         self.cfg, self.tmp_path, self.tick_s, self.token, self.clock = cfg, tmp_path, tick_s, token, clock
 
     async def __aenter__(self):
-        self.registry = CallRegistry(MODELS, self.cfg, self.tmp_path, loop=asyncio.get_running_loop())
-        app = make_app(self.registry, Auth(self.token))
-        self.desk = desk_mod.install(app, self.registry, tick_s=self.tick_s)
-        if self.clock is not None:  # install() takes no clock: set the Desk's before its runner starts
-            self.desk.clock = self.clock
+        built = build_server(MODELS, self.cfg, self.token, log_dir=self.tmp_path, loop=asyncio.get_running_loop(),
+                             desk_tick_s=self.tick_s, clock=self.clock)
+        self.registry, self.desk, app = built.registry, built.desk, built.app
         self.runner, port = await start(app, "127.0.0.1", 0, shutdown_timeout=1.0)
         self.url = f"http://127.0.0.1:{port}"
         return self

@@ -101,16 +101,14 @@ async def scenario(pw, models, tmp_path, audio, shots) -> dict:
     import aiohttp
 
     from streamer.serve.client import play_twilio
-    from streamer.serve.desk import routes as desk_mod
-    from streamer.serve.http.app import make_app, start
-    from streamer.serve.http.auth import Auth
-    from streamer.serve.calls.registry import CallRegistry
+    from streamer.serve.http.app import start
+    from streamer.serve.server import build_server
     from tests.serve_util import server_config
 
     out: dict = {}
-    registry = CallRegistry(models, server_config(max_calls=4), tmp_path / "logs", loop=asyncio.get_running_loop())
-    app = make_app(registry, Auth(TOKEN))
-    desk = desk_mod.install(app, registry)
+    built = build_server(models, server_config(max_calls=4), TOKEN, log_dir=tmp_path / "logs",
+                         loop=asyncio.get_running_loop())
+    registry, app, desk = built.registry, built.app, built.desk
     runner, port = await start(app, "127.0.0.1", 0, shutdown_timeout=1.0)
     url = f"http://127.0.0.1:{port}"
     seen: dict = {"windows": {}, "alert": None, "alert_t": None}

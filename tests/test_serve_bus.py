@@ -26,15 +26,12 @@ HANG_S = 30.0  # only keeps a hung request or socket from hanging the suite; not
 
 @contextlib.asynccontextmanager
 async def server_on_bus(models, cfg, log_dir, bus):
-    from streamer.serve.http.app import make_app, start
-    from streamer.serve.http.auth import Auth
-    from streamer.serve.calls.registry import CallRegistry
-    from streamer.serve.desk.routes import install
+    from streamer.serve.http.app import start
+    from streamer.serve.server import build_server
 
-    registry = CallRegistry(models, cfg, log_dir, loop=asyncio.get_running_loop(), bus=bus)
-    app = make_app(registry, Auth(TOKEN, ""))
-    install(app, registry)
-    runner, port = await start(app, "127.0.0.1", 0, shutdown_timeout=1.0)
+    built = build_server(models, cfg, TOKEN, bus=bus, log_dir=log_dir, loop=asyncio.get_running_loop())
+    registry = built.registry
+    runner, port = await start(built.app, "127.0.0.1", 0, shutdown_timeout=1.0)
     try:
         yield f"http://127.0.0.1:{port}", registry
     finally:

@@ -100,10 +100,9 @@ def main() -> int:
 
 
 async def serve(models, cfg, token: str | None, redis_url: str | None = None, desk: str = "default") -> int:
-    from streamer.serve.http.app import make_app, start
-    from streamer.serve.http.auth import Auth
     from streamer.serve.bus import BusError, BusOptions, make_bus
-    from streamer.serve.calls.registry import CallRegistry
+    from streamer.serve.http.app import start
+    from streamer.serve.server import build_server
 
     loop = asyncio.get_running_loop()
     try:
@@ -116,11 +115,8 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
     if redis_url:
         print(f"ser-serve: results bus: Redis {redis_url}, desk {desk!r} (stream {bus.opts.stream}), replica "
               f"{bus.replica}", file=sys.stderr, flush=True)
-    registry = CallRegistry(models, cfg, loop=loop, bus=bus)
-    app = make_app(registry, Auth(token, cfg.server.twilio_auth_token))
-    from streamer.serve.desk.routes import install as install_desk  # issue 19: the desk (GET /) and the alert rules
-
-    install_desk(app, registry)
+    server = build_server(models, cfg, token, bus=bus, loop=loop)  # the registry, the app, the desk (GET /)
+    registry, app = server.registry, server.app
     try:
         runner, port = await start(app, cfg.server.host, cfg.server.port, shutdown_timeout=1.0)
     except OSError as exc:

@@ -33,7 +33,25 @@ from streamer.core.messages import Chunk, UtteranceResult, WindowResult
 log = logging.getLogger(__name__)
 
 Sink = Callable[[WindowResult | UtteranceResult], None]
-__all__ = ["Observer", "Pipeline", "Sink"]
+__all__ = ["Observer", "Pipeline", "Sink", "Source"]
+
+
+class Source(Protocol):
+    """Where a stream's audio comes from (``streamer.live.sources``: microphone, file, pushed
+    call audio): 16 kHz chunks, stream-indexed."""
+
+    name: str
+    error: str | None          # why the audio stopped early, if it did
+    dropped_samples: int       # audio lost to a full ring (the analysis fell behind)
+
+    def start(self) -> None: ...
+
+    def read(self, timeout: float = 0.1) -> Chunk | None: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    def stop(self) -> None: ...
 
 
 class Observer(Protocol):
@@ -64,7 +82,7 @@ class Pipeline:
     """Usually opened through :func:`streamer.runtime.streams.open_stream`, which wires it from
     the configuration and the loaded models."""
 
-    def __init__(self, settings: SessionSettings, source, asr: AsrEngine | None, services: InferenceServices,
+    def __init__(self, settings: SessionSettings, source: Source, asr: AsrEngine | None, services: InferenceServices,
                  sinks: list[Sink], observer: Observer | None = None, counters: Counters | None = None,
                  recorder=None, partials: bool = True) -> None:
         self.s = settings
@@ -91,7 +109,7 @@ class Pipeline:
         return self.session.error
 
     def summary(self) -> dict:
-        return self.session.summary(getattr(self.source, "dropped_samples", 0))
+        return self.session.summary(self.source.dropped_samples)
 
     # --- threads --------------------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -113,7 +131,7 @@ class Pipeline:
             log.exception("reader failed")
             error = f"audio input failed: {exc}"
         finally:
-            session.close(error or getattr(self.source, "error", None))
+            session.close(error or self.source.error)
 
     def _deliver(self) -> None:
         for event in self.session.poll():

@@ -119,8 +119,7 @@ class Call:
     def partial(self, track: str) -> str:
         """The track's current partial (not yet final) transcript; '' when none."""
         runner = self.runners.get(track)
-        state = getattr(runner, "state", None)
-        return str(getattr(state, "partial", "") or "") if state is not None else ""
+        return (runner.state.partial or "") if runner is not None else ""
 
     def dropped(self) -> dict:
         """What analysis falling behind cost this call so far: audio (s) and windows."""
@@ -128,7 +127,7 @@ class Call:
         for name, rate in self.rates.items():
             runner = self.runners.get(name)
             if runner is not None:
-                audio_s += getattr(runner.source, "dropped_samples", 0) / rate
+                audio_s += runner.source.dropped_samples / rate
                 counters = runner.counters.snapshot()
             else:
                 counters = (self.summaries.get(name) or {}).get("counters") or {}

@@ -137,21 +137,17 @@ class Gateway:
     """One replica's ser-serve: the registry, the aiohttp app and desk behind the ASGI bridge."""
 
     def __init__(self, opts: GatewayOptions, models=None, replica: str = "") -> None:
-        from streamer.serve.http.app import make_app
-        from streamer.serve.cluster.asgi import Bridge
-        from streamer.serve.http.auth import Auth
         from streamer.serve.bus import BusOptions, make_bus
-        from streamer.serve.calls.registry import CallRegistry
-        from streamer.serve.desk.routes import install
+        from streamer.serve.cluster.asgi import Bridge
+        from streamer.serve.server import build_server
 
         self.opts = opts
         self.cfg = settings(opts)
         self.models = models if models is not None else gateway_models(self.cfg)
         bus = make_bus(BusOptions(url=opts.redis_url, desk=opts.desk, keep_ended_s=self.cfg.server.keep_ended_min * 60,
                                   replica=replica))
-        self.registry = CallRegistry(self.models, self.cfg, bus=bus)
-        self.app = make_app(self.registry, Auth(opts.token, self.cfg.server.twilio_auth_token))
-        self.desk = install(self.app, self.registry)
+        server = build_server(self.models, self.cfg, opts.token, bus=bus)
+        self.registry, self.app, self.desk = server.registry, server.app, server.desk
         self.bridge = Bridge(self.app)
         self._stopped = False
 

@@ -212,14 +212,14 @@ routes = [web.get("/", page), web.get("/logout", logout), web.get("/api/desk", d
 
 
 def install(app: web.Application, registry: CallRegistry | None = None, cfg: Config | None = None,
-            tick_s: float = TICK_S) -> Desk:
+            tick_s: float = TICK_S, clock=None) -> Desk:
     """Add the desk to a ser-serve app made by ``make_app``, before it starts: its routes,
     the cookie/login middleware (ahead of the token check) and the alert runner (started
-    with the app, stopped at its cleanup)."""
+    with the app, stopped at its cleanup). ``clock``: the alert rules' seconds (a test's fake)."""
     if DESK in app:  # installed already (by make_app, say)
         return app[DESK]
     registry = registry or app[REGISTRY]
-    desk = Desk(registry, cfg, tick_s=tick_s)
+    desk = Desk(registry, cfg, tick_s=tick_s) if clock is None else Desk(registry, cfg, tick_s=tick_s, clock=clock)
     app[DESK] = desk
     app.middlewares.insert(0, desk_access)
     app.add_routes(routes)
