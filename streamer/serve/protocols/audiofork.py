@@ -34,7 +34,7 @@ import numpy as np
 from aiohttp import web
 
 from streamer.serve.transport import BaseProtocol, Media, Start, WebSocketTransport, serve_call
-from streamer.serve.protocols.wire import BAD_DATA, UNSUPPORTED, ProtocolError
+from streamer.serve.protocols.wire import BAD_DATA, UNSUPPORTED, ProtocolError, json_object
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,7 @@ def _rate(value) -> int:
 
 def parse_metadata(text: str) -> ForkFormat:
     """The first frame's metadata JSON -> the stream's format and call id."""
-    try:
-        meta = json.loads(text)
-    except ValueError as exc:
-        raise ProtocolError(BAD_DATA, f"the metadata is not JSON ({exc.msg})") from None
-    if not isinstance(meta, dict):
-        raise ProtocolError(BAD_DATA, "the metadata must be a JSON object")
+    meta = json_object(text, "the metadata")
     rate = _rate(meta["sampleRate"]) if "sampleRate" in meta else 8000
     mix = str(meta.get("mixType", "")).lower()
     channels = meta.get("channels", 2 if mix == "stereo" else 1)

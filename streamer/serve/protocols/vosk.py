@@ -52,7 +52,7 @@ import numpy as np
 from aiohttp import web
 
 from streamer.serve.transport import BaseProtocol, Media, Note, Start, Stop, WebSocketTransport, serve_call
-from streamer.serve.protocols.wire import BAD_DATA, NORMAL, POLICY, ProtocolError
+from streamer.serve.protocols.wire import BAD_DATA, NORMAL, POLICY, ProtocolError, json_object
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,7 @@ class VoskOptions:
 
 def parse_command(text: str, current: VoskOptions) -> tuple[str, VoskOptions]:
     """A text message: ``("config", new options)``, ``("eof", current)`` or ``("reset", current)``."""
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise ProtocolError(BAD_DATA, f"a text message that is not JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(BAD_DATA, "a text message must be a JSON object: config, eof or reset")
+    obj = json_object(text, "a text message", ": config, eof or reset")
     if "config" in obj:
         return "config", parse_config(obj["config"], current)
     if obj.get("eof") == 1:

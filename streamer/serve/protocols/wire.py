@@ -25,6 +25,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiohttp import WSMsgType, web
 
@@ -40,6 +41,25 @@ class ProtocolError(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code, self.reason = code, reason
+
+
+def json_object(text: str, what: str, expected: str = "") -> dict:
+    """``text`` as a JSON object (``what`` names it in the error; ``expected`` says which).
+
+    >>> json_object('{"a": 1}', "the metadata")
+    {'a': 1}
+    >>> json_object('[1]', "a text message", ": config, eof or reset")
+    Traceback (most recent call last):
+    ...
+    streamer.serve.protocols.wire.ProtocolError: a text message must be a JSON object: config, eof or reset
+    """
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(BAD_DATA, f"{what} is not JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(BAD_DATA, f"{what} must be a JSON object{expected}")
+    return obj
 
 
 def close_reason(text: str) -> bytes:
