@@ -7,12 +7,23 @@ import asyncio
 import collections
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from streamer.serve.bus.base import BusError, Follower
+from streamer.serve.bus.base import BusError, BusOptions, Follower
 
-if TYPE_CHECKING:
-    from streamer.serve.bus.redis_bus import RedisBus
+
+class RedisBus(Protocol):
+    """What the readers need of ``streamer.serve.bus.redis_bus.RedisBus``."""
+
+    redis: object
+    opts: BusOptions
+    counters: collections.Counter
+
+    async def op(self, aw, extra: float = 0.0): ...
+
+    def keep_task(self, task: asyncio.Task) -> None: ...
+
+    def where(self) -> str: ...
 
 
 class RedisFollower(Follower):

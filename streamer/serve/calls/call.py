@@ -9,16 +9,25 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from streamer.runtime.config import Config
 from streamer.live.session_log import SessionLog, now_iso
+from streamer.runtime.config import Config
+from streamer.runtime.models import Models
 from streamer.serve.calls.tracks import TrackRunner
 
-if TYPE_CHECKING:
-    from streamer.serve.calls.registry import CallRegistry
-
 log = logging.getLogger(__name__)
+
+
+class CallHost(Protocol):
+    """What a call needs of the registry that holds it (``streamer.serve.calls.registry``)."""
+
+    models: Models
+    cfg: Config
+    loop: asyncio.AbstractEventLoop
+    metrics: object  # streamer.serve.http.metrics.Metrics
+
+    def publish(self, event: dict) -> None: ...
 
 MAX_WINDOWS = 2000  # kept per call for /api/calls/{id} (the log has them all)
 MAX_UTTERANCES = 500
@@ -62,7 +71,7 @@ class Call:
     """One call: its tracks, log and what it produced so far. Mutated on the loop only
     (the tracks' threads reach it through ``call_soon_threadsafe``)."""
 
-    def __init__(self, registry: "CallRegistry", call_id: str, source: str, meta: dict, tracks: list[str],
+    def __init__(self, registry: CallHost, call_id: str, source: str, meta: dict, tracks: list[str],
                  log_path: Path) -> None:
         self.registry = registry
         self.id = call_id
