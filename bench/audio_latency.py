@@ -78,7 +78,7 @@ def main() -> None:
             model.row_logits(stats_row([e[:t] for e in encoded] + [pro[:t]])[None])
             stages["head"].append((time.perf_counter() - t0) * 1e3)
         else:
-            from streamer.audio.emotion import FrameInputs
+            from streamer.audio.windows import FrameInputs
 
             n = min(len(encoded[0]), len(pro))
             model.window_probs([FrameInputs(encoded[0][:n], pro[:n])])

@@ -54,7 +54,7 @@ def main() -> None:
 
     audio = AudioEmotion.load(cfg.audio.model_path, handle)
     step("audio emotion model")
-    from streamer.text.emotion import load_text_emotion
+    from streamer.text.load import load_text_emotion
 
     text = load_text_emotion(cfg.text.model)
     step(f"text model ({text.name}; compiled: {text.net is None})")

@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(1)
-    from streamer.text.emotion import load_text_emotion
+    from streamer.text.load import load_text_emotion
     from streamer.text.normalize import asr_style
     from streamer.train.textdata import read_tsv
 

@@ -165,16 +165,13 @@ _worker: dict = {}
 def init_worker(config_path: str | None, overrides: dict) -> None:
     """Load this worker process's models once (``--jobs N``'s pool and ``--engine ray``'s tasks)."""
     from dataclasses import replace
+    from streamer.runtime.models import limit_threads, load_models, warm_up
 
-    import torch
-
-    from streamer.runtime.models import load_models, warm_up
-
-    torch.set_num_threads(1)
     cfg = Config.load(config_path)
     cfg = replace(cfg, **{k: replace(getattr(cfg, k), **v) for k, v in overrides.items()})
     _worker["cfg"] = cfg
     _worker["models"] = load_models(cfg)
+    limit_threads(1)
     warm_up(_worker["models"])
 
 

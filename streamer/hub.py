@@ -80,13 +80,12 @@ def quiet_hub():
     saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
     for lg, _ in saved:
         lg.setLevel(logging.ERROR)
-    try:
-        import transformers
+    import sys
 
+    transformers = sys.modules.get("transformers")  # only when something loaded it: never imported here
+    if transformers is not None:
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()
-    except ImportError:
-        transformers = None
     try:
         yield
     finally:

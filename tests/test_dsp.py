@@ -34,6 +34,18 @@ def test_mel_filters_equal_librosa():
                                    rtol=1e-5, atol=1e-8)
 
 
+def test_report_log_mel_equals_librosa(speech):
+    """ser-report's spectrogram lane (streamer.audio.features.log_mel) is librosa's, without librosa."""
+    librosa = pytest.importorskip("librosa")
+    from streamer.audio.features import log_mel
+
+    ref = librosa.power_to_db(librosa.feature.melspectrogram(y=speech, sr=16000, n_fft=400, hop_length=160, n_mels=80),
+                              ref=1.0, top_db=80.0)
+    got = log_mel(speech)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+
+
 def test_yin_equals_librosa(speech):
     librosa = pytest.importorskip("librosa")
     import soxr

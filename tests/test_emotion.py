@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamer.audio.emotion import AudioEmotion, encode_window
+from streamer.audio.emotion import AudioEmotion
+from streamer.audio.windows import encode_window
 from streamer.audio.prepare import SilentAudio
 from streamer.audio.io import load_audio, resample
 from streamer.core.errors import AudioInputError, ModelError

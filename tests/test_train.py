@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from streamer.audio.emotion import encode_window
+from streamer.audio.windows import encode_window
 from streamer.audio.features import prepare
 from streamer.audio.io import load_audio
 from streamer.audio.model import NetConfig

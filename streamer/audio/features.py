@@ -139,11 +139,12 @@ def _fit(a: NDArray, t: int) -> NDArray:
 
 
 def log_mel(x: NDArray[np.float32], n_mels: int = 80) -> NDArray[np.float32]:
-    """(n_mels, T) log-mel spectrogram in dB, 25 ms frames, 10 ms hop (for display and reports)."""
-    import librosa
-
-    mel = librosa.feature.melspectrogram(y=x, sr=SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=n_mels)
-    return librosa.power_to_db(mel, ref=1.0, top_db=80.0).astype(np.float32)
+    """(n_mels, T) log-mel spectrogram in dB, 25 ms frames, 10 ms hop (for display and reports):
+    librosa's ``power_to_db(melspectrogram(...), ref=1, top_db=80)``, with :mod:`streamer.audio.dsp`."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    mel = dsp.mel_filters(SAMPLE_RATE, 400, n_mels) @ (dsp.stft_magnitude(x, 400, 160).astype(np.float64) ** 2)
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    return np.maximum(db, db.max() - 80.0).astype(np.float32)
 
 
 def split_windows(n_samples: int, window: int, min_window: int) -> list[tuple[int, int]]:

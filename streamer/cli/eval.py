@@ -45,17 +45,17 @@ def main() -> int:
                            f"and that the labels are among angry, disgust, fear, happy, neutral, sad, surprise (or synonyms such as anger, calm)")
         raise SerError(f"no labelled clips found under {where}: file names must follow a supported corpus layout, or list the clips in a --manifest")
 
-    import torch
+    from streamer.runtime.models import limit_threads
     from rich.console import Console
     from rich.progress import Progress
 
-    from streamer.audio.emotion import DEFAULT_MODEL_DIR, AudioEmotion
+    from streamer.audio.load import DEFAULT_MODEL_DIR, load_audio_model
     from streamer.train.evaluate import add_arousal, eval_report, predict_clips
     from streamer.train.metrics import confusion_png, confusion_text
 
-    torch.set_num_threads(1)
     args.model = args.model or DEFAULT_MODEL_DIR
-    model = AudioEmotion.load(args.model)
+    model = load_audio_model(args.model)
+    limit_threads(1)
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=len(found.clips))

@@ -24,18 +24,18 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="score only this many rows (a fixed sample)")
     args = ap.parse_args()
 
-    import torch
+    from streamer.runtime.models import limit_threads
 
-    from streamer.text.emotion import load_text_emotion
+    from streamer.text.load import load_text_emotion
     from streamer.train.texteval import evaluate_rows
     from streamer.train.textdata import read_goemotions, read_tsv
 
-    torch.set_num_threads(1)
     if args.emobank:
         from streamer.train.textdata import read_emobank
         from streamer.train.texteval import evaluate_dims
 
         model = load_text_emotion(args.model)
+        limit_threads(1)
         report = evaluate_dims(model, read_emobank(args.emobank, args.split))
         report["model"] = model.name
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +47,7 @@ def main() -> int:
         return 0
     rows = read_goemotions(args.goemotions, "test") if args.goemotions else read_tsv(args.tsv)
     model = load_text_emotion(args.model)
+    limit_threads(1)
     report = evaluate_rows(model, rows.head(args.limit or None))
     report["model"] = model.name
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -71,10 +71,8 @@ def main() -> int:
                               vosk_model=args.vosk_model or cfg.asr.vosk_model),
                   whisper=replace(cfg.whisper, model=args.whisper_model or cfg.whisper.model),
                   live=replace(cfg.live, log_transcript=cfg.live.log_transcript and not args.no_transcript_log))
-    import torch
-
     from streamer.core.counters import Counters
-    from streamer.runtime.models import load_models, warm_up
+    from streamer.runtime.models import limit_threads, load_models, warm_up
     from streamer.runtime.streams import open_stream
     from streamer.live.session_log import SessionLog, session_end, session_start
     from streamer.live.sources import FileSource, MicrophoneSource, parse_device
@@ -82,7 +80,6 @@ def main() -> int:
     from streamer.ui.dashboard import ROWS, Dashboard
     from streamer.ui.lines import plain_line
 
-    torch.set_num_threads(cfg.audio.threads)
     counters = Counters()
     # Open the input first: a missing device or unreadable file fails before models load.
     if args.file:
@@ -91,6 +88,7 @@ def main() -> int:
         source = MicrophoneSource(parse_device(args.device), counters, cfg.live.ring_seconds)
 
     loaded = load_models(cfg)
+    limit_threads(cfg.audio.threads)
     warm_up(loaded)
     models = loaded.names
     print(f"ser-live: {source.name}; speech recognition: {models['asr']}", file=sys.stderr)

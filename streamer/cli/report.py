@@ -31,20 +31,18 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
-
     from streamer.core.messages import SAMPLE_RATE
     from streamer.audio.features import log_mel
     from streamer.audio.io import load_audio
     from streamer.runtime.config import Config
     from streamer.core.dims import dims
     from streamer.core.labels import LABELS
-    from streamer.runtime.models import load_models
+    from streamer.runtime.models import limit_threads, load_models
     from streamer.report import COLORS, clip_title
 
-    torch.set_num_threads(1)
     cfg = Config.load(config)
     models = load_models(cfg)
+    limit_threads(1)
     x = load_audio(path)
     audio, text, fused, transcript, uncertain = clip_emotion(cfg, models, path)
     fig = plt.figure(figsize=(12, 7), dpi=100)

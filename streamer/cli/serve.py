@@ -86,14 +86,12 @@ def main() -> int:
         raise SerError("--gateways goes with --engine ray")
     print("ser-serve: loading models (once, shared by every call; the first start also builds the text model, "
           "about 10 s)...", file=sys.stderr, flush=True)
-    import torch
-
-    from streamer.runtime.models import load_models, warm_up
+    from streamer.runtime.models import limit_threads, load_models, warm_up
 
     from streamer.runtime.config import for_server
 
-    torch.set_num_threads(cfg.audio.threads)
     models = load_models(for_server(cfg))
+    limit_threads(cfg.audio.threads)
     warm_up(models)
     print(f"ser-serve: models: {', '.join(f'{k} {v}' for k, v in models.names.items())}", file=sys.stderr, flush=True)
     return asyncio.run(serve(models, cfg, token, redis_url=args.redis, desk=args.desk))

@@ -69,13 +69,13 @@ class Branches:
     def audio_probs(self, items) -> np.ndarray:
         import soundfile as sf
 
-        from streamer.audio.emotion import AudioEmotion
+        from streamer.audio.load import load_audio_model
 
         by_id = {it.id: it for it in items}
 
         def compute(ids):
             if self._audio is None:
-                self._audio = AudioEmotion.load(self.audio_dir)
+                self._audio = load_audio_model(self.audio_dir)
             out = []
             for i in ids:
                 x, sr = sf.read(str(by_id[i].path), dtype="float32")
@@ -85,7 +85,7 @@ class Branches:
         return self._cached(f"audio-{_digest_folder(self.audio_dir)}", [it.id for it in items], compute)
 
     def text_probs(self, texts: list[str]) -> np.ndarray:
-        from streamer.text.emotion import load_text_emotion
+        from streamer.text.load import load_text_emotion
 
         tag = _text_digest(self.text_spec)
 

@@ -20,8 +20,8 @@ class ConfigError(SerError):
 class MissingDependency(SerError):
     """An optional package is needed for this feature."""
 
-    def __init__(self, package: str, feature: str) -> None:
-        super().__init__(f"{feature} needs the package '{package}': pip install {package}")
+    def __init__(self, package: str, feature: str, install: str | None = None) -> None:
+        super().__init__(f"{feature} needs the package '{package}': pip install {install or package}")
 
 
 def check(section: str, key: str, ok: bool, expected: str) -> None:

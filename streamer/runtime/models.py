@@ -71,9 +71,9 @@ def asr_factory(cfg: Config, whisper=None):
 
 def load_models(cfg: Config, with_asr: bool = True) -> Models:
     limit_malloc_arenas()
-    from streamer.audio.emotion import AudioEmotion
+    from streamer.audio.load import load_audio_model
     from streamer.audio.encoder import EMBEDDED
-    from streamer.text.emotion import load_text_emotion
+    from streamer.text.load import load_text_emotion
 
     from streamer.core.fusion import Fuser
 
@@ -82,7 +82,7 @@ def load_models(cfg: Config, with_asr: bool = True) -> Models:
     # mistake fails in seconds, before the shipped models take theirs.
     text = load_text_emotion(cfg.text.model)
     factory = asr_factory(cfg) if with_asr else (lambda: None)
-    audio = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
+    audio = load_audio_model(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
     probe = factory()
     names = {"asr": probe.name if probe is not None else "none",
              "audio": f"{cfg.audio.model_path.name} ({getattr(audio, 'digest', None) or _digest(cfg.audio.model_path / 'model.pt')})",
@@ -114,6 +114,17 @@ def warm_up(models: Models) -> None:
         for n in (1, 2, 5, 12, 30):
             models.text.predict(" ".join(["warming up"] * n))
     release_free_memory()
+
+
+def limit_threads(n: int) -> None:
+    """Each model request on ``n`` threads: torch's setting where something loaded torch (a Hugging
+    Face text model, a network without its ONNX export); onnxruntime sessions and CTranslate2 take
+    theirs when they are made. Never imports torch itself (it is not needed to run)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(max(1, int(n)))
 
 
 def _libc():

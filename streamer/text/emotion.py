@@ -241,7 +241,43 @@ def traced(net, tokenizer, max_length: int):
         return net
 
 
-class EmbeddedTextEmotion(TextEmotion):
+class EncoderTextEmotion(TextEmotion):
+    """The project's own model, however it runs (torch: :class:`EmbeddedTextEmotion`; onnxruntime:
+    :class:`streamer.text.onnx_text.OnnxTextEmotion`): ``raw`` gives the network's outputs
+    (N, 7 label logits, then arousal and valence when it has a dims head); this class turns them
+    into calibrated probabilities (``temperature``) and dims."""
+
+    temperature: float = 1.0
+    _has_dims: bool | None = None
+
+    def raw(self, texts: list[str]) -> NDArray[np.float32]:
+        """The network's outputs for ``texts`` (already prepared): (N, 7 [+ 2])."""
+        raise NotImplementedError
+
+    def prepare(self, text: str) -> str:
+        return asr_style(text)
+
+    @property
+    def has_dims(self) -> bool:
+        if self._has_dims is None:  # the network's output width says (7 labels, or 7 + 2 dims)
+            self._has_dims = self.raw(["ok"]).shape[1] > len(LABELS)
+        return self._has_dims
+
+    def logits(self, texts: list[str]) -> NDArray[np.float32]:
+        return self.raw(texts)[:, : len(LABELS)]
+
+    def _outputs(self, texts: list[str]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        raw = self.raw(texts)
+        z = raw[:, : len(LABELS)] / self.temperature
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        dims = raw[:, len(LABELS): len(LABELS) + len(DIMS)] if raw.shape[1] > len(LABELS) else None
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), dims
+
+    def _probs(self, texts: list[str]) -> NDArray[np.float32]:
+        return self._outputs(texts)[0]
+
+
+class EmbeddedTextEmotion(EncoderTextEmotion):
     """The project's own fine-tuned text model: base encoder + adapter (or full encoder) + head."""
 
     def __init__(self, net, tokenizer, temperature: float, max_length: int, name: str, trace: bool = True,
@@ -284,13 +320,13 @@ class EmbeddedTextEmotion(TextEmotion):
                 return cls(None, FastTokenizer(Path(base) / "tokenizer.json", max_length), temperature, max_length, name, run=run)
             except (RuntimeError, OSError, ValueError, AttributeError) as exc:
                 log.warning("compiled text model %s is unusable (%s); rebuilding it", target, exc)
-        model = cls._build(folder, cfg, base, name)
+        model = cls.build(folder, cfg, base, name)
         if target is not None and model.run is not model.net:
             save_compiled(model.run, target)
         return model
 
     @classmethod
-    def _build(cls, folder: Path, cfg: dict, base: str, name: str) -> "EmbeddedTextEmotion":
+    def build(cls, folder: Path, cfg: dict, base: str, name: str) -> "EmbeddedTextEmotion":
         """The network from its parts, with transformers (and peft for an adapter)."""
         import torch
 
@@ -322,34 +358,12 @@ class EmbeddedTextEmotion(TextEmotion):
             net = with_dims(net, torch.load(path, map_location="cpu", weights_only=True))
         return cls(net, tokenizer, cfg.get("temperature", 1.0), cfg.get("max_length", 64), name)
 
-    def prepare(self, text: str) -> str:
-        return asr_style(text)
-
-    @property
-    def has_dims(self) -> bool:
-        if self._has_dims is None:  # the network's output width says (7 labels, or 7 + 2 dims)
-            self._has_dims = self._raw(["ok"]).shape[1] > len(LABELS)
-        return self._has_dims
-
-    def _raw(self, texts: list[str]) -> NDArray[np.float32]:
+    def raw(self, texts: list[str]) -> NDArray[np.float32]:
         import torch
 
         with torch.inference_mode():
             enc = encode_texts(self.tokenizer, texts, self.max_length)
             return self.run(enc["input_ids"], enc["attention_mask"]).float().numpy()
-
-    def logits(self, texts: list[str]) -> NDArray[np.float32]:
-        return self._raw(texts)[:, : len(LABELS)]
-
-    def _outputs(self, texts: list[str]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-        raw = self._raw(texts)
-        z = raw[:, : len(LABELS)] / self.temperature
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        dims = raw[:, len(LABELS): len(LABELS) + len(DIMS)] if raw.shape[1] > len(LABELS) else None
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32), dims
-
-    def _probs(self, texts: list[str]) -> NDArray[np.float32]:
-        return self._outputs(texts)[0]
 
 
 class FastTokenizer:
@@ -367,12 +381,17 @@ class FastTokenizer:
         pad = self.tok.token_to_id("[PAD]")
         self.tok.enable_padding(pad_id=0 if pad is None else pad, pad_token="[PAD]")
 
-    def __call__(self, texts: list[str], **_: object) -> dict:
-        import torch
-
+    def __call__(self, texts: list[str], return_tensors: str = "np", **_: object) -> dict:
+        """int64 ``input_ids`` and ``attention_mask``, (N, longest): numpy arrays, or torch
+        tensors with ``return_tensors="pt"``."""
         encs = self.tok.encode_batch(list(texts))
-        return {"input_ids": torch.tensor([e.ids for e in encs], dtype=torch.long),
-                "attention_mask": torch.tensor([e.attention_mask for e in encs], dtype=torch.long)}
+        out = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+               "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64)}
+        if return_tensors == "pt":
+            import torch
+
+            out = {k: torch.from_numpy(v) for k, v in out.items()}
+        return out
 
 
 class HFTextEmotion(TextEmotion):
@@ -419,22 +438,3 @@ class HFTextEmotion(TextEmotion):
             p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
             q = p @ self.matrix
             return (q / q.sum(dim=1, keepdim=True).clamp(min=1e-12)).numpy()
-
-
-def load_text_emotion(spec: str | Path | None = None) -> TextEmotion:
-    """``None`` or ``"embedded"``: the shipped model; a folder of ours (config.json with the
-    marker): that model; anything else: a Hugging Face model name or folder."""
-    if spec is None or str(spec) == "embedded":
-        return EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR)
-    path = Path(spec)
-    cfg = path / "config.json"
-    if cfg.is_file():
-        try:
-            ours = MARKER in json.loads(cfg.read_text())
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{cfg} is not valid JSON") from exc
-        if ours:
-            return EmbeddedTextEmotion.load(path)
-    elif str(spec).startswith((".", "/", "~")) and not path.exists():
-        raise ModelError(f"text model folder {spec} does not exist")
-    return HFTextEmotion(str(spec))

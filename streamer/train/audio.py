@@ -21,7 +21,8 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional as F
 
-from streamer.audio.emotion import FrameInputs, collate
+from streamer.audio.emotion import collate
+from streamer.audio.windows import FrameInputs
 from streamer.audio.pooling import pool_windows
 from streamer.audio.features import PROSODY_NAMES
 from streamer.audio.model import AudioEmotionNet, NetConfig

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.audio.emotion import blend_logits
+from streamer.audio.windows import blend_logits
 from streamer.audio.pooling import pool_windows
 from streamer.train.metrics import expected_calibration_error, summary
 

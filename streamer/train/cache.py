@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamer.core.messages import SAMPLE_RATE
-from streamer.audio.emotion import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES, FrameInputs, encode_window
+from streamer.audio.windows import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES, FrameInputs, encode_window
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
 from streamer.audio.features import normalize_level, prepare, split_windows, trim_silence
 from streamer.audio.io import load_audio

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.audio.emotion import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES
+from streamer.audio.windows import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES
 from streamer.audio.features import prepare
 from streamer.audio.pooled import window_rows as pooled_rows
 from streamer.audio.io import load_audio

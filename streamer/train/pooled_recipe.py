@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.audio.adapt import AdaptOptions, Moments
-from streamer.audio.emotion import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES
+from streamer.audio.windows import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES
 from streamer.audio.pooled import HEAD_FILE, KIND, Head
 from streamer.core.labels import LABELS
 from streamer.train.corpora import scan

@@ -51,9 +51,6 @@ def call_gateway(gateway_class, name: str):
         """ser-serve's endpoints; each socket (a call, a desk's feed) is served where it was accepted."""
 
         async def __init__(self, opts) -> None:  # a GatewayOptions
-            import torch
-
-            torch.set_num_threads(1)
             logging.getLogger("streamer").setLevel(logging.INFO)
             replica = ""
             try:

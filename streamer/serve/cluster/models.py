@@ -10,7 +10,7 @@ process's own :class:`~streamer.core.services.Services`.
   answers are the same on any replica, batch or arrival order;
 - :class:`TextEmotionDeployment` takes a string and returns the dict, or None (no words).
 
-Each replica loads its model once (``torch.set_num_threads(1)``) and batches the requests it
+Each replica loads its model once (one thread a request) and batches the requests it
 holds with ``@serve.batch``; the batch runs on a thread so that the replica's event loop keeps
 taking the next batch's requests meanwhile. ``batch_stats`` reports the batch sizes seen.
 
@@ -298,7 +298,6 @@ def _measure(argv: list[str] | None = None) -> dict:
     import socket
 
     import ray
-    import torch
     from ray import serve
 
     from streamer.audio.io import load_audio
@@ -313,8 +312,7 @@ def _measure(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
-    from streamer.audio.emotion import AudioEmotion
+    from streamer.audio.load import load_audio_model
     from streamer.audio.encoder import EMBEDDED
     from streamer.runtime.models import whisper_handle
 
@@ -323,7 +321,7 @@ def _measure(argv: list[str] | None = None) -> dict:
     x = pcm_samples(pcm_bytes(load_audio(a.file)))
     step = max(1, (len(x) - size) // max(1, a.windows - 1))
     wins = [x[i * step:i * step + size] for i in range(a.windows)]
-    model = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
+    model = load_audio_model(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
     model.predict(wins[0])
     t0 = time.perf_counter()
     want = [model.predict(w) for w in wins]

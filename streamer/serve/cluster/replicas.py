@@ -96,15 +96,13 @@ class _AudioModel:
     """The audio deployment's body (plain class: Ray Serve wraps it in :func:`deployments`)."""
 
     def __init__(self, config_path: str | None, max_batch_size: int, batch_wait_timeout_s: float) -> None:
-        import torch
-
-        torch.set_num_threads(1)
-        from streamer.audio.emotion import AudioEmotion
         from streamer.audio.encoder import EMBEDDED
-        from streamer.runtime.models import whisper_handle
+        from streamer.audio.load import load_audio_model
+        from streamer.runtime.models import limit_threads, whisper_handle
 
         cfg = _config(config_path)
-        self.model = AudioEmotion.load(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
+        self.model = load_audio_model(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
+        limit_threads(1)
         self.stats = _Stats()
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -128,12 +126,11 @@ class _AudioModel:
 
 class _TextModel:
     def __init__(self, config_path: str | None, max_batch_size: int, batch_wait_timeout_s: float) -> None:
-        import torch
-
-        torch.set_num_threads(1)
-        from streamer.text.emotion import load_text_emotion
+        from streamer.runtime.models import limit_threads
+        from streamer.text.load import load_text_emotion
 
         self.model = load_text_emotion(_config(config_path).text.model)
+        limit_threads(1)
         self.stats = _Stats()
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -151,9 +148,6 @@ class _TextModel:
 
 class _WhisperModel:
     def __init__(self, config_path: str | None, max_batch_size: int, batch_wait_timeout_s: float) -> None:
-        import torch
-
-        torch.set_num_threads(1)
         from streamer.runtime.models import whisper_handle
 
         cfg = _config(config_path)
