@@ -87,7 +87,7 @@ LOGS = ("billing.wav.ndjson", "parcel.wav.ndjson", "thanks.flac.ndjson", "broken
 def reference(calls):
     out = calls / "jobs1"
     res = analyze(calls, out)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr  # broken.wav: exit status 1
     assert sorted(p.name for p in out.glob("*.ndjson")) == sorted(LOGS)
     return out
 
@@ -130,7 +130,7 @@ def same_as_reference(reference, out):
 def test_ray_equals_jobs_1_and_resume(calls, reference, cluster):
     out = calls / "ray"
     res = analyze(calls, out, "--engine", "ray", "--address", cluster)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr  # broken.wav: exit status 1
     assert "on Ray" in res.stderr
     same_as_reference(reference, out)
     assert sum(len(read_log(reference / n).of_type("window")) for n in LOGS) >= 3  # real speech was analysed
@@ -139,18 +139,18 @@ def test_ray_equals_jobs_1_and_resume(calls, reference, cluster):
     mtimes = {n: (out / n).stat().st_mtime_ns for n in LOGS}
     (out / "parcel.wav.ndjson").unlink()  # resume: only the missing log is redone
     res = analyze(calls, out, "--engine", "ray", "--address", cluster)
-    assert res.returncode == 0 and "3 already analysed, 1 to do" in res.stderr, res.stderr
+    assert res.returncode == 1 and "3 already analysed, 1 to do" in res.stderr, res.stderr
     assert all((out / n).stat().st_mtime_ns == mtimes[n] for n in LOGS if n != "parcel.wav.ndjson")
     same_as_reference(reference, out)
     res = analyze(calls, out, "--engine", "ray", "--address", "127.0.0.1:1")  # nothing to do: no cluster needed
-    assert res.returncode == 0 and "4 already analysed, 0 to do" in res.stderr, res.stderr
+    assert res.returncode == 1 and "4 already analysed, 0 to do" in res.stderr, res.stderr
 
 
 def test_worker_killed_mid_file_is_redone(calls, reference, cluster):
     out, marker = calls / "killed", calls / "died-once.json"
     env = dict(env_for(calls), SER_BATCH_RAY_DIE_ONCE=str(marker))
     res = analyze(calls, out, "--engine", "ray", "--address", cluster, env=env)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr  # broken.wav: exit status 1
     died = json.loads(marker.read_text())  # a worker really exited, after a window record of its log
     assert died["records"] >= 2 and died["pid"] > 0
     same_as_reference(reference, out)  # the file it held was run again, whole
@@ -175,7 +175,7 @@ def test_lost_worker_without_retries_is_reported_then_redone(calls, reference, c
     assert Path(died["log"]).stem == lost_log.stem and str(out) not in died["log"]  # it died writing its scratch copy
     monkeypatch.delenv("SER_BATCH_RAY_DIE_ONCE")
     res = analyze(calls, out, "--engine", "ray", "--address", cluster)  # the next run redoes only that file
-    assert res.returncode == 0 and "3 already analysed, 1 to do" in res.stderr, res.stderr
+    assert res.returncode == 1 and "3 already analysed, 1 to do" in res.stderr, res.stderr
     same_as_reference(reference, out)
 
 

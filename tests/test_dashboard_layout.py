@@ -166,3 +166,29 @@ def test_any_size_fills_the_screen_and_no_more():
             for height in (6, 13, 19, 23, 27, 41):
                 rows = draw(render(s), width, height).splitlines()
                 assert len(rows) == height and max(map(cell_len, rows)) <= width, (width, height)
+
+
+GRID = [(w, h) for w in (40, 45, 50, 55, 59, 60, 66, 72, 79) for h in (12, 14, 15, 16, 18, 20, 23)]
+
+
+@pytest.mark.parametrize("width,height", GRID)
+def test_no_size_from_40x12_up_overlaps(width, height):
+    """Every size from 40x12 up draws within the terminal, one row per line, with every label's
+    fused percentage readable (below 60x16 as one column of lines: the panels would overlap)."""
+    out = draw(render(snap()), width, height)
+    rows = out.splitlines()
+    assert len(rows) == height and max(cell_len(r) for r in rows) <= width, out
+    last = WINDOWS[-1]
+    for k in LABELS:
+        row = [r for r in rows if re.search(rf"(^|│) *{EMOJI[k]} {k} ", r)]  # a row that starts with the label
+        assert len(row) == 1, (k, out)
+        assert f"{last.fused[k]:.0%}" in row[0].split("│")[0 if row[0].startswith(EMOJI[k]) else 1], (k, row)
+    assert "HAPPY" in out and "55%" in out  # the rolling emotion
+    if (width, height) < (60, 16) or width < 60 or height < 16:
+        assert "┃" not in out and "│" not in out  # no columns side by side to collide
+
+
+def test_below_40x12_one_line_says_how_large_the_terminal_must_be():
+    out = draw(render(snap()), 39, 12)
+    assert out.splitlines()[0].strip() == "terminal 39x12: needs 40x12" and len(out.splitlines()) == 12
+    assert draw(render(snap()), 80, 11).strip() == "terminal 80x11: needs 40x12"

@@ -124,5 +124,5 @@ def test_help_says_what_each_option_does_and_its_default(capsys):
     text = capsys.readouterr().out
     assert "seed notebook" not in text
     for word in ("session log", "ser-live --log", "ser-analyze", "waveform", "log-mel spectrogram", "arousal",
-                 "index.html", "(default: no page)", "(default: the project's config.toml)"):
+                 "index.html", "(default: no page)", "(default: the shipped config.toml)"):
         assert word in " ".join(text.split()), word

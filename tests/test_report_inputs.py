@@ -80,14 +80,16 @@ def not_logs(d: Path) -> dict[str, tuple[Path, str]]:
     (d / "empty.ndjson").write_text("")
     (d / "other.jsonl").write_text('{"name": "x", "value": 1}\n{"type": "metric", "loss": 0.3}\n[1, 2]\n')
     (d / "hollow.ndjson").write_text('{"type": "window", "start_s": 0.0, "end_s": 2.5}\n')  # no probabilities, no label
-    return {"text": (d / "notes.txt", "not a session log (2 lines: 2 not JSON objects"),
+    (d / "notaudio.wav").write_text("these are notes saved under an audio name\n")
+    return {"named": (d / "notaudio.wav", "is named like audio but holds neither audio nor a session log"),
+            "text": (d / "notes.txt", "not a session log (2 lines: 2 not JSON objects"),
             "flac": (ROOT / "demo" / "demo.flac", "is audio, not a session log: make its log with `ser-analyze"),
             "empty": (d / "empty.ndjson", "is empty, not a session log"),
             "json": (d / "other.jsonl", "3 lines: 1 not a JSON object, 2 JSON records of another kind"),
             "hollow": (d / "hollow.ndjson", "1 JSON record of another kind")}
 
 
-@pytest.mark.parametrize("kind", ["text", "flac", "empty", "json", "hollow"])
+@pytest.mark.parametrize("kind", ["text", "flac", "named", "empty", "json", "hollow"])
 def test_not_a_session_log_fails_in_one_line_and_writes_nothing(kind, tmp_path):
     path, phrase = not_logs(tmp_path)[kind]
     out = tmp_path / "out"

@@ -137,6 +137,7 @@ def test_sigterm_finishes_every_call_and_logs_its_end(tmp_path):
         rest = proc.stderr.read()
     assert rc == 0, rest
     assert "stopped (2 calls served, 2 logged as ended)" in rest and "leaked" not in rest, rest
+    assert "alert rules; sign in with the token" in rest  # a token is set: the desk asks for it
     assert "shutdown took too long" not in rest and "did not finish within shutdown_s" not in rest, rest
     print(f"SIGTERM to exit 0: {took:.1f} s")
     # a product promise (README: SIGTERM "exits 0 within [server] shutdown_s", 10 s by default;

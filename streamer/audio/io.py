@@ -175,6 +175,8 @@ def decode_file(path: str | Path, *, channel: int | None = None, target_rate: in
     import soundfile as sf
 
     path = Path(path)
+    if path.is_dir():
+        raise AudioInputError(f"{path} is a folder, not an audio file: give one file (ser-analyze takes folders)")
     if not path.is_file():
         raise AudioInputError(f"no such audio file: {path}")
     damage, failure = None, None

@@ -1,5 +1,9 @@
 """ser-analyze: the ser-live pipeline over recorded files and folders, one session log per
-file and a summary.csv; stereo calls can be split into one speaker per channel."""
+file and a summary.csv; stereo calls can be split into one speaker per channel.
+
+Exit status: 0 when every file was analysed; 1 when some could not be (each one's error is
+in summary.csv, its log and the closing lines; the others are analysed all the same); 2 for
+a bad argument (nothing is analysed)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from streamer.cli import run_main
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(prog="ser-analyze", description=__doc__)
+    ap = argparse.ArgumentParser(prog="ser-analyze", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files or folders (searched recursively)")
     ap.add_argument("--out", type=Path, default=Path("ser-analysis"),
                     help="folder for the logs and summary.csv (default: ser-analysis/)")
@@ -25,7 +30,7 @@ def main() -> int:
     ap.add_argument("--address", default=None,
                     help="--engine ray: the cluster to join (default: $RAY_ADDRESS, else a local cluster of this machine's CPUs)")
     ap.add_argument("--force", action="store_true", help="analyse again files whose log is already complete")
-    ap.add_argument("--config", type=Path, default=None, help="settings file (default: the repository's config.toml)")
+    ap.add_argument("--config", type=Path, default=None, help="settings file (default: the shipped config.toml; flags override it)")
     ap.add_argument("--asr", choices=("auto", "vosk", "whisper"), default=None,
                     help="speech recogniser (default: [asr] engine, auto: Vosk when a model is found, else Whisper)")
     ap.add_argument("--vosk-model", default=None, help="a Vosk model folder (default: $SER_VOSK_MODEL, config, cache)")
@@ -98,10 +103,11 @@ def main() -> int:
             rows.append({"file": str(f), "error": failures.get(str(f), "not analysed")})
     write_summary(rows, args.out / "summary.csv")
     bad = [r for r in rows if r.get("error")]
-    print(f"ser-analyze: {len(files)} file(s), {len(bad)} with errors; logs and summary.csv in {args.out}", file=sys.stderr)
+    failed = sorted({r["file"] for r in bad})
+    print(f"ser-analyze: {len(files)} file(s), {len(failed)} with errors; logs and summary.csv in {args.out}", file=sys.stderr)
     for r in bad:
         print(f"  {r['file']}: {r['error']}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 def entry() -> None:

@@ -1,11 +1,17 @@
 """ser-call: play audio files to a ser-serve as the telephony platforms would, paced in real time.
 
-``ser-call twilio URL --customer a.wav [--agent b.wav]`` plays Twilio Media Streams calls
-(``connected``, ``start``, 20 ms mu-law ``media`` frames per track, ``stop``);
-``ser-call vosk URL FILE`` speaks the vosk-server protocol and prints every reply;
-``ser-call audio-fork URL FILE [--callee b.wav]`` plays a FreeSWITCH mod_audio_fork stream and
-``ser-call audiosocket HOST:PORT FILE`` an Asterisk AudioSocket one. After a call the results
-the server holds for it (``GET /api/calls/{id}``) are printed, one line per utterance.
+  ser-call twilio URL --customer a.wav [--agent b.wav]
+      plays Twilio Media Streams calls (connected, start, 20 ms mu-law media frames per
+      track, stop)
+  ser-call vosk URL FILE
+      speaks the vosk-server protocol and prints every reply
+  ser-call audio-fork URL FILE [--callee b.wav]
+      plays a FreeSWITCH mod_audio_fork stream
+  ser-call audiosocket HOST:PORT FILE
+      plays an Asterisk AudioSocket stream
+
+After a call, the results the server holds for it (GET /api/calls/ID) are printed, one line
+per utterance. Exit status: 0 when every call ended normally, 1 otherwise, 2 for a bad argument.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--no-results", action="store_true", help="do not fetch and print the call's results")
 
     tw = sub.add_parser("twilio", parents=[common], help="Twilio Media Streams calls (ws://HOST:PORT/twilio)")
-    tw.add_argument("url")
+    tw.add_argument("url", help="the server's Twilio endpoint, e.g. ws://127.0.0.1:8765/twilio")
     tw.add_argument("--customer", required=True, type=Path, help="the caller's audio (Twilio's inbound track)")
     tw.add_argument("--agent", type=Path, default=None, help="the agent's audio (outbound track); none: one track")
     tw.add_argument("--calls", type=int, default=1, help="calls at once, all playing the same files (default: 1)")
@@ -43,19 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: a new one per call; with --calls N, SID-1 ... SID-N)")
 
     vo = sub.add_parser("vosk", parents=[common], help="the vosk-server protocol (ws://HOST:PORT/vosk)")
-    vo.add_argument("url")
-    vo.add_argument("file", type=Path)
+    vo.add_argument("url", help="the server's vosk endpoint, e.g. ws://127.0.0.1:8765/vosk")
+    vo.add_argument("file", type=Path, help="the audio to send")
     vo.add_argument("--rate", type=int, default=16000, help="sample rate sent in the config (default: 16000)")
 
     af = sub.add_parser("audio-fork", parents=[common], help="FreeSWITCH mod_audio_fork (ws://HOST:PORT/audio-fork)")
-    af.add_argument("url")
+    af.add_argument("url", help="the server's audio_fork endpoint, e.g. ws://127.0.0.1:8765/audio-fork")
     af.add_argument("file", type=Path, help="the caller's audio (left channel)")
     af.add_argument("--callee", type=Path, default=None, help="the callee's audio (right channel): a stereo stream")
-    af.add_argument("--rate", type=int, choices=(8000, 16000), default=8000)
+    af.add_argument("--rate", type=int, choices=(8000, 16000), default=8000, help="sample rate sent (default: 8000)")
 
     asock = sub.add_parser("audiosocket", parents=[common], help="Asterisk AudioSocket (HOST:PORT, TCP)")
     asock.add_argument("address", help="HOST:PORT of ser-serve --audiosocket-port")
-    asock.add_argument("file", type=Path)
+    asock.add_argument("file", type=Path, help="the caller's audio")
     asock.add_argument("--api", default=None, help="the server's HTTP root for the results (default: http://HOST:8765)")
     return ap
 
@@ -103,7 +109,7 @@ async def _main(args) -> int:
             url = args.api or f"http://{host}:8765"
         for r in results:
             if isinstance(r, BaseException):
-                print(f"call failed: {r}", file=sys.stderr)
+                print(f"call failed: {failure_text(r, url)}", file=sys.stderr)
                 failed += 1
                 continue
             code = r.get("close_code")
@@ -117,6 +123,25 @@ async def _main(args) -> int:
                 for line in describe(detail or {}):
                     print(line)
     return 1 if failed else 0
+
+
+def failure_text(exc: BaseException, url: str) -> str:
+    """What went wrong, in the user's words: a refused connection names the address, not
+    aiohttp's connector internals.
+
+    >>> failure_text(ConnectionRefusedError(111, "Connect call failed"), "ws://127.0.0.1:9/twilio")
+    'nothing listens at ws://127.0.0.1:9/twilio (connection refused): is ser-serve running, on that port?'
+    """
+    import aiohttp
+
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return f"nothing listens at {url} (connection refused): is ser-serve running, on that port?"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {url}: {cause.strerror or cause}"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"{url} refused the WebSocket: HTTP {exc.status} {exc.message}"
+    return str(exc) or type(exc).__name__
 
 
 def main() -> int:

@@ -59,6 +59,9 @@ def main() -> int:
         return 0
     if args.fast and not args.file:
         raise SerError("--fast only applies to --file")
+    if args.log is not None and not args.log.parent.is_dir():  # said before the models load, and never made up
+        raise SerError(f"--log {args.log}: the folder {args.log.parent} does not exist; create it, or give a log "
+                       "path in an existing folder")
     # Say what is happening at once: loading takes seconds (the first start builds the text model).
     print("ser-live: loading models (the first start also builds the text model once, about 10 s)...",
           file=sys.stderr, flush=True)

@@ -63,7 +63,7 @@ def clip_figure(path: Path, png: Path, config: Path | None) -> None:
     for k, (name, probs) in enumerate((("audio", audio), ("text", text), ("fused", fused))):
         if probs is None:
             continue
-        ax_p.barh(y + (k - 1) * 0.27, [probs[lab] for lab in LABELS], height=0.26, label=name,
+        ax_p.barh(y + (1 - k) * 0.27, [probs[lab] for lab in LABELS], height=0.26, label=name,
                   color=[COLORS[lab] for lab in LABELS], alpha=(0.45, 0.7, 1.0)[k], edgecolor="black", linewidth=0.3)
     ax_p.set_yticks(y, LABELS)
     ax_p.set_xlim(0, 1)
@@ -129,7 +129,7 @@ def parser() -> argparse.ArgumentParser:
                     help="instead of logs: analyse this recording whole and draw its waveform, log-mel "
                          "spectrogram and audio/text/fused probabilities into --png (default: off)")
     ap.add_argument("--config", type=Path, default=None,
-                    help="settings file for --clip's models (default: the project's config.toml)")
+                    help="settings file for --clip's models (default: the shipped config.toml)")
     return ap
 
 
@@ -165,6 +165,8 @@ def main() -> int:
     if args.clip:
         if not args.png:
             raise SerError("--clip needs --png OUT.png")
+        if args.clip.is_dir():
+            raise SerError(f"--clip {args.clip} is a folder: give one audio file")
         if not args.clip.is_file():
             raise SerError(f"no such audio file: {args.clip}")
         clip_figure(args.clip, args.png, args.config)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from streamer.cli import run_main
+from streamer.core.errors import SerError
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,71 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings(args):
     """The Config with the flags applied (ConfigError when out of range)."""
+    from streamer.core.errors import ConfigError, SerError
     from streamer.runtime.config import Config
 
     cfg = Config.load(args.config)
     flags = {"host": args.host, "port": args.port, "max_calls": args.max_calls,
              "log_dir": str(args.log_dir) if args.log_dir else None, "audiosocket_port": args.audiosocket_port}
-    server = replace(cfg.server, **{k: v for k, v in flags.items() if v is not None})  # ranges checked again
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        server = replace(cfg.server, **given)  # ranges checked again
+    except ConfigError as exc:  # a flag's value: name the flag, not the config file
+        for key, value in given.items():
+            prefix = f"config [server] {key}: "
+            if str(exc).startswith(prefix):
+                raise SerError(f"--{key.replace('_', '-')} {value}: {str(exc)[len(prefix):]}") from None
+        raise
     ray_cfg = cfg.ray
     if getattr(args, "gateways", None) is not None:
         n = args.gateways
         ray_cfg = replace(ray_cfg, gateways=n, min_gateways=min(ray_cfg.min_gateways, n),
                           max_gateways=max(ray_cfg.max_gateways, n))
     return replace(cfg, server=server, ray=ray_cfg)
+
+
+def desk_line(host: str, port: int, rules: int, token: str | None) -> str:
+    """The start-up line that tells where the desk is and how to get in.
+
+    >>> desk_line("127.0.0.1", 8765, 3, None)
+    'ser-serve: call desk at http://127.0.0.1:8765/ (3 alert rules; no token set: anyone who can reach this address can open it)'
+    >>> desk_line("127.0.0.1", 8765, 3, "t").endswith("sign in with the token, or open /?token=TOKEN once)")
+    True
+    """
+    access = "sign in with the token, or open /?token=TOKEN once" if token else \
+        "no token set: anyone who can reach this address can open it"
+    return f"ser-serve: call desk at http://{host}:{port}/ ({rules} alert rules; {access})"
+
+
+def check_free(host: str, port: int, flag: str) -> None:
+    """A port another program holds is an error now, before the models load (seconds), not after."""
+    import socket
+
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise SerError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another {flag} "
+                           "(0: any free one)" + (" or --host" if flag == "--port" else "")) from None
+
+
+def check_redis(url: str) -> None:
+    """An unreachable Redis is an error now, before the models load."""
+    try:
+        import redis
+    except ImportError as exc:
+        raise SerError('--redis needs redis-py: pip install "ser-live[cluster]"') from exc
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        client.ping()
+        client.close()
+    except (redis.RedisError, ValueError, OSError) as exc:
+        raise SerError(f"--redis {url}: cannot reach Redis ({exc}); start redis-server there, or leave --redis out "
+                       "for one process") from None
 
 
 def main() -> int:
@@ -75,6 +129,11 @@ def main() -> int:
     note = check_listen(cfg.server.host, token)  # off loopback without a token: SerError, exit 2
     if note:
         print(f"ser-serve: {note}", file=sys.stderr, flush=True)
+    if args.engine != "ray":  # checked before the models load: a mistake costs no wait
+        check_free(cfg.server.host, cfg.server.port, "--port")
+        check_free(cfg.server.host, cfg.server.audiosocket_port, "--audiosocket-port")
+    if args.redis:
+        check_redis(args.redis)
     if args.engine == "ray":
         from streamer.serve.cluster.driver import run
 
@@ -146,8 +205,7 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
     print(f"ser-serve: listening on http://{host}:{port} (/twilio /vosk /audio-fork /events /api/calls /metrics "
           f"/healthz); logs in {registry.log_dir}"
           + (f"; AudioSocket on port {cfg.server.audiosocket_port}" if audiosocket else ""), file=sys.stderr, flush=True)
-    print(f"ser-serve: call desk at http://{host}:{port}/ ({len(cfg.alerts)} alert rules; sign in with the token, "
-          "or open /?token=T once)", file=sys.stderr, flush=True)
+    print(desk_line(host, port, len(cfg.alerts), token), file=sys.stderr, flush=True)
     await stop.wait()
     print(f"ser-serve: stopping: finishing {len(registry.active_calls)} call(s)...", file=sys.stderr, flush=True)
     registry.accepting = False

@@ -56,10 +56,12 @@ def _sniff(path: Path) -> str | None:
     from streamer.batch import AUDIO_SUFFIXES
 
     mp3 = len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
-    named = path.suffix.lower() in AUDIO_SUFFIXES and not head.lstrip().startswith(b"{")
-    if head.startswith(AUDIO_MAGIC) or mp3 or named:
+    if head.startswith(AUDIO_MAGIC) or mp3:  # judged by what it holds, not by its name
         return (f"{path} is audio, not a session log: make its log with `ser-analyze {path} --out DIR` "
                 f"(or `ser-live --file {path} --log LOG.ndjson`), then give ser-report that log")
+    if path.suffix.lower() in AUDIO_SUFFIXES and not head.lstrip().startswith(b"{"):
+        return (f"{path} is named like audio but holds neither audio nor a session log (it begins "
+                f"{head[:12]!r}): {HOW_TO_LOG}")
     if b"\0" in head:
         return f"{path} is a binary file, not a session log: {HOW_TO_LOG}"
     return None

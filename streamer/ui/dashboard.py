@@ -32,37 +32,14 @@ from streamer.core.messages import SAMPLE_RATE
 from streamer.core.dims import dims as dims_of
 from streamer.core.labels import EMOJI, LABELS
 from streamer.core.messages import UtteranceResult, WindowResult
+from streamer.ui.compact import SMALLEST, compact_lines, too_small, use_compact
 from streamer.ui.lines import skipped_note
+from streamer.ui.parts import COLORS, bar, clock, counter_lines, rolling_of
 from streamer.ui.fit import LABEL_CELLS, PERCENT_CELLS, Fit, Sized, VRule, fit, frame, left_width, one_line
 from streamer.ui.state import Snapshot
 
-COLORS = {"angry": "red", "disgust": "green", "fear": "magenta", "happy": "yellow", "neutral": "white",
-          "sad": "blue", "surprise": "cyan"}
-BAR = 24
 UNCERTAIN = "dim"
 ROWS = 200  # window results and utterances worth keeping for the dashboard: a 200-row screen's worth
-def clock(seconds: float) -> str:
-    """Seconds as h:mm:ss.
-
-    >>> clock(3725.4)
-    '1:02:05'
-    """
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def bar(p: float, width: int = BAR) -> str:
-    """A horizontal bar of ``width`` cells for a share ``p``.
-
-    >>> bar(0.5, 8), bar(0.0, 4), bar(1.0, 4)
-    ('████    ', '    ', '████')
-    """
-    p = min(1.0, max(0.0, p))
-    full = int(p * width)
-    part = " ▏▎▍▌▋▊▉"[int((p * width - full) * 8)] if full < width else ""
-    return ("█" * full + part).ljust(width)[:width]
-
-
 def signed_bar(x: float, half: int = 4) -> str:
     """A bar for a value in [-1, 1]: ``half`` cells either side of a centre mark.
 
@@ -73,14 +50,6 @@ def signed_bar(x: float, half: int = 4) -> str:
     left = ("█" * n if x < 0 else "").rjust(half)
     right = ("█" * n if x > 0 else "").ljust(half)
     return f"{left}│{right}"
-
-
-def rolling_of(r: WindowResult) -> tuple[str, str, float]:
-    """The rolling label, emoji and confidence of a result (a result made before these were
-    kept apart carries the rolling emotion in ``label``)."""
-    if r.rolling_label:
-        return r.rolling_label, r.rolling_emoji or EMOJI[r.rolling_label], r.rolling_confidence
-    return r.label, r.emoji, r.confidence
 
 
 def mark(r: WindowResult | UtteranceResult) -> Text:
@@ -325,37 +294,6 @@ def timeline(s: Snapshot, f: Fit = Fit()) -> RenderableType:
     return frame(Sized(lambda w: strip(s.results, w)), "recent windows (each its own; ? uncertain)", f)
 
 
-def counter_lines(s: Snapshot, width: int) -> list[str]:
-    """The counters in the longest words that fit one line of ``width`` cells; else in short
-    words, as many lines as they take. Every counter keeps its number.
-
-    >>> snap = Snapshot("mic", {}, 0.0, 0.0, -90.0, False, "", (), {"windows": 12}, 140.0, 310.0)
-    >>> counter_lines(snap, 100)
-    ['windows 12   dropped audio 0.0 s   queue drops 0   overflows 0   latency p50/p95 140 / 310 ms']
-    >>> counter_lines(snap, 40)
-    ['windows 12  dropped 0.0 s  q-drops 0', 'overflows 0  p50/p95 140/310 ms']
-    """
-    c = s.counters
-    none = s.latency_p50_ms is None
-    dropped = c.get("audio_dropped_samples", 0) / SAMPLE_RATE
-    queue = c.get("asr_queue_dropped", 0) + c.get("windows_dropped", 0)
-    windows, overflows = f"windows {c.get('windows', 0)}", f"overflows {c.get('portaudio_input_overflow', 0)}"
-    long = [windows, f"dropped audio {dropped:.1f} s", f"queue drops {queue}", overflows,
-            "latency p50/p95 " + ("—" if none else f"{s.latency_p50_ms:.0f} / {s.latency_p95_ms:.0f} ms")]
-    short = [windows, f"dropped {dropped:.1f} s", f"q-drops {queue}", overflows,
-             "p50/p95 " + ("—" if none else f"{s.latency_p50_ms:.0f}/{s.latency_p95_ms:.0f} ms")]
-    for parts, sep in ((long, "   "), (long, "  "), (short, "  ")):
-        if len(line := sep.join(parts)) <= width:
-            return [line]
-    lines = [short[0]]
-    for part in short[1:]:
-        if len(lines[-1]) + 2 + len(part) <= width:
-            lines[-1] += "  " + part
-        else:
-            lines.append(part)
-    return lines
-
-
 def footer(s: Snapshot, f: Fit = Fit()) -> RenderableType:
     return frame(Sized(lambda w: Text("\n".join(counter_lines(s, w)))), "counters", f)
 
@@ -385,7 +323,18 @@ class Screen:
         self.s = s
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield layout(self.s, options.max_width, options.height or console.height)
+        width, height = options.max_width, options.height or console.height
+        if width < SMALLEST[0] or height < SMALLEST[1]:
+            yield Group(*fill([one_line(too_small(width, height), width)], height))
+        elif use_compact(width, height):  # the panels would overlap: one column of lines
+            yield Group(*fill(compact_lines(self.s, width, height), height))
+        else:
+            yield layout(self.s, width, height)
+
+
+def fill(lines: list[Text], height: int) -> list[Text]:
+    """``lines`` and blank ones after them: the screen's ``height`` rows, as the full layout has."""
+    return lines[:height] + [Text("") for _ in range(height - len(lines))]
 
 
 def render(s: Snapshot) -> Screen:

@@ -77,7 +77,7 @@ class Request:
         self.cookies = MultiDictProxy(MultiDict({k: m.value for k, m in cookie.items()}))
         self.websocket: WebSocket | None = None
 
-    # the request's own state (aiohttp's request is a mapping: request["authed"])
+    # the request's own state (aiohttp's request is a mapping: request[AUTHED])
     def __getitem__(self, key):
         return self._state[key]
 

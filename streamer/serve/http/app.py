@@ -16,7 +16,7 @@
 
 The token (:mod:`streamer.serve.http.auth`) is checked by a middleware for every path but
 ``/healthz``: a wrong token is 401; a missing one is 401 too, except on ``/twilio`` whose
-start message may carry it (``request["authed"]`` says whether the handshake had it).
+start message may carry it (``request[AUTHED]`` says whether the handshake had it).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from streamer.serve.http.auth import Auth
 from streamer.serve.bus import BusError
 from streamer.serve.calls.registry import CallRegistry
 from streamer.serve.http.metrics import CONTENT_TYPE
-from streamer.serve.http.websocket import AUTH, REGISTRY, SOCKETS, close_ws, dumps, prepare_ws
+from streamer.serve.http.websocket import AUTH, AUTHED, REGISTRY, SOCKETS, close_ws, dumps, prepare_ws
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def make_auth_middleware(auth: Auth):
             log.warning("%s %s from %s: %s token", request.method, request.path, request.remote, status)
             raise web.HTTPUnauthorized(text=f"{status} token: send Authorization: Bearer TOKEN or ?token=TOKEN\n",
                                        headers={"WWW-Authenticate": 'Bearer realm="ser-serve"'})
-        request["authed"] = status in ("ok", "off")
+        request[AUTHED] = status in ("ok", "off")
         return await handler(request)
 
     return check_token

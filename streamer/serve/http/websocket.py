@@ -17,6 +17,7 @@ from streamer.serve.calls.registry import CallRegistry
 REGISTRY = web.AppKey("registry", CallRegistry)
 AUTH = web.AppKey("auth", Auth)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+AUTHED = web.RequestKey("authed", bool)  # the handshake carried a good token (or none is needed)
 
 
 def dumps(obj) -> str:

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from streamer.serve.protocols import wire
 from streamer.serve.transport import BaseProtocol, Media, Note, Start, Stop, WebSocketTransport, serve_call
-from streamer.serve.http.websocket import AUTH, REGISTRY, prepare_ws
+from streamer.serve.http.websocket import AUTH, AUTHED, REGISTRY, prepare_ws
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
         log.warning("/twilio from %s: X-Twilio-Signature missing or wrong", request.remote)
         raise web.HTTPForbidden(text="X-Twilio-Signature missing or not Twilio's ([server] twilio_auth_token)\n")
     ws = await prepare_ws(request)
-    authed = bool(request.get("authed", not auth.required))
+    authed = bool(request.get(AUTHED, not auth.required))
     await serve_call(WebSocketTransport(ws, registry, SOURCE, str(request.remote)), TwilioProtocol(), registry,
                      authed=authed, auth=auth)
     return ws
