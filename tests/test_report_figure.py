@@ -126,3 +126,45 @@ def test_help_says_what_each_option_does_and_its_default(capsys):
     for word in ("session log", "ser-live --log", "ser-analyze", "waveform", "log-mel spectrogram", "arousal",
                  "index.html", "(default: no page)", "(default: the shipped config.toml)"):
         assert word in " ".join(text.split()), word
+
+
+@pytest.fixture
+def recording(tmp_path):
+    """x.wav beside the log (the file its session_start names): 12 s, speech-like bursts where
+    the windows are, silence in the gap."""
+    import soundfile as sf
+
+    t = np.arange(12 * 16000) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (((t < 4.2) | ((t > 6.0) & (t < 9.3))))
+    sf.write(tmp_path / "x.wav", x.astype(np.float32), 16000)
+    return tmp_path / "x.wav"
+
+
+def test_the_recording_is_drawn_above_the_lanes_on_the_same_time_axis(log, recording):
+    from streamer.report.audio import lane_audio
+
+    fig = draw(read_log(log), audio=lane_audio(recording, ["session"], None))
+    ax_wave, ax_mel, ax_p = fig.axes[:3]
+    assert len(fig.axes) == 7 and ax_wave.get_ylabel() == "waveform" and ax_mel.get_ylabel() == "log-mel"
+    (image,) = ax_mel.get_images()
+    assert image.get_extent() == [0, 12.0, 0, 64]
+    assert ax_wave.get_xlim() == ax_p.get_xlim() == (0.0, 12.0)  # one time axis for sound and emotion
+    peak = np.asarray(image.get_array()).max(axis=0)  # each frame's loudest band, dB
+    n = len(peak)
+    loud, quiet = peak[: n * 4 // 12].mean(), peak[n * 46 // 120: n * 56 // 120].mean()
+    assert loud > quiet + 40  # the bursts far above the silent gap
+    fills = [c for c in ax_p.collections if c.get_paths()]
+    assert len(fills) == len(LABELS)  # the emotion rows as before, below the pictures
+
+
+def test_report_draws_the_pictures_when_the_log_names_its_recording(log, recording, tmp_path):
+    from streamer.report import report
+
+    page = tmp_path / "with.html"
+    report(log, page, None)
+    assert "<li><b>waveform</b>: " in page.read_text() and "<li><b>log-mel</b>: " in page.read_text()
+    report(log, tmp_path / "without.html", None, pictures=False)
+    assert "<b>waveform</b>" not in (tmp_path / "without.html").read_text()
+    recording.unlink()  # the recording gone: the report as before, no pictures
+    report(log, tmp_path / "gone.html", None)
+    assert "<b>waveform</b>" not in (tmp_path / "gone.html").read_text()

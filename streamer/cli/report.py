@@ -6,7 +6,9 @@ LOG.ndjson files written by `ser-analyze FILES --out DIR`. The page holds the fi
 (per channel: the fused emotion probabilities of each window over its own time span, each
 utterance's own emotion, the rolling emotion, fused arousal and valence, and how far the
 audio and text models agree), the time spent in each emotion, the most intense utterances,
-the transcript by utterance, and any error stored in the log. With --clip, instead, the
+the transcript by utterance, and any error stored in the log; above them, when the recording
+is at hand (the file the log names, or --audio), its waveform and log-mel spectrogram on the
+same time axis. With --clip, instead, the
 figure of one recording: its waveform, its log-mel spectrogram, and bars of the audio,
 text and fused emotion probabilities of the whole clip, titled with its transcript, the
 fused emotion and the fused arousal and valence. Give --html, --png or both.
@@ -130,6 +132,11 @@ def parser() -> argparse.ArgumentParser:
                          "spectrogram and audio/text/fused probabilities into --png (default: off)")
     ap.add_argument("--config", type=Path, default=None,
                     help="settings file for --clip's models (default: the shipped config.toml)")
+    ap.add_argument("--audio", type=Path, default=None, metavar="FILE",
+                    help="the recording of a single log, for its waveform and log-mel lanes (default: the audio "
+                         "file the log names, when it is at hand; ser-live --record makes one for a microphone)")
+    ap.add_argument("--no-audio", action="store_true",
+                    help="leave out the waveform and log-mel lanes (default: drawn when the recording is at hand)")
     return ap
 
 
@@ -180,8 +187,10 @@ def main() -> int:
 
     logs = find_logs(args.logs)
     many = len(logs) > 1 or any(p.is_dir() for p in args.logs)
+    if args.audio is not None and (many or not args.audio.is_file()):
+        raise SerError(f"--audio {args.audio}: " + ("goes with one log, not several" if many else "no such audio file"))
     if not many:
-        rep = report(logs[0], args.html, args.png)
+        rep = report(logs[0], args.html, args.png, args.audio, pictures=not args.no_audio)
         for w in rep.warnings:
             print(f"warning: {w}", file=sys.stderr)
         print(f"{logs[0]}: " + ", ".join(str(p) for p in (args.html, args.png) if p))
@@ -194,7 +203,7 @@ def main() -> int:
         html = args.html / f"{name}.html" if args.html else None
         png = args.png / f"{name}.png" if args.png else None
         try:
-            rep = report(log, html, png)
+            rep = report(log, html, png, pictures=not args.no_audio)
         except SerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed[log] = str(exc)

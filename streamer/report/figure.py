@@ -153,6 +153,13 @@ def lane_stats(lane: Lane) -> Stats:
     return s
 
 
+AUDIO_PANELS = (
+    ("waveform", "the recording itself (its loudest and quietest sample in each sliver of time), on the same time "
+                 "axis as the emotion lanes below; drawn when the log names its audio file or --audio gives it."),
+    ("log-mel", "the recording's log-mel spectrogram (64 mel bands, dB): speech shows as bands of energy, silence "
+                "as dark stretches, where no window was analysed."),
+)
+
 PANELS = (
     ("fused p", "the fused (audio and text) probability of each emotion per window, stacked to 1 and drawn "
                 "over the window's own start-end; blank stretches are silence between utterances, where no "
@@ -171,8 +178,9 @@ PANELS = (
 )
 
 
-def draw(contents: LogContents, width_px: int = 1400, dpi: int = 100):
-    """The figure: per lane, fused probabilities per window as stacked areas over each
+def draw(contents: LogContents, width_px: int = 1400, dpi: int = 100, audio: dict | None = None):
+    """The figure: per lane, the recording's waveform and log-mel spectrogram when ``audio``
+    gives them ({lane name: :class:`streamer.report.audio.LaneAudio`}), then fused probabilities per window as stacked areas over each
     window's own span (gaps empty); a band of the utterances' own labels (hatched when
     uncertain; windows' own labels for logs without utterances); a band of the rolling
     label; fused arousal and valence; audio-text agreement per window (× where a window has
@@ -187,14 +195,19 @@ def draw(contents: LogContents, width_px: int = 1400, dpi: int = 100):
     ls = lanes(contents) or [Lane("session", [])]
     errors = log_errors(contents)
     n = len(ls)
-    rows = 5
+    audio = {k: v for k, v in (audio or {}).items() if k in {lane.name for lane in ls}}
+    pictures = 2 if audio else 0  # waveform and log-mel rows above each lane's emotion rows
+    rows = 5 + pictures
     head_in = 0.45 + 0.22 * len(errors)
-    height_in = 5.6 * n + head_in
+    height_in = (5.6 + 2.2 * bool(pictures)) * n + head_in
+    ratios = ([0.9, 1.3] if pictures else []) + [4, 0.5, 0.5, 1.8, 1.2]
     fig, axes = plt.subplots(rows * n, 1, figsize=(width_px / dpi, height_in), dpi=dpi, squeeze=False,
-                             gridspec_kw={"height_ratios": [4, 0.5, 0.5, 1.8, 1.2] * n}, sharex=True)
+                             gridspec_kw={"height_ratios": ratios * n}, sharex=True)
     axes = axes[:, 0]
     for i, lane in enumerate(ls):
-        ax_p, ax_own, ax_roll, ax_dims, ax_agree = axes[rows * i: rows * i + rows]
+        if pictures:
+            _pictures(axes[rows * i], axes[rows * i + 1], audio.get(lane.name), lane.name)
+        ax_p, ax_own, ax_roll, ax_dims, ax_agree = axes[rows * i + pictures: rows * i + rows]
         spans = [(w["start_s"], w["end_s"]) for w in lane.windows]
         if lane.windows:
             x, p = window_steps(spans, lane.fused())
@@ -230,8 +243,9 @@ def draw(contents: LogContents, width_px: int = 1400, dpi: int = 100):
             own_name = "window"
         ax_p.set_ylim(0, 1)
         ax_p.set_ylabel("fused p")
-        ax_p.set_title(f"{lane.name}: fused emotion probabilities of each window, over its own time span "
-                       "(blank: no speech analysed)", loc="left", fontsize=10)
+        if not pictures:
+            ax_p.set_title(f"{lane.name}: fused emotion probabilities of each window, over its own time span "
+                           "(blank: no speech analysed)", loc="left", fontsize=10)
         for ax, name in ((ax_own, own_name), (ax_roll, "rolling")):
             ax.set_yticks([])
             ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
@@ -248,7 +262,7 @@ def draw(contents: LogContents, width_px: int = 1400, dpi: int = 100):
                                  Line2D([], [], ls="", marker="x", color="#666666", label="no words: audio only")],
                         loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     ends = [r["end_s"] for lane in ls for r in lane.windows + lane.utterances]
-    t_max = max([*ends, duration_of(contents) or 0.0]) or 1.0
+    t_max = max([*ends, duration_of(contents) or 0.0, *(a.duration_s for a in audio.values())]) or 1.0
     axes[0].set_xlim(0, t_max)
     axes[-1].set_xlabel("time (s)")
     handles = [Patch(color=COLORS[k], label=k) for k in LABELS]
@@ -261,6 +275,25 @@ def draw(contents: LogContents, width_px: int = 1400, dpi: int = 100):
                  ha="left", wrap=True)
     fig.tight_layout(rect=(0, 0, 1, top))
     return fig
+
+
+def _pictures(ax_wave, ax_mel, a, name: str) -> None:
+    """The waveform (min/max envelope) and log-mel spectrogram rows of one lane."""
+    ax_wave.set_title(f"{name}: the recording, then the fused emotion probabilities of each window over its own "
+                      "time span (blank: no speech analysed)", loc="left", fontsize=10)
+    ax_wave.set_ylabel("waveform", fontsize=8)
+    ax_mel.set_ylabel("log-mel", fontsize=8)
+    for ax in (ax_wave, ax_mel):
+        ax.set_yticks([])
+    if a is None:
+        ax_wave.text(0.5, 0.5, "no recording for this lane", transform=ax_wave.transAxes, ha="center", va="center",
+                     color="#888888", fontsize=9)
+        return
+    ax_wave.fill_between(a.t, a.low, a.high, color="#333333", lw=0)
+    peak = float(max(abs(a.low.min()), abs(a.high.max()), 1e-3))
+    ax_wave.set_ylim(-peak, peak)
+    ax_mel.imshow(a.mel, origin="lower", aspect="auto", cmap="magma", extent=(0, a.duration_s, 0, a.mel.shape[0]),
+                  interpolation="nearest")
 
 
 def _band(ax, spans: list[tuple[float, float, str, bool]]) -> None:

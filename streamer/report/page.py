@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from streamer.core.errors import SerError
 from streamer.core.labels import EMOJI, LABELS
 from streamer.live.session_log import LogContents
 from streamer.core.summary import fused_dims, summarise_records
 
-from streamer.report.figure import PANELS, draw, lane_stats, lanes, own_label, png_bytes, rolling_label
+from streamer.report.figure import AUDIO_PANELS, PANELS, draw, lane_stats, lanes, own_label, png_bytes, rolling_label
 from streamer.report.logs import duration_of, load_session_log, log_errors
 
 def _top(p: dict | None) -> str:
@@ -35,7 +36,7 @@ def _fmt(x: float | None, spec: str) -> str:
     return "—" if x is None else format(x, spec)
 
 
-def html_report(contents: LogContents, source: str, png: bytes, warnings: list[str]) -> str:
+def html_report(contents: LogContents, source: str, png: bytes, warnings: list[str], pictures: bool = False) -> str:
     """One self-contained page: the figure (embedded), summary tables, the transcript by
     utterance (by window for logs without utterances)."""
     start = (contents.of_type("session_start") or [{}])[0]
@@ -57,9 +58,10 @@ def html_report(contents: LogContents, source: str, png: bytes, warnings: list[s
     elif end.get("interrupted"):
         parts.append("<p class='w'>warning: the session was interrupted (Ctrl-C or a signal) before the end of its input</p>")
     parts.append(f"<h2>Emotion over time</h2><img alt='emotion over time' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    shown = (AUDIO_PANELS if pictures else ()) + PANELS
     parts.append("<p>Time runs left to right, in seconds from the start of the input; each lane (a channel, "
-                 "or the whole session) has five panels, top to bottom:</p><ul>" +
-                 "".join(f"<li><b>{esc(name)}</b>: {esc(text)}</li>" for name, text in PANELS) +
+                 f"or the whole session) has {len(shown)} panels, top to bottom:</p><ul>" +
+                 "".join(f"<li><b>{esc(name)}</b>: {esc(text)}</li>" for name, text in shown) +
                  "<li>The colours are the emotions of the legend above the figure; hatched: uncertain.</li></ul>")
     parts.append("<h2>Summary</h2>")
     if not lanes(contents):
@@ -151,13 +153,28 @@ def summarise_log(log_path: Path, contents: LogContents, warnings: list[str], ht
                      tuple(warnings), contents.complete)
 
 
-def report(log_path: Path, html_out: Path | None, png_out: Path | None) -> LogReport:
+def report(log_path: Path, html_out: Path | None, png_out: Path | None, audio: Path | None = None,
+           pictures: bool = True) -> LogReport:
     """Write the report of one session log (see :func:`load_session_log`, which raises
-    SerError for anything else, before anything is written)."""
+    SerError for anything else, before anything is written). ``pictures``: draw the
+    recording's waveform and log-mel lanes when the recording is at hand (``audio``, else the
+    file the log names); an unreadable recording is a warning, not a failure."""
     import matplotlib.pyplot as plt
 
     contents, warnings = load_session_log(log_path)
-    fig = draw(contents)
+    lanes_audio = None
+    if pictures:
+        from streamer.report.audio import lane_audio, recording_of
+
+        start = (contents.of_type("session_start") or [{}])[0]
+        path = recording_of(start, log_path, audio)
+        if path is not None:
+            try:
+                lanes_audio = lane_audio(path, [lane.name for lane in lanes(contents)] or ["session"],
+                                         start.get("channels") or None)
+            except SerError as exc:
+                warnings.append(f"no waveform or spectrogram: {exc}")
+    fig = draw(contents, audio=lanes_audio)
     png = png_bytes(fig)
     plt.close(fig)
     if png_out:
@@ -165,7 +182,7 @@ def report(log_path: Path, html_out: Path | None, png_out: Path | None) -> LogRe
         png_out.write_bytes(png)
     if html_out:
         html_out.parent.mkdir(parents=True, exist_ok=True)
-        html_out.write_text(html_report(contents, str(log_path), png, warnings), encoding="utf-8")
+        html_out.write_text(html_report(contents, str(log_path), png, warnings, bool(lanes_audio)), encoding="utf-8")
     return summarise_log(log_path, contents, warnings, html_out, png_out)
 
 
