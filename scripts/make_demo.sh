@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make demo/demo.flac: a short call-like recording of synthetic speech (espeak-ng, GPL tool;
 # the generated audio is ours, released with the project under MIT). Several utterances with
-# pauses between them, 16 kHz mono. Needs espeak-ng and sox (scripts/setup.sh installs them).
+# pauses between them, 16 kHz mono. Needs espeak-ng and sox (scripts/setup.sh --dev installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)

@@ -163,7 +163,7 @@ def write_card(out: Path, record: dict, compare: dict | None, command: str) -> P
         b = json.loads(bench.read_text())
         lines += ["", f"Speed: {b['median_ms']:.1f} ms median, {b['p95_ms']:.1f} ms p95 per sentence on one core "
                   f"(`{b['command']}`)."]
-    lines += ["", "## Reproduce", "", "From the repository root, after `bash scripts/setup.sh`:", "", "```",
+    lines += ["", "## Reproduce", "", "From the repository root, after `bash scripts/setup.sh --dev` (training needs the train extra):", "", "```",
               command, "```", "",
               "Each figure above through the shipped evaluation command (the same scoring, `streamer/train/texteval.py`):", "",
               "```",
