@@ -192,3 +192,22 @@ def test_below_40x12_one_line_says_how_large_the_terminal_must_be():
     out = draw(render(snap()), 39, 12)
     assert out.splitlines()[0].strip() == "terminal 39x12: needs 40x12" and len(out.splitlines()) == 12
     assert draw(render(snap()), 80, 11).strip() == "terminal 80x11: needs 40x12"
+
+
+def panel_titles(text: str) -> list[str]:
+    """The panel titles drawn in ``text`` (``╭─ title ─`` or centred ``── title ──``), their
+    window-dependent parts (after a colon) left out."""
+    titles = re.findall(r"[╭─]─+ ([^─│╮╭]+?) ─", text)
+    return [re.sub(r":.*", "", t).strip() for t in titles]
+
+
+def test_the_readme_sample_has_the_code_s_panel_titles():
+    """README's dashboard sample (scripts/capture_dashboard.sh) shows the panels the code draws:
+    regenerate it when this fails."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    sample = readme.split("scripts/capture_dashboard.sh 26", 1)[1].split("```", 2)[1]
+    drawn = draw(render(snap()), 120, 38)
+    assert panel_titles(sample) == panel_titles(drawn), (panel_titles(sample), panel_titles(drawn))
+    assert len(sample.strip().splitlines()) == 38 and max(cell_len(r) for r in sample.strip().splitlines()) <= 120

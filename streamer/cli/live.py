@@ -62,8 +62,8 @@ def main() -> int:
     if args.log is not None and not args.log.parent.is_dir():  # said before the models load, and never made up
         raise SerError(f"--log {args.log}: the folder {args.log.parent} does not exist; create it, or give a log "
                        "path in an existing folder")
-    # Say what is happening at once: loading takes seconds (the first start builds the text model).
-    print("ser-live: loading models (the first start also builds the text model once, about 10 s)...",
+    # Say what is happening at once: loading takes seconds.
+    print("ser-live: loading models...",
           file=sys.stderr, flush=True)
 
     from streamer.runtime.config import Config

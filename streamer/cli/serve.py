@@ -143,8 +143,7 @@ def main() -> int:
         from streamer.core.errors import SerError
 
         raise SerError("--gateways goes with --engine ray")
-    print("ser-serve: loading models (once, shared by every call; the first start also builds the text model, "
-          "about 10 s)...", file=sys.stderr, flush=True)
+    print("ser-serve: loading models (once, shared by every call)...", file=sys.stderr, flush=True)
     from streamer.runtime.models import limit_threads, load_models, warm_up
 
     from streamer.runtime.config import for_server
