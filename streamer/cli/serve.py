@@ -132,7 +132,7 @@ def main() -> int:
     if args.engine != "ray":  # checked before the models load: a mistake costs no wait
         check_free(cfg.server.host, cfg.server.port, "--port")
         check_free(cfg.server.host, cfg.server.audiosocket_port, "--audiosocket-port")
-    if args.redis:
+    if args.redis and args.engine != "ray":  # the Ray driver checks its arguments and Ray first, then Redis
         check_redis(args.redis)
     if args.engine == "ray":
         from streamer.serve.cluster.driver import run
