@@ -138,11 +138,12 @@ def _fit(a: NDArray, t: int) -> NDArray:
     return np.pad(a, pad, mode="edge")
 
 
-def log_mel(x: NDArray[np.float32], n_mels: int = 80) -> NDArray[np.float32]:
-    """(n_mels, T) log-mel spectrogram in dB, 25 ms frames, 10 ms hop (for display and reports):
-    librosa's ``power_to_db(melspectrogram(...), ref=1, top_db=80)``, with :mod:`streamer.audio.dsp`."""
+def log_mel(x: NDArray[np.float32], n_mels: int = 80, hop: int = 160) -> NDArray[np.float32]:
+    """(n_mels, T) log-mel spectrogram in dB, 25 ms frames, ``hop`` samples apart (10 ms by
+    default; for display and reports): librosa's ``power_to_db(melspectrogram(...), ref=1,
+    top_db=80)``, with :mod:`streamer.audio.dsp`."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    mel = dsp.mel_filters(SAMPLE_RATE, 400, n_mels) @ (dsp.stft_magnitude(x, 400, 160).astype(np.float64) ** 2)
+    mel = dsp.mel_filters(SAMPLE_RATE, 400, n_mels) @ (dsp.stft_magnitude(x, 400, hop).astype(np.float64) ** 2)
     db = 10.0 * np.log10(np.maximum(mel, 1e-10))
     return np.maximum(db, db.max() - 80.0).astype(np.float32)
 

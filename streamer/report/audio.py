@@ -39,18 +39,15 @@ def thin(x: NDArray[np.float32], n_mels: int = 64) -> LaneAudio:
     >>> a.duration_s, len(a.t) <= COLUMNS, a.mel.shape[0], bool(a.high.max() > 0.9 and a.low.min() < -0.9)
     (3.0, True, 64, True)
     """
-    from streamer.audio import dsp
+    from streamer.audio.features import log_mel
 
     x = np.ascontiguousarray(x, np.float32)
     n = max(1, len(x))
     step = max(1, -(-n // COLUMNS))
     pad = np.pad(x, (0, (-len(x)) % step)).reshape(-1, step)
     t = np.arange(len(pad)) * step / SAMPLE_RATE
-    hop = max(160, -(-n // COLUMNS))
-    mel = dsp.mel_filters(SAMPLE_RATE, 400, n_mels) @ (dsp.stft_magnitude(x, 400, hop).astype(np.float64) ** 2)
-    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    db = np.maximum(db, db.max() - 80.0).astype(np.float32)
-    return LaneAudio(t, pad.min(axis=1), pad.max(axis=1), db, len(x) / SAMPLE_RATE)
+    mel = log_mel(x, n_mels, hop=max(160, -(-n // COLUMNS)))
+    return LaneAudio(t, pad.min(axis=1), pad.max(axis=1), mel, len(x) / SAMPLE_RATE)
 
 
 def recording_of(start: dict, log_path: Path | None, given: Path | None = None) -> Path | None:
