@@ -13,23 +13,14 @@ None of them needs torch but the last.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 from streamer.audio.encoder import WhisperHandle
+from streamer.audio.windowed import model_kind
 from streamer.core.errors import MissingDependency
 from streamer.core.paths import model_dir
 
 DEFAULT_MODEL_DIR = model_dir("audio-emotion")
-
-
-def model_kind(folder: Path) -> str:
-    """``pooled`` or ``network`` (what a folder's config.json says; unreadable: network, whose
-    loader then names what is wrong)."""
-    try:
-        return json.loads((Path(folder) / "config.json").read_text()).get("kind", "network")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return "network"
 
 
 def load_audio_model(folder: str | Path = DEFAULT_MODEL_DIR, whisper: WhisperHandle | None = None):
