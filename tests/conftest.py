@@ -96,7 +96,8 @@ def text_data() -> Path:
 
 @pytest.fixture(scope="session")
 def text_model():
-    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion
+    from streamer.text.emotion import DEFAULT_MODEL_DIR
+    from streamer.text.torch_text import EmbeddedTextEmotion
 
     if not (DEFAULT_MODEL_DIR / "config.json").exists():
         pytest.skip("no shipped text model in models/text-emotion (run ser-train-text)")

@@ -32,7 +32,7 @@ SENTENCES = ["i can't believe you did that to me, this is outrageous", "oh wow, 
 @pytest.fixture(scope="module")
 def text_pair():
     pytest.importorskip("torch", reason="the torch network to compare with comes with the train extra")
-    from streamer.text.emotion import EmbeddedTextEmotion
+    from streamer.text.torch_text import EmbeddedTextEmotion
     from streamer.text.onnx_text import OnnxTextEmotion
 
     return OnnxTextEmotion.load(TEXT_DIR), EmbeddedTextEmotion.load(TEXT_DIR, compiled=False)

@@ -128,7 +128,8 @@ def test_dims_head_rides_the_compiled_network(tmp_path, monkeypatch):
     import torch
 
     from streamer.text.compiled import compiled_path
-    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, base_folder
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, base_folder
+    from streamer.text.torch_text import EmbeddedTextEmotion
     from streamer.train.textlinear import save_dims_head
 
     monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path / "cache"))

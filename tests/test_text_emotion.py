@@ -43,7 +43,7 @@ def make_hf_model(folder, id2label, multi_label=False):
 
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_local_transformers_model(tmp_path, multi_label):
-    from streamer.text.emotion import HFTextEmotion
+    from streamer.text.torch_text import HFTextEmotion
     from streamer.text.load import load_text_emotion
 
     folder = make_hf_model(tmp_path / "m", ["anger", "joy", "neutral", "sadness", "admiration"], multi_label)
@@ -66,7 +66,7 @@ def test_unknown_labels_are_named(tmp_path):
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
-    from streamer.text.emotion import EmbeddedTextEmotion
+    from streamer.text.torch_text import EmbeddedTextEmotion
     from streamer.text.load import load_text_emotion
 
     with pytest.raises(ModelError, match="does not exist"):
@@ -176,7 +176,8 @@ def test_eval_text_cli(tmp_path, text_model):
 
 @pytest.fixture(scope="module")
 def built_text_model():
-    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion
+    from streamer.text.emotion import DEFAULT_MODEL_DIR
+    from streamer.text.torch_text import EmbeddedTextEmotion
 
     return EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR, compiled=False)
 
@@ -198,7 +199,8 @@ TEXTS = ["ok", "i can't believe you did that to me after everything we went thro
 
 
 def test_compiled_text_model_equals_the_built_one(built_text_model, tmp_path, monkeypatch):
-    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, encode_texts
+    from streamer.text.emotion import DEFAULT_MODEL_DIR
+    from streamer.text.torch_text import EmbeddedTextEmotion, encode_texts
 
     monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
     compiled = EmbeddedTextEmotion.load(DEFAULT_MODEL_DIR)  # built in a child process, then loaded
@@ -217,7 +219,8 @@ def test_compiled_text_model_equals_the_built_one(built_text_model, tmp_path, mo
 
 def test_unreadable_compiled_file_is_rebuilt(tmp_path, monkeypatch, caplog):
     from streamer.text.compiled import compiled_path
-    from streamer.text.emotion import DEFAULT_MODEL_DIR, EmbeddedTextEmotion, base_folder
+    from streamer.text.emotion import DEFAULT_MODEL_DIR, base_folder
+    from streamer.text.torch_text import EmbeddedTextEmotion
 
     monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
     target = compiled_path(DEFAULT_MODEL_DIR, base_folder("embedded:all-MiniLM-L6-v2"))
@@ -265,7 +268,9 @@ def test_full_fine_tune_saves_only_trained_tensors_in_fp16(tmp_path, monkeypatch
     import torch
     from safetensors import safe_open
 
-    from streamer.text.emotion import ENCODER_DELTA, EmbeddedTextEmotion, build_classifier
+    from streamer.text.emotion import ENCODER_DELTA
+
+    from streamer.text.torch_text import EmbeddedTextEmotion, build_classifier
     from streamer.text.load import load_text_emotion
     from streamer.train.text import TextTrainConfig, _build, save
 
@@ -303,7 +308,9 @@ def test_delta_for_another_base_is_a_clear_error(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from streamer.text.emotion import ENCODER_DELTA, EmbeddedTextEmotion
+    from streamer.text.emotion import ENCODER_DELTA
+
+    from streamer.text.torch_text import EmbeddedTextEmotion
     from streamer.train.text import TextTrainConfig, _build, save
 
     base = make_base_encoder(tmp_path / "base")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from streamer.core.errors import SerError
 from streamer.text.compiled import compiled_path, save_compiled
-from streamer.text.emotion import EmbeddedTextEmotion, base_folder
+from streamer.text.emotion import base_folder
+from streamer.text.torch_text import EmbeddedTextEmotion
 
 
 def main(argv: list[str] | None = None) -> int:

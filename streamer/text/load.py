@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from streamer.core.errors import MissingDependency, ModelError
-from streamer.text.emotion import DEFAULT_MODEL_DIR, MARKER, EmbeddedTextEmotion, HFTextEmotion, TextEmotion
+from streamer.text.emotion import DEFAULT_MODEL_DIR, MARKER, TextEmotion
+from streamer.text.torch_text import EmbeddedTextEmotion, HFTextEmotion
 from streamer.text.onnx_text import ONNX_FILE, OnnxTextEmotion
 
 

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from streamer.core.errors import MissingDependency, ModelError
 from streamer.core.labels import LABELS
-from streamer.text.emotion import (DEFAULT_MODEL_DIR, ENCODER_DELTA, EncoderTextEmotion, FastTokenizer, base_folder)
+from streamer.text.emotion import DEFAULT_MODEL_DIR, ENCODER_DELTA, EncoderTextEmotion, FastTokenizer, base_folder
 
 log = logging.getLogger(__name__)
 

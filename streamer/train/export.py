@@ -73,7 +73,9 @@ def export_text(folder: Path, tolerance: float = 1e-3) -> dict:
     import torch
     from safetensors.numpy import save_file
 
-    from streamer.text.emotion import EmbeddedTextEmotion, base_folder
+    from streamer.text.emotion import base_folder
+
+    from streamer.text.torch_text import EmbeddedTextEmotion
     from streamer.text.emotion import ENCODER_DELTA
     from streamer.text.onnx_text import BASE_FILE, ONNX_FILE, ONNX_FORMAT, ONNX_META, OnnxTextEmotion
 

@@ -30,7 +30,8 @@ import numpy as np
 from streamer.runtime.config import read_toml
 from streamer.core.errors import ConfigError
 from streamer.core.labels import LABELS
-from streamer.text.emotion import ENCODER_DELTA, MARKER, EmbeddedTextEmotion, encode_texts, import_transformers, base_folder, build_classifier
+from streamer.text.emotion import ENCODER_DELTA, MARKER, base_folder
+from streamer.text.torch_text import EmbeddedTextEmotion, encode_texts, import_transformers, build_classifier
 from streamer.text.normalize import asr_style
 from streamer.train.textdata import TextRows, concat, read_goemotions, read_tsv, read_xed
 

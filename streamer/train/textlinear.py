@@ -65,7 +65,8 @@ def _rows(name: str, data: Path = DATA):
 
 def encoder_of(spec: str):
     """(tokenizer, encoder, max_length) of ``base`` (the base encoder) or a model folder."""
-    from streamer.text.emotion import EMBEDDED_BASE, EmbeddedTextEmotion, import_transformers, base_folder
+    from streamer.text.emotion import EMBEDDED_BASE, base_folder
+    from streamer.text.torch_text import EmbeddedTextEmotion, import_transformers
 
     if spec == "base":
         tf = import_transformers()
@@ -79,7 +80,7 @@ def embed(tokenizer, encoder, texts: list[str], max_length: int, batch: int = 64
     """Mean-pooled last-layer vectors of ``texts`` as given (normalise them first)."""
     import torch
 
-    from streamer.text.emotion import encode_texts, mean_pool
+    from streamer.text.torch_text import encode_texts, mean_pool
 
     out = np.zeros((len(texts), encoder.config.hidden_size), np.float32)
     order = np.argsort([len(t) for t in texts])

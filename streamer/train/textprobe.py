@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from streamer.text.emotion import EmbeddedTextEmotion
+    from streamer.text.torch_text import EmbeddedTextEmotion
     from streamer.text.normalize import asr_style
     from streamer.train.text import TextTrainConfig, train
     from streamer.train.textcard import emotional_f1
