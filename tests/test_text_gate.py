@@ -152,11 +152,17 @@ def test_text_skipped_on_noise(models, tmp_path):
         pytest.skip("sox is needed")
     for kind, vol in (("whitenoise", "0.3"), ("pinknoise", "0.5")):
         path = tmp_path / f"{kind}.wav"
-        subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(path), "synth", "4", kind, "vol", vol], check=True)
+        # -R: the same noise every run (sox seeds its generator from the clock otherwise)
+        subprocess.run(["sox", "-R", "-n", "-r", "16000", "-c", "1", "-b", "16", str(path), "synth", "4", kind, "vol", vol],
+                       check=True)
         records = _records(path, models)
         assert records, kind  # the VAD takes this noise for speech: the recogniser decodes it
-        assert all(r["probs"]["text"] is None for r in records)
-        assert all(r["text_skipped"] in REASONS for r in records), [(r["transcript"], r["text_skipped"]) for r in records]
+        shown = [(r["transcript"], r["text_skipped"]) for r in records]
+        assert all(r["probs"]["text"] is None for r in records), shown
+        # words decoded from noise are never read, and say why; a window given no words has nothing
+        # to skip, but the recogniser's evidence on this noise gives a reason somewhere
+        assert all(r["text_skipped"] in REASONS for r in records if r["words"]), shown
+        assert any(r["text_skipped"] in REASONS for r in records), shown
 
 
 @pytest.mark.slow
