@@ -3,6 +3,9 @@
   ser-call twilio URL --customer a.wav [--agent b.wav]
       plays Twilio Media Streams calls (connected, start, 20 ms mu-law media frames per
       track, stop)
+  ser-call twilio URL --demo
+      plays the shipped demo call: an angry customer (demo/angry_customer.flac) and a calm
+      agent (demo/calm_agent.flac), 27 s, which raises the desk's "angry customer" alert
   ser-call vosk URL FILE
       speaks the vosk-server protocol and prints every reply
   ser-call audio-fork URL FILE [--callee b.wav]
@@ -11,7 +14,8 @@
       plays an Asterisk AudioSocket stream
 
 After a call, the results the server holds for it (GET /api/calls/ID) are printed, one line
-per utterance. Exit status: 0 when every call ended normally, 1 otherwise, 2 for a bad argument.
+per utterance, then the alerts the desk raised for it (GET /api/alerts). Exit status: 0 when
+every call ended normally, 1 otherwise, 2 for a bad argument.
 """
 
 from __future__ import annotations
@@ -25,10 +29,32 @@ from pathlib import Path
 
 
 from streamer.cli import run_main
-from streamer.serve.client import (TWILIO_RATE, describe, load_pcm, play_audiofork, play_audiosocket, play_twilio,
-                                   play_vosk, wait_ended)
+from streamer.core.errors import SerError
+from streamer.core.paths import checkout, data_root
+from streamer.serve.client import (TWILIO_RATE, api_base, describe, load_pcm, play_audiofork, play_audiosocket,
+                                   play_twilio, play_vosk, wait_ended)
 
 log = logging.getLogger(__name__)
+
+# The demo call (scripts/make_angry_call.sh makes it): the customer's and the agent's tracks.
+DEMO_CUSTOMER = Path("demo") / "angry_customer.flac"
+DEMO_AGENT = Path("demo") / "calm_agent.flac"
+
+
+def demo_files() -> tuple[Path, Path]:
+    """The demo call's two tracks (customer, agent), from the installed bundle or the checkout.
+
+    >>> [p.name for p in demo_files()]
+    ['angry_customer.flac', 'calm_agent.flac']
+    """
+    roots = [data_root()] + ([checkout()] if checkout() is not None else [])
+    for root in roots:
+        customer, agent = root / DEMO_CUSTOMER, root / DEMO_AGENT
+        if customer.is_file() and agent.is_file():
+            return customer, agent
+    raise SerError(f"--demo plays {DEMO_CUSTOMER} and {DEMO_AGENT}, which come with the source checkout "
+                   "(git clone, then scripts/setup.sh), not with a pip-installed ser-live: run it from the "
+                   "checkout, or give your own files with --customer and --agent")
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ser-call", description=__doc__,
@@ -41,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tw = sub.add_parser("twilio", parents=[common], help="Twilio Media Streams calls (ws://HOST:PORT/twilio)")
     tw.add_argument("url", help="the server's Twilio endpoint, e.g. ws://127.0.0.1:8765/twilio")
-    tw.add_argument("--customer", required=True, type=Path, help="the caller's audio (Twilio's inbound track)")
+    tw.add_argument("--customer", type=Path, default=None, help="the caller's audio (Twilio's inbound track); "
+                    "needed unless --demo")
     tw.add_argument("--agent", type=Path, default=None, help="the agent's audio (outbound track); none: one track")
+    tw.add_argument("--demo", action="store_true", help="play the shipped demo call instead: an angry customer "
+                    f"({DEMO_CUSTOMER}) and a calm agent ({DEMO_AGENT}), which raises the desk's angry-customer "
+                    "alert (needs the source checkout)")
     tw.add_argument("--calls", type=int, default=1, help="calls at once, all playing the same files (default: 1)")
     tw.add_argument("--stagger", type=float, default=0.0, help="seconds between the calls' starts (default: 0)")
     tw.add_argument("--call-sid", default=None, help="the call's callSid, e.g. to reconnect a call as its next segment "
@@ -102,8 +132,6 @@ async def _main(args) -> int:
         else:
             host, _, port = args.address.rpartition(":")
             if not host or not port.isdigit():
-                from streamer.core.errors import SerError
-
                 raise SerError(f"give the AudioSocket address as HOST:PORT, not {args.address!r}")
             results = [await play_audiosocket(host, int(port), load_pcm(args.file, 8000), speed=args.speed)]
             url = args.api or f"http://{host}:8765"
@@ -122,7 +150,39 @@ async def _main(args) -> int:
                 detail = await wait_ended(session, url, r["call_id"], token)
                 for line in describe(detail or {}):
                     print(line)
+                for line in alert_lines(await fetch_alerts(session, url, r["call_id"], token)):
+                    print(line)
     return 1 if failed else 0
+
+
+async def fetch_alerts(session, url: str, call_id: str, token: str | None) -> list[dict]:
+    """The alerts the server's desk raised for ``call_id`` (GET /api/alerts); none when it has no desk."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with session.get(f"{api_base(url)}/api/alerts", headers=headers) as r:
+            if r.status != 200:
+                return []
+            alerts = (await r.json()).get("alerts") or []
+    except (aiohttp.ClientError, ValueError):
+        return []
+    return [a for a in alerts if a.get("call_id") == call_id]
+
+
+def alert_lines(alerts: list[dict]) -> list[str]:
+    """One line per alert, as the desk lists them.
+
+    >>> alert_lines([{"rule": "angry customer", "reason": "customer angry in 3 windows in a row, confidence 0.65",
+    ...               "at_s": 11.85}])
+    ['  alert: angry customer at 11.8 s: customer angry in 3 windows in a row, confidence 0.65']
+    >>> alert_lines([])
+    ['  no alerts']
+    """
+    if not alerts:
+        return ["  no alerts"]
+    return [f"  alert: {a.get('rule')}" + (f" at {a['at_s']:.1f} s" if a.get("at_s") is not None else "")
+            + f": {a.get('reason')}" for a in alerts]
 
 
 def failure_text(exc: BaseException, url: str) -> str:
@@ -144,8 +204,22 @@ def failure_text(exc: BaseException, url: str) -> str:
     return str(exc) or type(exc).__name__
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: twilio takes --customer or --demo, not both."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.protocol == "twilio":
+        if args.demo and (args.customer or args.agent):
+            ap.error("--demo plays the shipped demo call: give either --demo or --customer/--agent, not both")
+        if not args.demo and args.customer is None:
+            ap.error("twilio needs --customer FILE (the caller's audio), or --demo for the shipped demo call")
+        if args.demo:
+            args.customer, args.agent = demo_files()
+    return args
+
+
 def main() -> int:
-    args = build_parser().parse_args()
+    args = parse_args()
     return asyncio.run(_main(args))
 
 
