@@ -14,8 +14,8 @@
       plays an Asterisk AudioSocket stream
 
 After a call, the results the server holds for it (GET /api/calls/ID) are printed, one line
-per utterance, then the alerts the desk raised for it (GET /api/alerts). Exit status: 0 when
-every call ended normally, 1 otherwise, 2 for a bad argument.
+per utterance (? for an uncertain one), then the alerts the desk raised for it (GET
+/api/alerts). Exit status: 0 when every call ended normally, 1 otherwise, 2 for a bad argument.
 """
 
 from __future__ import annotations

@@ -319,11 +319,19 @@ async def wait_ended(session, url: str, call_id: str, token: str | None = None, 
 
 
 def describe(detail: dict) -> list[str]:
+    """One line per utterance, in time order; an uncertain one (fused confidence below
+    ``[fusion] min_confidence``) shows ``?`` for its emoji, as the dashboard does.
+
+    >>> describe({"utterances": [{"track": "customer", "start_s": 6.4, "end_s": 11.9, "emoji": "😢", "label": "sad",
+    ...                           "confidence": 0.43, "uncertain": True, "transcript": "absolutely unacceptable"}]})
+    ['  customer    6.4-  11.9s ?  sad      0.43  absolutely unacceptable']
+    """
     lines = []
     for u in sorted(detail.get("utterances") or [], key=lambda u: (u.get("start_s") or 0, u.get("track") or "")):
         text = (u.get("transcript") or "").strip()
+        mark = "? " if u.get("uncertain") else u.get("emoji", "")
         lines.append(f"  {u.get('track', '?'):>8} {u.get('start_s', 0):6.1f}-{u.get('end_s', 0):6.1f}s "
-                     f"{u.get('emoji', '')} {u.get('label', '?'):<8} {u.get('confidence', 0):.2f}  {text}")
+                     f"{mark} {u.get('label', '?'):<8} {u.get('confidence', 0):.2f}  {text}")
     return lines
 
 
