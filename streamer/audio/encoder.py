@@ -178,3 +178,19 @@ class WhisperHandle:
         mel = self.model.feature_extractor(x, padding=160)
         out = self.model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None])), to_cpu=True)
         return np.asarray(out, dtype=np.float32)[0]
+
+
+def open_encoder(name: str, options: WhisperOptions = WhisperOptions()):
+    """The process's shared encoder for a pooled model's encoder ``name``: Whisper base's
+    encoder alone on onnxruntime when its export ships (``models/whisper-base-encoder``, a
+    fraction of CTranslate2's whole-model memory), else the faster-whisper model itself.
+    Both give :meth:`WhisperHandle.encode`'s frames."""
+    if name == EMBEDDED_BASE:
+        from streamer.audio.onnx_encoder import ENCODER_DIR, ENCODER_FILE, OnnxEncoder
+        from streamer.core.paths import model_dir
+
+        folder = model_dir(ENCODER_DIR)
+        if (folder / ENCODER_FILE).is_file():
+            return OnnxEncoder.shared(folder, options.cpu_threads)
+    return WhisperHandle.shared(WhisperOptions(name, options.compute_type, options.cpu_threads,
+                                               options.num_workers, options.device))

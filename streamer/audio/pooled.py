@@ -8,7 +8,8 @@ standardised (by the training prior, or by a stream's running statistics:
 :mod:`streamer.audio.adapt`), a multinomial logistic regression gives logits, one
 temperature calibrates them, and the windows of a longer input are averaged by length.
 
-It needs no torch: numpy and the CTranslate2 encoders only. The recipe that chose it
+It needs no torch: numpy, CTranslate2 (tiny.en) and onnxruntime (Whisper base's encoder alone,
+:mod:`streamer.audio.onnx_encoder`, where its export ships; :func:`streamer.audio.encoder.open_encoder`). The recipe that chose it
 (leave-one-corpus-out over three corpora) is in ``models/audio-emotion/MODEL_CARD.md``.
 """
 
@@ -155,7 +156,7 @@ class PooledEmotion:
         ``whisper``: an already loaded handle of the first encoder (shared with the recogniser)."""
         import hashlib
 
-        from streamer.audio.encoder import WhisperHandle, WhisperOptions
+        from streamer.audio.encoder import WhisperOptions, open_encoder
 
         folder = Path(folder)
         try:
@@ -176,9 +177,7 @@ class PooledEmotion:
             if k == 0 and whisper is not None and whisper.options.model == name:
                 encoders.append(whisper)
             else:
-                base = whisper.options if whisper is not None else WhisperOptions()
-                encoders.append(WhisperHandle.shared(WhisperOptions(name, base.compute_type, base.cpu_threads,
-                                                                    base.num_workers, base.device)))
+                encoders.append(open_encoder(name, whisper.options if whisper is not None else WhisperOptions()))
         a = meta.get("adapt", {})
         adapt = adapt or AdaptOptions(bool(a.get("enabled", True)), float(a.get("prior_windows", AdaptOptions.prior_windows)),
                                       float(a.get("horizon", AdaptOptions.horizon)))

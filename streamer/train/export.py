@@ -11,6 +11,10 @@ without torch (the export itself needs torch and ``onnx``: the ``train`` extra).
 ``python -m streamer.train.export audio models/audio-emotion-network``
     writes ``model.onnx`` of the audio network (weights inside: 2 MB) and ``model.onnx.json``.
 
+``python -m streamer.train.export whisper-base models/whisper-base-encoder``
+    writes ``encoder.onnx``: Whisper base's encoder alone, 8-bit weights (26 MB), the pooled
+    audio model's second encoder (:mod:`streamer.train.export_whisper`).
+
 Each export checks itself: onnxruntime against torch on sample inputs, max abs difference of
 the outputs, printed and stored in ``model.onnx.json``; above ``--tolerance`` it fails.
 """
@@ -213,11 +217,14 @@ batch 1-3 and 60-176 frames with padding: max abs logit difference {worst:.1e} (
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m streamer.train.export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kind", choices=("text", "audio"))
+    ap.add_argument("kind", choices=("text", "audio", "whisper-base"))
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--tolerance", type=float, default=None, help="largest allowed |onnxruntime - torch| in the outputs (default: 1e-3 for text, whose frozen word embeddings are kept in fp16; 1e-4 for audio)")
+    ap.add_argument("--tolerance", type=float, default=None, help="largest allowed |onnxruntime - torch| in the outputs (default: 1e-3 for text, whose frozen word embeddings are kept in fp16; 1e-4 for audio); for whisper-base the largest relative difference from CTranslate2 float32 frames (default: that of CTranslate2 int8)")
     args = ap.parse_args(argv)
-    export = export_text if args.kind == "text" else export_audio
+    if args.kind == "whisper-base":
+        from streamer.train.export_whisper import export_whisper_base as export
+    else:
+        export = export_text if args.kind == "text" else export_audio
     meta = export(args.folder) if args.tolerance is None else export(args.folder, args.tolerance)
     print(json.dumps(meta.get("check", {})), file=sys.stderr)
     return 0

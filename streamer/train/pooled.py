@@ -49,6 +49,9 @@ def _init(models: tuple[str, ...]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from streamer.audio.encoder import WhisperHandle, WhisperOptions
 
+    # The training rows come from the CTranslate2 int8 encoders, as when the shipped head was
+    # trained; the product may run Whisper base's 8-bit ONNX export instead (open_encoder), whose
+    # effect on unseen actors bench/base_encoder_eval.py measures (models/whisper-base-encoder card).
     _encoders = [WhisperHandle.shared(WhisperOptions(model=m, num_workers=1)) for m in models]
 
 

