@@ -24,6 +24,8 @@ class build_py_with_bundle(build_py):
         bundle.mkdir(parents=True)
         shutil.copy2(HERE / "config.toml", bundle / "config.toml")
         shutil.copytree(HERE / "models", bundle / "models", ignore=shutil.ignore_patterns(*SKIP))
+        # the demo recordings (1 MB): ser-live --file on the demo call, ser-call twilio --demo
+        shutil.copytree(HERE / "demo", bundle / "demo")
 
 
 setup(cmdclass={"build_py": build_py_with_bundle})

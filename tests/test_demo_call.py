@@ -38,12 +38,12 @@ def test_the_demo_call_ships_small_16k_mono_and_demo_finds_it():
     assert (args.customer, args.agent) == (customer, agent)
 
 
-def test_demo_without_the_checkout_says_what_it_needs(monkeypatch, tmp_path):
+def test_demo_without_its_files_says_what_to_do(monkeypatch, tmp_path):
     from streamer.core.errors import SerError
 
     monkeypatch.setattr(call_cli, "data_root", lambda: tmp_path)
-    monkeypatch.setattr(call_cli, "checkout", lambda: None)  # a pip-installed ser-live: no checkout
-    with pytest.raises(SerError, match="come with the source checkout.*--customer and --agent"):
+    monkeypatch.setattr(call_cli, "checkout", lambda: None)  # an installation whose bundle lost the demo files
+    with pytest.raises(SerError, match="this installation lacks.*reinstall ser-live.*--customer and --agent"):
         call_cli.demo_files()
 
 

@@ -36,6 +36,10 @@ def test_wheel_carries_the_defaults_and_models(wheel):
                  "streamer/_bundle/models/text-emotion/model.onnx", "streamer/_bundle/models/text-emotion/model.onnx.json",
                  "streamer/_bundle/models/text-emotion/head.safetensors", "streamer/_bundle/models/text-emotion/dims.safetensors",
                  "streamer/_bundle/models/audio-emotion-network/model.onnx",
+                 "streamer/_bundle/models/whisper-base-encoder/encoder.onnx",
+                 "streamer/_bundle/models/whisper-base-encoder/encoder.onnx.json",
+                 "streamer/_bundle/demo/demo.flac", "streamer/_bundle/demo/angry_customer.flac",
+                 "streamer/_bundle/demo/calm_agent.flac",
                  "streamer/serve/desk/static/desk.html", "streamer/serve/desk/static/desk.js", "streamer/serve/desk/static/desk.css"):
         assert need in names, need
     assert not any("oof_" in n for n in names)  # evaluation leftovers stay in the repository
@@ -90,6 +94,10 @@ def test_installed_copy_runs_from_outside_the_checkout(wheel, tmp_path, speech_w
     where = subprocess.run([py, "-c", "import streamer.core.paths as p, streamer.runtime.config as c; print(p.data_root()); print(c.DEFAULT_CONFIG)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
     assert where[0] == str(site / "streamer" / "_bundle") and Path(where[1]).is_file()
+    # ser-call twilio --demo finds the shipped call in the bundle, not in a checkout
+    demo = subprocess.run([py, "-c", "from streamer.cli.call import demo_files; print(*demo_files())"],
+                          check=True, capture_output=True, text=True, cwd=tmp_path).stdout.split()
+    assert demo == [str(site / "streamer" / "_bundle" / "demo" / n) for n in ("angry_customer.flac", "calm_agent.flac")]
     log = tmp_path / "session.ndjson"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = subprocess.run([py, "-c", "import sys; from streamer.cli.live import entry; sys.argv[0] = 'ser-live'; entry()",

@@ -52,9 +52,9 @@ def demo_files() -> tuple[Path, Path]:
         customer, agent = root / DEMO_CUSTOMER, root / DEMO_AGENT
         if customer.is_file() and agent.is_file():
             return customer, agent
-    raise SerError(f"--demo plays {DEMO_CUSTOMER} and {DEMO_AGENT}, which come with the source checkout "
-                   "(git clone, then scripts/setup.sh), not with a pip-installed ser-live: run it from the "
-                   "checkout, or give your own files with --customer and --agent")
+    raise SerError(f"--demo plays {DEMO_CUSTOMER} and {DEMO_AGENT}, which this installation lacks (they ship in "
+                   "the package and the source checkout): reinstall ser-live (pip install --force-reinstall .), "
+                   "or give your own files with --customer and --agent")
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ser-call", description=__doc__,
