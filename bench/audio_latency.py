@@ -53,7 +53,7 @@ def main() -> None:
     pooled = getattr(model, "kind", None) == "pooled"
     stream = model.stream() if pooled else None  # a live stream's running statistics
     encoders = model.encoders if pooled else [model.whisper]
-    names = [e.options.model.removeprefix("embedded:") for e in encoders]
+    names = [e.name.removeprefix("embedded:") for e in encoders]
     stages = {"end_to_end": [], "prepare": [], **{f"encoder {n}": [] for n in names}, "prosody": [], "head" if pooled else "network": []}
     for w in windows:
         t0 = time.perf_counter()

@@ -159,6 +159,11 @@ class WhisperHandle:
         self.decoder = None  # what decodes for the recognisers: a streamer.asr.decode.Batcher, made on first use
         log.info("Whisper model loaded: %s", options.model)
 
+    @property
+    def name(self) -> str:
+        """The model option it was loaded from (an encoder's name, as :class:`OnnxEncoder` has one)."""
+        return self.options.model
+
     @classmethod
     def shared(cls, options: WhisperOptions = WhisperOptions()) -> "WhisperHandle":
         """The process-wide handle for these options, loaded on first use."""

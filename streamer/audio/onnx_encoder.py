@@ -54,7 +54,7 @@ class OnnxEncoder:
                              f"export it again: python -m streamer.train.export whisper-base {folder}") from exc
         self.features = FeatureExtractor(feature_size=int(self.meta["n_mels"]))
         self.dim = int(self.meta["dim"])
-        self.name = str(self.meta.get("source", folder.name))
+        self.name = f"{self.meta.get('source', folder.name)} (onnx)"
         log.info("Whisper encoder loaded from %s (onnxruntime)", folder)
 
     @classmethod
