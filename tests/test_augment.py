@@ -6,8 +6,8 @@ from streamer.train.augment import COPIES, add_noise, gain, reverb, telephone
 
 
 @pytest.fixture(scope="module")
-def clip(ravdess):
-    return load_audio(ravdess / "Actor_02" / "03-01-05-02-01-01-02.flac")
+def clip(speech_wav):
+    return load_audio(speech_wav)
 
 
 @pytest.mark.parametrize("name", sorted(COPIES))

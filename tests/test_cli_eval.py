@@ -11,6 +11,19 @@ import soundfile as sf
 
 from streamer.audio.io import load_audio
 from streamer.core.paths import CHECKOUT as ROOT
+from tests.conftest import espeak
+
+# RAVDESS's two statements, each in voices of its own (espeak-ng): clips to rename into other
+# corpora's layouts and manifests (the labels come from the names and manifests, not the voices).
+SAID = [("kids are talking by the door", "en-us+m3"), ("dogs are sitting by the door", "en-us+f2"),
+        ("kids are talking by the door", "en-gb"), ("dogs are sitting by the door", "en-us+f4"),
+        ("kids are talking by the door", "en-us+m7")]
+
+
+def said(folder: Path, k: int, rate: int = 16000) -> np.ndarray:
+    """Clip ``k`` of ``SAID`` (about 2 s), at ``rate`` Hz."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return load_audio(espeak(folder / f"said{k}.wav", *SAID[k]), target_rate=rate)
 
 
 def run_eval(*args):
@@ -18,18 +31,18 @@ def run_eval(*args):
 
 
 @pytest.mark.slow
-def test_eval_unseen_folder_in_other_layouts(tmp_path, ravdess, speech_wav, audio_model):
+def test_eval_unseen_folder_in_other_layouts(tmp_path, speech_wav, audio_model):
     folder = tmp_path / "calls"
     (folder / "emodb").mkdir(parents=True)
     (folder / "crema").mkdir()
-    sources = {  # RAVDESS actor 19 clips renamed into EmoDB and CREMA-D layouts; 44.1 kHz and stereo on purpose
-        "emodb/03a01Wa.wav": ("Actor_19/03-01-05-02-01-01-19.flac", 44100, 1),
-        "emodb/03a02Fb.wav": ("Actor_19/03-01-03-02-01-01-19.flac", 16000, 2),
-        "emodb/03a04Lc.wav": ("Actor_19/03-01-01-01-01-01-19.flac", 16000, 1),  # boredom: skipped, counted
-        "crema/1001_DFA_SAD_XX.wav": ("Actor_19/03-01-04-02-01-01-19.flac", 22050, 1),
+    sources = {  # speech renamed into EmoDB and CREMA-D layouts; 44.1 kHz and stereo on purpose
+        "emodb/03a01Wa.wav": (0, 44100, 1),
+        "emodb/03a02Fb.wav": (1, 16000, 2),
+        "emodb/03a04Lc.wav": (2, 16000, 1),  # boredom: skipped, counted
+        "crema/1001_DFA_SAD_XX.wav": (3, 22050, 1),
     }
-    for name, (src, rate, channels) in sources.items():
-        x = load_audio(ravdess / src, target_rate=rate)
+    for name, (k, rate, channels) in sources.items():
+        x = said(tmp_path / "said", k, rate)
         sf.write(folder / name, np.stack([x] * channels, axis=1) if channels == 2 else x, rate)
     sf.write(folder / "crema" / "1002_IEO_NEU_XX.wav", load_audio(speech_wav), 16000)
     (folder / "crema" / "1003_IEO_ANG_HI.wav").write_bytes(b"RIFF\x00\x00garbage")  # corrupt: skipped, counted
@@ -60,22 +73,22 @@ def test_eval_folder_without_corpus_names(tmp_path):
 
 # --- --manifest: any labelled folder, whatever its file names ---------------------------------
 
-def slice_ravdess(ravdess, src, dest, rate=16000):
-    """The middle 2 s of a RAVDESS clip, written under a new name."""
-    x = load_audio(ravdess / src)
+def write_said(tmp_path, k, dest):
+    """Clip ``k`` of ``SAID``, written under a new name."""
+    x = said(tmp_path / "said", k)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(dest, x[8000:40000], rate)
+    sf.write(dest, x, 16000)
 
 
 @pytest.mark.slow
-def test_eval_manifest_csv_and_tsv_with_arbitrary_names(tmp_path, ravdess, audio_model):
+def test_eval_manifest_csv_and_tsv_with_arbitrary_names(tmp_path, audio_model):
     data = tmp_path / "my recordings"
-    slice_ravdess(ravdess, "Actor_19/03-01-05-02-01-01-19.flac", data / "monday" / "call 1.wav")   # angry
-    slice_ravdess(ravdess, "Actor_19/03-01-01-01-01-01-19.flac", data / "b.flac")                  # neutral
-    slice_ravdess(ravdess, "Actor_20/03-01-03-02-01-01-20.flac", tmp_path / "elsewhere" / "x.wav")  # happy
-    slice_ravdess(ravdess, "Actor_20/03-01-04-02-02-01-20.flac", data / "sad one.wav")              # sad
+    write_said(tmp_path, 0, data / "monday" / "call 1.wav")   # labelled angry below
+    write_said(tmp_path, 1, data / "b.flac")                  # neutral
+    write_said(tmp_path, 2, tmp_path / "elsewhere" / "x.wav")  # happy
+    write_said(tmp_path, 3, data / "sad one.wav")              # sad
     (data / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
-    slice_ravdess(ravdess, "Actor_18/03-01-02-01-01-01-18.flac", tmp_path / "corpus" / "03-01-02-01-01-01-18.wav")  # calm, by name
+    write_said(tmp_path, 4, tmp_path / "corpus" / "03-01-02-01-01-01-18.wav")  # calm, by its RAVDESS-style name
     (data / "calls.csv").write_text(
         "path,label,speaker\n"
         "monday/call 1.wav,anger,ann\n"

@@ -65,6 +65,7 @@ def test_scan_missing_folder(tmp_path):
         scan([tmp_path / "nope"])
 
 
+@pytest.mark.corpus("counts the clips, labels and speakers scan() finds in the corpora")
 def test_shared_corpora(ravdess, tess):
     result = scan([ravdess, tess])
     assert len(result.clips) == 4000 and not result.skipped

@@ -1,7 +1,8 @@
 """The desk in a real browser: Debian's chromium driven by Playwright, over a ser-serve on
 127.0.0.1 with the real models. Three two-track Twilio calls are played in real time with
-ser-call's client (``streamer.serve.client.play_twilio``), one with an angry customer (strong
-angry RAVDESS clips, actors 01-04, as the inbound track). The page must show three
+ser-call's client (``streamer.serve.client.play_twilio``), one with an angry customer (espeak-ng's
+loud, overdriven voice saying angry lines, ``conftest.ANGRY_VOICE``, as the inbound track); the
+other turns are calm lines in other espeak-ng voices. The page must show three
 ``data-call-id`` cards and their transcripts, catch up after its feed drops, show the angry
 rule's alert within 10 s of its last qualifying window, lose it on acknowledge, show the
 call's detail (transcript per speaker, a timeline per track), fit a 390-px phone, show the
@@ -20,16 +21,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import RAVDESS, need
+from tests.conftest import ANGRY_LINES, ANGRY_VOICE, espeak
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "t0ken"
 RATE = 8000  # Twilio's
 GAP_S = 0.5
-ANGRY = [f"Actor_0{a}/03-01-05-02-0{s}-01-0{a}.flac" for a, s in [(1, 1), (2, 2), (3, 1), (4, 2)]]
-CALM = [f"Actor_{a:02d}/03-01-0{e}-01-0{s}-01-{a:02d}.flac" for a in range(6, 21) for e, s in [(1, 1), (2, 2)]]
-CALLS = {  # call id -> (names, turns: (track, clip))
+ANGRY = [ANGRY_LINES[0], ANGRY_LINES[1], ANGRY_LINES[2], ANGRY_LINES[0]]  # the customer says the first again
+CALM = ["Good morning, thank you for calling, how can I help you?", "I would like to check the status of my order.",
+        "Of course, may I have your order number please?", "Yes, it is four five six seven eight.",
+        "Thank you, one moment while I look it up.", "Your parcel left the warehouse this morning.",
+        "Hello, I am calling about my internet connection.", "I can help with that, what seems to be the problem?",
+        "It has been a bit slow in the evenings.", "Let me run a quick test on your line.",
+        "The line looks fine, I will reset your router now.", "Great, that sounds good, thank you.",
+        "You are welcome, have a nice day."]
+CALLS = {  # call id -> (names, turns: (track, line))
     "CAangry0001": ({"customer": "Dana Reyes", "agent": "Sam Okafor"},
                     [("customer", ANGRY[0]), ("agent", CALM[0]), ("customer", ANGRY[1]), ("customer", ANGRY[2]),
                      ("customer", ANGRY[3])]),
@@ -56,13 +63,20 @@ def models():
     return m
 
 
-def two_tracks(turns: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
-    """(customer, agent) at 8 kHz: the speakers take turns, the other track silent meanwhile."""
+def line(path: Path, track: str, text: str) -> np.ndarray:
+    """One turn at 8 kHz: an angry line in the angry voice, a calm one in the track's voice."""
     from streamer.serve.client import load_pcm
 
+    voice = ANGRY_VOICE if text in ANGRY_LINES else {"voice": "en-us+f2" if track == "agent" else "en-us+m1"}
+    return load_pcm(espeak(path, text, **voice), RATE)
+
+
+def two_tracks(folder: Path, turns: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(customer, agent) at 8 kHz: the speakers take turns, the other track silent meanwhile."""
+    folder.mkdir()
     parts = {"customer": [], "agent": []}
-    for track, clip in turns:
-        x = np.concatenate([load_pcm(need(RAVDESS / clip), RATE), np.zeros(int(GAP_S * RATE), np.int16)])
+    for k, (track, text) in enumerate(turns):
+        x = np.concatenate([line(folder / f"{k}.wav", track, text), np.zeros(int(GAP_S * RATE), np.int16)])
         parts[track].append(x)
         parts["agent" if track == "customer" else "customer"].append(np.zeros_like(x))
     return np.concatenate(parts["customer"]), np.concatenate(parts["agent"])
@@ -74,7 +88,7 @@ def test_the_desk_in_chromium(models, tmp_path):
     pw = pytest.importorskip("playwright.async_api")
     shots = Path(os.environ.get("SER_DESK_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    audio = {cid: two_tracks(turns) for cid, (_, turns) in CALLS.items()}
+    audio = {cid: two_tracks(tmp_path / cid, turns) for cid, (_, turns) in CALLS.items()}
     out = asyncio.run(asyncio.wait_for(scenario(pw, models, tmp_path, audio, shots), 150))
 
     assert out["cards"] == 3 and out["after login"].endswith("/") and "token" not in out["after login"]

@@ -1,5 +1,5 @@
-"""The NumPy signal primitives equal librosa's on real speech (the audio model was trained
-with librosa's), and the live path does not load librosa (numba and LLVM: ~240 MB)."""
+"""The NumPy signal primitives equal librosa's on speech (the audio model was trained with
+librosa's), and the live path does not load librosa (numba and LLVM: ~240 MB)."""
 
 import subprocess
 import sys
@@ -9,11 +9,12 @@ import pytest
 
 from streamer.audio import dsp
 from streamer.audio.io import load_audio
+from tests.conftest import DATA
 
 
 @pytest.fixture(scope="module")
-def speech(ravdess):
-    return load_audio(sorted(ravdess.glob("*/*.flac"))[7])
+def speech():
+    return load_audio(DATA / "speech16k.mp3")  # 5.6 s of espeak-ng speech the repository ships
 
 
 def test_rms_and_stft_equal_librosa(speech):

@@ -11,8 +11,8 @@ from streamer.core.labels import LABELS
 
 
 @pytest.fixture(scope="module")
-def clip(ravdess):
-    return load_audio(ravdess / "Actor_03" / "03-01-05-02-02-01-03.flac")  # angry, strong
+def clip(angry_wav):
+    return load_audio(angry_wav)  # about 5 s of angry-sounding speech (conftest.ANGRY_VOICE)
 
 
 def test_probabilities_sum_to_one_and_are_deterministic(audio_model, clip):

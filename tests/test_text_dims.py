@@ -8,26 +8,28 @@ import pytest
 from streamer.core.labels import INDEX, LABELS
 
 
-def test_xed_rows_are_read_with_their_labels(text_data):
+@pytest.mark.corpus("reads XED's split files and checks their counts against its MANIFEST.md")
+def test_xed_rows_are_read_with_their_labels(xed):
     from streamer.train.textdata import read_xed
 
-    dev = read_xed(text_data / "xed", "dev")
+    dev = read_xed(xed, "dev")
     # the counts of xed/MANIFEST.md
     assert dev.counts() == {"angry": 263, "disgust": 149, "fear": 177, "happy": 280, "neutral": 843, "sad": 166,
                             "surprise": 183}
     assert np.all(dev.targets.max(axis=1) == 1) and dev.source == "xed-dev"
-    train = read_xed(text_data / "xed", "train")
+    train = read_xed(xed, "train")
     assert len(train) == 16180 and train.counts()["neutral"] == 7070
-    lines = (text_data / "xed" / "train.tsv").read_text(encoding="utf-8").splitlines()[:50]
+    lines = (xed / "train.tsv").read_text(encoding="utf-8").splitlines()[:50]
     for line, label in zip(lines, train.labels()[:50]):
         assert LABELS[label] == line.rpartition("\t")[2]
 
 
-def test_xed_in_the_recipe(text_data):
+@pytest.mark.corpus("loads the text recipe's training and dev splits from the three corpora")
+def test_xed_in_the_recipe(goemotions, meld, xed):
     from streamer.core.errors import ConfigError
     from streamer.train.text import TextTrainConfig, load_splits
 
-    cfg = TextTrainConfig(goemotions=str(text_data / "goemotions"), meld=str(text_data / "meld"), xed=str(text_data / "xed"),
+    cfg = TextTrainConfig(goemotions=str(goemotions), meld=str(meld), xed=str(xed),
                           train_sets=("goemotions", "meld", "xed"), dev_sets=("goemotions", "meld", "xed"), xed_repeat=2)
     s = load_splits(cfg)
     assert set(s.dev) == {"goemotions-dev", "meld-dev", "xed-dev"}
@@ -74,10 +76,11 @@ def test_ridge_and_pearson():
     assert pearson(p[:, 0], y[:, 0]) > 0.95 and pearson(p[:, 1], y[:, 1]) > 0.9
 
 
-def test_emobank_rows(text_data):
+@pytest.mark.corpus("reads EmoBank's test split and its rating scale")
+def test_emobank_rows(emobank):
     from streamer.train.textdata import read_emobank
 
-    test = read_emobank(text_data / "emobank", "test")
+    test = read_emobank(emobank, "test")
     assert len(test) == 1000 and test.arousal.shape == test.valence.shape == (1000,)
     assert test.arousal.min() >= -1 and test.valence.max() <= 1  # (x - 3) / 2
 
@@ -88,14 +91,15 @@ def _shipped_dims_model(text_model):
     return text_model
 
 
-def test_shipped_dims_head_on_emobank_rows(text_model, text_data):
+@pytest.mark.corpus("evaluates the shipped arousal/valence head on EmoBank's rated test sentences")
+def test_shipped_dims_head_on_emobank_rows(text_model, emobank):
     """Loaded from the model folder; shapes, range and the sign of the correlation on a few
     EmoBank test rows."""
     from streamer.train.textdata import read_emobank
     from streamer.train.metrics import pearson
 
     model = _shipped_dims_model(text_model)
-    rows = read_emobank(text_data / "emobank", "test")
+    rows = read_emobank(emobank, "test")
     n = 60
     d = model.predict_dims(list(rows.texts[:n]) + ["", "   "])
     assert d.shape == (n + 2, 2) and np.isnan(d[n:]).all()  # no words: no opinion

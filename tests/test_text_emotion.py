@@ -103,12 +103,13 @@ def test_embedded_reads_obvious_emotions(text_model):
 
 
 @pytest.mark.slow
-def test_shipped_model_beats_majority_on_real_rows(text_model, text_data):
+@pytest.mark.corpus("evaluates the shipped text model on labelled GoEmotions and MELD rows")
+def test_shipped_model_beats_majority_on_real_rows(text_model, goemotions, meld):
     from streamer.train.texteval import evaluate_rows
     from streamer.train.textdata import read_goemotions, read_tsv
 
-    for rows in (read_goemotions(text_data / "goemotions", "test").single().head(400),
-                 read_tsv(text_data / "meld" / "dev.tsv").head(400)):
+    for rows in (read_goemotions(goemotions, "test").single().head(400),
+                 read_tsv(meld / "dev.tsv").head(400)):
         y = rows.labels()
         majority = np.bincount(y, minlength=len(LABELS)).max() / len(y)
         rep = evaluate_rows(text_model, rows)["asr"]
@@ -118,7 +119,8 @@ def test_shipped_model_beats_majority_on_real_rows(text_model, text_data):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["lora", "full"])
-def test_tiny_training_run_learns(tmp_path, text_data, encoder):
+@pytest.mark.corpus("trains the text model on GoEmotions and MELD rows")
+def test_tiny_training_run_learns(tmp_path, goemotions, meld, encoder):
     """A short run on real rows (LoRA; full fine-tuning without the word embeddings): it saves
     what the product loads, and it learns."""
     from streamer.text.load import load_text_emotion
@@ -135,7 +137,7 @@ def test_tiny_training_run_learns(tmp_path, text_data, encoder):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads on a busy 2-core machine are several times slower
-    cfg = TextTrainConfig(goemotions=str(text_data / "goemotions"), meld=str(text_data / "meld"), epochs=1, encoder=encoder,
+    cfg = TextTrainConfig(goemotions=str(goemotions), meld=str(meld), epochs=1, encoder=encoder,
                           freeze_word_embeddings=encoder == "full", dev_sets=("goemotions",),
                           max_rows=256, batch_size=16, max_length=32, evals_per_epoch=1,
                           lr=1e-3 if encoder == "lora" else 5e-5, head_lr=5e-3)

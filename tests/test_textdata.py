@@ -8,8 +8,9 @@ from streamer.core.labels import INDEX
 from streamer.train.textdata import read_goemotions, read_tsv
 
 
-def test_goemotions_rule(text_data):
-    rows = read_goemotions(text_data / "goemotions", "dev")
+@pytest.mark.corpus("reads GoEmotions' multi-label dev split")
+def test_goemotions_rule(goemotions):
+    rows = read_goemotions(goemotions, "dev")
     assert len(rows) == 5426 and np.allclose(rows.targets.sum(axis=1), 1)
     multi = rows.targets.max(axis=1) < 0.999
     assert 0.05 < multi.mean() < 0.17  # 17% of rows have several labels, about 9% several Ekman labels
@@ -21,9 +22,13 @@ def test_goemotions_rule(text_data):
     assert single.labels()[i] == INDEX["sad"]
 
 
-def test_tsv_reader(tmp_path, text_data):
-    meld = read_tsv(text_data / "meld" / "dev.tsv")
-    assert len(meld) == 1109 and meld.counts()["angry"] == 153
+@pytest.mark.corpus("reads MELD's dev split and checks its counts against its MANIFEST.md")
+def test_tsv_reader_on_meld(meld):
+    rows = read_tsv(meld / "dev.tsv")
+    assert len(rows) == 1109 and rows.counts()["angry"] == 153
+
+
+def test_tsv_reader(tmp_path):
     f = tmp_path / "a.tsv"
     f.write_text("I said\tno\tanger\nyay\tjoy\n\nok\tneutral\n")
     rows = read_tsv(f)

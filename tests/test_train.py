@@ -35,6 +35,7 @@ def tiny_config(**kw):
                                label_smoothing=0.0, clean_prob=1.0, select_after=1), **kw)
 
 
+@pytest.mark.corpus("trains a small network on one RAVDESS actor's clips of the 7 labels")
 def test_training_loop_overfits_a_small_set(tiny_set):
     torch.set_num_threads(1)
     res = fit(tiny_set, tiny_set, tiny_config(), SMALL, seed=3)
@@ -43,6 +44,7 @@ def test_training_loop_overfits_a_small_set(tiny_set):
     assert 0.05 < res.temperature < 20
 
 
+@pytest.mark.corpus("trains a small network on one RAVDESS actor's clips of the 7 labels")
 def test_training_is_reproducible(tiny_set):
     torch.set_num_threads(1)
     cfg = tiny_config(epochs=3)
@@ -92,6 +94,7 @@ def test_linear_head_learns_and_round_trips(tmp_path):
     assert np.array_equal(again.logits(x), head.logits(x))
 
 
+@pytest.mark.corpus("plans the training recipe's splits over the corpora's speakers, corpora and words")
 def test_plan_splits_keep_test_out_of_training(ravdess, tess):
     from streamer.train.recipe import plan_splits
 

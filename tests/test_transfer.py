@@ -13,10 +13,6 @@ from streamer.train.corpora import scan
 from streamer.train.pooled import PooledSet
 from streamer.train.transfer import Recipe, Rows, clip_weights, evaluate, fit_and_predict, splits
 
-from tests.conftest import SHARED
-
-NEMO = SHARED / "data" / "speech" / "nEMO"
-
 
 def fake_set(corpus, speakers, n_per=14, dim=6, shift=0.0, seed=0):
     """Rows around a label's centre (the same in every corpus), moved and scaled per corpus, in the layout of
@@ -112,10 +108,9 @@ def test_running_adaptation_reads_a_shifted_stream_better_than_the_prior():
 
 
 @pytest.mark.slow
-def test_nemo_is_read_with_labels_and_speakers():
-    if not NEMO.is_dir():
-        pytest.skip(f"{NEMO} is not here (set SER_SHARED to the shared folder)")
-    found = scan([NEMO])
+@pytest.mark.corpus("reads every nEMO clip's label and speaker and checks them against its manifest.tsv")
+def test_nemo_is_read_with_labels_and_speakers(nemo):
+    found = scan([nemo])
     clips = found.by_corpus()["nemo"]
     assert len(clips) == 4481 and not found.skipped.get("unrecognised file name")
     assert {c.label for c in clips} == {"angry", "fear", "happy", "neutral", "sad", "surprise"}  # no disgust
@@ -123,7 +118,7 @@ def test_nemo_is_read_with_labels_and_speakers():
     # the file names agree with the corpus's own manifest
     import csv
 
-    with open(NEMO / "manifest.tsv", newline="") as f:
+    with open(nemo / "manifest.tsv", newline="") as f:
         listed = {r["path"].split("/")[-1]: (r["label"], r["speaker"]) for r in csv.DictReader(f, delimiter="\t")}
     for c in clips[:300]:
         assert listed[c.path.name] == (c.label, c.speaker.split(":")[1])

@@ -100,6 +100,7 @@ def test_utterances_keep_the_first_word(tmp_path, models, lead):
     assert first["words"] and first["words"][0]["start_s"] <= first["start_s"] + 0.5
 
 
+@pytest.mark.corpus("real recorded speech whose scripts are known: RAVDESS statements, TESS carrier phrases")
 def test_real_scripts_keep_the_first_word(models, whisper, ravdess, tess):
     """RAVDESS statements ("kids are talking by the door", "dogs are sitting by the door") and
     TESS carrier phrases ("say the word ..."): where Whisper decoding the whole clip at its full
