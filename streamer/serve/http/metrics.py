@@ -42,6 +42,12 @@ class Metrics:
                                       "read too slowly (oldest first)", registry=r)
         self.subscribers = Gauge("ser_serve_event_subscribers", "Clients on /events (and handlers following a call)",
                                  registry=r)
+        self.slow_closed = Counter("ser_serve_events_slow_closed", "/events clients closed (1008) for reading too "
+                                   "slowly: a send stalled or too many of their events were dropped", registry=r)
+        self.log_write_errors = Counter("ser_serve_log_write_errors", "Calls whose log could not be written (a full "
+                                        "disk, an I/O error): each call once; the call goes on", registry=r)
+        self.log_records_lost = Counter("ser_serve_log_records_lost", "Records that did not reach their call's log "
+                                        "(a write failed; never half a line)", registry=r)
         self._live: Callable[[], dict] | None = None
         r.register(_TrackCollector(self))
         # what ended calls dropped, so the totals do not fall when a call ends
