@@ -49,7 +49,9 @@ class Metrics:
         self.log_records_lost = Counter("ser_serve_log_records_lost", "Records that did not reach their call's log "
                                         "(a write failed; never half a line)", registry=r)
         self._live: Callable[[], dict] | None = None
+        self._bus: Callable[[], dict] | None = None
         r.register(_TrackCollector(self))
+        r.register(_BusCollector(self))
         # what ended calls dropped, so the totals do not fall when a call ends
         self.ended_dropped_audio_s = 0.0
         self.ended_windows_dropped = 0
@@ -57,6 +59,14 @@ class Metrics:
     def watch(self, live: Callable[[], dict]) -> None:
         """``live()`` -> {"dropped_audio_s", "windows_dropped", "queues": {name: depth}} of the calls now."""
         self._live = live
+
+    def watch_bus(self, health: Callable[[], dict]) -> None:
+        """``health()`` -> the results bus's figures (:meth:`streamer.serve.bus.Bus.health`)."""
+        self._bus = health
+
+    def bus_now(self) -> dict:
+        """What :meth:`watch_bus`'s function says of the bus now ({} before it is set)."""
+        return self._bus() if self._bus is not None else {}
 
     def live_now(self) -> dict:
         """What :meth:`watch`'s function says of the calls now ({} before it is set)."""
@@ -90,3 +100,40 @@ class _TrackCollector:
         for name, depth in sorted(live.get("queues", {}).items()):
             q.add_metric([name], depth)
         yield q
+
+
+class _BusCollector:
+    """The results bus (Redis, or the process's own): is it reachable, what failed, what waits."""
+
+    COUNTERS = (("errors", "ser_serve_bus_errors", "Results-bus (Redis) commands that failed: unreachable, too "
+                 "slow or refused"),
+                ("outages", "ser_serve_bus_outages", "Times the results bus became unreachable (one per outage)"),
+                ("dropped", "ser_serve_bus_events_dropped", "Events dropped unwritten because the bus's buffer was "
+                 "full during an outage (oldest first; the calls' logs still have them)"),
+                ("lost", "ser_serve_bus_events_lost", "Events Redis refused, or left unwritten when the server "
+                 "stopped during an outage"),
+                ("reregistered", "ser_serve_bus_calls_reregistered", "Calls registered again on a Redis that came "
+                 "back without them"),
+                ("reclaimed", "ser_serve_bus_calls_reclaimed", "Calls of this server marked lost while it could not "
+                 "reach Redis, taken back (nobody else had taken them over)"))
+
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def describe(self) -> Iterable:
+        return []
+
+    def collect(self) -> Iterable:
+        h = self.m.bus_now()
+        if not h:
+            return
+        up = GaugeMetricFamily("ser_serve_bus_up", "1 while the results bus is reachable, 0 during an outage")
+        up.add_metric([], 0.0 if h.get("state") == "down" else 1.0)
+        yield up
+        waiting = GaugeMetricFamily("ser_serve_bus_events_waiting", "Events kept for the bus, not yet written")
+        waiting.add_metric([], h.get("waiting", 0))
+        yield waiting
+        for key, name, text in self.COUNTERS:
+            c = CounterMetricFamily(name, text)
+            c.add_metric([], h.get(key, 0))
+            yield c
