@@ -36,32 +36,34 @@ def main() -> None:
     def step(name: str) -> None:
         steps.append((name, proc.memory_info().rss / 2**20))
 
-    import torch
+    import onnxruntime  # noqa: F401
+    import faster_whisper  # noqa: F401
 
-    torch.set_num_threads(1)
-    step("import torch")
+    step("import onnxruntime, faster-whisper, CTranslate2")
+    from streamer.runtime import models as runtime_models
     from streamer.runtime.config import Config
-    from streamer.live import factory
 
     cfg = Config.load()
-    factory.limit_malloc_arenas()
-    step("import streamer (config, pipeline factory)")
-    from streamer.audio.encoder import EMBEDDED
-
-    handle = factory.whisper_handle(cfg, EMBEDDED)
-    step("Whisper tiny.en (faster-whisper, CTranslate2 int8)")
-    from streamer.audio.emotion import AudioEmotion
-
-    audio = AudioEmotion.load(cfg.audio.model_path, handle)
-    step("audio emotion model")
+    runtime_models.limit_malloc_arenas()
+    step("import streamer (config, runtime)")
+    # the order of streamer.runtime.models.load_models
     from streamer.text.load import load_text_emotion
 
     text = load_text_emotion(cfg.text.model)
-    step(f"text model ({text.name}; compiled: {text.net is None})")
-    asr = factory.asr_factory(cfg)()
+    step(f"text model ({text.name})")
+    from streamer.audio.encoder import EMBEDDED
+
+    handle = runtime_models.whisper_handle(cfg, EMBEDDED)
+    step("Whisper tiny.en (faster-whisper, CTranslate2 int8)")
+    from streamer.audio.load import load_audio_model
+
+    audio = load_audio_model(cfg.audio.model_path, handle)
+    names = ", ".join(getattr(e, "name", "?") for e in getattr(audio, "encoders", []))
+    step(f"audio emotion model ({cfg.audio.model_path.name}; encoders {names or 'its own'})")
+    asr = runtime_models.asr_factory(cfg)()
     step("speech recogniser (shares the Whisper model)")
-    models = factory.Models(audio, text, lambda: asr, {})
-    factory.warm_up(models)
+    models = runtime_models.Models(audio, text, lambda: asr, {})
+    runtime_models.warm_up(models)
     step("warm-up (first calls, then malloc_trim)")
 
     from streamer.audio.io import load_audio
@@ -83,6 +85,9 @@ def main() -> None:
             step(f"{i} windows (audio model, recogniser, text)")
     step(f"{args.windows} windows")
 
+    import resource
+
+    steps.append(("peak (ru_maxrss)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     rows = [(name, rss, rss - (steps[k - 1][1] if k else 0.0)) for k, (name, rss) in enumerate(steps)]
     print("| step | RSS MB | added MB |\n|---|---|---|")
     for name, rss, added in rows:
