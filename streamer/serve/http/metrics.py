@@ -52,6 +52,7 @@ class Metrics:
         self._bus: Callable[[], dict] | None = None
         r.register(_TrackCollector(self))
         r.register(_BusCollector(self))
+        r.register(_LoopCollector())
         # what ended calls dropped, so the totals do not fall when a call ends
         self.ended_dropped_audio_s = 0.0
         self.ended_windows_dropped = 0
@@ -137,3 +138,22 @@ class _BusCollector:
             c = CounterMetricFamily(name, text)
             c.add_metric([], h.get(key, 0))
             yield c
+
+
+class _LoopCollector:
+    """The event loop's live tasks (a task per socket, per call, per feed reader): what a soak
+    watches return to its level between calls. Read at scrape time, on the loop's own thread."""
+
+    def describe(self) -> Iterable:
+        return []
+
+    def collect(self) -> Iterable:
+        import asyncio
+
+        try:
+            n = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped off the loop (a test's direct render): nothing to count
+            return
+        g = GaugeMetricFamily("ser_serve_asyncio_tasks", "Tasks alive on the server's event loop")
+        g.add_metric([], n)
+        yield g
