@@ -101,8 +101,14 @@ async def _login(request: web.Request) -> web.StreamResponse:
         if not auth.required:
             raise web.HTTPSeeOther("/")
         return login_page("This desk needs the server's token.", status=200)
-    form = await request.post()
-    token = str(form.get("token") or "")
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, AssertionError) as exc:  # bad UTF-8, an unknown charset, broken multipart
+        log.warning("desk login from %s: a body that is not a form (%s)", request.remote, exc)
+        raise web.HTTPBadRequest(text="the sign-in body must be a form with the token "
+                                      "(application/x-www-form-urlencoded, UTF-8): token=TOKEN\n") from None
+    token = form.get("token")
+    token = token if isinstance(token, str) else ""
     status = auth.check_value(token)
     if status == "off":
         raise web.HTTPSeeOther("/")

@@ -26,7 +26,6 @@ when ``mixType`` says so. Text frames after the metadata must be JSON and are ig
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -34,7 +33,7 @@ import numpy as np
 from aiohttp import web
 
 from streamer.serve.transport import BaseProtocol, Media, Start, WebSocketTransport, serve_call
-from streamer.serve.protocols.wire import BAD_DATA, UNSUPPORTED, ProtocolError, json_object
+from streamer.serve.protocols.wire import BAD_DATA, UNSUPPORTED, ProtocolError, json_object, loads
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def parse_metadata(text: str) -> ForkFormat:
     rate = _rate(meta["sampleRate"]) if "sampleRate" in meta else 8000
     mix = str(meta.get("mixType", "")).lower()
     channels = meta.get("channels", 2 if mix == "stereo" else 1)
-    if isinstance(channels, str) and channels.strip().isdigit():
+    if isinstance(channels, str) and channels.strip() in ("1", "2"):
         channels = int(channels)
     if isinstance(channels, bool) or channels not in (1, 2):
         raise ProtocolError(BAD_DATA, f"metadata channels {channels!r}: 1 (mono) or 2 (caller left, callee right)")
@@ -107,10 +106,7 @@ class AudioForkProtocol(BaseProtocol):
             self.fmt = parse_metadata(message)
             return [Start(self.fmt.call_id, self.fmt.meta, tuple(self.fmt.tracks))]
         if isinstance(message, str):
-            try:
-                json.loads(message)
-            except ValueError as exc:
-                raise ProtocolError(BAD_DATA, f"a text frame that is not JSON ({exc.msg})") from None
+            loads(message, "a text frame that is not JSON")
             return []
         return [Media(t, self.fmt.rate, x) for t, x in zip(self.fmt.tracks, split(message, self.fmt.channels))]
 

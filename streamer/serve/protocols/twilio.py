@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 
 from aiohttp import web
@@ -49,12 +48,9 @@ def parse(text: str) -> dict:
     >>> parse('{"event": ').__class__
     Traceback (most recent call last):
     ...
-    streamer.serve.protocols.wire.ProtocolError: malformed JSON: Expecting value at char 10
+    streamer.serve.protocols.wire.ProtocolError: malformed JSON (Expecting value at char 10)
     """
-    try:
-        msg = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise wire.ProtocolError(wire.BAD_DATA, f"malformed JSON: {exc.msg} at char {exc.pos}") from None
+    msg = wire.loads(text, "malformed JSON")
     if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
         raise wire.ProtocolError(wire.BAD_DATA, "a Twilio message is a JSON object with an \"event\"")
     if msg["event"] not in EVENTS:
@@ -82,7 +78,7 @@ def parse_start(msg: dict) -> dict:
         raise wire.ProtocolError(wire.UNSUPPORTED, f"unsupported media format {encoding} {rate} Hz {channels} channel(s): "
                                  "Twilio streams audio/x-mulaw 8000 Hz mono")
     tracks = start.get("tracks", ["inbound"])
-    if not isinstance(tracks, list) or not tracks or any(t not in TRACK_NAMES for t in tracks):
+    if not isinstance(tracks, list) or not tracks or any(not isinstance(t, str) or t not in TRACK_NAMES for t in tracks):
         raise wire.ProtocolError(wire.POLICY, f"start.tracks {str(tracks)[:40]} : each must be inbound or outbound")
     params = start.get("customParameters") or {}
     if not isinstance(params, dict):
@@ -104,7 +100,7 @@ def payload_pcm(msg: dict, tracks: list[str]):
     if not isinstance(media, dict):
         raise wire.ProtocolError(wire.BAD_DATA, "media message without a \"media\" object")
     track = media.get("track", "inbound")
-    if track not in TRACK_NAMES or track not in tracks:
+    if not isinstance(track, str) or track not in TRACK_NAMES or track not in tracks:
         raise wire.ProtocolError(wire.POLICY, f"unknown track {str(track)[:40]!r} (this stream has {', '.join(tracks)})")
     payload = media.get("payload")
     if not isinstance(payload, str):

@@ -86,8 +86,8 @@ def parse_config(cfg, current: VoskOptions) -> VoskOptions:
     opts = current
     if "sample_rate" in cfg:
         rate = cfg["sample_rate"]
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != int(rate) \
-                or not MIN_RATE <= rate <= MAX_RATE:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not MIN_RATE <= rate <= MAX_RATE \
+                or rate != int(rate):  # the range first: int() of NaN or infinity raises
             raise ProtocolError(BAD_DATA, f"config sample_rate {rate!r}: give whole Hz between {MIN_RATE} and {MAX_RATE}")
         opts = replace(opts, sample_rate=int(rate))
     if "words" in cfg:

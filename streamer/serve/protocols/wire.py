@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from aiohttp import WSMsgType, web
 
@@ -43,6 +44,60 @@ class ProtocolError(Exception):
         self.code, self.reason = code, reason
 
 
+def _finite(text: str) -> float:
+    x = float(text)
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return x
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unpaired_surrogate(obj) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def loads(text: str, what: str):
+    """``text`` as JSON, or :class:`ProtocolError` (1007: ``what`` and why): malformed JSON, and
+    also what Python's decoder takes but a log cannot keep or the decoder cannot finish: NaN
+    and infinities (``NaN``, ``1e999``), an integer of more than 4300 digits, nesting deeper
+    than the interpreter recurses, an escaped lone surrogate (``"\\ud800"``, not UTF-8).
+
+    >>> loads('{"a": [1, 2.5]}', "x")
+    {'a': [1, 2.5]}
+    >>> for bad in ('{"a": ', '[NaN]', '1e999', '"\\\\ud800"', '[' * 5000):
+    ...     try:
+    ...         loads(bad, "the metadata is not JSON")
+    ...     except ProtocolError as exc:
+    ...         print(exc.code, exc.reason)
+    1007 the metadata is not JSON (Expecting value at char 6)
+    1007 the metadata is not JSON (NaN is not JSON)
+    1007 the metadata is not JSON (the number 1e999 is out of range)
+    1007 the metadata is not JSON (a lone surrogate escape is not UTF-8)
+    1007 the metadata is not JSON (nested too deeply)
+    """
+    try:
+        obj = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(BAD_DATA, f"{what} ({exc.msg} at char {exc.pos})") from None
+    except ValueError as exc:  # a hook's, or an integer over sys.get_int_max_str_digits()
+        raise ProtocolError(BAD_DATA, f"{what} ({str(exc)[:60]})") from None
+    except RecursionError:
+        raise ProtocolError(BAD_DATA, f"{what} (nested too deeply)") from None
+    if _SURROGATE_ESCAPE.search(text) and _unpaired_surrogate(obj):  # a pair is one character: fine
+        raise ProtocolError(BAD_DATA, f"{what} (a lone surrogate escape is not UTF-8)")
+    return obj
+
+
 def json_object(text: str, what: str, expected: str = "") -> dict:
     """``text`` as a JSON object (``what`` names it in the error; ``expected`` says which).
 
@@ -53,10 +108,7 @@ def json_object(text: str, what: str, expected: str = "") -> dict:
     ...
     streamer.serve.protocols.wire.ProtocolError: a text message must be a JSON object: config, eof or reset
     """
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise ProtocolError(BAD_DATA, f"{what} is not JSON ({exc.msg})") from None
+    obj = loads(text, f"{what} is not JSON")
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_DATA, f"{what} must be a JSON object{expected}")
     return obj
