@@ -56,9 +56,11 @@ class Metrics:
         # what ended calls dropped, so the totals do not fall when a call ends
         self.ended_dropped_audio_s = 0.0
         self.ended_windows_dropped = 0
+        self.ended_too_fast_audio_s = 0.0
 
     def watch(self, live: Callable[[], dict]) -> None:
-        """``live()`` -> {"dropped_audio_s", "windows_dropped", "queues": {name: depth}} of the calls now."""
+        """``live()`` -> {"dropped_audio_s", "windows_dropped", "too_fast_audio_s", "queues": {name: depth}} of
+        the calls now."""
         self._live = live
 
     def watch_bus(self, health: Callable[[], dict]) -> None:
@@ -86,10 +88,14 @@ class _TrackCollector:
 
     def collect(self) -> Iterable:
         live = self.m.live_now()
-        audio = CounterMetricFamily("ser_serve_audio_dropped_seconds", "Audio dropped because analysis fell behind "
-                                    "(a track's ring was full), seconds at the track's rate")
+        audio = CounterMetricFamily("ser_serve_audio_dropped_seconds", "Audio dropped unanalysed: a track's ring was "
+                                    "full (analysis fell behind) or its client sent faster than real time")
         audio.add_metric([], self.m.ended_dropped_audio_s + live.get("dropped_audio_s", 0.0))
         yield audio
+        fast = CounterMetricFamily("ser_serve_audio_too_fast_seconds", "Of the audio dropped, what clients sent "
+                                   "beyond the pace a call may run ahead of real time (a burst, then 1.5x)")
+        fast.add_metric([], self.m.ended_too_fast_audio_s + live.get("too_fast_audio_s", 0.0))
+        yield fast
         win = CounterMetricFamily("ser_serve_windows_dropped", "Windows dropped unanalysed because a track's queue "
                                   "was full (oldest first)")
         win.add_metric([], self.m.ended_windows_dropped + live.get("windows_dropped", 0))
