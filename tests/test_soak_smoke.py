@@ -1,0 +1,38 @@
+"""The soak benchmark's CI smoke run (issue 28 item 5): ``bench/soak.py`` for half a minute with
+two calls at a time. Its performance figures (memory growth, p95) are the benchmark's to report
+on an idle machine (bench/README.md), not asserted here; what is asserted holds on any machine:
+calls are replaced as they end, every call ends with 1000, nothing is dropped at this load, and
+the server's fds, threads and event-loop tasks come back to their idle level after the calls."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_soak_smoke(tmp_path):
+    out = tmp_path / "soak.json"
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "0.5", "--calls", "2",
+                          "--period", "10", "--call-seconds", "12", "--stagger", "1", "--json", str(out),
+                          "--work", str(tmp_path / "work")],
+                         capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert out.is_file(), res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["calls_played"] >= 4 and r["calls_ended"] == r["calls_played"] and r["close_codes"] == ["1000"]
+    assert len(r["periods"]) >= 2 and all(p["windows"] > 0 for p in r["periods"][:2])
+    checks = r["checks"]
+    assert checks["fds_return"] and checks["threads_return"] and checks["tasks_return"], (r["idle_before"], r["idle_after"])
+    assert checks["every_call_ended"]
+    # the report's table is printed, one row per period
+    assert res.stdout.count("\n| ") >= len(r["periods"])
+    # each call left a parseable log
+    logs = sorted((tmp_path / "work" / "logs").rglob("*.ndjson"))
+    assert len(logs) >= r["calls_played"]
+    for log in logs:
+        kinds = [json.loads(line)["type"] for line in log.read_text().splitlines()]
+        assert kinds[-1] == "session_end"
