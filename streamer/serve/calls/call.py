@@ -26,6 +26,8 @@ class CallHost(Protocol):
     cfg: Config
     loop: asyncio.AbstractEventLoop
     metrics: object  # streamer.serve.http.metrics.Metrics
+    log_write_fd: object  # os.write, or a test's disk that fills (streamer.live.session_log.WriteFd)
+    pace_limits: object  # streamer.serve.calls.pace.PaceLimits: how far ahead of real time a track may run
 
     def publish(self, event: dict) -> None: ...
 
@@ -85,7 +87,7 @@ class Call:
         self.state = "active"
         self.error: str | None = None
         self.log_path = log_path
-        self.session = SessionLog(log_path)
+        self.session = SessionLog(log_path, on_error=self._log_failed, write_fd=registry.log_write_fd)
         self.runners: dict[str, TrackRunner] = {}
         self.rates: dict[str, int] = {}
         self.last: dict[str, dict] = {}  # the last window record of each track
@@ -119,7 +121,7 @@ class Call:
             raise RuntimeError(f"call {self.id} has ended: no new track {name!r}")
         reg = self.registry
         runner = TrackRunner(self.id, name, int(rate), reg.models, reg.cfg, self._sink, transcript=reg.cfg.live.log_transcript,
-                             partials=partials)
+                             partials=partials, pace=reg.pace_limits)
         self.runners[name], self.rates[name] = runner, int(rate)
         runner.start()
         self.log.info("track %s started at %d Hz", name, rate)
@@ -149,7 +151,8 @@ class Call:
         return {"call_id": self.id, "source": self.source, "tracks": self.tracks, "started": self.started,
                 "ended": self.ended, "state": self.state, "error": self.error, "segment": self.segment,
                 "windows": self.counts["window"], "utterances": self.counts["utterance"], "dropped": self.dropped(),
-                "last": {t: self.last.get(t) for t in self.tracks}, "log": str(self.log_path)}
+                "last": {t: self.last.get(t) for t in self.tracks}, "log": str(self.log_path),
+                "log_error": self.session.error}
 
     def detail(self) -> dict:
         """``GET /api/calls/{id}``: the row plus its windows and utterances so far (the last
@@ -172,6 +175,30 @@ class Call:
         if self.state != "ended":
             self.session.write(dict(event))
         self.registry.publish(event)
+
+    def log_summary(self) -> dict:
+        """What ``session_end`` says of the log itself: nothing when every record was written."""
+        if not self.session.lost and not self.session.error:
+            return {}
+        return {"log_error": self.session.error, "log_records_lost": self.session.lost}
+
+    def _log_failed(self, message: str, first: bool) -> None:
+        """A record did not reach the log (a full disk), on whichever thread wrote it: counted;
+        the first time, one log line and one ``error`` event. The call goes on; later records
+        are tried again."""
+        metrics = self.registry.metrics
+        metrics.log_records_lost.inc()
+        if not first:
+            return
+        metrics.log_write_errors.inc()
+        error = (f"the call's log cannot be written ({message}): the call goes on, records that do not fit "
+                 f"are lost and counted")
+        self.log.error("%s; log %s", error, self.log_path)
+        event = {"type": "error", "call_id": self.id, "track": None, "error": error, "time": now_iso()}
+        try:
+            self.registry.loop.call_soon_threadsafe(self.registry.publish, event)
+        except RuntimeError:  # the loop is closed (the process is going down)
+            pass
 
     # --- results from the tracks' threads ----------------------------------------------------
     def _sink(self, record: dict) -> None:

@@ -1,12 +1,57 @@
 """A reader of the results feed: a bounded queue on the event loop that drops its oldest
-event when full (counted), so a slow reader never holds up the analysis or another reader."""
+event when full (counted), so a slow reader never holds up the analysis or another reader;
+and the bounds past which an ``/events`` client is too slow to keep (:class:`FeedLimits`)."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+from dataclasses import dataclass
 
 SUBSCRIBER_QUEUE = 1000  # events a subscriber may fall behind before its oldest are dropped
+
+
+@dataclass(frozen=True)
+class FeedLimits:
+    """How far an ``/events`` client may fall behind before it is closed (1008, "too slow"):
+    its queue holds ``queue`` events (the oldest dropped beyond, counted); it is closed once it
+    has lost ``max_dropped`` events, once one send waits ``send_timeout_s`` s for it to read
+    (the socket's buffers are full), or once ``max_buffer_bytes`` wait in the socket's write
+    buffer. The close frame gets ``close_grace_s`` s to go out; then the connection is cut."""
+
+    queue: int = SUBSCRIBER_QUEUE
+    max_dropped: int = SUBSCRIBER_QUEUE
+    send_timeout_s: float = 10.0
+    max_buffer_bytes: int = 4 * 1_048_576
+    close_grace_s: float = 5.0
+
+
+def too_slow(dropped: int, buffered: int, limits: FeedLimits) -> str | None:
+    """Why a reader that lost ``dropped`` events and has ``buffered`` bytes waiting in its
+    socket is too slow to keep (the close reason), or None.
+
+    >>> lim = FeedLimits(max_dropped=10, max_buffer_bytes=1000)
+    >>> too_slow(9, 999, lim) is None
+    True
+    >>> too_slow(10, 0, lim)
+    'too slow: 10 events dropped (it reads slower than they come); reconnect'
+    >>> too_slow(0, 1000, lim)
+    'too slow: 1000 bytes wait unread in its socket; reconnect'
+    """
+    if dropped >= limits.max_dropped:
+        return f"too slow: {dropped} events dropped (it reads slower than they come); reconnect"
+    if buffered >= limits.max_buffer_bytes:
+        return f"too slow: {buffered} bytes wait unread in its socket; reconnect"
+    return None
+
+
+def stalled(limits: FeedLimits) -> str:
+    """The close reason of a send that waited ``send_timeout_s``.
+
+    >>> stalled(FeedLimits(send_timeout_s=10))
+    'too slow: nothing read for 10 s (the socket is full); reconnect'
+    """
+    return f"too slow: nothing read for {limits.send_timeout_s:g} s (the socket is full); reconnect"
 
 
 class Subscriber:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,8 @@ from streamer.runtime.config import Config
 from streamer.live.session_log import now_iso, session_end, session_start
 from streamer.serve.bus import Bus, BusError, BusOptions, LocalBus, iso
 from streamer.serve.calls.call import CLOSE_TIMEOUT_S, MAX_CALL_ID, Call, Refused, default_log_dir, safe_name
-from streamer.serve.calls.feed import SUBSCRIBER_QUEUE, Subscriber
+from streamer.serve.calls.feed import SUBSCRIBER_QUEUE, FeedLimits, Subscriber
+from streamer.serve.calls.pace import PaceLimits
 from streamer.serve.http.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,9 @@ class CallRegistry:
         self.bus = bus or LocalBus(BusOptions(keep_ended_s=cfg.server.keep_ended_min * 60))
         self.bus.on_lost = self._bus_lost
         self.metrics.watch(self._live_stats)
+        self.log_write_fd = os.write  # what the calls' logs write with (a test's disk that fills)
+        self.feed_limits = FeedLimits()  # how far an /events client may fall behind before it is closed
+        self.pace_limits = PaceLimits()  # how far ahead of real time a call's audio may run (the rest is dropped)
 
     # --- admission ------------------------------------------------------------------------
     @property
@@ -174,13 +179,14 @@ class CallRegistry:
                 counters = res.get("counters") or {}
                 self.metrics.ended_dropped_audio_s += counters.get("audio_dropped_samples", 0) / call.rates[name]
                 self.metrics.ended_windows_dropped += counters.get("windows_dropped", 0) + counters.get("asr_windows_dropped", 0)
+                self.metrics.ended_too_fast_audio_s += counters.get("audio_too_fast_samples", 0) / call.rates[name]
             call.ended_mono = time.monotonic()
             end = session_end(call.counts["window"], call.error, call_id=call.id, source=call.source,
                               tracks=call.summaries, duration_s=round(call.ended_mono - call.started_mono, 3),
                               utterances=call.counts["utterance"],
                               words=sum(int(s.get("words") or 0) for s in call.summaries.values()),
                               stream_s=max([float(s.get("stream_s") or 0.0) for s in call.summaries.values()] or [0.0]),
-                              interrupted=interrupted)
+                              interrupted=interrupted, **call.log_summary())
             call.ended = end["time"]
             await self.loop.run_in_executor(self.executor, _write_and_close, call.session, end)
             call.state = "ended"
@@ -209,7 +215,7 @@ class CallRegistry:
                     msg = f"stopped: the call did not finish within shutdown_s ({timeout:.0f} s)"
                     _write_and_close(c.session, session_end(c.counts["window"], msg, call_id=c.id, source=c.source,
                                                             tracks=c.summaries, utterances=c.counts["utterance"],
-                                                            interrupted=True))
+                                                            interrupted=True, **c.log_summary()))
         for s in list(self.subscribers):
             s.close()
         try:
@@ -268,7 +274,7 @@ class CallRegistry:
 
     def _live_stats(self) -> dict:
         """For /metrics at scrape time: drops and queue depths over the active calls."""
-        audio_s, windows, ring_s = 0.0, 0, 0.0
+        audio_s, windows, ring_s, too_fast_s = 0.0, 0, 0.0, 0.0
         lane = collections.Counter()
         for c in list(self.calls.values()):
             if c.state == "ended":
@@ -280,6 +286,7 @@ class CallRegistry:
                 ring_s += pending / rate
                 counters = r.counters.snapshot()
                 windows += counters.get("windows_dropped", 0) + counters.get("asr_windows_dropped", 0)
+                too_fast_s += counters.get("audio_too_fast_samples", 0) / rate
                 for kind, n in depths.items():
                     lane[kind] += n
         queues = {"audio_s": round(ring_s, 3), "track_windows": lane["window"], "track_chunks": lane["chunk"],
@@ -291,7 +298,7 @@ class CallRegistry:
                 queues["text_model"] = svc.text.depth
         except Exception:  # no shared services in this build: no figure
             pass
-        return {"dropped_audio_s": audio_s, "windows_dropped": windows, "queues": queues}
+        return {"dropped_audio_s": audio_s, "windows_dropped": windows, "too_fast_audio_s": too_fast_s, "queues": queues}
 
 
 def _write_and_close(session, record: dict) -> None:

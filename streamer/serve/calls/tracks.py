@@ -1,7 +1,8 @@
 """One track of a call (a speaker's audio): what a protocol handler feeds and the results it gets.
 
 A :class:`TrackRunner` takes 16-bit PCM at the platform's rate (``push``, from the event loop
-or any thread: it only copies into a bounded ring), analyses it over the process's shared
+or any thread: it only copies into a bounded ring; audio beyond about real time is dropped
+before analysis, :mod:`streamer.serve.calls.pace`), analyses it over the process's shared
 models and hands every result to ``sink`` as the session-log record (``window``,
 ``utterance``) plus ``call_id`` and ``track``. ``sink`` is called from a worker thread: an
 asyncio caller passes ``loop.call_soon_threadsafe``-wrapped callbacks. ``close()`` ends the
@@ -22,7 +23,7 @@ from streamer.runtime.config import Config
 from streamer.core.counters import Counters
 from streamer.runtime.models import Models
 from streamer.runtime.streams import open_stream
-from streamer.live.sources import PushSource
+from streamer.serve.calls.pace import PaceLimits, PacedSource
 from streamer.ui.state import LiveState
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,15 @@ Sink = Callable[[dict], None]
 
 
 class TrackRunner:
+    """``pace``: how far ahead of real time the track's audio may run before the excess is
+    dropped (:mod:`streamer.serve.calls.pace`)."""
+
     def __init__(self, call_id: str, track: str, rate: int, models: Models, cfg: Config, sink: Sink,
-                 transcript: bool = True, partials: bool = False) -> None:
+                 transcript: bool = True, partials: bool = False, pace: PaceLimits = PaceLimits()) -> None:
         self.call_id, self.track = call_id, track
         self.counters = Counters()
-        self.source = PushSource(f"{call_id}/{track}", rate, cfg.live.ring_seconds)
+        self.source = PacedSource(f"{call_id}/{track}", rate, cfg.live.ring_seconds, pace, self.counters,
+                                  on_first_drop=self._too_fast)
         self._sink = sink
         self._transcript = transcript
         self.state = LiveState(self.source.name, models.names, half_life_s=cfg.fusion.half_life_s)
@@ -52,6 +57,12 @@ class TrackRunner:
             self._sink(record)
         except Exception:  # a sink's failure must not end the track's analysis
             log.exception("call %s track %s: a result sink failed", self.call_id, self.track)
+
+    def _too_fast(self) -> None:
+        lim = self.source.limits
+        log.warning("call %s track %s: audio arrives faster than real time (beyond %g s at once and %gx on "
+                    "average): the excess is dropped before analysis, counted as audio_too_fast_samples",
+                    self.call_id, self.track, lim.burst_s, lim.max_speed)
 
     def _run(self) -> None:
         try:

@@ -30,9 +30,11 @@ from aiohttp import WSCloseCode, web
 
 from streamer.serve.http.auth import Auth
 from streamer.serve.bus import BusError
+from streamer.serve.calls.feed import stalled, too_slow
 from streamer.serve.calls.registry import CallRegistry
 from streamer.serve.http.metrics import CONTENT_TYPE
 from streamer.serve.http.websocket import AUTH, AUTHED, REGISTRY, SOCKETS, close_ws, dumps, prepare_ws
+from streamer.serve.protocols.wire import POLICY
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +108,19 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.WebSocketResponse:
-    """The live feed; a slow reader loses its own oldest events (counted), nobody else's.
+    """The live feed; a slow reader loses its own oldest events (counted), nobody else's,
+    and past the bounds of ``registry.feed_limits`` (events lost, a send waiting, bytes
+    unread in its socket) it is closed with 1008 and a reason that begins "too slow".
     With Redis it follows the desk's stream (every replica's calls); ``?since=<bus_id>``
     resumes after an event already seen. With ``[server] feed_max_s`` the socket is closed
     (1001) after that long, so that a gateway replica being scaled down is held by its calls only."""
     registry = request.app[REGISTRY]
+    limits = registry.feed_limits
     ws = await prepare_ws(request)
     remote = registry.bus.kind != "local"
     call_id, since = request.query.get("call_id") or None, request.query.get("since") or None
     if not remote:
-        sub = registry.subscribe(call_id)
+        sub = registry.subscribe(call_id, maxsize=limits.queue)
     else:  # from an event seen (its own reader), or from now (the process's one shared reader)
         try:
             sub = registry.bus.follow(call_id, since=since) if since else await registry.bus.subscribe(call_id)
@@ -141,7 +146,20 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                     await close_ws(ws, WSCloseCode.GOING_AWAY, f"this feed is rotated every {max_s:g} s "
                                    "([server] feed_max_s): reconnect with ?since=<the last bus_id>")
                 break
-            await ws.send_str(dumps(event))
+            why = too_slow(getattr(sub, "dropped", 0), _buffered(request), limits)
+            if why is None:
+                # not cancelled when it stalls: aiohttp's writer would keep a cancelled wait for the
+                # socket to drain, and the close frame could not go out after it
+                send = asyncio.ensure_future(ws.send_str(dumps(event)))
+                done, _ = await asyncio.wait({send}, timeout=limits.send_timeout_s)
+                if send in done:
+                    send.result()
+                else:
+                    send.add_done_callback(_quiet)
+                    why = stalled(limits)
+            if why is not None:
+                await _close_slow(request, ws, why)
+                break
     except BusError as exc:
         log.warning("/events: %s", exc)
         await close_ws(ws, WSCloseCode.INTERNAL_ERROR, f"results bus unavailable: {exc}")
@@ -156,6 +174,34 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         if not ws.closed:
             await close_ws(ws, 1001, "server shutting down")
     return ws
+
+
+def _quiet(task: asyncio.Future) -> None:
+    """A stalled send's end, whatever it was (the socket was closed or cut): retrieved, not raised."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _buffered(request: web.Request) -> int:
+    """Bytes waiting in the connection's write buffer (0 once it is gone, or through the ASGI
+    bridge of a Ray gateway, whose server keeps its own)."""
+    transport = getattr(request, "transport", None)
+    return transport.get_write_buffer_size() if transport is not None else 0
+
+
+async def _close_slow(request: web.Request, ws: web.WebSocketResponse, why: str) -> None:
+    """Close a reader that fell too far behind (1008, ``why``); counted and logged. The close
+    frame waits behind what the socket holds: if it is not out within ``close_grace_s`` the
+    connection is cut."""
+    registry = request.app[REGISTRY]
+    registry.metrics.slow_closed.inc()
+    log.warning("/events client %s closed: %s", request.remote, why)
+    try:
+        await asyncio.wait_for(close_ws(ws, POLICY, why, registry, "events"), registry.feed_limits.close_grace_s)
+    except asyncio.TimeoutError:
+        transport = getattr(request, "transport", None)  # none through the ASGI bridge
+        if transport is not None:
+            transport.abort()
 
 
 # --- the application --------------------------------------------------------------------
