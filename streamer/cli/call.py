@@ -13,6 +13,9 @@
   ser-call audiosocket HOST:PORT FILE
       plays an Asterisk AudioSocket stream
 
+wss:// and https:// URLs are checked against the system's CAs; a server with a self-signed
+certificate (ser-serve --tls-cert) needs --cafile CERT. AudioSocket is plain TCP.
+
 After a call, the results the server holds for it (GET /api/calls/ID) are printed, one line
 per utterance (? for an uncertain one), then the alerts the desk raised for it (GET
 /api/alerts). Exit status: 0 when every call ended normally, 1 otherwise, 2 for a bad argument.
@@ -32,7 +35,7 @@ from streamer.cli import run_main
 from streamer.core.errors import SerError
 from streamer.core.paths import checkout, data_root
 from streamer.serve.client import (TWILIO_RATE, api_base, describe, load_pcm, play_audiofork, play_audiosocket,
-                                   play_twilio, play_vosk, wait_ended)
+                                   play_twilio, play_vosk, tls_client, wait_ended)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--token", default=None, help="the server's token (default: $SER_SERVE_TOKEN)")
     common.add_argument("--speed", type=float, default=1.0, help="1: real time (default); 2: twice as fast; 0: no pacing")
     common.add_argument("--no-results", action="store_true", help="do not fetch and print the call's results")
+    common.add_argument("--cafile", type=Path, default=None, metavar="FILE", help="trust the server certificate(s) in "
+                        "this PEM file for wss:// and https:// (the CA that signed it, or a self-signed certificate "
+                        "itself; default: the system's CAs)")
 
     tw = sub.add_parser("twilio", parents=[common], help="Twilio Media Streams calls (ws://HOST:PORT/twilio)")
     tw.add_argument("url", help="the server's Twilio endpoint, e.g. ws://127.0.0.1:8765/twilio")
@@ -96,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def client_tls(cafile: Path | None):
+    """--cafile as a TLS context (None: the system's CAs); one clear error when unusable."""
+    import ssl
+
+    try:
+        return tls_client(cafile)
+    except FileNotFoundError:
+        raise SerError(f"--cafile {cafile}: no such file; give the PEM certificate of the CA that signed the "
+                       "server's certificate (for a self-signed one, that certificate itself)") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise SerError(f"--cafile {cafile}: not a PEM certificate ({getattr(exc, 'reason', None) or exc})") from None
+
+
 async def _main(args) -> int:
     import os
 
@@ -103,7 +122,8 @@ async def _main(args) -> int:
 
     token = args.token or os.environ.get("SER_SERVE_TOKEN") or None
     failed = 0
-    async with aiohttp.ClientSession() as session:
+    tls = client_tls(args.cafile)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True)) as session:
         if args.protocol == "twilio":
             customer = load_pcm(args.customer, TWILIO_RATE)
             agent = load_pcm(args.agent, TWILIO_RATE) if args.agent else None
@@ -121,13 +141,18 @@ async def _main(args) -> int:
             def show(reply: dict) -> None:
                 print(json.dumps(reply, ensure_ascii=False), flush=True)
 
-            r = await play_vosk(session, args.url, x, args.rate, token=token, speed=args.speed,
-                                on_reply=show)
+            try:
+                r = await play_vosk(session, args.url, x, args.rate, token=token, speed=args.speed,
+                                    on_reply=show)
+            except (aiohttp.ClientError, OSError) as exc:
+                print(f"call failed: {failure_text(exc, args.url)}", file=sys.stderr)
+                return 1
             print(f"closed: {r['close_code']} {r['close_reason']}".rstrip(), file=sys.stderr)
             return 0 if r["close_code"] == 1000 else 1
         elif args.protocol == "audio-fork":
             chans = [load_pcm(args.file, args.rate)] + ([load_pcm(args.callee, args.rate)] if args.callee else [])
-            results = [await play_audiofork(session, args.url, chans, args.rate, token=token, speed=args.speed)]
+            results = await asyncio.gather(play_audiofork(session, args.url, chans, args.rate, token=token,
+                                                          speed=args.speed), return_exceptions=True)
             url = args.url
         else:
             host, _, port = args.address.rpartition(":")
@@ -194,6 +219,11 @@ def failure_text(exc: BaseException, url: str) -> str:
     """
     import aiohttp
 
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return (f"{url}: the server's certificate is not trusted ({exc.certificate_error}): pass --cafile with the CA "
+                "that signed it (for a self-signed certificate, the certificate itself)")
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"{url}: TLS failed ({exc.os_error}): does the server serve TLS (ser-serve --tls-cert)? else use ws://"
     cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
     if isinstance(cause, ConnectionRefusedError):
         return f"nothing listens at {url} (connection refused): is ser-serve running, on that port?"

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "config.toml) (default: local)")
     ap.add_argument("--gateways", type=int, default=None, help="with --engine ray: CallGateway replicas (more than one "
                     "needs --redis; default: [ray] gateways, 1)")
+    ap.add_argument("--tls-cert", type=Path, default=None, metavar="FILE", help="serve https:// and wss:// with this "
+                    "certificate (PEM, its chain after it); with --tls-key. AudioSocket stays plain TCP (default: "
+                    "none: http:// and ws://, for a reverse proxy that terminates TLS or for loopback)")
+    ap.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="the certificate's private key (PEM, "
+                    "without a passphrase); with --tls-cert")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every call's start and end (default: warnings only)")
     return ap
 
@@ -74,17 +79,35 @@ def settings(args):
     return replace(cfg, server=server, ray=ray_cfg)
 
 
-def desk_line(host: str, port: int, rules: int, token: str | None) -> str:
+def desk_line(host: str, port: int, rules: int, token: str | None, scheme: str = "http") -> str:
     """The start-up line that tells where the desk is and how to get in.
 
     >>> desk_line("127.0.0.1", 8765, 3, None)
     'ser-serve: call desk at http://127.0.0.1:8765/ (3 alert rules; no token set: anyone who can reach this address can open it)'
+    >>> desk_line("127.0.0.1", 8765, 3, "t", "https").startswith("ser-serve: call desk at https://127.0.0.1:8765/")
+    True
     >>> desk_line("127.0.0.1", 8765, 3, "t").endswith("sign in with the token, or open /?token=TOKEN once)")
     True
     """
     access = "sign in with the token, or open /?token=TOKEN once" if token else \
         "no token set: anyone who can reach this address can open it"
-    return f"ser-serve: call desk at http://{host}:{port}/ ({rules} alert rules; {access})"
+    return f"ser-serve: call desk at {scheme}://{host}:{port}/ ({rules} alert rules; {access})"
+
+
+def check_tls(args):
+    """The TLS context of --tls-cert and --tls-key (both or neither), None without them; checked
+    and loaded now, before the models load."""
+    if args.tls_cert is None and args.tls_key is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        given, missing = ("--tls-cert", "--tls-key") if args.tls_cert is not None else ("--tls-key", "--tls-cert")
+        raise SerError(f"{given} needs {missing} too: TLS takes the certificate and its private key")
+    if args.engine == "ray":
+        raise SerError("--tls-cert goes with --engine local: with --engine ray, terminate TLS at a reverse proxy in "
+                       "front of Ray Serve's HTTP port (or Ray Serve's own TLS settings)")
+    from streamer.serve.server import tls_context
+
+    return tls_context(args.tls_cert, args.tls_key)
 
 
 def check_free(host: str, port: int, flag: str) -> None:
@@ -129,6 +152,7 @@ def main() -> int:
     note = check_listen(cfg.server.host, token)  # off loopback without a token: SerError, exit 2
     if note:
         print(f"ser-serve: {note}", file=sys.stderr, flush=True)
+    tls = check_tls(args)
     if args.engine != "ray":  # checked before the models load: a mistake costs no wait
         check_free(cfg.server.host, cfg.server.port, "--port")
         check_free(cfg.server.host, cfg.server.audiosocket_port, "--audiosocket-port")
@@ -152,10 +176,12 @@ def main() -> int:
     limit_threads(cfg.audio.threads)
     warm_up(models)
     print(f"ser-serve: models: {', '.join(f'{k} {v}' for k, v in models.names.items())}", file=sys.stderr, flush=True)
-    return asyncio.run(serve(models, cfg, token, redis_url=args.redis, desk=args.desk))
+    return asyncio.run(serve(models, cfg, token, redis_url=args.redis, desk=args.desk, tls=tls))
 
 
-async def serve(models, cfg, token: str | None, redis_url: str | None = None, desk: str = "default") -> int:
+async def serve(models, cfg, token: str | None, redis_url: str | None = None, desk: str = "default",
+                tls=None) -> int:
+    """Serve until SIGTERM or SIGINT; ``tls``: an ``ssl.SSLContext`` (https:// and wss://)."""
     from streamer.serve.bus import BusError, BusOptions, make_bus
     from streamer.serve.http.app import start
     from streamer.serve.server import build_server
@@ -174,7 +200,7 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
     server = build_server(models, cfg, token, bus=bus, loop=loop)  # the registry, the app, the desk (GET /)
     registry, app = server.registry, server.app
     try:
-        runner, port = await start(app, cfg.server.host, cfg.server.port, shutdown_timeout=1.0)
+        runner, port = await start(app, cfg.server.host, cfg.server.port, shutdown_timeout=1.0, ssl_context=tls)
     except OSError as exc:
         from streamer.core.errors import SerError
 
@@ -201,10 +227,12 @@ async def serve(models, cfg, token: str | None, redis_url: str | None = None, de
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     host = f"[{cfg.server.host}]" if ":" in cfg.server.host else cfg.server.host
-    print(f"ser-serve: listening on http://{host}:{port} (/twilio /vosk /audio-fork /events /api/calls /metrics "
-          f"/healthz); logs in {registry.log_dir}"
-          + (f"; AudioSocket on port {cfg.server.audiosocket_port}" if audiosocket else ""), file=sys.stderr, flush=True)
-    print(desk_line(host, port, len(cfg.alerts), token), file=sys.stderr, flush=True)
+    scheme = "https" if tls else "http"
+    print(f"ser-serve: listening on {scheme}://{host}:{port} (/twilio /vosk /audio-fork /events /api/calls /metrics "
+          f"/healthz{'; wss:// for the WebSockets' if tls else ''}); logs in {registry.log_dir}"
+          + (f"; AudioSocket on port {cfg.server.audiosocket_port}" + (" (plain TCP: AudioSocket has no TLS)" if tls else "")
+             if audiosocket else ""), file=sys.stderr, flush=True)
+    print(desk_line(host, port, len(cfg.alerts), token, scheme), file=sys.stderr, flush=True)
     await stop.wait()
     print(f"ser-serve: stopping: finishing {len(registry.active_calls)} call(s)...", file=sys.stderr, flush=True)
     registry.accepting = False

@@ -99,6 +99,21 @@ def api_base(url: str) -> str:
     return urlunsplit((scheme, p.netloc, "", "", ""))
 
 
+def tls_client(cafile: str | Path | None = None):
+    """The TLS context for wss:// and https:// (None without ``cafile``: the system's CAs, aiohttp's
+    default). ``cafile``: PEM certificates to trust instead, the CA that signed the server's
+    certificate or a self-signed certificate itself (FileNotFoundError, ssl.SSLError when unusable).
+
+    >>> tls_client() is None
+    True
+    """
+    if cafile is None:
+        return None
+    import ssl
+
+    return ssl.create_default_context(cafile=str(Path(cafile).expanduser()))
+
+
 def _headers(token: str | None) -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
 

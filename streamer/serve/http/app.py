@@ -245,12 +245,14 @@ async def _on_shutdown(app: web.Application) -> None:
                            for ws in list(app[SOCKETS]) if not ws.closed))
 
 
-async def start(app: web.Application, host: str, port: int, shutdown_timeout: float = 5.0) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on host:port (0: a free port); returns the runner (``await runner.cleanup()``
-    to stop) and the port it got."""
+async def start(app: web.Application, host: str, port: int, shutdown_timeout: float = 5.0,
+                ssl_context=None) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on host:port (0: a free port), over TLS with ``ssl_context`` (https://,
+    wss://; :func:`streamer.serve.server.tls_context`); returns the runner (``await
+    runner.cleanup()`` to stop) and the port it got."""
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     got = runner.addresses[0][1] if runner.addresses else port  # (host, port, ...) of each bound socket
     return runner, int(got)
