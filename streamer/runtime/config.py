@@ -191,13 +191,13 @@ class RayConfig:
     target_calls: float = 12.0  # the ongoing requests (open sockets) per replica autoscaling aims at
     upscale_delay_s: float = 15.0  # autoscaling adds a replica after the calls stay above target this long
     downscale_delay_s: float = 300.0  # ... and removes one after they stay below this long
-    gateway_cpus: float = 0.5  # Ray CPUs a gateway replica asks for (a fraction)
+    gateway_cpus: float = 0.25  # Ray CPUs a gateway replica asks for (a fraction; a reservation, not a limit)
     drain_s: float = 900.0  # graceful_shutdown_timeout_s: a scale-down lets calls end this long
     feed_max_s: float = 300.0  # a gateway's /events sockets are rotated this often, so a draining replica
     # is held by its calls only (the desk reconnects with ?since= and misses nothing)
     models: str = "deployments"  # "deployments": the models as their own deployments; "local": in each gateway
     model_replicas: int = 1  # per model deployment
-    model_cpus: float = 0.5  # Ray CPUs per model replica
+    model_cpus: float = 0.25  # Ray CPUs per model replica (3 model deployments + 2 gateways: 1.25 of 2)
     whisper: bool = True  # Whisper as a deployment too (else each gateway decodes its calls itself)
     whisper_replicas: int = 1  # Whisper costs about 2.5x the audio model per window: it may need more
     whisper_gpus: float = 0.0  # per Whisper replica: 1 puts each on a GPU node (a CUDA build of CTranslate2)
@@ -207,6 +207,7 @@ class RayConfig:
     proxy: str = "auto"  # "haproxy": RAY_SERVE_ENABLE_HA_PROXY=1 (local clusters; needs a token); "default":
     # Ray Serve's proxy actor; "auto": haproxy when a token is set (cheaper: bench/README.md), else default
     num_cpus: int = 0  # a local cluster's CPUs (0: this machine's)
+    replicas_wait_s: float = 120.0  # ser-serve waits this long for every replica that fits to run
 
     def __post_init__(self) -> None:
         check("ray", "gateways", 1 <= self.gateways <= 1000, "between 1 and 1000")
@@ -229,6 +230,7 @@ class RayConfig:
               "letters, digits and dashes")
         check("ray", "proxy", self.proxy in ("auto", "default", "haproxy"), '"auto", "default" or "haproxy"')
         check("ray", "num_cpus", 0 <= self.num_cpus <= 4096, "0 (this machine's) or a count")
+        check("ray", "replicas_wait_s", 0 <= self.replicas_wait_s <= 3600, "between 0 and 3600")
 
 
 @dataclass(frozen=True)
