@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import types
 from urllib.parse import quote
 
@@ -297,8 +298,26 @@ def test_audiosocket_any_stream_is_events_or_a_refusal(uuid_first, frames, junk,
     assert closed is None or "inside a message" in closed
 
 
-# --- the desk's sign-in and acknowledgement ----------------------------------------------------
+# --- who may come in: tokens, cookies and Twilio's signature, as aiohttp hands them over ------
 TOKEN = "t0ken"
+header_text = st.binary(max_size=40).map(lambda b: b.decode("utf-8", "surrogateescape")) | st.text(max_size=40)
+
+
+@FAST
+@given(header_text, header_text, header_text, header_text)
+def test_any_token_header_query_or_signature_is_checked_without_raising(bearer, query, signature, host):
+    from streamer.serve.http.auth import Auth
+
+    auth = Auth(TOKEN, "tw1l1o")
+    status = auth.check({"Authorization": "Bearer " + bearer}, {"token": query})
+    assert status in ("ok", "wrong", "missing")
+    assert status == "ok" or bearer.strip() != TOKEN
+    assert status != "ok" or TOKEN in (bearer.strip(), query)  # in only with the token itself
+    assert auth.twilio_signature_ok({"X-Twilio-Signature": signature, "X-Forwarded-Host": host}, "https", host,
+                                    "/twilio") in (True, False)
+
+
+# --- the desk's sign-in and acknowledgement ----------------------------------------------------
 MODELS = types.SimpleNamespace(names={"audio": "(none: fuzz test)"}, audio=None, text=None)
 CONTENT_TYPES = ["application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz", "multipart/form-data",
                  "text/plain", "application/x-www-form-urlencoded; charset=latin-1", "application/json", "",
@@ -326,7 +345,8 @@ def desk_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz-desk")
 
     async def up():
-        built = build_server(MODELS, server_config(max_message_bytes=65536), TOKEN, log_dir=tmp, loop=loop)
+        cfg = server_config(max_message_bytes=65536, twilio_auth_token="tw1l1o")  # the signature is checked too
+        built = build_server(MODELS, cfg, TOKEN, log_dir=tmp, loop=loop)
         runner, port = await start(built.app, "127.0.0.1", 0, shutdown_timeout=1.0)
         return runner, f"http://127.0.0.1:{port}", aiohttp.ClientSession()
 
@@ -365,6 +385,29 @@ def test_desk_ack_takes_any_alert_id_and_body_without_a_server_error(desk_server
 
     status = loop.run_until_complete(post())
     assert status in ((400, 404, 405) if with_token else (400, 401, 404, 405)), status
+
+
+@HTTP
+@given(st.sampled_from(["Authorization: Bearer ", "Cookie: ser_desk=", "X-Twilio-Signature: ", "Host: ",
+                        "X-Forwarded-Host: "]),
+       st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
+       st.sampled_from(["/", "/api/calls", "/api/desk", "/twilio", "/events", "/login", "/metrics"]))
+def test_any_bytes_in_the_headers_that_carry_a_token_are_refused_not_a_500(desk_server, header, value, path):
+    loop, url, _ = desk_server
+    port = int(url.rsplit(":", 1)[1])
+
+    async def raw():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        host = b"" if header == "Host: " else b"Host: 127.0.0.1\r\n"
+        writer.write(f"GET {path} HTTP/1.1\r\n".encode() + host + header.encode() + value + b"\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        return status
+
+    status = loop.run_until_complete(raw())
+    allowed = rb"(200|400)" if path == "/login" else rb"(400|401|403|404)"  # 400: aiohttp's own, for a bad header
+    assert re.match(rb"HTTP/1\.[01] " + allowed + rb" ", status), status
 
 
 @HTTP

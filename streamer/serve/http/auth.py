@@ -87,8 +87,13 @@ def check_listen(host: str, token: str | None) -> str | None:
 
 
 def same(a: str, b: str) -> bool:
-    """Constant-time comparison of two tokens."""
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+    """Constant-time comparison of two tokens. A header's bytes that are not UTF-8 arrive as
+    lone surrogates (aiohttp decodes with ``surrogateescape``): they compare, never raise.
+
+    >>> same("t0ken", "t0ken"), same("\\udcff\\udcfe", "t0ken")
+    (True, False)
+    """
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
 def request_token(headers, query) -> str | None:
@@ -135,7 +140,8 @@ class Auth:
 def compute_signature(auth_token: str, url: str, params: dict[str, str] | None = None) -> str:
     """Twilio's request signature: base64(HMAC-SHA1(auth_token, url + sorted key+value pairs))."""
     s = url + "".join(k + v for k, v in sorted((params or {}).items()))
-    return base64.b64encode(hmac.new(auth_token.encode("utf-8"), s.encode("utf-8"), hashlib.sha1).digest()).decode()
+    return base64.b64encode(hmac.new(auth_token.encode("utf-8"), s.encode("utf-8", "surrogatepass"),  # a Host not UTF-8
+                                     hashlib.sha1).digest()).decode()
 
 
 def candidate_urls(headers, scheme: str, host: str, path_qs: str) -> list[str]:
