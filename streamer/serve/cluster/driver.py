@@ -11,6 +11,14 @@ Ctrl-C; then every gateway ends and logs its calls, and what this run deployed i
   measures both.
 - SIGHUP re-reads the settings and redeploys the gateways with their ``[ray]`` gateways and
   autoscaling: a replica that Ray stops then finishes its calls before it goes (``drain_s``).
+- Honest replicas: before deploying, what does not fit the cluster's free CPUs (or GPUs) is
+  said in one line with what to set (:mod:`~streamer.serve.cluster.capacity`); ser-serve then
+  waits (``[ray] replicas_wait_s``) for the replicas that fit and reports the count running,
+  and says each later change (a replica killed, replaced, scaled) as it happens
+  (:mod:`~streamer.serve.cluster.status`).
+- With ``--redis`` this process also watches the bus for lapsed heartbeats
+  (:mod:`~streamer.serve.cluster.watch`): a dead gateway's calls get ``call_lost`` about 6 s
+  later even when it was the only gateway running.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import time
 from dataclasses import replace
 
 from streamer.core.errors import SerError
-from streamer.serve.cluster.gateway import GatewayOptions, bound
+from streamer.serve.cluster.capacity import GATEWAY, ceiling_line, expected, plan_of, running_line, shortfall
+from streamer.serve.cluster.gateway import DEPLOYMENT, GatewayOptions, bound
+from streamer.serve.cluster.status import ReplicaMonitor, wait_running
+from streamer.serve.cluster.watch import LostCallWatch, WatchOptions
 
 log = logging.getLogger(__name__)
 
@@ -92,35 +103,87 @@ def start_cluster(cfg, address: str | None = None, proxy: str = "default") -> tu
     return local, port
 
 
-def deploy_all(cfg, opts: GatewayOptions, config_path: str | None = None) -> list[str]:
-    """The model deployments (``[ray] models = "deployments"``), then the gateway; the
-    applications' names (to delete them at the end)."""
+def cluster_free() -> tuple[float, float]:
+    """The cluster's free Ray CPUs and GPUs (before this run deploys anything)."""
+    import ray
+
+    free = ray.available_resources()
+    return float(free.get("CPU", 0.0)), float(free.get("GPU", 0.0))
+
+
+def check_fit(cfg, local: bool, free: tuple[float, float]) -> dict[str, int]:
+    """Say, in one line each, what does not fit the cluster (the replicas at start; autoscaling's
+    ceiling); the replicas of each deployment that can run. A local cluster (its size fixed)
+    where some deployment would get no replica at all is an error: ``serve.run`` would wait for
+    it for ever. A joined cluster may grow (Ray's autoscaler): there it is said only."""
+    plan = plan_of(cfg.ray, local)
+    short = shortfall(plan, *free)
+    fits = expected(plan, *free)
+    if short and local and not all(fits.values()):
+        raise SerError(short)
+    if short:
+        say(short)
+    ceiling = ceiling_line(plan, *free)
+    if ceiling and not short:
+        say(ceiling)
+    return fits
+
+
+def wait_replicas(cfg, wants: dict[tuple[str, str], int], t0: float) -> dict[tuple[str, str], dict[str, int]]:
+    """Wait (``[ray] replicas_wait_s`` at most) for the replicas that fit; the states last read."""
+    up, states = wait_running(wants, max(0.0, cfg.ray.replicas_wait_s - (time.monotonic() - t0)))
+    if not up:
+        late = [f"{running_line(dep, states.get((app, dep), {}), n)}" for (app, dep), n in wants.items()
+                if states.get((app, dep), {}).get("RUNNING", 0) < n]
+        say(f"still starting after {time.monotonic() - t0:.0f} s ([ray] replicas_wait_s): {'; '.join(late)}")
+    return states
+
+
+def run_app(target, name: str, route_prefix: str | None, wait: bool):
+    """``serve.run``, or (``wait`` False) the same without waiting for every replica: Ray
+    Serve's own wait never ends while a replica cannot be placed."""
     from ray import serve
 
-    from streamer.serve.cluster.models import deploy
+    if wait:
+        return serve.run(target, name=name, route_prefix=route_prefix)
+    return serve.run_many([serve.RunTarget(target, name=name, route_prefix=route_prefix)],
+                          wait_for_applications_running=False)[0]
+
+
+def deploy_all(cfg, opts: GatewayOptions, config_path: str | None = None,
+               fits: dict[str, int] | None = None) -> tuple[list[str], int]:
+    """The model deployments (``[ray] models = "deployments"``), then the gateway, each waited
+    for until the replicas that fit (``fits``, from :func:`check_fit`; None: all asked) run.
+    (the applications' names, to delete them at the end; the gateway replicas running)"""
+    from streamer.serve.cluster.models import deploy, model_apps
 
     apps: list[str] = []
-    if cfg.ray.models == "deployments":
+    r = cfg.ray
+    fits = fits or {}
+    if r.models == "deployments":
         mo = replace(model_options(cfg), config_path=config_path)
+        named = {k: (app, dep, m) for k, (app, dep, m) in model_apps(mo).items() if m is not None}
         t0 = time.monotonic()
-        deploy(mo)
-        apps += [mo.app_name, f"{mo.app_name}-text"] + ([f"{mo.app_name}-whisper"] if cfg.ray.whisper else [])
-        say(f"model deployments up in {time.monotonic() - t0:.0f} s: audio, text"
-            + (", whisper" if cfg.ray.whisper else "") + f" ({cfg.ray.model_replicas} replica(s) each)")
+        deploy(mo, wait=all(fits.get(k, m.num_replicas) >= m.num_replicas for k, (_, _, m) in named.items()))
+        apps += [app for app, _, _ in named.values()]
+        states = wait_replicas(cfg, {(app, dep): fits.get(k, m.num_replicas) for k, (app, dep, m) in named.items()}, t0)
+        each = ", ".join(f"{k} {states.get((app, dep), {}).get('RUNNING', 0)}/{m.num_replicas}"
+                         for k, (app, dep, m) in named.items())
+        say(f"model deployments up in {time.monotonic() - t0:.0f} s (replicas running/asked: {each})")
     t0 = time.monotonic()
-    serve.run(bound(opts, cfg), name=cfg.ray.app_name, route_prefix="/")
-    apps.insert(0, cfg.ray.app_name)
-    say(f"{cfg.ray.gateways} CallGateway replica(s) up in {time.monotonic() - t0:.0f} s "
+    run_app(bound(opts, cfg), r.app_name, "/", wait=fits.get(GATEWAY, r.gateways) >= r.gateways)
+    apps.insert(0, r.app_name)
+    key = (r.app_name, DEPLOYMENT)
+    states = wait_replicas(cfg, {key: fits.get(GATEWAY, r.gateways)}, t0).get(key, {})
+    say(f"{running_line(DEPLOYMENT, states, r.gateways)} after {time.monotonic() - t0:.0f} s "
         f"(max {cfg.server.max_calls} calls each)")
-    return apps
+    return apps, int(states.get("RUNNING", 0))
 
 
 def drain(cfg, timeout_s: float) -> None:
     """Every gateway replica ends and logs its calls (their sockets close, so the replicas'
     requests finish and deleting the application does not wait ``drain_s``)."""
     from ray import serve
-
-    from streamer.serve.cluster.gateway import DEPLOYMENT
 
     try:
         handle = serve.get_deployment_handle(DEPLOYMENT, app_name=cfg.ray.app_name)
@@ -129,22 +192,37 @@ def drain(cfg, timeout_s: float) -> None:
         log.warning("draining the gateways: %s", exc)
 
 
-def resize(cfg, opts: GatewayOptions, reload) -> object:
+def autoscaled(ray_cfg) -> bool:
+    """Whether the gateways autoscale (as :func:`~streamer.serve.cluster.gateway.bound` deploys them)."""
+    return ray_cfg.max_gateways > ray_cfg.gateways or ray_cfg.min_gateways < ray_cfg.gateways
+
+
+def resize(cfg, opts: GatewayOptions, reload, local: bool = True, running: int | None = None) -> object:
     """SIGHUP: the settings again (``reload()``), and the gateway application redeployed with
     their ``[ray]`` gateways and autoscaling; a replica Ray stops finishes its calls first
-    (``graceful_shutdown_timeout_s`` = ``drain_s``). The running settings when the new ones fail."""
-    from ray import serve
-
+    (``graceful_shutdown_timeout_s`` = ``drain_s``). The running settings when the new ones fail.
+    What the new count cannot place is said first (``running``: the gateways running now,
+    whose CPUs the new ones may use), and then it is not waited for."""
     try:
         new = reload()
+        fits = {GATEWAY: new.ray.gateways}
         if max(new.ray.gateways, new.ray.max_gateways) > 1 and not opts.redis_url:
             raise SerError(f"[ray] gateways {new.ray.gateways} / max_gateways {new.ray.max_gateways} needs --redis")
-        serve.run(bound(opts, new), name=cfg.ray.app_name, route_prefix="/")
+        try:
+            cpus, gpus = cluster_free()
+        except Exception as exc:  # a busy controller: resize unchecked
+            log.warning("SIGHUP: reading the cluster's free CPUs: %s", exc)
+        else:
+            held = plan_of(cfg.ray, local).model_cpus + (cfg.ray.gateways if running is None else running) \
+                * cfg.ray.gateway_cpus  # what this run holds now, free to the new plan
+            fits = check_fit(new, local, (cpus + held, gpus))  # SerError: nothing of it would run
+        run_app(bound(opts, new), cfg.ray.app_name, "/", wait=fits.get(GATEWAY, 0) >= new.ray.gateways)
     except Exception as exc:  # a bad edit: say so, keep serving as before
         say(f"SIGHUP: not resized ({exc})")
         return cfg
-    say(f"SIGHUP: {new.ray.gateways} CallGateway replica(s) (autoscaling {new.ray.min_gateways}-"
-        f"{new.ray.max_gateways}); replicas that stop finish their calls first (up to {new.ray.drain_s:g} s)")
+    say(f"SIGHUP: {new.ray.gateways} CallGateway replica(s) asked (autoscaling {new.ray.min_gateways}-"
+        f"{new.ray.max_gateways}); replicas that stop finish their calls first (up to {new.ray.drain_s:g} s); "
+        "each change of the replicas running is said as it happens")
     return new
 
 
@@ -166,6 +244,7 @@ def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: s
     local, port = start_cluster(cfg, proxy=proxy)
     apps: list[str] = []
     stop = {"now": False, "hup": False}
+    watch = monitor = None
 
     def on_signal(*_):
         stop["now"] = True
@@ -177,15 +256,24 @@ def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: s
     if reload is not None:
         old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     try:
-        apps = deploy_all(cfg, opts, config_path)
+        fits = check_fit(cfg, local, cluster_free())
+        if redis_url:  # a dead gateway's calls get call_lost even when no other gateway is left to see it
+            watch = LostCallWatch(WatchOptions(url=redis_url, desk=desk,
+                                               keep_ended_s=cfg.server.keep_ended_min * 60)).start()
+        apps, running = deploy_all(cfg, opts, config_path, fits)
+        monitor = ReplicaMonitor((cfg.ray.app_name, DEPLOYMENT), say, None if autoscaled(cfg.ray) else cfg.ray.gateways,
+                                 running=running).start()
         host = f"[{cfg.server.host}]" if ":" in cfg.server.host else cfg.server.host
         say(f"listening on http://{host}:{port} through Ray Serve (/twilio /vosk /audio-fork /events "
-            f"/api/calls /metrics /healthz, the desk at /); results bus: {'Redis ' + redis_url if redis_url else 'none'}")
+            f"/api/calls /metrics /healthz, the desk at /); results bus: {'Redis ' + redis_url if redis_url else 'none'}"
+            + ("; lost calls are watched here too" if watch else ""))
         while not stop["now"]:
             time.sleep(0.2)
             if stop["hup"]:
                 stop["hup"] = False
-                cfg = resize(cfg, opts, reload)
+                cfg = resize(cfg, opts, reload, local, monitor.running)
+                monitor.asked = None if autoscaled(cfg.ray) else cfg.ray.gateways
+        monitor.stop(5.0)
         say("stopping: every gateway ends and logs its calls...")
         if not bounded(lambda: drain(cfg, cfg.server.shutdown_s + 5.0), cfg.server.shutdown_s + 10.0):
             say("the gateways did not answer in time; their calls' logs may lack session_end")
@@ -193,6 +281,9 @@ def run(cfg, token: str | None, redis_url: str | None, desk: str, config_path: s
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        for part in (monitor, watch):
+            if part is not None and not part.stop(5.0):
+                log.warning("%s did not stop in 5 s", type(part).__name__)
         if not bounded(lambda: _teardown(apps, local), 60.0):
             say("the cluster did not stop in time (`ray stop --force` ends what is left)")
         say("stopped")

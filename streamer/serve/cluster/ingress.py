@@ -45,7 +45,9 @@ def call_gateway(gateway_class, name: str):
 
     ingress = _fastapi()
 
-    @serve.deployment(name=name, logging_config={"enable_access_log": False}, health_check_period_s=5.0)
+    # health checks every 2 s: Ray's controller finds a killed replica at the next check and only
+    # then starts its replacement, which the desk's /events needs when it was the only gateway
+    @serve.deployment(name=name, logging_config={"enable_access_log": False}, health_check_period_s=2.0)
     @serve.ingress(ingress)
     class CallGateway:
         """ser-serve's endpoints; each socket (a call, a desk's feed) is served where it was accepted."""

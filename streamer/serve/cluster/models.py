@@ -243,10 +243,12 @@ def model_apps(opts: DeployOptions) -> dict[str, tuple[str, str, ModelDeployment
             "whisper": (f"{opts.app_name}-whisper", "WhisperDeployment", opts.whisper)}
 
 
-def deploy(opts: DeployOptions = DeployOptions()) -> RayServices:
+def deploy(opts: DeployOptions = DeployOptions(), wait: bool = True) -> RayServices:
     """Start the model deployments on the running Ray cluster (``ray.init`` first) as the
     applications ``<app>``, ``<app>-text`` and ``<app>-whisper`` (when asked for), each with its
-    own handle and replica count, and return the services over their handles."""
+    own handle and replica count, and return the services over their handles. ``wait``: until
+    every replica runs (``serve.run``); False returns at once, for a caller that waits for the
+    replicas the cluster can hold (``serve.run`` would wait for ever for one that does not fit)."""
     import ray
     from ray import serve
 
@@ -258,9 +260,11 @@ def deploy(opts: DeployOptions = DeployOptions()) -> RayServices:
     handles = {}
     for key, (app, _, model) in model_apps(opts).items():
         if model is not None:
-            handles[key] = serve.run(bound_deployment(built[key], model, config_path), name=app, route_prefix=None)
-    log.info("model deployments up: %s", ", ".join(f"{k} x{m.num_replicas}" for k, (_, _, m) in model_apps(opts).items()
-                                                   if m is not None))
+            target = bound_deployment(built[key], model, config_path)
+            handles[key] = serve.run(target, name=app, route_prefix=None) if wait else serve.run_many(
+                [serve.RunTarget(target, name=app, route_prefix=None)], wait_for_applications_running=False)[0]
+    log.info("model deployments %s: %s", "up" if wait else "deployed",
+             ", ".join(f"{k} x{m.num_replicas}" for k, (_, _, m) in model_apps(opts).items() if m is not None))
     return _services(opts, handles)
 
 
