@@ -32,6 +32,7 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from streamer.runtime.config import Config
@@ -103,7 +104,8 @@ async def _login(request: web.Request) -> web.StreamResponse:
         return login_page("This desk needs the server's token.", status=200)
     try:
         form = await request.post()
-    except (ValueError, LookupError, AssertionError) as exc:  # bad UTF-8, an unknown charset, broken multipart
+    except (ValueError, LookupError, AssertionError, HttpProcessingError) as exc:  # bad UTF-8, an unknown charset,
+        # broken multipart (a bad header inside it)
         log.warning("desk login from %s: a body that is not a form (%s)", request.remote, exc)
         raise web.HTTPBadRequest(text="the sign-in body must be a form with the token "
                                       "(application/x-www-form-urlencoded, UTF-8): token=TOKEN\n") from None
