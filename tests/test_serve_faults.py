@@ -318,3 +318,51 @@ async def _flood_scenario(models, tmp_path, speech: bytes) -> dict:
                "max_lag_s": registry.cfg.live.max_lag_s}
         await desk.close()
         return out
+
+
+def test_a_vosk_client_sending_a_file_fast_is_slowed_to_the_pace_and_loses_nothing(models, tmp_path):
+    """vosk-server's clients send a file as fast as the answers come: past the burst the call
+    loop waits before answering, so the client is slowed to the pace and no audio is dropped."""
+    from streamer.serve.client import load_pcm
+
+    espeak_mulaw(tmp_path, "v", "Thank you for calling, how can I help you today? I would like to ask about my order.")
+    pcm = load_pcm(tmp_path / "v.wav", 8000)
+    audio = np.tile(np.concatenate([pcm, np.zeros(4000, np.int16)]), 3)[: 8 * 8000]  # 8 s
+    out = asyncio.run(_vosk_fast_scenario(models, tmp_path, audio.tobytes()))
+    end = out["end"]["tracks"]["caller"]["counters"] if "caller" in out["end"]["tracks"] else \
+        next(iter(out["end"]["tracks"].values()))["counters"]
+    assert out["answers"] == out["messages"] and out["final"] is not None  # one answer per audio message, then the result
+    assert not end.get("audio_too_fast_samples") and not end.get("audio_dropped_samples"), end
+    # 8 s of audio, 2 s of burst, then real time (the test's pace): at least 6 s of waiting; a
+    # busy machine only makes it longer
+    assert out["elapsed_s"] >= 5.5, out["elapsed_s"]
+    assert "thank" in out["final"].get("text", "") or out["utterances"] > 0
+
+
+async def _vosk_fast_scenario(models, tmp_path, audio: bytes) -> dict:
+    from streamer.serve.calls.pace import PaceLimits
+
+    async with running_server(models, server_config(), tmp_path / "logs", token=TOKEN) as (url, registry), \
+            aiohttp.ClientSession() as http:
+        registry.pace_limits = PaceLimits(max_speed=1.0, burst_s=2.0)
+        desk = Desk(await http.ws_connect(f"{url}/events?token={TOKEN}"))
+        ws = await http.ws_connect(f"{url.replace('http', 'ws')}/vosk?token={TOKEN}")
+        await ws.send_str(json.dumps({"config": {"sample_rate": 8000}}))
+        step = 4000  # 0.25 s of 16-bit PCM per message, sent as soon as the last is answered
+        t0 = time.monotonic()
+        messages = answers = 0
+        for k in range(0, len(audio), step):
+            await ws.send_bytes(audio[k:k + step])
+            messages += 1
+            msg = await asyncio.wait_for(ws.receive(), 30)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            answers += 1
+        elapsed = time.monotonic() - t0
+        await ws.send_str('{"eof" : 1}')
+        final = json.loads((await asyncio.wait_for(ws.receive(), 60)).data)
+        await ws.close()
+        ended = await until(lambda: [e for e in desk.events if e.get("type") == "call_end"], 60, "the call's end")
+        utterances = len([e for e in desk.events if e.get("type") == "utterance"])
+        await desk.close()
+        return {"messages": messages, "answers": answers, "elapsed_s": elapsed, "final": final,
+                "end": ended[0], "utterances": utterances}

@@ -27,7 +27,9 @@ from typing import Protocol
 import numpy as np
 
 from streamer.serve.protocols import wire
+from streamer.core.messages import SAMPLE_RATE
 from streamer.serve.calls.call import CallLogger, Refused
+from streamer.serve.calls.pace import Pace
 from streamer.serve.protocols.wire import INTERNAL, NORMAL, POLICY, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,8 @@ class Note:
 class CallProtocol(Protocol):
     source: str      # the protocol's name in logs and metrics
     partials: bool   # the protocol sends partial text (its tracks refresh it: a decode a second)
+    answers_each_message: bool  # its client waits for an answer to each audio message (vosk): audio
+    # beyond the pace is slowed by waiting before the answer, not dropped (streamer.serve.calls.pace)
 
     def at_connect(self) -> list:
         """Events before any message (vosk opens its call at once)."""
@@ -129,6 +133,7 @@ class BaseProtocol:
 
     source = "?"
     partials = False
+    answers_each_message = False
 
     def at_connect(self) -> list:
         return []
@@ -245,6 +250,7 @@ async def serve_call(transport: Transport, protocol: CallProtocol, registry, *, 
     call = None
     end = Outcome()
     closing: asyncio.Future | None = None  # a close sent at once, awaited once the call has ended
+    pacers: dict[str, Pace] = {}  # per track, for a protocol whose client waits for each answer
     plog: logging.Logger | logging.LoggerAdapter = CallLogger(log, {"call_id": f"({protocol.source} from {transport.peer})"})
 
     async def handle(events: list) -> None:
@@ -259,7 +265,14 @@ async def serve_call(transport: Transport, protocol: CallProtocol, registry, *, 
                 rate = call.rates.get(ev.track)
                 if rate is not None and rate != ev.rate:
                     raise ProtocolError(wire.BAD_DATA, f"audio changed from {rate} to {ev.rate} Hz mid-call")
-                call.track(ev.track, ev.rate, partials=protocol.partials).push(ev.pcm)
+                if protocol.answers_each_message and registry.pace_limits.max_speed > 0:
+                    # its client waits for each answer: slow it to the pace instead of dropping audio
+                    pace = pacers.get(ev.track) or pacers.setdefault(ev.track, Pace(registry.pace_limits))
+                    delay = pace.reserve(len(ev.pcm) * SAMPLE_RATE // ev.rate)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                call.track(ev.track, ev.rate, partials=protocol.partials,
+                           paced=not protocol.answers_each_message).push(ev.pcm)
             elif isinstance(ev, Start):
                 if ev.token_in_message and not authed:
                     status = auth.check_value(ev.token)

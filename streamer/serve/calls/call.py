@@ -14,6 +14,7 @@ from typing import Protocol
 from streamer.live.session_log import SessionLog, now_iso
 from streamer.runtime.config import Config
 from streamer.runtime.models import Models
+from streamer.serve.calls.pace import PaceLimits
 from streamer.serve.calls.tracks import TrackRunner
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,10 @@ class Call:
     def tracks(self) -> list[str]:
         return list(dict.fromkeys([*self.declared_tracks, *self.rates]))
 
-    def track(self, name: str, rate: int, partials: bool = False) -> TrackRunner:
+    def track(self, name: str, rate: int, partials: bool = False, paced: bool = True) -> TrackRunner:
         """The track's runner, started on first use at ``rate`` Hz (16-bit mono PCM);
-        ``partials``: its partial text is refreshed (a protocol that sends it asks)."""
+        ``partials``: its partial text is refreshed (a protocol that sends it asks); ``paced``:
+        audio beyond the registry's pace is dropped (False: the call loop slows the sender instead)."""
         runner = self.runners.get(name)
         if runner is not None:
             if self.rates[name] != int(rate):
@@ -121,7 +123,7 @@ class Call:
             raise RuntimeError(f"call {self.id} has ended: no new track {name!r}")
         reg = self.registry
         runner = TrackRunner(self.id, name, int(rate), reg.models, reg.cfg, self._sink, transcript=reg.cfg.live.log_transcript,
-                             partials=partials, pace=reg.pace_limits)
+                             partials=partials, pace=reg.pace_limits if paced else PaceLimits(max_speed=0.0))
         self.runners[name], self.rates[name] = runner, int(rate)
         runner.start()
         self.log.info("track %s started at %d Hz", name, rate)

@@ -3,7 +3,11 @@ ahead at once, then ``max_speed`` times real time on average; what it sends beyo
 before any analysis (counted as ``audio_too_fast_samples``, part of the track's dropped audio),
 leaving a gap in the stream's time as a full ring does. So a client that floods (10x real time)
 costs the server about what a real-time call costs, and the other calls keep their latency.
-Telephony platforms (Twilio, FreeSWITCH, Asterisk) send in real time and never reach it."""
+Telephony platforms (Twilio, FreeSWITCH, Asterisk) send in real time and never reach it.
+
+A protocol that answers each audio message (vosk-server's: its clients send a file as fast as
+the answers come) is slowed instead: the call loop waits before taking audio beyond the pace
+(:meth:`Pace.reserve`), the client waits for the answer, and no audio is dropped."""
 
 from __future__ import annotations
 
@@ -48,6 +52,24 @@ class Pace:
         self.tokens = self.burst
         self.clock = clock
         self._last: float | None = None
+
+    def reserve(self, n: int) -> float:
+        """Take ``n`` samples now, into debt where the bucket holds fewer; the seconds until the
+        debt is paid, which a sender that can be kept waiting sleeps before going on (a protocol
+        that answers each audio message: its client waits for the answer, so it is slowed, not cut).
+
+        >>> t = [0.0]; p = Pace(PaceLimits(max_speed=1.0, burst_s=1.0), rate=10, clock=lambda: t[0])
+        >>> p.reserve(8), p.reserve(8), p.reserve(5)  # the burst, then 0.6 s and 1.1 s of debt
+        (0.0, 0.6, 1.1)
+        >>> t[0] = 1.1; p.reserve(2)  # the debt paid: 0.2 s for these two
+        0.2
+        """
+        now = self.clock()
+        if self._last is not None:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self._last) * self.per_s)
+        self._last = now
+        self.tokens -= n
+        return round(max(0.0, -self.tokens / self.per_s), 6)
 
     def take(self, n: int) -> int:
         now = self.clock()

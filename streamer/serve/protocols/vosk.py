@@ -158,6 +158,7 @@ class VoskProtocol(BaseProtocol):
 
     source = SOURCE
     partials = True  # every audio message gets the partial text
+    answers_each_message = True  # a client sending a file fast is slowed to the pace, never cut
 
     def __init__(self, registry, meta: dict | None = None, call_id: str | None = None) -> None:
         self.registry = registry
