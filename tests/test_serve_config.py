@@ -283,3 +283,15 @@ def test_gateways_without_redis_exit_2_before_ray(tmp_path: Path) -> None:
     res = run_serve(tmp_path, "--gateways", "2", "--engine", "ray", "--redis", "redis://127.0.0.1:1/0")
     assert res.returncode == 2, res.stderr
     assert "needs Ray Serve" in res.stderr and "--redis" not in res.stderr.splitlines()[-1], res.stderr
+
+
+def test_pace_settings_are_read_and_bad_ones_refused():
+    from streamer.core.errors import ConfigError
+    from streamer.runtime.config import Config
+
+    cfg = Config.from_dict({"server": {"max_speed": 2.0, "burst_s": 5.0}})
+    assert (cfg.server.max_speed, cfg.server.burst_s) == (2.0, 5.0)
+    assert (Config.load().server.max_speed, Config.load().server.burst_s) == (1.5, 20.0)
+    for bad, fragment in (({"max_speed": 0.5}, "max_speed"), ({"burst_s": 0}, "burst_s"), ({"max_speed": "fast"}, "max_speed")):
+        with pytest.raises(ConfigError, match=fragment):
+            Config.from_dict({"server": bad})

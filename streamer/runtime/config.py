@@ -155,8 +155,12 @@ class ServerConfig:
     shutdown_s: float = 10.0  # SIGTERM: calls are finished and logged within this
     feed_max_s: float = 0.0  # an /events socket is closed (1001, reconnect with ?since=) after this; 0: never
     audio_model_dir: str = "models/audio-emotion-fast"  # the calls' audio model; empty: [audio] model_dir
+    max_speed: float = 1.5  # a track's audio may average this many times real time (the rest is dropped); 0: no limit
+    burst_s: float = 20.0  # ... after this many seconds of audio sent ahead at once
 
     def __post_init__(self) -> None:
+        check("server", "max_speed", self.max_speed == 0 or 1 <= self.max_speed <= 100, "0 (no limit) or between 1 and 100")
+        check("server", "burst_s", 1 <= self.burst_s <= 3600, "between 1 and 3600")
         check("server", "audio_model_dir", isinstance(self.audio_model_dir, str), "a model folder (or empty: [audio] model_dir)")
         check("server", "host", isinstance(self.host, str) and bool(self.host.strip()), "an address to listen on")
         check("server", "port", 0 <= self.port <= 65535, "between 0 and 65535")

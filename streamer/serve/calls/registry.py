@@ -74,7 +74,8 @@ class CallRegistry:
         self.metrics.watch(self._live_stats)
         self.log_write_fd = os.write  # what the calls' logs write with (a test's disk that fills)
         self.feed_limits = FeedLimits()  # how far an /events client may fall behind before it is closed
-        self.pace_limits = PaceLimits()  # how far ahead of real time a call's audio may run (the rest is dropped)
+        # how far ahead of real time a call's audio may run (the rest is dropped; a vosk client is slowed)
+        self.pace_limits = PaceLimits(cfg.server.max_speed, cfg.server.burst_s)
 
     # --- admission ------------------------------------------------------------------------
     @property
