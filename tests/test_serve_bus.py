@@ -122,10 +122,12 @@ def test_two_servers_one_desk_a_lost_call_and_its_second_segment(models, redis_s
     assert any(r["type"] == "call_resumed" and r["gap_s"] == resumed["gap_s"] for r in records)
 
 
-def test_redis_going_away_is_a_clear_error_on_every_endpoint(models, tmp_path):
-    """Redis killed under a running server: /api/calls answers 503 and /events closes with
-    1011, each naming the bus, rather than hanging; a new call is refused (1013), not hung.
-    (The bus's own timeouts bound how long that takes; the waits here are hang guards only.)"""
+def test_redis_going_away_is_a_clear_answer_on_every_endpoint(models, tmp_path):
+    """Redis killed under a running server: /api/calls answers 503 naming the bus, a new call is
+    refused (1013), rather than either hanging; /events stays open and says the bus is down
+    (tests/test_redis_outage.py: what it gets when Redis is back); /healthz answers 200,
+    "degraded". (The bus's own timeouts bound how long that takes; the waits here are hang
+    guards only.)"""
     from tests.redis_util import start_redis
     from tests.serve_util import closed_with, start_message
 
@@ -142,19 +144,22 @@ def test_redis_going_away_is_a_clear_error_on_every_endpoint(models, tmp_path):
             async with http.get(f"{url}/api/calls", headers=AUTH, timeout=aiohttp.ClientTimeout(total=HANG_S)) as r:
                 status, text = r.status, await r.text()
             api_s = time.monotonic() - t0  # printed below, not asserted
-            code, reason = await closed_with(feed, timeout=HANG_S)
+            said = json.loads((await feed.receive(timeout=HANG_S)).data)
             feed_s = time.monotonic() - t0  # printed below, not asserted
+            async with http.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(total=HANG_S)) as r:
+                health = r.status, await r.json()
             call = await http.ws_connect(f"{url}/twilio")
             await call.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             await call.send_str(start_message("CA-G", token=TOKEN))
             refused = await closed_with(call, timeout=HANG_S)
-            return status, text, api_s, code, reason, feed_s, refused
+            return status, text, api_s, said, feed_s, feed.closed, health, refused
 
     try:
-        status, text, api_s, code, reason, feed_s, refused = asyncio.run(scenario())
+        status, text, api_s, said, feed_s, feed_closed, health, refused = asyncio.run(scenario())
     finally:
         server.stop()
-    print(f"/api/calls 503 after {api_s:.2f} s, /events closed after {feed_s:.2f} s")
+    print(f"/api/calls 503 after {api_s:.2f} s, /events said the bus was down after {feed_s:.2f} s")
     assert status == 503 and "results bus" in text and "Redis" in text
-    assert code == 1011 and "results bus" in reason
+    assert said["type"] == "bus" and said["state"] == "down" and "Redis" in said["error"] and not feed_closed
+    assert health[0] == 200 and health[1]["status"] == "degraded" and health[1]["bus"]["state"] == "down"
     assert refused[0] == 1013 and "results bus" in refused[1]

@@ -51,11 +51,11 @@ The registry (:mod:`streamer.serve.calls.registry`) uses a bus like this::
 
 from __future__ import annotations
 
-from streamer.serve.bus.base import Bus, BusError, BusOptions, Emit, Follower, Probe, RowFn, dumps, gap_seconds, iso
+from streamer.serve.bus.base import Bus, BusDown, BusError, BusOptions, Emit, Follower, Probe, RowFn, dumps, gap_seconds, iso
 from streamer.serve.bus.local import LocalBus, LocalFollower
 from streamer.serve.bus.redis_bus import RedisBus, RedisFollower
 
-__all__ = ["Bus", "BusError", "BusOptions", "Emit", "Follower", "LocalBus", "LocalFollower", "Probe", "RedisBus",
+__all__ = ["Bus", "BusDown", "BusError", "BusOptions", "Emit", "Follower", "LocalBus", "LocalFollower", "Probe", "RedisBus",
            "RedisFollower", "RowFn", "dumps", "gap_seconds", "iso", "make_bus"]
 
 def make_bus(opts: BusOptions) -> "Bus":

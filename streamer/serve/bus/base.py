@@ -25,6 +25,11 @@ class BusError(Exception):
     """The results bus cannot do what was asked (Redis unreachable, too slow, refused)."""
 
 
+class BusDown(BusError):
+    """Redis could not be reached or did not answer in time: an outage, worth waiting out
+    (unlike a refusal, which trying again would not change)."""
+
+
 @dataclass(frozen=True)
 class BusOptions:
     """Where the bus lives and how it keeps time.
@@ -219,7 +224,7 @@ class Bus:
         self.counters: collections.Counter = collections.Counter()
         self._tasks: list[asyncio.Task] = []
         self._started = False
-        self._closed = False
+        self.closing = False  # close() has begun: what fails now is the bus going, not Redis
 
     # --- life -----------------------------------------------------------------------------
     async def start(self) -> "Bus":
@@ -233,7 +238,7 @@ class Bus:
         self._tasks.append(task)
 
     async def close(self) -> None:
-        self._closed = True
+        self.closing = True
         for f in list(getattr(self, "followers", ())):
             f.close()
         await _cancel(self._tasks)
@@ -322,13 +327,30 @@ class Bus:
     def stats(self) -> dict:
         return dict(self.counters)
 
+    def health(self) -> dict:
+        """Whether the bus is reachable and what waits for it (``/healthz``, ``/metrics``, the
+        desk's ``bus`` status): ``state`` is ``up``, ``down`` (Redis unreachable: events are
+        kept, up to ``queue``) or ``catching_up`` (back; what was kept is being written).
+        The in-process bus is always up."""
+        return {"kind": self.kind, "state": "up", "since": None, "down_s": 0.0, "error": None, "waiting": 0,
+                "dropped": 0, "outage_dropped": 0, "lost": 0, "errors": 0, "outages": 0, "reregistered": 0,
+                "reclaimed": 0}
 
-async def _cancel(tasks: list[asyncio.Task]) -> None:
+
+async def _cancel(tasks: list[asyncio.Task], tries: int = 5, wait_s: float = 1.0) -> None:
+    """Cancel the bus's tasks and wait for them, ``tries`` times at most: before Python 3.12
+    ``asyncio.wait_for`` can swallow a cancellation that lands as its command completes, and a
+    task that missed it is cancelled again rather than waited for forever."""
+    for _ in range(tries):
+        left = [t for t in tasks if not t.done()]
+        if not left:
+            break
+        for t in left:
+            t.cancel()
+        await asyncio.wait(left, timeout=wait_s)
+    if any(not t.done() for t in tasks):
+        log.error("results bus: %d task(s) would not stop", sum(not t.done() for t in tasks))
     for t in tasks:
-        t.cancel()
-    for t in tasks:
-        try:
-            await t
-        except (asyncio.CancelledError, Exception):
-            pass
+        if t.done() and not t.cancelled():
+            t.exception()  # retrieved: a task that failed while stopping says nothing more
 

@@ -25,7 +25,8 @@ class LocalFollower(Follower):
         self._more = asyncio.Event()
 
     def put(self, event: dict) -> None:
-        if self.closed or (self.call_id is not None and event.get("call_id") != self.call_id):
+        if self.closed or (self.call_id is not None and event.get("call_id") != self.call_id
+                           and event.get("type") != "bus"):  # how the bus is goes to every reader
             return
         if len(self.items) >= self.maxsize:
             self.items.popleft()

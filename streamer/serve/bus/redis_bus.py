@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import time
 
-from streamer.serve.bus.base import Bus, BusError, BusOptions, Emit, Follower, Probe, RowFn, HeldCall, dumps, iso
+from streamer.serve.bus.base import Bus, BusDown, BusError, BusOptions, Emit, Follower, Probe, RowFn, HeldCall, dumps, iso
 from streamer.serve.bus.local import LocalFollower, lost_seconds, overlay_rows
+from streamer.serve.bus.outage import Backoff, Health, WriteBuffer
 from streamer.serve.bus.redis_read import RedisFollower, SharedTail
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,46 @@ return {seg, st or '', audio, owner, segs}
 """
 
 BEAT_LUA = """
--- KEYS: call hash, heartbeat; ARGV: owner, segment, ttl ms, now, row json, audio_at, segments json
-if redis.call('HGET', KEYS[1], 'state') ~= 'active' or redis.call('HGET', KEYS[1], 'segment') ~= ARGV[2]
-   or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+-- KEYS: call hash, heartbeat, index, active set
+-- ARGV: owner, segment, ttl ms, now, row json, audio_at, segments json, call id, opened
+-- 0: another owner's heartbeat, or a later segment (taken over); 1: beat; 2: the hash was
+-- gone (Redis came back empty): registered again; 3: marked lost while we could not reach
+-- Redis, nobody took it: ours again
+local me = ARGV[1] .. ':' .. ARGV[2]
+local hb = redis.call('GET', KEYS[2])
+if hb and hb ~= me then return 0 end
+local st = redis.call('HGET', KEYS[1], 'state')
+local code = 1
+if not st then
+  code = 2
+  redis.call('HSET', KEYS[1], 'state', 'active', 'segment', ARGV[2], 'owner', ARGV[1], 'opened', ARGV[9])
+elseif redis.call('HGET', KEYS[1], 'segment') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
+  return 0
+elseif st == 'lost' then
+  code = 3
+  redis.call('HSET', KEYS[1], 'state', 'active')
+  redis.call('HDEL', KEYS[1], 'ended')
+  redis.call('PERSIST', KEYS[1])
+elseif st ~= 'active' then
+  return 0
+end
+redis.call('SET', KEYS[2], me, 'PX', ARGV[3])
 redis.call('HSET', KEYS[1], 'updated', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'row', ARGV[5], 'segments', ARGV[7]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'audio_at', ARGV[6]) end
-return 1
+-- the index's score is the last change: a call longer than keep_ended_s stays listed
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[8])
+redis.call('SADD', KEYS[4], ARGV[8])
+return code
 """
 
 END_LUA = """
 -- KEYS: call hash, heartbeat, index, active set; ARGV: owner, segment, now, row json, audio_at, segments json, keep s, id
-if redis.call('HGET', KEYS[1], 'segment') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'ended', 'ended', ARGV[3], 'updated', ARGV[3], 'row', ARGV[4], 'segments', ARGV[6])
+-- (a hash that is gone, Redis having come back empty, is written anew: the call ended here)
+if redis.call('EXISTS', KEYS[1]) == 1 and (redis.call('HGET', KEYS[1], 'segment') ~= ARGV[2]
+   or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'ended', 'ended', ARGV[3], 'updated', ARGV[3], 'row', ARGV[4], 'segments', ARGV[6],
+           'segment', ARGV[2], 'owner', ARGV[1])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'audio_at', ARGV[5]) end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[4], ARGV[8])
@@ -76,7 +102,8 @@ class RedisBus(Bus):
 
     kind = "redis"
 
-    def __init__(self, opts: BusOptions) -> None:
+    def __init__(self, opts: BusOptions, clock=time.monotonic, wall=time.time) -> None:
+        """``clock`` (monotonic) and ``wall`` (epoch) time the outages (tests give fake ones)."""
         if not opts.url:
             raise ValueError("RedisBus needs a redis:// URL (BusOptions.url, --redis)")
         super().__init__(opts)
@@ -94,33 +121,70 @@ class RedisBus(Bus):
         self._beat_s = self.redis.register_script(BEAT_LUA)
         self._end_s = self.redis.register_script(END_LUA)
         self._lost_s = self.redis.register_script(LOST_LUA)
-        self.queue: collections.deque[tuple[dict, HeldCall | None, dict | None]] = collections.deque()
+        # (event, its call, its end row): waiting for the writer, kept through an outage
+        self.buffer = WriteBuffer(opts.queue)
+        self.link = Health(clock, wall)  # is Redis reachable (every command's outcome)
+        self._backoff = Backoff(0.1, 2.0)  # the writer's waits between tries
+        self.written_id = "0-0"  # the last entry the writer added to the stream
+        self.caught_up_id = "0-0"  # the last of what it kept through its last outage
         self.followers: set[LocalFollower] = set()  # the shared tail's readers
         self._tail = SharedTail(self)
         self.follower_queue = 1000
         self._more = asyncio.Event()
-        self._down_since: float | None = None
+        self._behind = False  # a write failed; true until what was kept is written
+        self._fail_since: float | None = None  # epoch of the first write that failed (this outage)
+        self._dropped_mark = 0  # buffer.dropped when the last outage record was written
+        self._refusing = False  # Redis refused a write: said once until a write works
 
     def where(self) -> str:
         kw = self.redis.connection_pool.connection_kwargs
         return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}"
 
     async def op(self, aw, extra: float = 0.0):
-        """One Redis command (or pipeline), within ``timeout_s``: BusError otherwise."""
+        """One Redis command (or pipeline), within ``timeout_s``: :class:`BusDown` when Redis
+        cannot be reached or is too slow, :class:`BusError` when it refuses. Every outcome
+        goes to :attr:`link`: the one log line when an outage starts and when it ends."""
         import redis.exceptions as rexc
 
+        started = self.link.clock()
         try:
-            return await asyncio.wait_for(aw, self.opts.timeout_s + extra)
+            res = await asyncio.wait_for(aw, self.opts.timeout_s + extra)
         except (asyncio.TimeoutError, rexc.TimeoutError) as exc:
-            self.counters["errors"] += 1
-            raise BusError(f"Redis at {self.where()} did not answer within {self.opts.timeout_s + extra:g} s; "
-                           "is redis-server running and reachable (--redis)?") from exc
+            raise self._down(BusDown(f"Redis at {self.where()} did not answer within {self.opts.timeout_s + extra:g} s; "
+                                     "is redis-server running and reachable (--redis)?"), started) from exc
         except (rexc.ConnectionError, OSError) as exc:
-            self.counters["errors"] += 1
-            raise BusError(f"cannot reach Redis at {self.where()} ({exc}); start redis-server or fix --redis") from exc
+            raise self._down(BusDown(f"cannot reach Redis at {self.where()} ({exc}); start redis-server or fix --redis"),
+                             started) from exc
         except rexc.RedisError as exc:
             self.counters["errors"] += 1
+            self.link.errors += 1
             raise BusError(f"Redis at {self.where()} refused: {exc}") from exc
+        down_s = self.link.succeeded()
+        if down_s is not None:
+            log.warning("results bus: Redis at %s is back after %.1f s; writing the %d event(s) kept for the desk "
+                        "(%d dropped, the buffer being full)", self.where(), down_s, max(0, self.pending()),
+                        self.buffer.dropped - self._dropped_mark)
+        return res
+
+    def _down(self, exc: BusDown, started: float) -> BusDown:
+        self.counters["errors"] += 1
+        if self.closing:  # the connections are being closed under the last readers: not an outage
+            return exc
+        if self.link.failed(str(exc), started):
+            log.error("results bus: %s. The calls go on and are logged; their events are kept for the desk (up to "
+                      "%d, then the oldest are dropped) until Redis is back; /healthz says degraded",
+                      exc, self.opts.queue)
+        return exc
+
+    def health(self) -> dict:
+        link = self.link
+        state = "down" if link.state == "down" else ("catching_up" if self._behind else "up")
+        c = self.counters
+        return {"kind": self.kind, "state": state, "since": iso(link.since_wall), "down_s": round(link.down_s(), 1),
+                "error": link.error if link.state == "down" else None, "waiting": max(0, self.pending()),
+                "dropped": self.buffer.dropped, "outage_dropped": self.buffer.dropped - self._dropped_mark,
+                "lost": c["lost_events"], "errors": c["errors"], "outages": link.outages,
+                "reregistered": c["calls_reregistered"], "reclaimed": c["calls_reclaimed"]}
 
     async def start(self) -> "RedisBus":
         if self._started:
@@ -131,6 +195,9 @@ class RedisBus(Bus):
         self._tasks += [loop.create_task(self._writer(), name="bus writer"),
                         loop.create_task(self._beater(), name="bus heartbeat"),
                         loop.create_task(self._watcher(), name="bus lost-call watcher")]
+        # the shared tail finds the stream's end now, while Redis is here: a desk that
+        # connects during an outage is told so, and gets what was kept once it is over
+        await self._tail.ensure()
         log.info("results bus: %s stream %s, replica %s", self.where(), self.opts.stream, self.replica)
         return self
 
@@ -138,9 +205,15 @@ class RedisBus(Bus):
         """Write what is queued (``flush_s`` at most), stop the tasks, close the connections.
         Calls still open keep their heartbeats until the TTL (a closing replica's calls are
         announced lost unless they were ended first)."""
+        self.closing = True
         if self._tasks and flush_s > 0:
             await self.flush(flush_s)
         await super().close()
+        left = self.buffer.clear()
+        if left:
+            self.counters["lost_events"] += left
+            log.error("results bus: closing with %d event(s) not written (Redis at %s unreachable); the calls' logs "
+                      "have them", left, self.where())
         try:
             await asyncio.wait_for(self.redis.aclose(), self.opts.timeout_s)
         except Exception:  # gone already
@@ -149,7 +222,7 @@ class RedisBus(Bus):
     def pending(self) -> int:
         """Events published and not yet written, lost or dropped (queued or in flight)."""
         c = self.counters
-        return c["published"] - c["written"] - c["lost_events"] - c["dropped"]
+        return c["published"] - c["written"] - c["lost_events"] - self.buffer.dropped
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every event published so far was written (or given up); False after ``timeout``."""
@@ -162,7 +235,7 @@ class RedisBus(Bus):
 
     async def kill(self) -> None:
         """Stop at once as a dead replica would: no flush, no call_end, heartbeats left to lapse (tests)."""
-        self.queue.clear()
+        self.counters["lost_events"] += self.buffer.clear()
         self.calls.clear()
         await self.close(flush_s=0)
 
@@ -224,52 +297,98 @@ class RedisBus(Bus):
         if c is not None and c.state == "ended":
             end = {"row": dumps(c.row()), "segments": dumps(self._segments(c)), "audio_at": c.audio_at,
                    "segment": c.segment}
-        if len(self.queue) >= self.opts.queue:
-            self.queue.popleft()
-            self.counters["dropped"] += 1
-        self.queue.append((event, c, end))
+        self.buffer.put((event, c, end))  # full (a long outage): the oldest goes, counted
+        self.counters["dropped"] = self.buffer.dropped
         self._more.set()
 
     async def _writer(self) -> None:
-        o = self.opts
         while True:
-            if not self.queue:
+            if not self.buffer:
                 self._more.clear()
                 await self._more.wait()
-            batch = [self.queue.popleft() for _ in range(min(len(self.queue), 500))]
-            pipe = self.redis.pipeline(transaction=False)
-            for event, c, end in batch:
-                cid = str(event.get("call_id") or "")
-                pipe.xadd(o.stream, {"type": str(event.get("type") or ""), "call_id": cid, "json": dumps(event)},
-                          maxlen=o.maxlen, approximate=True)
-                if end is not None:
-                    await self._end_s(keys=[o.call_key(cid), o.hb_key(cid), o.index, o.active],
-                                args=[self.replica, end["segment"], f"{time.time():.3f}", end["row"],
-                                      "" if end["audio_at"] is None else f"{end['audio_at']:.3f}", end["segments"],
-                                      int(max(1, o.keep_ended_s)), cid], client=pipe)
-            try:
-                await self.op(pipe.execute())
-                self.counters["written"] += len(batch)
-                if self._down_since is not None:
-                    log.warning("results bus: Redis is back after %.1f s", time.monotonic() - self._down_since)
-                    self._down_since = None
-            except BusError as exc:
-                self.counters["lost_events"] += len(batch)
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                    log.error("results bus: %s; %d event(s) lost, more are dropped until it is back", exc, len(batch))
-                await asyncio.sleep(0.5)
+            wait = await self.write_once()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def write_once(self, batch_max: int = 500) -> float:
+        """Write up to ``batch_max`` of what waits; the seconds to wait before trying again (0:
+        written, or nothing to write). Redis unreachable: the batch goes back in front, to be
+        tried again after growing waits; once it works, a ``bus_outage`` record says on the
+        stream what this replica kept and dropped, and what was kept follows in order.
+        Delivery is at least once: a batch cut off mid-write may be written twice (the desk
+        shows a window once). The writer task calls this in a loop."""
+        o = self.opts
+        if not self.buffer:
+            if self._behind:  # all that was kept through the outage is written
+                self.caught_up_id, self._behind = self.written_id, False
+            return 0.0
+        batch = self.buffer.take(batch_max)
+        pipe = self.redis.pipeline(transaction=False)
+        adds: list[int] = []  # where each XADD's id is in the results
+        n = 0
+        record = self._outage_record(len(batch)) if self._fail_since is not None else None
+        for event, c, end in ([(record, None, None)] if record else []) + batch:
+            cid = str(event.get("call_id") or "")
+            pipe.xadd(o.stream, {"type": str(event.get("type") or ""), "call_id": cid, "json": dumps(event)},
+                      maxlen=o.maxlen, approximate=True)
+            adds.append(n)
+            n += 1
+            if end is not None:
+                await self._end_s(keys=[o.call_key(cid), o.hb_key(cid), o.index, o.active],
+                                  args=[self.replica, end["segment"], f"{self.link.wall():.3f}", end["row"],
+                                        "" if end["audio_at"] is None else f"{end['audio_at']:.3f}",
+                                        end["segments"], int(max(1, o.keep_ended_s)), cid], client=pipe)
+                n += 1
+        try:
+            res = await self.op(pipe.execute())
+        except BusDown:
+            self.buffer.give_back(batch)
+            self.counters["dropped"] = self.buffer.dropped
+            if self._fail_since is None:
+                self._fail_since, self._behind = self.link.wall(), True
+            return self._backoff.next()
+        except BusError as exc:  # refused: trying the same again would not help
+            self.counters["lost_events"] += len(batch)
+            if not self._refusing:
+                self._refusing = True
+                log.error("results bus: %s; %d event(s) not on the desk (the calls' logs have them), and so on "
+                          "until Redis takes writes again", exc, len(batch))
+            return self._backoff.next()
+        self._backoff.reset()
+        self._refusing = False
+        self.counters["written"] += len(batch)
+        if adds:
+            self.written_id = str(res[adds[-1]])
+        if record is not None:
+            self._fail_since = None
+            self._dropped_mark += record["dropped"]
+        if not self.buffer and self._behind:
+            self.caught_up_id, self._behind = self.written_id, False
+        return 0.0
+
+    def _outage_record(self, in_batch: int) -> dict:
+        """What this replica's desk feed missed: written first when Redis is back."""
+        now = self.link.wall()
+        since = self._fail_since or now
+        return {"type": "bus_outage", "call_id": None, "track": None, "replica": self.replica, "since": iso(since),
+                "down_s": round(now - since, 1), "kept": len(self.buffer) + in_batch,
+                "dropped": self.buffer.dropped - self._dropped_mark, "time": iso(now)}
 
     async def _beater(self) -> None:
         while True:
             try:
                 await self.beat()
+            except BusDown:  # the outage is logged once (op); the calls go on
+                pass
             except BusError as exc:
                 log.warning("results bus: heartbeat failed: %s", exc)
             await asyncio.sleep(self.opts.beat_s)
 
     async def beat(self) -> None:
-        """Refresh the heartbeat (and the row, when it changed) of every call held here."""
+        """Refresh the heartbeat (and the row, when it changed) of every call held here. A call
+        whose hash is gone (Redis came back empty) is registered again; one marked lost while
+        this replica could not reach Redis is taken back, unless another replica took it over
+        (only another owner's heartbeat, or a later segment, is a takeover)."""
         o = self.opts
         calls = [c for c in list(self.calls.values()) if c.state == "active"]
         if not calls:
@@ -279,25 +398,63 @@ class RedisBus(Bus):
         for c in calls:
             row = dumps(c.row()) if c.dirty or c.row_fn is not None else ""
             c.dirty = False
-            await self._beat_s(keys=[o.call_key(c.call_id), o.hb_key(c.call_id)],
-                         args=[self.replica, c.segment, int(o.ttl_s * 1000), f"{time.time():.3f}", row,
-                               "" if c.audio_at is None else f"{c.audio_at:.3f}", dumps(self._segments(c))], client=pipe)
-        res = await self.op(pipe.execute())
-        for c, ok in zip(calls, res):
-            if not ok and c.state == "active":  # marked lost by a watcher (we stalled), or taken over
+            await self._beat_s(keys=[o.call_key(c.call_id), o.hb_key(c.call_id), o.index, o.active],
+                               args=[self.replica, c.segment, int(o.ttl_s * 1000), f"{time.time():.3f}", row,
+                                     "" if c.audio_at is None else f"{c.audio_at:.3f}", dumps(self._segments(c)),
+                                     c.call_id, f"{c.started:.3f}"], client=pipe)
+        try:
+            res = await self.op(pipe.execute())
+        except BusError:
+            for c in calls:  # the rows go again with the next beat that works (Redis may come back empty)
+                c.dirty = True
+            raise
+        again, reclaimed = [], []
+        for c, code in zip(calls, res):
+            if c.state != "active":
+                continue
+            if code == 2:
+                again.append(c.call_id)
+            elif code == 3:
+                reclaimed.append(c)
+            elif not code:  # another replica took it over (a reconnect there)
                 c.state = "lost"
                 self.calls.pop(c.call_id, None)
                 self.gone[c.call_id] = c.segment
                 self.counters["superseded"] += 1
-                log.warning("call %s: segment %d is no longer ours on the bus (lost or taken over)", c.call_id, c.segment)
+                log.warning("call %s: segment %d was taken over by another replica on the bus", c.call_id, c.segment)
                 if self.on_lost is not None:
                     self.on_lost(c.call_id)
+        if again:
+            self.counters["calls_reregistered"] += len(again)
+            log.warning("results bus: Redis came back without %d call(s) of this replica; registered again: %s",
+                        len(again), ", ".join(again))
+        if reclaimed:
+            self.counters["calls_reclaimed"] += len(reclaimed)
+            log.warning("results bus: %d call(s) of this replica were announced lost while it could not reach Redis; "
+                        "nobody took them over, so they go on here: %s", len(reclaimed),
+                        ", ".join(c.call_id for c in reclaimed))
+            for c in reclaimed:
+                self._reclaimed(c)
+
+    def _reclaimed(self, c: HeldCall) -> None:
+        ev = {"type": "call_reclaimed", "call_id": c.call_id, "track": None, "segment": c.segment,
+              "replica": self.replica, "time": iso(time.time()),
+              "reason": "announced lost while its server could not reach Redis; it was never cut and goes on"}
+        try:
+            if c.emit is not None:
+                c.emit(ev)  # the owner logs it and publishes it back through publish()
+            else:
+                self.publish(ev)
+        except Exception:  # one call's owner failing must not stop the heartbeats
+            log.exception("call %s: handing over call_reclaimed failed", c.call_id)
 
     async def _watcher(self) -> None:
         while True:
             await asyncio.sleep(self.opts.watch_s)
             try:
                 await self.watch()
+            except BusDown:  # logged once (op)
+                pass
             except BusError as exc:
                 log.warning("results bus: lost-call watcher: %s", exc)
 
@@ -328,15 +485,18 @@ class RedisBus(Bus):
         return n
 
     # --- reading --------------------------------------------------------------------------
-    def follow(self, call_id: str | None = None, since: str | None = None) -> RedisFollower:
-        """A reader of its own (XREAD BLOCK), from ``since`` (an event's ``bus_id``) or the end."""
-        return RedisFollower(self, call_id, since)
+    def follow(self, call_id: str | None = None, since: str | None = None, patient: bool = True) -> RedisFollower:
+        """A reader of its own (XREAD BLOCK), from ``since`` (an event's ``bus_id``) or the end;
+        ``patient``: it waits out an outage (``bus`` events say how it goes), else BusError."""
+        return RedisFollower(self, call_id, since, patient)
 
     async def subscribe(self, call_id: str | None = None) -> Follower:
         """A reader of the process's shared tail (one XREAD loop for all of them), from now;
         BusError when Redis is gone."""
         await self._tail.ensure()
         f = LocalFollower(self, call_id, self.follower_queue)
+        if self._tail.status is not None:  # joined during an outage: say so first
+            f.items.append(dict(self._tail.status))
         self.followers.add(f)
         return f
 

@@ -1,6 +1,6 @@
 """ser-serve's HTTP and WebSocket endpoints, all on one port (aiohttp).
 
-- ``GET /healthz`` (no token): ``{"status": "ok", ...}``.
+- ``GET /healthz`` (no token): ``{"status": "ok" | "degraded" | "shutting_down", "bus": {...}, ...}``.
 - ``GET /metrics``: Prometheus text (:mod:`streamer.serve.http.metrics`).
 - ``GET /api/calls``: active calls and those that ended in the last ``[server] keep_ended_min``
   minutes; ``GET /api/calls/{id}``: one call's windows and utterances so far.
@@ -63,8 +63,15 @@ def make_auth_middleware(auth: Auth):
 
 # --- handlers ---------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
+    """200 while the server answers, whatever the bus: ``status`` is ``ok``, ``degraded`` (the
+    results bus is down or catching up: the calls go on and are logged, new calls are refused
+    until Redis is back, the desk is behind; ``bus`` says how) or ``shutting_down``. Not 503:
+    a liveness probe must not restart a server whose calls are fine because Redis went away
+    (it would cut every call); a readiness check reads ``status``."""
     registry = request.app[REGISTRY]
-    return web.json_response({"status": "ok" if registry.accepting else "shutting_down",
+    bus = registry.bus.health()
+    status = "shutting_down" if not registry.accepting else ("ok" if bus["state"] == "up" else "degraded")
+    return web.json_response({"status": status, "bus": bus,
                               "active_calls": len(registry.active_calls), "max_calls": registry.cfg.server.max_calls,
                               "models": registry.models.names}, dumps=dumps)
 
@@ -226,6 +233,7 @@ def make_app(registry: CallRegistry, auth: Auth, extra_routes: list[web.RouteDef
                           client_max_size=registry.cfg.server.max_message_bytes)
     app[REGISTRY] = registry
     app[AUTH] = auth
+    registry.metrics.watch_bus(registry.bus.health)
     app[SOCKETS] = weakref.WeakSet()
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics), web.get("/api/calls", list_calls),
                     web.get("/api/calls/{id}", get_call), web.get("/events", events),
