@@ -23,6 +23,7 @@ import logging
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -591,3 +592,92 @@ def test_a_call_through_a_redis_restart(models, tmp_path, caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert not [m for m in msgs if "another replica" in m or "taken over" in m or "no longer ours" in m]
     print(f"{len(logged)} windows; {len(inside)} closed during the {OUTAGE_S:g} s outage and reached the feed after it")
+
+
+# --- the desk page in a browser -------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_the_desk_page_shows_the_outage_then_catches_up(tmp_path):
+    """The desk in chromium over a server on the Redis bus (no models: the call's events are
+    published on the bus as a replica would). Redis killed: the page says the bus is down and
+    how many events it is owed; six windows are published meanwhile into a buffer of four;
+    Redis started again, empty: the page catches up (the card shows the last window), the
+    banner goes, and a notice says two events were lost."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not here: apt-get install chromium")
+    pw = pytest.importorskip("playwright.async_api")
+    from types import SimpleNamespace
+
+    from streamer.serve.http.app import start
+    from streamer.serve.server import build_server
+    from tests.serve_util import server_config
+
+    server = start_redis(tmp_path / "redis")
+
+    async def scenario():
+        nonlocal server
+        bus = RedisBus(BusOptions(url=server.url, desk="page", replica="gw-p", queue=4, **FAST))
+        built = build_server(SimpleNamespace(names={"asr": "none"}), server_config(), TOKEN, bus=bus,
+                             log_dir=tmp_path / "logs", loop=asyncio.get_running_loop())
+        runner, port = await start(built.app, "127.0.0.1", 0, shutdown_timeout=1.0)
+        out: dict = {}
+        try:
+            await bus.start()
+            async with pw.async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                page = await browser.new_page(viewport={"width": 1280, "height": 800})
+                await page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+                await page.wait_for_selector('#conn[data-conn="live"]', timeout=15_000)
+                await page.evaluate("""() => {  // every state the banner goes through
+                    window.busStates = [];
+                    new MutationObserver(() => window.busStates.push(document.getElementById("bus").dataset.state))
+                        .observe(document.getElementById("bus"), {attributes: true, attributeFilter: ["data-state"]});
+                }""")
+                await bus.open_call("D1", "twilio", ["customer"])
+                bus.publish({"type": "call_start", "call_id": "D1", "track": None, "source": "twilio",
+                             "tracks": ["customer"], "meta": {}})
+                bus.publish(window("D1", "customer", 0, "neutral"))
+                card = '#grid [data-call-id="D1"] [data-track="customer"]'
+                await page.wait_for_selector(f'{card}[data-label="neutral"]', timeout=15_000)
+
+                server.kill()
+                await page.wait_for_selector('#bus[data-state="down"]', state="visible", timeout=15_000)
+                for i in range(1, 7):
+                    bus.publish(window("D1", "customer", i, "angry" if i == 6 else "sad"))
+                await page.wait_for_function(
+                    "/4 event\\(s\\) held/.test(document.getElementById('bus').textContent)", timeout=15_000)
+                out["down text"] = await page.inner_text("#bus")
+                out["conn down"] = await page.get_attribute("#conn", "data-conn")
+                out["label during"] = await page.get_attribute(card, "data-label")
+                await page.screenshot(path=str(tmp_path / "desk_bus_down.png"))
+
+                server = restart_redis(server)
+                await page.wait_for_selector('#bus[data-state="up"]', state="hidden", timeout=20_000)
+                await page.wait_for_selector(f'{card}[data-label="angry"]', timeout=15_000)
+                note = '#bus-notes .bus-note[data-replica="gw-p"]'
+                await page.wait_for_selector(note, timeout=15_000)
+                out["note"] = await page.inner_text(note)
+                out["note dropped"] = await page.get_attribute(note, "data-dropped")
+                out["states"] = await page.evaluate("window.busStates")
+                await page.wait_for_selector('#conn[data-conn="live"]', timeout=10_000)
+                await page.screenshot(path=str(tmp_path / "desk_bus_back.png"))
+                await page.click(f"{note} button")
+                out["notes left"] = await page.locator("#bus-notes li").count()
+                await browser.close()
+        finally:
+            await runner.cleanup()
+            await bus.close()
+        return out
+
+    try:
+        out = asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        server.stop()
+    assert "Results bus down since" in out["down text"] and "4 event(s) held" in out["down text"], out
+    assert "2 dropped" in out["down text"] and out["conn down"] == "behind"
+    assert out["label during"] == "neutral"  # nothing of the outage's windows yet
+    states = [s for i, s in enumerate(out["states"]) if i == 0 or s != out["states"][i - 1]]
+    assert states[0] == "down" and states[-1] == "up" and set(states) <= {"down", "catching_up", "up"}, out["states"]
+    assert out["note dropped"] == "2" and "4 event(s) arrived late" in out["note"] and "2 were lost" in out["note"]
+    assert out["notes left"] == 0

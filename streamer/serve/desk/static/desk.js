@@ -4,6 +4,11 @@
  * /events feed (call_start, window, utterance, call_end, error, alert, alert_ack). A call's
  * detail loads GET /api/calls/{id} (its windows and utterances so far) and then follows
  * the feed. The token travels in the HttpOnly cookie the server set at sign-in.
+ *
+ * With Redis, the feed also says how the results bus is: "bus" events from this server
+ * (down, catching_up, up: the banner, and the state again from /api/desk once it is up) and
+ * "bus_outage" records from every server that kept events through an outage (a notice: how
+ * many arrived late, how many were lost).
  */
 "use strict";
 
@@ -24,7 +29,11 @@ const S = {
   buffering: null,     // events that arrived while catching up
   dirty: true,
   cards: new Map(),    // call_id -> {key, el}: the grid's cards as last drawn
+  bus: {state: "up"},  // this server's last "bus" event
+  busNotes: [],        // "bus_outage" records, newest first
+  retry: null,         // a catch-up to try again (the bus was down when the page asked)
 };
+const MAX_BUS_NOTES = 5;
 
 // --- small helpers -------------------------------------------------------------------------
 function h(tag, attrs, ...children) {
@@ -172,6 +181,14 @@ function apply(ev) {
       S.dirty = true;
       break;
     }
+    case "call_reclaimed": {  // announced lost while its server could not reach Redis; it went on
+      const call = S.calls.get(id) || upsertCall({call_id: id});
+      call.state = "active";
+      call.endedAt = null;
+      call.error = null;
+      S.dirty = true;
+      break;
+    }
     case "call_resumed": {  // a reconnect: the same call as its next segment, the audio in between lost
       const call = S.calls.get(id);
       if (call) { call.error = `segment ${ev.segment}: ${ev.gap_s ?? "?"} s of audio lost before it`; S.dirty = true; }
@@ -206,6 +223,53 @@ function prune() {
   }
 }
 
+// --- the results bus -----------------------------------------------------------------------
+function hhmmss(iso) { return (iso || "").slice(11, 19); }
+
+function onBus(ev) {  // this server's view of the bus: down, catching_up, up
+  const was = S.bus.state;
+  S.bus = ev;
+  renderBus();
+  if (ev.state === "up" && was !== "up") {  // all it kept has come: the state again, as it is now
+    catchUp().catch(err => console.warn("catch-up failed", err));
+  }
+}
+
+function onOutage(ev) {  // a server (this one or another) kept events through an outage
+  S.busNotes.unshift(ev);
+  S.busNotes.length = Math.min(S.busNotes.length, MAX_BUS_NOTES);
+  renderBus();
+}
+
+function renderBus() {
+  const el = document.getElementById("bus");
+  const b = S.bus;
+  el.dataset.state = b.state;
+  el.hidden = b.state === "up";
+  const waiting = b.waiting || 0, dropped = b.outage_dropped || 0;
+  if (b.state === "down") {
+    el.textContent = `Results bus down since ${hhmmss(b.since)} (${Math.round(b.down_s || 0)} s): the calls go on ` +
+      `and are logged; ${waiting} event(s) held for this page, shown when it is back` +
+      (dropped ? `; ${dropped} dropped, the server's buffer being full (the calls' logs have them)` : "") + ".";
+    el.title = b.error || "";
+    setConn("behind", "behind: bus down");
+  } else if (b.state === "catching_up") {
+    el.textContent = `Results bus back: catching up, ${waiting} event(s) still to come.`;
+    el.title = "";
+    setConn("behind", "catching up…");
+  } else if (S.ws && S.ws.readyState === WebSocket.OPEN) {
+    setConn("live", "live");
+  }
+  document.getElementById("bus-notes").replaceChildren(...S.busNotes.map(n =>
+    h("li", {class: "bus-note", "data-replica": n.replica || "", "data-dropped": n.dropped || 0,
+             "data-kept": n.kept || 0},
+      h("span", {}, `${hhmmss(n.since)}: server ${n.replica || "?"} could not reach the results bus for ` +
+        `${Math.round(n.down_s || 0)} s; ${n.kept || 0} event(s) arrived late` +
+        (n.dropped ? `, ${n.dropped} were lost (the calls' logs have them)` : ", none lost") + "."),
+      h("button", {type: "button", "aria-label": "dismiss", title: "dismiss",
+                   onclick: () => { S.busNotes = S.busNotes.filter(x => x !== n); renderBus(); }}, "×"))));
+}
+
 // --- the feed ------------------------------------------------------------------------------
 function setConn(state, text) {
   const el = document.getElementById("conn");
@@ -215,8 +279,13 @@ function setConn(state, text) {
 
 async function catchUp() {
   S.buffering = [];
+  clearTimeout(S.retry);
   try {
     fromServer(await api("/api/desk"));
+  } catch (err) {  // the bus is down (503): the feed says so; try again in a while
+    const ws = S.ws;
+    S.retry = setTimeout(() => { if (S.ws === ws) catchUp().catch(e => console.warn("catch-up failed", e)); }, 5000);
+    throw err;
   } finally {
     const held = S.buffering || [];
     S.buffering = null;
@@ -233,19 +302,24 @@ function connect() {
   setConn("connecting", "connecting…");
   ws.onopen = () => {
     S.backoff = 1000;
+    S.bus = {state: "up"};
     setConn("live", "live");
+    renderBus();
     catchUp().catch(err => console.warn("catch-up failed", err));
   };
   ws.onmessage = msg => {
     let ev;
     try { ev = JSON.parse(msg.data); } catch (e) { return; }
+    if (ev.type === "bus") { onBus(ev); return; }
+    if (ev.type === "bus_outage") { onOutage(ev); return; }
     if (S.buffering) S.buffering.push(ev); else apply(ev);
   };
-  ws.onclose = () => {
+  ws.onclose = closed => {
     if (S.ws !== ws) return;
     const wait = S.backoff;
     S.backoff = Math.min(S.backoff * 2, 10000);
-    setConn("down", `reconnecting in ${Math.round(wait / 1000)} s…`);
+    const why = /results bus/.test(closed.reason || "") ? "results bus unavailable; " : "";
+    setConn("down", `${why}reconnecting in ${Math.round(wait / 1000)} s…`);
     setTimeout(() => {
       // a refused handshake looks like any drop: ask the API whether we are still signed in
       api("/api/desk").then(() => connect(), () => connect());
