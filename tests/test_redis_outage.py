@@ -681,3 +681,107 @@ def test_the_desk_page_shows_the_outage_then_catches_up(tmp_path):
     assert states[0] == "down" and states[-1] == "up" and set(states) <= {"down", "catching_up", "up"}, out["states"]
     assert out["note dropped"] == "2" and "4 event(s) arrived late" in out["note"] and "2 were lost" in out["note"]
     assert out["notes left"] == 0
+
+
+# --- every gateway replica (Ray's CallGateway, outside Ray) ----------------------------------------
+def test_every_gateway_replica_rides_out_a_redis_restart(tmp_path, caplog):
+    """Two gateway replicas as Ray Serve builds them (``Gateway`` with a Redis URL, behind the
+    ASGI bridge, served by uvicorn as a replica's FastAPI ingress; no models: the calls' events
+    are published on each replica's bus). Redis killed and started again empty: each replica's
+    /healthz says degraded then ok, each replica's /events stays open, says the bus is down and
+    then gets both replicas' events from the outage; no call is taken over."""
+    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("fastapi")
+    import contextlib
+    from types import SimpleNamespace
+
+    import aiohttp
+
+    from streamer.serve.cluster.gateway import Gateway, GatewayOptions
+    from streamer.serve.cluster.ingress import asgi_app
+
+    caplog.set_level(logging.INFO, logger="streamer.serve.bus")
+    server = start_redis(tmp_path / "redis")
+
+    @contextlib.asynccontextmanager
+    async def replica(name: str):
+        gw = Gateway(GatewayOptions(redis_url=server.url, desk="gw", token=TOKEN, log_dir=str(tmp_path / name)),
+                     models=SimpleNamespace(names={"asr": "none"}), replica=name)
+        await gw.start()
+        srv = uvicorn.Server(uvicorn.Config(asgi_app(gw), host="127.0.0.1", port=0, log_level="warning",
+                                            lifespan="off"))
+        task = asyncio.ensure_future(srv.serve())
+        deadline = time.monotonic() + HANG_S
+        while not srv.started and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}", gw
+        finally:
+            await gw.stop()
+            srv.should_exit = True
+            await asyncio.wait_for(task, HANG_S)
+
+    async def scenario():
+        nonlocal server
+        async with replica("r1") as (url1, gw1), replica("r2") as (url2, gw2), aiohttp.ClientSession() as http:
+            buses = {"r1": gw1.registry.bus, "r2": gw2.registry.bus}
+            told: list[str] = []
+            for name, bus in buses.items():
+                bus.on_lost = told.append
+                await bus.open_call(f"C-{name}", "twilio", ["customer"])
+                bus.publish({"type": "call_start", "call_id": f"C-{name}", "track": None})
+            feeds = {n: await http.ws_connect(f"{u}/events", headers=AUTH) for n, u in (("r1", url1), ("r2", url2))}
+            got: dict[str, list[dict]] = {n: [] for n in feeds}
+
+            async def read(name):
+                async for msg in feeds[name]:
+                    got[name].append(json.loads(msg.data))
+
+            readers = [asyncio.ensure_future(read(n)) for n in feeds]
+
+            async def health(u):
+                async with http.get(f"{u}/healthz", timeout=aiohttp.ClientTimeout(total=HANG_S)) as r:
+                    return r.status, (await r.json())["status"]
+
+            await asyncio.sleep(0.5)
+            server.kill()
+            for i in range(3):
+                for name, bus in buses.items():
+                    bus.publish(window(f"C-{name}", "customer", i))
+                await asyncio.sleep(0.5)
+            during = [await health(u) for u in (url1, url2)]
+            server = restart_redis(server)
+
+            def done(evs):
+                last = {e["call_id"] for e in evs if e.get("type") == "window" and e.get("index") == 2}
+                return last == {"C-r1", "C-r2"} and any(e.get("type") == "bus" and e["state"] == "up" for e in evs)
+
+            deadline = time.monotonic() + 30
+            while not all(done(evs) for evs in got.values()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            deadline = time.monotonic() + 10  # each replica's next heartbeat registers its call again
+            while not all(b.counters["calls_reregistered"] for b in buses.values()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            after = [await health(u) for u in (url1, url2)]
+            still_open = [not f.closed for f in feeds.values()]
+            for f in feeds.values():
+                await f.close()
+            for t in readers:
+                t.cancel()
+            stats = [b.stats() for b in buses.values()]
+            return told, got, during, after, still_open, stats
+
+    try:
+        told, got, during, after, still_open, stats = asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        server.stop()
+    assert during == [(200, "degraded")] * 2 and after == [(200, "ok")] * 2
+    assert still_open == [True, True] and told == []
+    for name, evs in got.items():
+        assert [e["state"] for e in evs if e.get("type") == "bus"][0] == "down", name
+        for cid in ("C-r1", "C-r2"):
+            assert [e["index"] for e in evs if e.get("type") == "window" and e["call_id"] == cid] == [0, 1, 2], name
+        assert {e["replica"] for e in evs if e.get("type") == "bus_outage"} == {"r1", "r2"}, name
+    assert all(s.get("calls_reregistered") == 1 and not s.get("superseded") for s in stats), stats
+    went, back = outage_lines(caplog)
+    assert len(went) == 2 and len(back) == 2, (went, back)
