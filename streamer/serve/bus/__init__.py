@@ -37,9 +37,19 @@ audio is written with each heartbeat, so ``gap_s`` errs high by at most ``beat_s
 low. A reconnect while the old segment still looks alive (its replica died a moment ago)
 takes the call over: the old segment is announced lost first.
 
-Every Redis command has a deadline (``timeout_s``): Redis going away gives
-:class:`BusError` (a refused call, a 503, a closed feed), never a hang. ``publish`` never
-blocks: events wait in a bounded queue, the oldest dropped (counted) when Redis is gone.
+**Redis going away** (:mod:`streamer.serve.bus.outage`). Every Redis command has a deadline
+(``timeout_s``), so nothing hangs, and every command's outcome feeds one up/down state: one log
+line when Redis goes, one when it is back, ``/healthz`` ``degraded`` and ``/metrics``
+(``ser_serve_bus_*``) meanwhile. The calls go on and are logged. ``publish`` never blocks:
+events wait in a bounded buffer (``queue``; when full the oldest are dropped, counted), the
+writer tries again with growing waits, and when Redis answers it writes a ``bus_outage``
+record (how long, how many kept, how many dropped), then what it kept, in order (at least
+once). The desk's readers wait the outage out: ``bus`` events (``down``, ``catching_up``,
+``up``) instead of an error, then they go on from their last entry. What needs an answer now
+fails with :class:`BusError`: a new call (refused, 1013), ``/api/calls`` (503).
+A Redis that comes back empty is not a takeover: each replica's next heartbeat registers its
+calls again, and takes back a call announced lost while it could not reach Redis
+(``call_reclaimed``); only another owner's heartbeat, or a later segment, ends a call here.
 
 The registry (:mod:`streamer.serve.calls.registry`) uses a bus like this::
 
