@@ -134,19 +134,15 @@ class ReasonedWebSocket(web.WebSocketResponse):
         if not message and code == TOO_BIG:
             message = close_reason(f"a message over {self._limit} bytes ([server] max_message_bytes)")
         elif not message and code not in (NORMAL, GOING_AWAY):
-            error = self.exception() or self._frame_error()
+            # aiohttp's frame reader refused a frame (a text frame not UTF-8, a bad opcode, reserved
+            # bits): it closes with the code alone and keeps its error to itself, so say what the code means
+            error = self.exception()
             message = close_reason(str(error) if error else _FRAME_ERRORS.get(code, "bad WebSocket frame"))
         return await super().close(code=code, message=message, drain=drain)
 
-    def _frame_error(self) -> BaseException | None:
-        """What aiohttp's frame reader refused (a text frame not UTF-8, a bad opcode...): it
-        closes with the code alone, keeping the error on its reader's queue."""
-        reader = getattr(self, "_reader", None)
-        error = getattr(reader, "exception", None)
-        return error() if callable(error) else None
 
-
-_FRAME_ERRORS = {1002: "WebSocket protocol error", 1007: "a text frame that is not UTF-8"}
+_FRAME_ERRORS = {1002: "WebSocket protocol error (a bad opcode, reserved bits or a bad control frame)",
+                 1007: "a text frame that is not UTF-8"}
 
 
 async def receive(ws: web.WebSocketResponse, idle_s: float):
