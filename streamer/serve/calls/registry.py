@@ -245,12 +245,13 @@ class CallRegistry:
                 sub.put(event)
 
     def _bus_lost(self, call_id: str) -> None:
-        """The bus gave a call of ours to another replica (a reconnect there took it over, or
-        this process stalled past the heartbeat TTL): end it here; its events no longer go out."""
+        """The bus gave a call of ours to another replica (a reconnect there took it over; a call
+        announced lost while this server could not reach Redis is taken back instead, by the bus):
+        end it here; its events no longer go out."""
         call = self.calls.get(call_id)
         if call is not None and call.active:
-            self.loop.create_task(self.end(call, error="the call continues on another replica (a reconnect took it "
-                                                       "over, or this server stalled past the heartbeat TTL)"))
+            self.loop.create_task(self.end(call, error="the call continues on another replica (a reconnect there "
+                                                       "took it over)"))
 
     async def bus_listing(self) -> list[dict]:
         """``GET /api/calls`` over the bus: every replica's calls, this process's own rows over
