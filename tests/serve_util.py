@@ -123,3 +123,22 @@ async def closed_with(ws, timeout: float = 15.0) -> tuple[int | None, str]:
                 return ws.close_code, f"{msg.type.name}: {msg.data}"
 
     return await asyncio.wait_for(run(), timeout)
+
+
+def listening_port(proc, timeout_s: float = 120.0, scheme: str = "http") -> tuple[int, list[str]]:
+    """The port a ``ser-serve --port 0`` process (its stderr piped, as text) says it listens on,
+    and the lines it wrote until then; fails the test with those lines if it never says so."""
+    import re
+    import time
+
+    port, lines = None, []
+    deadline = time.monotonic() + timeout_s
+    while port is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(rf"listening on {scheme}://127\.0\.0\.1:(\d+)", line)
+        port = int(m.group(1)) if m else None
+    assert port, "".join(lines)
+    return port, lines

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from streamer.cli import call as call_cli
+from tests.serve_util import listening_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -60,16 +60,7 @@ def test_demo_call_over_twilio_raises_the_angry_customer_alert(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "streamer.cli.serve", "--port", "0", "--log-dir", str(logs)],
                             stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
     try:
-        port, lines = None, []
-        deadline = time.monotonic() + 120
-        while port is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            port = int(m.group(1)) if m else None
-        assert port, "".join(lines)
+        port, lines = listening_port(proc, 120)
         # the README's command, from another folder: --demo finds the shipped files itself
         res = subprocess.run([sys.executable, "-m", "streamer.cli.call", "twilio", f"ws://127.0.0.1:{port}/twilio",
                               "--demo", "--call-sid", "CAdemo"], capture_output=True, text=True, env=ENV,

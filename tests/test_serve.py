@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 
 from streamer.core.errors import SerError
 from streamer.serve.http.auth import Auth, check_listen, load_token
-from tests.serve_util import espeak_mulaw, play_call, running_server, server_config
+from tests.serve_util import espeak_mulaw, listening_port, play_call, running_server, server_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TOKEN = "t0ken"
@@ -101,17 +100,7 @@ def test_sigterm_finishes_every_call_and_logs_its_end(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "streamer.cli.serve", "--port", "0", "--log-dir", str(logs)],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
-        port = None
-        deadline = time.monotonic() + 90
-        lines = []
-        while port is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            port = int(m.group(1)) if m else None
-        assert port, "".join(lines)
+        port, lines = listening_port(proc, 90)
         assert lines[0].startswith("ser-serve: loading models")
 
         async def calls():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 
 from streamer.live.session_log import read_log
 from streamer.serve import client
-from tests.serve_util import espeak_mulaw
+from tests.serve_util import espeak_mulaw, listening_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TOKEN = "t0ken"
@@ -56,16 +55,7 @@ def test_sigkill_mid_call_leaves_every_call_log_parseable(tmp_path):
                              "--audiosocket-port", str(as_port)], stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:
-        port, lines = None, []
-        deadline = time.monotonic() + 120
-        while port is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            port = int(m.group(1)) if m else None
-        assert port, "".join(lines)
+        port, lines = listening_port(proc, 120)
         ws = f"ws://127.0.0.1:{port}"
 
         async def calls():

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import signal
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -88,7 +86,7 @@ def _ser_call(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_https_and_wss_with_a_self_signed_certificate(tmp_path):
-    from tests.serve_util import espeak_mulaw
+    from tests.serve_util import espeak_mulaw, listening_port
 
     espeak_mulaw(tmp_path, "speech", "I am so happy today, this is wonderful news for everyone.")  # skips without espeak
     wav = tmp_path / "speech.wav"  # espeak-ng's own 22 kHz file, kept by espeak_mulaw
@@ -97,16 +95,7 @@ def test_https_and_wss_with_a_self_signed_certificate(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "streamer.cli.serve", "--port", "0", "--log-dir", str(logs),
                              "--tls-cert", str(cert), "--tls-key", str(key)], stderr=subprocess.PIPE, text=True, env=env())
     try:
-        port, lines = None, []
-        deadline = time.monotonic() + 120
-        while port is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"listening on https://127\.0\.0\.1:(\d+)", line)
-            port = int(m.group(1)) if m else None
-        assert port, "".join(lines)
+        port, lines = listening_port(proc, 120, scheme="https")
         assert "wss:// for the WebSockets" in lines[-1]
         assert proc.stderr.readline().startswith(f"ser-serve: call desk at https://127.0.0.1:{port}/")
         base = f"https://127.0.0.1:{port}"
