@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
+
 import time
 from typing import Callable
 
 from streamer.core.errors import SerError
+from streamer.serve.cluster.background import Background
 from streamer.serve.cluster.capacity import ReplicaWait, running_line
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (application, deployment)
 Read = Callable[[Key], dict[str, int]]
-
 
 def states_of(status, app: str, deployment: str) -> dict[str, int]:
     """A deployment's replicas by state in a ``serve.status()`` answer ({} when it has none)."""
@@ -36,7 +36,6 @@ def states_of(status, app: str, deployment: str) -> dict[str, int]:
     if d is None:
         return {}
     return {str(getattr(k, "value", k)): int(n) for k, n in dict(d.replica_states).items() if n}
-
 
 def failure_of(status, app: str) -> str | None:
     """The message of an application whose deployment failed (a replica's constructor raised).
@@ -51,7 +50,6 @@ def failure_of(status, app: str) -> str | None:
         return None
     return str(a.message or "deploy failed")
 
-
 def read_states(key: Key) -> dict[str, int]:
     """One deployment's replica states, asked of Ray Serve's controller; SerError when its
     application failed to deploy."""
@@ -62,7 +60,6 @@ def read_states(key: Key) -> dict[str, int]:
     if failed:
         raise SerError(f"the Ray Serve application {key[0]!r} failed to deploy: {failed}")
     return states_of(status, *key)
-
 
 def wait_running(wants: dict[Key, int], timeout_s: float, read: Read = read_states,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
@@ -101,19 +98,17 @@ def wait_running(wants: dict[Key, int], timeout_s: float, read: Read = read_stat
         sleep(every_s)
     return False, last
 
-
-class ReplicaMonitor:
+class ReplicaMonitor(Background):
     """A thread that reads one deployment's replica states every ``every_s`` and says (through
     ``say``) each change of the running count, with the other states, in one line.
     ``asked`` (the configured count; None with autoscaling) may be changed while it runs."""
 
     def __init__(self, key: Key, say: Callable[[str], None], asked: int | None, every_s: float = 2.0,
                  read: Read = read_states, running: int | None = None) -> None:
+        super().__init__()
         self.key, self.say, self.asked, self.every_s, self.read = key, say, asked, every_s, read
         self.counters: collections.Counter = collections.Counter()
         self._last = running  # the running count last said
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def running(self) -> int | None:
@@ -143,20 +138,10 @@ class ReplicaMonitor:
         self.counters["changes"] += 1
         return running_line(self.key[1], states, self.asked)
 
-    def start(self) -> "ReplicaMonitor":
-        self._thread = threading.Thread(target=self._main, name="ser-serve replica monitor", daemon=True)
-        self._thread.start()
-        return self
+    thread_name = "ser-serve replica monitor"
 
-    def stop(self, timeout_s: float = 5.0) -> bool:
-        self._stop.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    def _main(self) -> None:
-        while not self._stop.wait(self.every_s):
+    def run_thread(self) -> None:
+        while not self.stopping(self.every_s):
             line = self.check()
             if line:
                 self.say(line)

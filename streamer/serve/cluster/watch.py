@@ -24,11 +24,12 @@ import collections
 import logging
 import os
 import socket
-import threading
+
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from streamer.serve.cluster.background import Background
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WatchOptions:
@@ -54,32 +55,19 @@ class WatchOptions:
                           ttl_s=self.ttl_s, beat_s=self.beat_s,
                           replica=f"driver-{socket.gethostname()}-{os.getpid()}")
 
-
-class LostCallWatch:
+class LostCallWatch(Background):
     """A thread that runs the bus's lost-call watch every ``every_s`` until :meth:`stop`.
     ``counters``: ``rounds``, ``lost`` (calls this watch announced), ``errors`` (rounds Redis
     failed); an outage is logged once when it starts and once when it ends."""
 
+    thread_name = "ser-serve lost-call watch"
+
     def __init__(self, opts: WatchOptions) -> None:
+        super().__init__()
         self.opts = opts
         self.counters: collections.Counter = collections.Counter()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> "LostCallWatch":
-        self._thread = threading.Thread(target=self._main, name="ser-serve lost-call watch", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> bool:
-        """Ask the thread to end and wait up to ``timeout_s``; True when it ended."""
-        self._stop.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    def _main(self) -> None:
+    def run_thread(self) -> None:
         try:
             asyncio.run(self.run())
         except Exception:  # the watch is a safety net: its failure must not take the driver down
@@ -92,7 +80,7 @@ class LostCallWatch:
         bus = RedisBus(self.opts.bus_options())
         down = False
         try:
-            while not self._stop.is_set():
+            while not self.stopping():
                 self.counters["rounds"] += 1
                 try:
                     n = await bus.watch()
