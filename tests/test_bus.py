@@ -375,3 +375,22 @@ def test_local_bus_segments_and_listing():
             assert rows["X"]["lost_audio_s"] == resumed[0]["gap_s"]
 
     asyncio.run(run())
+
+
+def test_local_bus_forgets_ended_calls_past_keep_ended_s_whether_or_not_anyone_lists_them():
+    """A server nobody asks for /api/calls still forgets its ended calls (was: only a listing
+    pruned the history, which grew by a row per call for as long as the server ran)."""
+    async def run():
+        async with LocalBus(BusOptions(sample_s=0.05, keep_ended_s=60)) as bus:
+            for k in range(5):
+                cid = f"C{k}"
+                await bus.open_call(cid, "twilio", ["customer"])
+                bus.publish({"type": "call_end", "call_id": cid, "track": None})
+            assert sorted(bus.history) == [f"C{k}" for k in range(5)]
+            for h in bus.history.values():
+                h["ended"] -= 120  # these ended two minutes ago
+            await bus.open_call("C9", "twilio", ["customer"])
+            bus.publish({"type": "call_end", "call_id": "C9", "track": None})  # a call ends: the old are forgotten
+            assert list(bus.history) == ["C9"]
+
+    asyncio.run(run())

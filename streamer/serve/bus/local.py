@@ -88,6 +88,7 @@ class LocalBus(Bus):
             segs = (old["segments"] if old and old["segment"] == c.segment - 1 else []) + [c.segment_info()]
             self.history[c.call_id] = {"segment": c.segment, "state": "ended", "audio_at": c.audio_at,
                                        "ended": c.ended, "row": c.row(), "segments": segs}
+            self._forget(time.time())  # a call ends: forget those past keep_ended_s, asked for or not
         for f in list(self.followers):
             f.put(event)
 
@@ -99,13 +100,17 @@ class LocalBus(Bus):
     async def subscribe(self, call_id: str | None = None) -> LocalFollower:
         return self.follow(call_id)
 
-    async def listing(self, local: list[dict] | None = None) -> list[dict]:
-        rows: dict[str, dict] = {}
-        now = time.time()
+    def _forget(self, now: float) -> None:
+        """Drop the ended calls older than ``keep_ended_s`` (the history stays bounded by the calls
+        that end in that time, whether or not anyone lists them)."""
         for cid, h in list(self.history.items()):
             if now - (h["ended"] or now) > self.opts.keep_ended_s:
                 del self.history[cid]
-                continue
+
+    async def listing(self, local: list[dict] | None = None) -> list[dict]:
+        rows: dict[str, dict] = {}
+        self._forget(time.time())
+        for cid, h in list(self.history.items()):
             rows[cid] = {**h["row"], "segment": h["segment"], "segments": h["segments"],
                          "lost_audio_s": lost_seconds(h["segments"])}
         for cid, c in self.calls.items():
