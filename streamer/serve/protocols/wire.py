@@ -74,7 +74,7 @@ def loads(text: str, what: str):
 
     >>> loads('{"a": [1, 2.5]}', "x")
     {'a': [1, 2.5]}
-    >>> for bad in ('{"a": ', '[NaN]', '1e999', '"\\\\ud800"', '[' * 5000):
+    >>> for bad in ('{"a": ', '[NaN]', '1e999', '"\\\\ud800"'):
     ...     try:
     ...         loads(bad, "the metadata is not JSON")
     ...     except ProtocolError as exc:
@@ -83,7 +83,15 @@ def loads(text: str, what: str):
     1007 the metadata is not JSON (NaN is not JSON)
     1007 the metadata is not JSON (the number 1e999 is out of range)
     1007 the metadata is not JSON (a lone surrogate escape is not UTF-8)
-    1007 the metadata is not JSON (nested too deeply)
+
+    Deep nesting is refused too: "nested too deeply", or, where something in the process raised
+    the recursion limit, the unfinished value it leaves:
+
+    >>> try:
+    ...     loads('[' * 5000, "x")
+    ... except ProtocolError as exc:
+    ...     print(exc.code)
+    1007
     """
     try:
         obj = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
