@@ -119,8 +119,10 @@ def test_a_disk_that_fills_mid_call_costs_the_logs_only_and_new_calls_log_once_s
         assert records[0]["type"] == "session_start" and skipped[cid] == []
         logged = [r["index"] for r in records if r["type"] == "window" and r["track"] == "customer"]
         shown = [e["index"] for e in desk.of(cid, "window") if e["track"] == "customer"]
-        # analysed and shown after the disk filled: the desk has windows the log could not keep
-        assert logged and shown[: len(logged)] == logged and len(shown) > len(logged), (logged, shown)
+        # analysed and shown after the disk filled: the desk has windows the log could not keep; the
+        # log keeps the others in order (a later, smaller record may still fit where one did not)
+        rest = iter(shown)
+        assert logged and all(i in rest for i in logged) and len(shown) > len(logged), (logged, shown)
         end = desk.of(cid, "call_end")[0]
         print(f"{disk} {cid}: {len(logged)} of {len(shown)} customer windows logged, {end['log_records_lost']} "
               f"records lost, the log ends with {records[-1]['type']}")
