@@ -53,6 +53,13 @@ class Pace:
         self.clock = clock
         self._last: float | None = None
 
+    def _refill(self) -> None:
+        """What the time since the last call earned, up to the burst."""
+        now = self.clock()
+        if self._last is not None:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self._last) * self.per_s)
+        self._last = now
+
     def reserve(self, n: int) -> float:
         """Take ``n`` samples now, into debt where the bucket holds fewer; the seconds until the
         debt is paid, which a sender that can be kept waiting sleeps before going on (a protocol
@@ -64,18 +71,12 @@ class Pace:
         >>> t[0] = 1.1; p.reserve(2)  # the debt paid: 0.2 s for these two
         0.2
         """
-        now = self.clock()
-        if self._last is not None:
-            self.tokens = min(self.burst, self.tokens + max(0.0, now - self._last) * self.per_s)
-        self._last = now
+        self._refill()
         self.tokens -= n
         return round(max(0.0, -self.tokens / self.per_s), 6)
 
     def take(self, n: int) -> int:
-        now = self.clock()
-        if self._last is not None:
-            self.tokens = min(self.burst, self.tokens + max(0.0, now - self._last) * self.per_s)
-        self._last = now
+        self._refill()
         k = int(min(n, self.tokens))
         self.tokens -= k
         return k
