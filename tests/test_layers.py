@@ -115,3 +115,35 @@ def test_the_private_name_check_finds_what_it_looks_for(tmp_path, monkeypatch, c
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     found = private_reaches()
     assert len(found) == 1 and expected in found[0]
+
+
+# The core, the engines, the runtime and the dashboard ask for what they need through declared
+# types and protocols: an object's optional capability is never probed with
+# ``getattr(obj, "name", default)``. (A dataclass validating its own fields reads
+# ``getattr(self, key)``, a name it holds; that is not a probe.)
+DECLARED = ("core", "asr", "audio", "text", "runtime", "ui", "live")
+
+
+def capability_probes(root: Path | None = None) -> list[str]:
+    root = root or PACKAGE
+    found = []
+    for sub in DECLARED:
+        for path in sorted((root / sub).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                        and len(node.args) == 3 and isinstance(node.args[1], ast.Constant)
+                        and not (isinstance(node.args[0], ast.Name) and node.args[0].id in ("self", "exc"))):
+                    found.append(f"{path.relative_to(root)}:{node.lineno} getattr(..., {node.args[1].value!r}, ...)")
+    return found
+
+
+def test_capabilities_are_declared_not_probed():
+    assert capability_probes() == []
+
+
+def test_the_probe_check_finds_a_probe(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "m.py").write_text("getattr(model, 'digest', None)\ngetattr(self, 'x', 1)\n")
+    for sub in DECLARED[1:]:
+        (tmp_path / sub).mkdir()
+    assert capability_probes(tmp_path) == ["core/m.py:1 getattr(..., 'digest', ...)"]

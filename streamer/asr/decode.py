@@ -95,7 +95,7 @@ class Decoding(list):
         return (Decoding, (list(self), self.evidence))
 
 
-def decode(handle: WhisperHandle, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool = True) -> list[Decoded]:
+def decode(handle: WhisperHandle, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool = True) -> Decoding:
     """Words of ``x`` (16 kHz float32, at most 30 s) as (text, start s, end s, probability);
     a :class:`Decoding` (with its ``evidence``) from this process's model.
 
@@ -215,13 +215,13 @@ class Batcher:
         """The handle's decoder: its ``decoder`` attribute, a Batcher made on first use (a
         remote handle, such as the Ray deployment's, brings its own with a ``decode`` method)."""
         with cls._lock:
-            b = getattr(handle, "decoder", None)
+            b = handle.decoder
             if b is None:
-                b = cls(handle, getattr(handle.options, "num_workers", 1))
+                b = cls(handle, handle.options.num_workers)
                 handle.decoder = b
             return b
 
-    def decode(self, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool) -> list[Decoded]:
+    def decode(self, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool) -> Decoding:
         req = _Request(x, cfg, timestamps)
         with self._cond:
             self._pending.append(req)

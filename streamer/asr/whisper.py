@@ -209,7 +209,7 @@ class WhisperEngine:
         end = offset + len(samples)
         decoded = decode(self.handle, x, self.cfg, timestamps)
         if timestamps:
-            self._evidence = getattr(decoded, "evidence", None)  # a remote decoder may not say
+            self._evidence = decoded.evidence
         for text, s0, s1, p in clamp_first(decoded):
             s = offset + int(round(s0 * SAMPLE_RATE))
             e = max(s + 1, offset + int(round(s1 * SAMPLE_RATE)))

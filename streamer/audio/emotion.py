@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from streamer.audio.encoder import WhisperHandle, WhisperOptions
 from streamer.audio.linear import LINEAR_FILE, LinearHead
 from streamer.audio.model import AudioEmotionNet, NetConfig
-from streamer.audio.windowed import WindowedEmotion, model_kind, read_network_folder, shared_whisper
+from streamer.audio.windowed import WindowedEmotion, file_digest, model_kind, read_network_folder, shared_whisper
 from streamer.audio.windows import MIN_WINDOW_SAMPLES, TAIL_SAMPLES, WINDOW_SAMPLES, FrameInputs, pad_inputs
 from streamer.core.errors import ModelError
 from streamer.core.labels import LABELS
@@ -125,8 +125,10 @@ class AudioEmotion(WindowedEmotion):
             raise ModelError(f"audio model folder {folder} is corrupt ({exc}); retrain it with ser-train") from exc
         net = AudioEmotionNet(NetConfig(**meta["net"]))
         net.load_state_dict(state)
-        return cls(net, meta.get("temperature", 1.0), shared_whisper(meta, whisper), meta["window_samples"],
-                   meta["min_window_samples"], meta.get("tail_samples", 0), linear, weight)
+        model = cls(net, meta.get("temperature", 1.0), shared_whisper(meta, whisper), meta["window_samples"],
+                    meta["min_window_samples"], meta.get("tail_samples", 0), linear, weight)
+        model.digest = file_digest(folder / "model.pt")
+        return model
 
     def network_logits(self, whisper: NDArray, prosody: NDArray, lengths: NDArray) -> NDArray[np.float32]:
         with torch.inference_mode():

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from streamer.audio.encoder import WhisperHandle
 from streamer.audio.linear import LinearHead
-from streamer.audio.windowed import WindowedEmotion, read_network_folder, shared_whisper
+from streamer.audio.windowed import WindowedEmotion, file_digest, read_network_folder, shared_whisper
 from streamer.core.errors import MissingDependency, ModelError
 
 ONNX_FILE = "model.onnx"
@@ -71,7 +71,9 @@ class OnnxAudioEmotion(WindowedEmotion):
     def load(cls, folder: str | Path, whisper: WhisperHandle | None = None) -> "OnnxAudioEmotion":
         folder = Path(folder)
         meta, linear, weight = read_network_folder(folder)
-        return cls(OnnxAudioNet(folder / ONNX_FILE), meta, shared_whisper(meta, whisper), linear, weight)
+        model = cls(OnnxAudioNet(folder / ONNX_FILE), meta, shared_whisper(meta, whisper), linear, weight)
+        model.digest = file_digest(folder / "model.pt")  # the trained weights the export was made from
+        return model
 
     def network_logits(self, whisper: NDArray, prosody: NDArray, lengths: NDArray) -> NDArray[np.float32]:
         return self.net(whisper, prosody, lengths)

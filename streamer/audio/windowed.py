@@ -7,6 +7,7 @@ the linear head's, calibrating and pooling. A subclass gives :meth:`WindowedEmot
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,12 @@ def model_kind(folder: Path) -> str:
         return json.loads((Path(folder) / "config.json").read_text()).get("kind", "network")
     except (OSError, json.JSONDecodeError, AttributeError):
         return "network"
+
+
+def file_digest(path: Path) -> str:
+    """The first 12 hex digits of a file's SHA-256, "?" when there is no such file (which
+    model a log's ``session_start`` names)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "?"
 
 
 def read_network_folder(folder: Path) -> tuple[dict, LinearHead | None, float]:
@@ -69,7 +76,7 @@ def shared_whisper(meta: dict, whisper: WhisperHandle | None) -> WhisperHandle:
 class WindowedEmotion:
     """Set by a subclass: ``temperature``, ``whisper``, ``window_samples``,
     ``min_window_samples``, ``tail_samples``, ``linear``, ``linear_weight``, ``uses_whisper``
-    and ``whisper_dim``."""
+    and ``whisper_dim``; by its loader: ``digest`` (of the weights, :func:`file_digest`)."""
 
     labels = LABELS
     temperature: float
@@ -81,6 +88,7 @@ class WindowedEmotion:
     linear_weight: float
     uses_whisper: bool
     whisper_dim: int
+    digest: str = "?"
 
     def network_logits(self, whisper: NDArray, prosody: NDArray, lengths: NDArray) -> NDArray[np.float32]:
         """(B, 7) logits of padded inputs: (B, Dw, T), (B, Dp, T), (B,) lengths."""

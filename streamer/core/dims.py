@@ -53,19 +53,34 @@ def dims(p: Mapping[str, float] | None) -> dict[str, float] | None:
     return {"arousal": round(a, 6), "valence": round(v, 6)}
 
 
-def text_dims(text: Mapping[str, float] | None) -> dict[str, float] | None:
-    """The text branch's arousal and valence: those its model read (a ``dims`` attribute on
-    the probabilities, from a dims head) when present, else the circumplex mapping.
+class TextProbs(dict):
+    """The 7 label probabilities (a plain dict to every reader) and, from a model with a dims
+    head, ``dims``: ``{"arousal": a, "valence": v}`` read from the text itself (else None).
 
-    >>> class P(dict): dims = {"arousal": 0.1, "valence": -0.5}
-    >>> text_dims(P({"happy": 1.0}))
+    >>> p = TextProbs({"happy": 1.0}, {"arousal": 0.2, "valence": 0.7})
+    >>> p["happy"], p.dims["valence"], dict(p) == {"happy": 1.0}
+    (1.0, 0.7, True)
+    >>> import pickle; pickle.loads(pickle.dumps(p)).dims
+    {'arousal': 0.2, 'valence': 0.7}
+    """
+
+    def __init__(self, probs=(), dims: dict[str, float] | None = None) -> None:
+        super().__init__(probs)
+        self.dims = dims
+
+
+def text_dims(text: Mapping[str, float] | None) -> dict[str, float] | None:
+    """The text branch's arousal and valence: those its model read (:class:`TextProbs` from a
+    model with a dims head) when present, else the circumplex mapping.
+
+    >>> text_dims(TextProbs({"happy": 1.0}, {"arousal": 0.1, "valence": -0.5}))
     {'arousal': 0.1, 'valence': -0.5}
     >>> text_dims({"happy": 1.0})
     {'arousal': 0.6, 'valence': 0.8}
     """
     if text is None:
         return None
-    own = getattr(text, "dims", None)
+    own = text.dims if isinstance(text, TextProbs) else None
     if own:
         return {k: round(float(own[k]), 6) for k in ("arousal", "valence")}
     return dims(text)

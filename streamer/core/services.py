@@ -35,6 +35,19 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
+class TimedFuture(Future):
+    """A service's answer to come, and ``compute_ms``: the time its batch (or round trip)
+    took, for the window's timings; None until a service sets it.
+
+    >>> f = TimedFuture(); f.compute_ms is None
+    True
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compute_ms: float | None = None
+
+
 class BatchService(Generic[In, Out]):
     def __init__(self, name: str, run_batch: Callable[[list[In]], Sequence[Out]], max_batch: int = 8,
                  max_wait_s: float = 0.003, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -44,7 +57,7 @@ class BatchService(Generic[In, Out]):
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max_wait_s
         self.clients = 0  # streams using the service (they wait for company only when > 1)
-        self._pending: collections.deque[tuple[In, Future]] = collections.deque()
+        self._pending: collections.deque[tuple[In, TimedFuture]] = collections.deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -61,8 +74,8 @@ class BatchService(Generic[In, Out]):
         with self._cond:
             self.clients = max(0, self.clients - 1)
 
-    def submit(self, item: In) -> "Future[Out]":
-        fut: Future = Future()
+    def submit(self, item: In) -> TimedFuture:
+        fut = TimedFuture()
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"the {self.name} service is closed")
@@ -156,7 +169,10 @@ class PlainStream:
 class AudioModel(Protocol):
     """What the audio service needs of an audio emotion model (``streamer.audio``): a batch
     of windows (float32, 16 kHz) scored statelessly, and a factory of the stream side that
-    turns a stream's scores, in its order, into probabilities."""
+    turns a stream's scores, in its order, into probabilities; ``digest`` names the weights
+    (a short hash, for the log's ``session_start``)."""
+
+    digest: str
 
     def score_batch(self, audios: Sequence) -> Sequence: ...
 
@@ -173,7 +189,7 @@ class Service(Protocol):
     """One shared model behind requests: :class:`BatchService` here, a Ray Serve deployment's
     handle in a cluster (``streamer.serve.cluster.models``)."""
 
-    def submit(self, item) -> Future: ...
+    def submit(self, item) -> TimedFuture: ...
 
     def __call__(self, item): ...
 

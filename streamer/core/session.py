@@ -28,14 +28,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
 from streamer.core.recognizer import AsrEngine
 from streamer.core.messages import SAMPLE_RATE
-from streamer.core.services import InferenceServices
+from streamer.core.services import InferenceServices, TimedFuture
 from streamer.core.dims import all_dims
 from streamer.core.errors import AudioInputError
 from streamer.core.labels import LABELS
@@ -93,7 +92,7 @@ class _Closed:
     """Lane item: a closed window, its audio opinion on the way, when it closed."""
 
     window: Window
-    audio: Future
+    audio: TimedFuture
     at: float
 
 
@@ -106,6 +105,16 @@ class UtteranceEnd:
 
 
 _END = object()  # lane item: the input ended
+
+
+def _where(what) -> str:
+    """A lane item's place, for a log line: the window's index, the utterance's, the chunk's
+    first sample."""
+    if isinstance(what, _Closed):
+        return f"{what.window.index}"
+    if isinstance(what, UtteranceEnd):
+        return f"{what.index}"
+    return f"at sample {what.start}" if isinstance(what, Chunk) else ""
 
 
 def _kind(item) -> str | None:
@@ -248,7 +257,7 @@ class StreamSession:
             else:
                 self._end_utterance(what)
         except Exception:
-            log.exception("%s: analysis failed on %s %s", self.s.channel or "stream", kind, getattr(what, "index", ""))
+            log.exception("%s: analysis failed on %s %s", self.s.channel or "stream", kind, _where(what))
             self.counters.add("emotion_errors" if kind == "window" else "asr_errors")
         return True
 
@@ -321,7 +330,7 @@ class StreamSession:
         latency = (self.clock() - item.at) * 1e3
         result = WindowResult(w.index, w.start, w.end, tuple(words), audio, text, fused, rolling, label, emoji, conf,
                               latency, self.s.channel,
-                              {"audio": getattr(item.audio, "compute_ms", audio_wait_ms), "asr": asr_ms,
+                              {"audio": audio_wait_ms if item.audio.compute_ms is None else item.audio.compute_ms, "asr": asr_ms,
                                "wait_audio": audio_wait_ms, "text": (t3 - t2) * 1e3, "fusion": (self.clock() - t3) * 1e3},
                               r_label, r_emoji, r_conf, uncertain, all_dims(audio, text, fused), w.utterance, skipped)
         self.results += 1

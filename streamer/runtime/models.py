@@ -3,10 +3,8 @@ the settings the pipeline needs. Used by ``ser-live``, the benchmarks and batch 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from streamer.core.messages import SAMPLE_RATE
 from streamer.runtime.config import Config
@@ -34,10 +32,6 @@ class Models:
         from streamer.core.services import services_for
 
         return services_for(self.audio, self.text)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "?"
 
 
 def whisper_handle(cfg: Config, model: str):
@@ -85,7 +79,7 @@ def load_models(cfg: Config, with_asr: bool = True) -> Models:
     audio = load_audio_model(cfg.audio.model_path, whisper_handle(cfg, EMBEDDED))
     probe = factory()
     names = {"asr": probe.name if probe is not None else "none",
-             "audio": f"{cfg.audio.model_path.name} ({getattr(audio, 'digest', None) or _digest(cfg.audio.model_path / 'model.pt')})",
+             "audio": f"{cfg.audio.model_path.name} ({audio.digest})",
              "text": text.name}
     return Models(audio, text, factory, names)
 

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from streamer.core.paths import model_dir
 from streamer.core.errors import MissingDependency
 from streamer.core.labels import LABELS
+from streamer.core.dims import TextProbs
 from streamer.text.normalize import asr_style
 
 log = logging.getLogger(__name__)
@@ -43,22 +44,6 @@ ENCODER_DELTA = "encoder.safetensors"  # a full fine-tune's trained encoder tens
 DIMS = ("arousal", "valence")  # what a dims head gives, in [-1, 1]
 
 Probs = dict[str, float]
-
-
-class TextProbs(dict):
-    """The 7 label probabilities (a plain dict to every reader) and, from a model with a dims
-    head, ``dims``: ``{"arousal": a, "valence": v}`` read from the text itself (else None).
-
-    >>> p = TextProbs({"happy": 1.0}, {"arousal": 0.2, "valence": 0.7})
-    >>> p["happy"], p.dims["valence"], dict(p) == {"happy": 1.0}
-    (1.0, 0.7, True)
-    >>> import pickle; pickle.loads(pickle.dumps(p)).dims
-    {'arousal': 0.2, 'valence': 0.7}
-    """
-
-    def __init__(self, probs=(), dims: dict[str, float] | None = None) -> None:
-        super().__init__(probs)
-        self.dims = dims
 
 
 def base_folder(base: str) -> str:

@@ -167,7 +167,7 @@ def prob_table(r: WindowResult | None, width: int = 80, dims: bool = True, gap: 
         return one_line(t)
 
     lines = [row(Text(" " * LABEL_CELLS), (Text(name.center(cell), style="bold") for name in ("audio", "text", "fused")))]
-    skipped = getattr(r, "text_skipped", None)
+    skipped = r.text_skipped if r is not None else None
     for i, k in enumerate(LABELS):
         cells = [none if p is None else Text(((f"{bar(p[k], n)} " if n else "") + f"{p[k]:4.0%}").rjust(cell),
                                              style=COLORS[k]) for p in branches]

@@ -20,7 +20,7 @@ def skipped_note(r: WindowResult | UtteranceResult) -> str:
     >>> skipped_note(R())
     'text skipped: low confidence'
     """
-    reason = getattr(r, "text_skipped", None)
+    reason = r.text_skipped
     return f"text skipped: {reason.replace('_', ' ')}" if reason else ""
 
 

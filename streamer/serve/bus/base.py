@@ -222,6 +222,7 @@ class Bus:
         self.gone: dict[str, int] = {}  # call id -> segment: calls of ours the bus marked lost
         self.on_lost: Callable[[str], None] | None = None  # told when a call of ours was marked lost or taken over
         self.counters: collections.Counter = collections.Counter()
+        self.followers: set[Follower] = set()  # this process's readers, closed with the bus
         self._tasks: list[asyncio.Task] = []
         self._started = False
         self.closing = False  # close() has begun: what fails now is the bus going, not Redis
@@ -239,7 +240,7 @@ class Bus:
 
     async def close(self) -> None:
         self.closing = True
-        for f in list(getattr(self, "followers", ())):
+        for f in list(self.followers):
             f.close()
         await _cancel(self._tasks)
         self._tasks.clear()

@@ -67,7 +67,6 @@ class LocalBus(Bus):
 
     def __init__(self, opts: BusOptions | None = None, follower_queue: int = 1000) -> None:
         super().__init__(opts)
-        self.followers: set[LocalFollower] = set()
         self.follower_queue = follower_queue
         self.history: dict[str, dict] = {}  # call id -> its row and segments once it ended
 

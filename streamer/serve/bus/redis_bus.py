@@ -127,7 +127,6 @@ class RedisBus(Bus):
         self._backoff = Backoff(0.1, 2.0)  # the writer's waits between tries
         self.written_id = "0-0"  # the last entry the writer added to the stream
         self.caught_up_id = "0-0"  # the last of what it kept through its last outage
-        self.followers: set[LocalFollower] = set()  # the shared tail's readers
         self._tail = SharedTail(self)
         self.follower_queue = 1000
         self._more = asyncio.Event()

@@ -41,17 +41,22 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from streamer.core.messages import SAMPLE_RATE
 from streamer.core.errors import SerError
+from streamer.core.services import TimedFuture
 from streamer.serve.cluster.replicas import (APP_NAME, DeployOptions, ModelDeploymentOptions, bound_deployment,
                                          audio_app, deployments, pcm_bytes, pcm_samples, text_app, whisper_app,
                                          whisper_deployment)
+
+if TYPE_CHECKING:
+    from streamer.asr.decode import Decoding
 
 __all__ = ["APP_NAME", "DeployOptions", "ModelDeploymentOptions", "RayServices", "RemoteAudio", "RemoteDecoder",
            "RemoteText", "RemoteWhisperHandle", "audio_app", "connect", "deploy", "pcm_bytes", "pcm_samples",
@@ -75,7 +80,7 @@ class RemoteAudio:
         self._stream_factory = None
         self._factory_lock = threading.Lock()
 
-    def _wait(self, response, out: Future, t0: float) -> None:
+    def _wait(self, response, out: TimedFuture, t0: float) -> None:
         try:
             got = response.result(timeout_s=self.timeout_s)
         except BaseException as exc:
@@ -87,14 +92,14 @@ class RemoteAudio:
             with self._lock:
                 self._waiting -= 1
 
-    def submit(self, samples: ArrayLike) -> Future:
+    def submit(self, samples: ArrayLike) -> TimedFuture:
         """A window's float32 samples -> a future of the model's score of it."""
         t0 = time.perf_counter()
         response = self.handle.predict.remote(pcm_bytes(samples))
         with self._lock:
             self._waiting += 1
             self.items += 1
-        out: Future = Future()
+        out = TimedFuture()
         self._pool.submit(self._wait, response, out, t0)
         return out
 
@@ -169,12 +174,12 @@ class RemoteDecoder:
         self.timeout_s = timeout_s
         self.windows = 0
 
-    def decode(self, x: np.ndarray, cfg, timestamps: bool) -> list[tuple[str, float, float, float]]:
+    def decode(self, x: np.ndarray, cfg, timestamps: bool) -> "Decoding":
         self.windows += 1
         from streamer.asr.decode import Decoding
 
         words = self.handle.decode.remote((pcm_bytes(x), cfg, timestamps)).result(timeout_s=self.timeout_s)
-        return Decoding([tuple(w) for w in words], getattr(words, "evidence", None))  # keeps the text gate's evidence
+        return Decoding([tuple(w) for w in words], words.evidence if isinstance(words, Decoding) else None)  # keeps the text gate's evidence
 
 
 class RemoteWhisperHandle:

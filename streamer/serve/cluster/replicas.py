@@ -171,7 +171,7 @@ class _WhisperModel:
             idx = [k for k, (_, c, _) in enumerate(items) if c == cfg]
             words = decode_batch(self.handle, [(pcm_samples(items[k][0]), items[k][2]) for k in idx], cfg)
             for k, w in zip(idx, words):
-                out[k] = Decoding([tuple(x) for x in w], getattr(w, "evidence", None))  # the text gate's evidence travels
+                out[k] = Decoding([tuple(x) for x in w], w.evidence if isinstance(w, Decoding) else None)  # the text gate's evidence travels
         return out
 
     async def decode(self, items: list[tuple[bytes, object, bool]]) -> list[list[tuple[str, float, float, float]]]:

@@ -12,8 +12,6 @@ import logging
 import time
 from pathlib import Path
 
-from prometheus_client import Counter
-
 from streamer.core.alerts import Alerts
 from streamer.runtime.config import Config
 from streamer.live.session_log import now_iso
@@ -118,7 +116,7 @@ class Desk:
         self.audio: dict[str, int] = {}  # call id -> samples pushed at the last tick
         self.alerts: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self.ended: dict[str, dict] = {}  # call id -> the ended call's card, kept keep_s
-        self.counter = _alert_counter(registry)
+        self.counter = registry.metrics.alerts  # ser_serve_alerts_total{rule}
         self._sub = None
         self._task: asyncio.Task | None = None
         self._bus_task: asyncio.Task | None = None
@@ -355,12 +353,3 @@ class Desk:
             self._reports.pop(call_id, None)
         return html
 
-
-def _alert_counter(registry: CallRegistry) -> Counter:
-    """``ser_serve_alerts_total{rule}`` in the server's metrics registry (one per server)."""
-    metrics = registry.metrics
-    c = getattr(metrics, "alerts", None)
-    if c is None:
-        c = metrics.alerts = Counter("ser_serve_alerts", "Alerts raised by the desk's rules, by rule", ["rule"],
-                                     registry=metrics.registry)
-    return c

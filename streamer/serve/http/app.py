@@ -153,7 +153,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                     await close_ws(ws, WSCloseCode.GOING_AWAY, f"this feed is rotated every {max_s:g} s "
                                    "([server] feed_max_s): reconnect with ?since=<the last bus_id>")
                 break
-            why = too_slow(getattr(sub, "dropped", 0), _buffered(request), limits)
+            why = too_slow(sub.dropped, _buffered(request), limits)
             if why is None:
                 # not cancelled when it stalls: aiohttp's writer would keep a cancelled wait for the
                 # socket to drain, and the close frame could not go out after it

@@ -48,6 +48,7 @@ class Metrics:
                                         "disk, an I/O error): each call once; the call goes on", registry=r)
         self.log_records_lost = Counter("ser_serve_log_records_lost", "Records that did not reach their call's log "
                                         "(a write failed; never half a line)", registry=r)
+        self.alerts = Counter("ser_serve_alerts", "Alerts raised by the desk's rules, by rule", ["rule"], registry=r)
         self._live: Callable[[], dict] | None = None
         self._bus: Callable[[], dict] | None = None
         r.register(_TrackCollector(self))
