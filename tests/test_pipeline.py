@@ -183,7 +183,8 @@ def test_windows_too_late_to_matter_are_dropped_and_counted(speech):
     c = summary["counters"]
     assert c.get("windows_stale", 0) > 0 and c["windows_dropped"] >= c["windows_stale"]
     assert len(results) + c["windows_dropped"] == c["windows"]  # every window analysed or counted
-    assert all(r.latency_ms < 0.5e3 + 500 for r in results)  # none waited much beyond the bound
+    # (how late the analysed ones were is the wall clock's: tests/test_session.py checks the
+    # bound itself with a fake clock)
     blocking = SessionSettings(max_lag_s=0.5, block_when_full=True)
     results, summary = run(speech, 1600, blocking, asr=StubAsr(delay=0.002))
     assert not summary["counters"].get("windows_stale") and len(results) == summary["counters"]["windows"]
