@@ -14,8 +14,11 @@ Before the first call and after the last one ends the server is idle: its fds, t
 then must come back to the idle level (nothing leaks per call).
 
 Ended calls stay in memory for ``[server] keep_ended_min`` (30) minutes (``/api/calls``, the desk),
-so resident memory rises by design until that long after the first call ended; ``--config`` with
-a shorter one puts that inside the first 10 minutes.
+so resident memory rises by design until that long after the first call ended; ``--config
+bench/soak.toml`` (5 minutes) puts that inside the first 10 minutes, so what still grows after
+them is a leak:
+
+    .venv/bin/python bench/soak.py --minutes 60 --calls 16 --config bench/soak.toml --json bench/results/soak_60min.json
 
 The verdict (issue 28): after the first 10 minutes (or the first third of a shorter run) resident
 memory grows by at most 5 %; fds, threads and tasks after the calls equal the idle level before

@@ -141,3 +141,45 @@ def test_sigterm_finishes_every_call_and_logs_its_end(tmp_path):
         end = records[-1]
         assert end["interrupted"] is True and end["tracks"]["customer"]["windows"] >= 1
         assert any(r["type"] == "utterance" and r["track"] == "customer" for r in records)
+
+
+def test_blocking_work_runs_on_a_thread_that_ends_with_it(tmp_path):
+    """What blocks while a call ends (closing its tracks, the log's last write) runs off the
+    loop on a thread of its own that ends with the job: the server's threads come back to their
+    idle level between calls (a pool would keep the most it ever needed)."""
+    import threading
+
+    from streamer.runtime.config import Config
+    from streamer.serve.calls.registry import CallRegistry
+
+    async def scenario():
+        reg = CallRegistry(None, Config.load(), log_dir=tmp_path, loop=asyncio.get_running_loop())
+        before = threading.active_count()
+        gate = threading.Event()
+        names = []
+
+        def job(x):
+            names.append(threading.current_thread().name)
+            gate.wait(10)
+            return 2 * x
+
+        futs = [reg.in_thread(job, i) for i in range(5)]
+        await asyncio.sleep(0.05)
+        during = threading.active_count()
+        gate.set()
+        got = await asyncio.gather(*futs)
+
+        def boom():
+            raise ValueError("a track that failed to close")
+
+        with pytest.raises(ValueError, match="failed to close"):
+            await reg.in_thread(boom)
+        for _ in range(200):  # the threads have settled their futures; now they end
+            if threading.active_count() == before:
+                break
+            await asyncio.sleep(0.01)
+        return before, during, threading.active_count(), got, names
+
+    before, during, after, got, names = asyncio.run(scenario())
+    assert got == [0, 2, 4, 6, 8] and set(names) == {"ser-close"}
+    assert during == before + 5 and after == before

@@ -30,9 +30,9 @@ import asyncio
 import collections
 import logging
 import os
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -65,9 +65,6 @@ class CallRegistry:
         self.accepting = True
         self.refused = collections.Counter()
         self.total = 0
-        # closing a track joins its threads: never on the loop, and enough workers that a
-        # shutdown closes every track at once
-        self.executor = ThreadPoolExecutor(max_workers=2 * cfg.server.max_calls + 4, thread_name_prefix="ser-close")
         # the results bus: the process's own (LocalBus), or Redis Streams shared by every replica
         self.bus = bus or LocalBus(BusOptions(keep_ended_s=cfg.server.keep_ended_min * 60))
         self.bus.on_lost = self._bus_lost
@@ -164,9 +161,8 @@ class CallRegistry:
                               "time": now_iso()})
                 call.log.warning("%s", error)
             names = list(call.runners)
-            results = await asyncio.gather(*(self.loop.run_in_executor(self.executor, call.runners[n].close, error,
-                                                                         CLOSE_TIMEOUT_S) for n in names),
-                                           return_exceptions=True)
+            results = await asyncio.gather(*(self.in_thread(call.runners[n].close, error, CLOSE_TIMEOUT_S)
+                                             for n in names), return_exceptions=True)
             for name, res in zip(names, results):
                 if isinstance(res, BaseException):
                     res = {"error": f"closing the track failed: {res}"}
@@ -189,7 +185,7 @@ class CallRegistry:
                               stream_s=max([float(s.get("stream_s") or 0.0) for s in call.summaries.values()] or [0.0]),
                               interrupted=interrupted, **call.log_summary())
             call.ended = end["time"]
-            await self.loop.run_in_executor(self.executor, _write_and_close, call.session, end)
+            await self.in_thread(_write_and_close, call.session, end)
             call.state = "ended"
             call.runners.clear()  # an ended call keeps its results, not its analysers (memory)
             self.metrics.active.set(len(self.active_calls))
@@ -223,7 +219,30 @@ class CallRegistry:
             await asyncio.wait_for(self.bus.close(), 5.0)  # call_end events written out first
         except Exception as exc:  # Redis gone: the logs have everything
             log.warning("closing the results bus: %s", exc)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def in_thread(self, fn, *args) -> asyncio.Future:
+        """``fn(*args)`` on a thread of its own, which ends with it: what blocks (closing a track
+        joins its threads, the log's last write) never runs on the loop. A thread per job, not a
+        pool: a pool keeps the most threads it ever needed (a shutdown ends every call at once),
+        and the server's threads would not come back to their idle level between calls."""
+        fut = self.loop.create_future()
+
+        def settle(result, exc) -> None:
+            if not fut.done():
+                fut.set_exception(exc) if exc is not None else fut.set_result(result)
+
+        def run() -> None:
+            try:
+                result, exc = fn(*args), None
+            except BaseException as e:  # handed to the awaiting task
+                result, exc = None, e
+            try:
+                self.loop.call_soon_threadsafe(settle, result, exc)
+            except RuntimeError:  # the loop is closed: nobody awaits it any more
+                pass
+
+        threading.Thread(target=run, name="ser-close").start()
+        return fut
 
     # --- the feed -------------------------------------------------------------------------
     def subscribe(self, call_id: str | None = None, maxsize: int = SUBSCRIBER_QUEUE) -> Subscriber:

@@ -201,7 +201,7 @@ class VoskProtocol(BaseProtocol):
         if any(isinstance(e, Reset) for e in events):
             runner = call.runners.get(self.track)
             if runner is not None:  # finish the track's held audio: its utterances close
-                await self.registry.loop.run_in_executor(self.registry.executor, runner.close)
+                await self.registry.in_thread(runner.close)
             self._collect()
             final = self.replies.final()
             self.resets += 1
