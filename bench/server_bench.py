@@ -66,6 +66,7 @@ import tempfile
 import threading
 import time
 import tomllib
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -129,6 +130,47 @@ def prebuilt(customer: np.ndarray, agent: np.ndarray, call_sid: str) -> list[tup
     from streamer.serve.client import twilio_messages
 
     return [(k, json.dumps(m)) for k, m in twilio_messages(customer, agent, call_sid, "MZ" + call_sid[2:])]
+
+
+@dataclass
+class Played:
+    """How one call's playing went: messages sent, how late the pacer fell behind, when the
+    last one went (monotonic s), the server's close code."""
+
+    sent: int
+    late_s: float
+    stopped_at: float
+    close_code: int | None
+
+
+async def play_twilio(session, url: str, messages: list[tuple[int, str]]) -> Played:
+    """One call's prebuilt messages to ``url`` (a ``/twilio`` WebSocket), paced in real time,
+    then at most 60 s for the server's close after the stop. (bench/soak.py plays with it too.)"""
+    from streamer.serve.client import FRAME_S, Pacer
+
+    async with session.ws_connect(url, max_msg_size=0) as ws:
+        async def read() -> None:  # answers pings (Ray's uvicorn cuts a socket with no pong in 40 s)
+            async for _ in ws:
+                pass
+
+        reader = asyncio.ensure_future(read())
+        pacer = Pacer(FRAME_S)
+        n_sent = 0
+        try:
+            for k, text in messages:
+                await pacer.wait(k)
+                if ws.closed or reader.done():
+                    break
+                await ws.send_str(text)
+                n_sent += 1
+        except ConnectionResetError:
+            pass
+        stopped = time.monotonic()
+        try:
+            await asyncio.wait_for(reader, 60)  # the server's close after stop
+        except asyncio.TimeoutError:
+            reader.cancel()
+        return Played(n_sent, pacer.late_s, stopped, ws.close_code)
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -445,8 +487,6 @@ def scrape(text: str) -> dict[str, float]:
 async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]], work: Path) -> dict:
     import aiohttp
 
-    from streamer.serve.client import FRAME_S, Pacer
-
     ray = args.engine == "ray"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -512,31 +552,8 @@ async def run_server(n: int, args, plans: list[tuple[str, list[tuple[int, str]]]
 
             async def one(i: int, sid: str, messages: list[tuple[int, str]]) -> None:
                 await asyncio.sleep(i * args.stagger)
-                async with session.ws_connect(f"ws://127.0.0.1:{port}/twilio{query}", max_msg_size=0) as ws:
-                    async def read() -> None:  # answers pings (Ray's uvicorn cuts a socket with no pong in 40 s)
-                        async for _ in ws:
-                            pass
-
-                    reader = asyncio.ensure_future(read())
-                    pacer = Pacer(FRAME_S)
-                    n_sent = 0
-                    try:
-                        for k, text in messages:
-                            await pacer.wait(k)
-                            if ws.closed or reader.done():
-                                break
-                            await ws.send_str(text)
-                            n_sent += 1
-                    except ConnectionResetError:
-                        pass
-                    stops[sid] = time.monotonic()
-                    late[sid] = pacer.late_s
-                    sent[sid] = n_sent
-                    try:
-                        await asyncio.wait_for(reader, 60)  # the server's close after stop
-                    except asyncio.TimeoutError:
-                        reader.cancel()
-                    codes[sid] = ws.close_code
+                p = await play_twilio(session, f"ws://127.0.0.1:{port}/twilio{query}", messages)
+                stops[sid], late[sid], sent[sid], codes[sid] = p.stopped_at, p.late_s, p.sent, p.close_code
 
             await asyncio.gather(*(one(i, sid, msgs) for i, (sid, msgs) in enumerate(plans)))
             deadline = time.monotonic() + args.end_timeout

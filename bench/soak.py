@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from server_bench import free_port, percentile, prebuilt, scrape, speech_clips, turn_taking_call, wait_healthy  # noqa: E402
+from server_bench import (free_port, percentile, play_twilio, prebuilt, scrape, speech_clips,  # noqa: E402
+                          turn_taking_call, wait_healthy)
 
 DROPS = {"audio_s": "ser_serve_audio_dropped_seconds_total", "windows": "ser_serve_windows_dropped_total",
          "events": "ser_serve_events_dropped_total"}
@@ -57,8 +58,6 @@ def process_figures(pid: int) -> dict:
 
 async def soak(args, work: Path) -> dict:
     import aiohttp
-
-    from streamer.serve.client import FRAME_S, Pacer
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -101,24 +100,8 @@ async def soak(args, work: Path) -> dict:
 
             async def play(sid: str, seconds: float) -> None:
                 customer, agent = turn_taking_call(seconds, clips, rng)
-                messages = prebuilt(customer, agent, sid)
-                async with session.ws_connect(f"ws://127.0.0.1:{port}/twilio", max_msg_size=0) as ws:
-                    async def read() -> None:
-                        async for _ in ws:
-                            pass
-
-                    reader = asyncio.ensure_future(read())
-                    pacer = Pacer(FRAME_S)
-                    for k, text in messages:
-                        await pacer.wait(k)
-                        if ws.closed or reader.done():
-                            break
-                        await ws.send_str(text)
-                    try:
-                        await asyncio.wait_for(reader, 60)
-                    except asyncio.TimeoutError:
-                        reader.cancel()
-                    codes.append(ws.close_code)
+                played = await play_twilio(session, f"ws://127.0.0.1:{port}/twilio", prebuilt(customer, agent, sid))
+                codes.append(played.close_code)
 
             # one short round of calls first, as many at once as the soak plays: what the server makes
             # once and keeps (thread pools grown to their size, the models' first-call buffers) is then
