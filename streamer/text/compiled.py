@@ -5,9 +5,22 @@ model folder's files and torch's version; saving it; building it in a child proc
 from __future__ import annotations
 
 import logging
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def torchscript_io():
+    """Around ``torch.jit.save``/``load`` of the compiled network: torch 2.13 marks TorchScript
+    deprecated in favour of ``torch.export``; this torch path (training, a Hugging Face model
+    by name) keeps using it until it moves, and the runtime's own path (onnxruntime) never
+    does, so the warning would only tell every user of it what they cannot change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(save|load)` is deprecated", category=DeprecationWarning)
+        yield
 
 
 COMPILED_FORMAT = 2  # 2: a dims head adds two outputs. Bump when the traced network's inputs or outputs change
@@ -44,7 +57,8 @@ def save_compiled(run, target: Path) -> None:
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        torch.jit.save(run, str(tmp))
+        with torchscript_io():
+            torch.jit.save(run, str(tmp))
         os.replace(tmp, target)
         log.info("compiled text model saved to %s", target)
     except (OSError, RuntimeError, AttributeError) as exc:  # a read-only cache costs only speed and memory

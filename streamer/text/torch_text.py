@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from streamer.core.errors import MissingDependency, ModelError
 from streamer.core.labels import LABELS, text_model_label
-from streamer.text.compiled import compile_in_child, compiled_path, save_compiled
+from streamer.text.compiled import compile_in_child, compiled_path, save_compiled, torchscript_io
 from streamer.text.emotion import (DEFAULT_MODEL_DIR, DIMS, ENCODER_DELTA, EncoderTextEmotion, FastTokenizer, TextEmotion,
                                    base_folder)
 
@@ -166,7 +166,8 @@ class EmbeddedTextEmotion(EncoderTextEmotion):
             compile_in_child(folder)
         if target is not None and target.is_file():
             try:
-                run = torch.jit.load(str(target), map_location="cpu").eval()
+                with torchscript_io():
+                    run = torch.jit.load(str(target), map_location="cpu").eval()
                 return cls(None, FastTokenizer(Path(base) / "tokenizer.json", max_length), temperature, max_length, name, run=run)
             except (RuntimeError, OSError, ValueError, AttributeError) as exc:
                 log.warning("compiled text model %s is unusable (%s); rebuilding it", target, exc)

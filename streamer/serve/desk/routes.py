@@ -86,8 +86,13 @@ def login_page(message: str, status: int = 401) -> web.Response:
                         content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
+def see_other(to: str) -> web.Response:
+    """A 303 redirect to ``to``, returned (aiohttp deprecates returning its HTTPSeeOther)."""
+    return web.Response(status=303, headers={"Location": to})
+
+
 def _signed_in(request: web.Request, auth: Auth, to: str = "/") -> web.Response:
-    resp = web.HTTPSeeOther(to)
+    resp = see_other(to)
     # Lax, not Strict: a /?token=T link followed from elsewhere must still land signed in;
     # Lax keeps the cookie off other sites' POSTs and WebSocket handshakes
     secure = request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
@@ -170,7 +175,7 @@ async def page(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    resp = web.HTTPSeeOther("/login")
+    resp = see_other("/login")
     resp.del_cookie(COOKIE, path="/")
     return resp
 
