@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import logging
-
 import time
 from typing import Callable
 
@@ -29,6 +28,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (application, deployment)
 Read = Callable[[Key], dict[str, int]]
 
+
 def states_of(status, app: str, deployment: str) -> dict[str, int]:
     """A deployment's replicas by state in a ``serve.status()`` answer ({} when it has none)."""
     a = getattr(status, "applications", {}).get(app)
@@ -36,6 +36,7 @@ def states_of(status, app: str, deployment: str) -> dict[str, int]:
     if d is None:
         return {}
     return {str(getattr(k, "value", k)): int(n) for k, n in dict(d.replica_states).items() if n}
+
 
 def failure_of(status, app: str) -> str | None:
     """The message of an application whose deployment failed (a replica's constructor raised).
@@ -50,6 +51,7 @@ def failure_of(status, app: str) -> str | None:
         return None
     return str(a.message or "deploy failed")
 
+
 def read_states(key: Key) -> dict[str, int]:
     """One deployment's replica states, asked of Ray Serve's controller; SerError when its
     application failed to deploy."""
@@ -60,6 +62,7 @@ def read_states(key: Key) -> dict[str, int]:
     if failed:
         raise SerError(f"the Ray Serve application {key[0]!r} failed to deploy: {failed}")
     return states_of(status, *key)
+
 
 def wait_running(wants: dict[Key, int], timeout_s: float, read: Read = read_states,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
@@ -98,10 +101,13 @@ def wait_running(wants: dict[Key, int], timeout_s: float, read: Read = read_stat
         sleep(every_s)
     return False, last
 
+
 class ReplicaMonitor(Background):
     """A thread that reads one deployment's replica states every ``every_s`` and says (through
     ``say``) each change of the running count, with the other states, in one line.
     ``asked`` (the configured count; None with autoscaling) may be changed while it runs."""
+
+    thread_name = "ser-serve replica monitor"
 
     def __init__(self, key: Key, say: Callable[[str], None], asked: int | None, every_s: float = 2.0,
                  read: Read = read_states, running: int | None = None) -> None:
@@ -137,8 +143,6 @@ class ReplicaMonitor(Background):
         self._last = running
         self.counters["changes"] += 1
         return running_line(self.key[1], states, self.asked)
-
-    thread_name = "ser-serve replica monitor"
 
     def run_thread(self) -> None:
         while not self.stopping(self.every_s):

@@ -24,12 +24,12 @@ import collections
 import logging
 import os
 import socket
-
 from dataclasses import dataclass
 
 from streamer.serve.cluster.background import Background
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class WatchOptions:
@@ -54,6 +54,7 @@ class WatchOptions:
         return BusOptions(url=self.url, desk=self.desk, keep_ended_s=self.keep_ended_s, watch_s=self.every_s,
                           ttl_s=self.ttl_s, beat_s=self.beat_s,
                           replica=f"driver-{socket.gethostname()}-{os.getpid()}")
+
 
 class LostCallWatch(Background):
     """A thread that runs the bus's lost-call watch every ``every_s`` until :meth:`stop`.
