@@ -109,7 +109,7 @@ class LocalBus(Bus):
     async def listing(self, local: list[dict] | None = None) -> list[dict]:
         rows: dict[str, dict] = {}
         self._forget(time.time())
-        for cid, h in list(self.history.items()):
+        for cid, h in self.history.items():
             rows[cid] = {**h["row"], "segment": h["segment"], "segments": h["segments"],
                          "lost_audio_s": lost_seconds(h["segments"])}
         for cid, c in self.calls.items():

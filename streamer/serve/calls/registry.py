@@ -228,8 +228,12 @@ class CallRegistry:
         fut = self.loop.create_future()
 
         def settle(result, exc) -> None:
-            if not fut.done():
-                fut.set_exception(exc) if exc is not None else fut.set_result(result)
+            if fut.done():  # cancelled: nobody awaits it
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
 
         def run() -> None:
             try:
