@@ -1,7 +1,9 @@
 """ser-serve for an hour: ``--calls`` two-track Twilio calls at a time, end to end, each replaced
 by a new one when it ends, for ``--minutes``; per ``--period`` the server's resident memory, open
 file descriptors, threads and event-loop tasks, the window latency (window close -> its event on
-``/events``) p50/p95, and what was dropped.
+``/events``) p50/p95, what was dropped, the server's CPU (cores) and the host's steal time (the
+share of the host's CPU time a hypervisor gave other guests: a virtual machine's capacity varies
+with it, and it says whether a period's latency came from the server or from the host).
 
     .venv/bin/python bench/soak.py --minutes 60 --calls 16 [--json bench/results/soak_60min.json]
     .venv/bin/python bench/soak.py --minutes 1 --calls 2 --period 20 --call-seconds 20   # the CI smoke
@@ -54,6 +56,24 @@ def process_figures(pid: int) -> dict:
 
     p = psutil.Process(pid)
     return {"rss_mb": round(p.memory_info().rss / 2**20, 1), "fds": p.num_fds(), "threads": p.num_threads()}
+
+
+def cpu_ticks(pid: int) -> dict:
+    """The server's CPU time and the host's ticks so far (``/proc``): what a period's ``cores``
+    (the server's CPU) and ``steal_pct`` (of the host's time, taken by the hypervisor for other
+    guests: a virtual machine given less than its cores) come from."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    host = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return {"server_s": t.user + t.system, "host_total": sum(host[:8]), "host_steal": host[7] if len(host) > 7 else 0,
+            "mono": time.monotonic()}
+
+
+def cpu_between(a: dict, b: dict) -> dict:
+    total = max(1, b["host_total"] - a["host_total"])
+    return {"cores": round((b["server_s"] - a["server_s"]) / max(1e-9, b["mono"] - a["mono"]), 2),
+            "steal_pct": round(100 * (b["host_steal"] - a["host_steal"]) / total, 1)}
 
 
 async def soak(args, work: Path) -> dict:
@@ -127,15 +147,18 @@ async def soak(args, work: Path) -> dict:
 
             async def sample() -> None:
                 last = await metrics()
+                ticks = cpu_ticks(proc.pid)
                 mark = t0
                 while True:
                     await asyncio.sleep(args.period)
                     now = await metrics()
+                    later = cpu_ticks(proc.pid)
+                    cpu, ticks = cpu_between(ticks, later), later
                     lat = [ms for t, ms in windows if mark <= t < mark + args.period + 1e-6]
                     mark += args.period
                     periods.append({"minute": round((time.monotonic() - t0) / 60, 2), **process_figures(proc.pid),
                                     "tasks": int(now.get("ser_serve_asyncio_tasks", -1)),
-                                    "active_calls": int(now.get("ser_serve_active_calls", 0)),
+                                    "active_calls": int(now.get("ser_serve_active_calls", 0)), **cpu,
                                     "windows": len(lat), "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
                                     "drops": {k: round(now.get(m, 0.0) - last.get(m, 0.0), 2) for k, m in DROPS.items()}})
                     last = now
@@ -209,12 +232,14 @@ def main() -> int:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         out = asyncio.run(soak(args, work))
-    print("| minute | RSS MB | fds | threads | tasks | calls | windows | p50 ms | p95 ms | drops (audio s / windows / events) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| minute | RSS MB | fds | threads | tasks | calls | windows | p50 ms | p95 ms | drops (audio s / windows / events) "
+          "| server cores | host steal % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in out["periods"]:
         d = p["drops"]
         print(f"| {p['minute']} | {p['rss_mb']} | {p['fds']} | {p['threads']} | {p['tasks']} | {p['active_calls']} | "
-              f"{p['windows']} | {p['p50_ms']} | {p['p95_ms']} | {d['audio_s']} / {d['windows']} / {d['events']} |")
+              f"{p['windows']} | {p['p50_ms']} | {p['p95_ms']} | {d['audio_s']} / {d['windows']} / {d['events']} | "
+              f"{p['cores']} | {p['steal_pct']} |")
     print(json.dumps({k: out[k] for k in ("idle_before", "idle_after", "checks", "met", "calls_played", "close_codes")}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -92,3 +92,40 @@ def test_16khz_sources_need_no_resampler_and_keep_the_ring_index():
     chunks = drain(src)
     assert [(c.start, len(c.samples)) for c in chunks] == [(1400, 1600)]
     assert src.dropped_samples == 1400
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_gathered_reads_hold_the_same_audio_in_fewer_wake_ups(rate):
+    """A call's 20 ms frames written from another thread: with ``gather_s`` (ser-serve's
+    ``[server] gather_ms``) the reader gets the same samples at the same indices, in reads of
+    about 100 ms instead of one per frame."""
+    import threading
+    import time
+
+    audio = tone(rate, rate)  # 1 s
+    frame = rate // 50
+
+    def play(src: PushSource) -> list:
+        def writer():
+            for i in range(0, len(audio), frame):
+                src.write(audio[i:i + frame])
+                time.sleep(0.02)
+            src.end()
+        t = threading.Thread(target=writer)
+        t.start()
+        chunks = []
+        while not src.done:
+            c = src.read(0.1)
+            if c is not None:
+                chunks.append(c)
+        t.join()
+        return chunks
+
+    plain, gathered = play(PushSource("plain", rate)), play(PushSource("gathered", rate, gather_s=0.1))
+    for chunks in (plain, gathered):
+        check_contiguous_except_gaps(chunks)
+    assert np.array_equal(np.concatenate([c.samples for c in plain]), np.concatenate([c.samples for c in gathered]))
+    assert gathered[0].start == plain[0].start == 0
+    assert len(gathered) <= 15  # about 10 reads of 100 ms
+    if rate == SAMPLE_RATE:  # (at 8 kHz the resampler hands out its output in blocks anyway; the
+        assert len(plain) >= 25  # reader's wake-ups per frame are what differ: bench/track_cost.py)

@@ -145,14 +145,30 @@ class PushSource:
     >>> chunks = [src.read(0.0) for _ in range(3)]
     >>> [(c.start, len(c.samples)) for c in chunks if c], src.done
     ([(0, 1600)], True)
+
+    With ``gather_s`` a read waits until that much audio is there, or ``gather_s`` has passed:
+
+    >>> src = PushSource("call", 16000, gather_s=0.1)
+    >>> for _ in range(5): src.write(np.zeros(320, np.int16))  # five 20 ms frames
+    >>> len(src.read(1.0).samples)  # one read of 100 ms
+    1600
+    >>> src.write(np.zeros(320, np.int16)); t0 = time.monotonic(); len(src.read(1.0).samples)
+    320
+    >>> 0.09 < time.monotonic() - t0 < 0.5  # what came within gather_s, after it passed
+    True
     """
 
-    def __init__(self, name: str, rate: int = SAMPLE_RATE, buffer_seconds: float = 10.0) -> None:
+    def __init__(self, name: str, rate: int = SAMPLE_RATE, buffer_seconds: float = 10.0, gather_s: float = 0.0) -> None:
         self.name = name
         self.rate = int(rate)
         self.error: str | None = None
         self.ring = RingBuffer(int(buffer_seconds * self.rate))
         self.reader = RingReader(self.ring, self.rate)
+        # Read at least this much at once (or what came within gather_s): a call's 20 ms frames
+        # then wake the reader once per gather_s, not once each. The results do not change (the
+        # analysis is independent of chunk size); a window closes up to gather_s later.
+        self.gather_s = float(gather_s)
+        self.gather = max(1, int(self.gather_s * self.rate))
         self._ended = threading.Event()
         self._flushed = False
         self._more = threading.Event()
@@ -160,7 +176,8 @@ class PushSource:
     def write(self, samples: np.ndarray) -> None:
         if not self._ended.is_set():
             self.ring.write(np.asarray(samples, np.int16))
-            self._more.set()
+            if self.gather == 1 or self.ring.pending() >= self.gather:
+                self._more.set()
 
     def end(self, error: str | None = None) -> None:
         if error and self.error is None:
@@ -189,22 +206,30 @@ class PushSource:
 
     def read(self, timeout: float = 0.1) -> Chunk | None:
         deadline = time.monotonic() + timeout
+        waited = False  # a wait of gather_s passed: read what there is
         while True:
             self._more.clear()
-            if self.ring.pending():
+            pending = self.ring.pending()
+            if pending and (pending >= self.gather or waited or self._ended.is_set()):
                 chunk = self.reader.read()
                 if chunk is not None:
                     return chunk
                 continue
-            if self._ended.is_set():
+            if not pending and self._ended.is_set():
                 if not self._flushed:  # the resampler's last samples
                     self._flushed = True
                     return self.reader.flush()
                 return None
             left = deadline - time.monotonic()
             if left <= 0:
-                return None
-            self._more.wait(left)
+                if not pending:
+                    return None
+                waited = True
+                continue
+            if pending and self.gather > 1:
+                waited = not self._more.wait(min(left, self.gather_s))
+            else:
+                self._more.wait(left)
 
 
 class MicrophoneSource:

@@ -157,10 +157,12 @@ class ServerConfig:
     audio_model_dir: str = "models/audio-emotion-fast"  # the calls' audio model; empty: [audio] model_dir
     max_speed: float = 1.5  # a track's audio may average this many times real time (the rest is dropped); 0: no limit
     burst_s: float = 20.0  # ... after this many seconds of audio sent ahead at once
+    gather_ms: int = 100  # a track's audio is read this much at a time (fewer thread wake-ups); 0: as it comes
 
     def __post_init__(self) -> None:
         check("server", "max_speed", self.max_speed == 0 or 1 <= self.max_speed <= 100, "0 (no limit) or between 1 and 100")
         check("server", "burst_s", 1 <= self.burst_s <= 3600, "between 1 and 3600")
+        check("server", "gather_ms", 0 <= self.gather_ms <= 500, "between 0 and 500")
         check("server", "audio_model_dir", isinstance(self.audio_model_dir, str), "a model folder (or empty: [audio] model_dir)")
         check("server", "host", isinstance(self.host, str) and bool(self.host.strip()), "an address to listen on")
         check("server", "port", 0 <= self.port <= 65535, "between 0 and 65535")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -94,6 +95,7 @@ class Pipeline:
         self.partials = partials  # refresh the partial text while idle (Whisper decodes for it)
         self.session = StreamSession(settings, asr, services, self.counters)
         self._stop: threading.Event | None = None
+        self._threads: list[threading.Thread] = []
 
     # the session's figures, as the shells and benchmarks read them
     @property
@@ -143,8 +145,11 @@ class Pipeline:
 
     def _work_loop(self) -> None:
         session = self.session
+        # Without partial text the worker has nothing to do between the lane's items: it sleeps
+        # until one comes (the lane wakes it), waking now and then only as a safeguard.
+        wait = 0.05 if self.partials else 1.0
         while not session.finished:
-            if session.step(timeout=0.05):
+            if session.step(timeout=wait):
                 self._deliver()
             elif self.partials:
                 session.idle()
@@ -152,24 +157,46 @@ class Pipeline:
         self._deliver()
 
     # --- running --------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> dict:
-        """Run until the source ends or ``stop`` is set; returns the session summary."""
+    def start(self, stop: threading.Event) -> None:
+        """Start the reader and the worker; they run until the source ends or ``stop`` is set.
+        :meth:`wait` waits for them, :meth:`finish` ends them and gives the summary."""
         self._stop = stop
         self.source.start()
-        threads = [threading.Thread(target=f, name=n, daemon=True) for f, n in
-                   ((self._read_loop, "ser-reader"), (self._work_loop, "ser-worker"))]
-        for t in threads:
+        self._threads = [threading.Thread(target=f, name=n, daemon=True) for f, n in
+                         ((self._read_loop, "ser-reader"), (self._work_loop, "ser-worker"))]
+        for t in self._threads:
             t.start()
-        try:
-            while threads[0].is_alive():
-                threads[0].join(0.1)
-        finally:
-            stop.set()
-            self.source.stop()
-            for t in threads:
-                t.join(self.s.join_timeout_s)
-                if t.is_alive():
-                    log.warning("thread %s did not finish in %.0f s", t.name, self.s.join_timeout_s)
-                    self.counters.add("threads_not_joined")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s (None: no limit) for the source's end to be analysed: the
+        reader and then the worker done. True when they are."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                return False
+        return True
+
+    def finish(self, join_timeout_s: float | None = None) -> dict:
+        """Stop reading (what was read is still analysed), join both threads (each within
+        ``join_timeout_s``, by default the settings'), and return the session summary."""
+        timeout = self.s.join_timeout_s if join_timeout_s is None else join_timeout_s
+        self._stop.set()
+        self.source.stop()
+        for t in self._threads:
+            t.join(timeout)
+            if t.is_alive():
+                log.warning("%s: thread %s did not finish in %.0f s", self.source.name, t.name, timeout)
+                self.counters.add("threads_not_joined")
         self.state.set_status("finished" if not self.error else "error")
         return self.summary()
+
+    def run(self, stop: threading.Event) -> dict:
+        """Run until the source ends or ``stop`` is set; returns the session summary."""
+        self.start(stop)
+        try:
+            while self._threads[0].is_alive():
+                self._threads[0].join(0.1)  # in short waits, so the caller's thread sees Ctrl-C
+        finally:
+            summary = self.finish()
+        return summary

@@ -99,8 +99,9 @@ class PacedSource(PushSource):
     """
 
     def __init__(self, name: str, rate: int, buffer_seconds: float, limits: PaceLimits, counters: Counters,
-                 clock: Callable[[], float] = time.monotonic, on_first_drop: Callable[[], None] | None = None) -> None:
-        super().__init__(name, rate, buffer_seconds)
+                 clock: Callable[[], float] = time.monotonic, on_first_drop: Callable[[], None] | None = None,
+                 gather_s: float = 0.0) -> None:
+        super().__init__(name, rate, buffer_seconds, gather_s)
         self.limits = limits
         self.pace = Pace(limits, SAMPLE_RATE, clock) if limits.max_speed > 0 else None
         self.counters = counters

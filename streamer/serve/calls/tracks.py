@@ -40,7 +40,7 @@ class TrackRunner:
         self.call_id, self.track = call_id, track
         self.counters = Counters()
         self.source = PacedSource(f"{call_id}/{track}", rate, cfg.live.ring_seconds, pace, self.counters,
-                                  on_first_drop=self._too_fast)
+                                  on_first_drop=self._too_fast, gather_s=cfg.server.gather_ms / 1000)
         self._sink = sink
         self._transcript = transcript
         self.state = LiveState(self.source.name, models.names, half_life_s=cfg.fusion.half_life_s)
@@ -48,7 +48,6 @@ class TrackRunner:
                                     counters=self.counters, partials=partials)
         self._stop = threading.Event()
         self.summary: dict | None = None
-        self._thread = threading.Thread(target=self._run, name=f"track {call_id}/{track}", daemon=True)
 
     def _emit(self, result) -> None:
         record = result.to_record(transcript=self._transcript)
@@ -64,15 +63,9 @@ class TrackRunner:
                     "average): the excess is dropped before analysis, counted as audio_too_fast_samples",
                     self.call_id, self.track, lim.burst_s, lim.max_speed)
 
-    def _run(self) -> None:
-        try:
-            self.summary = self.pipeline.run(self._stop)
-        except Exception as exc:
-            log.exception("call %s track %s: analysis failed", self.call_id, self.track)
-            self.summary = {**self.pipeline.summary(), "error": f"analysis failed: {exc}"}
-
     def start(self) -> "TrackRunner":
-        self._thread.start()
+        """Start the track's reader and worker (the pipeline's two threads)."""
+        self.pipeline.start(self._stop)
         return self
 
     def backlog(self) -> tuple[int, int, dict]:
@@ -92,11 +85,14 @@ class TrackRunner:
     def close(self, error: str | None = None, timeout: float | None = None) -> dict:
         """No more audio: finish what is held, return the summary (blocks up to ``timeout``)."""
         self.source.end(error)
-        self._thread.join(timeout)
-        if self._thread.is_alive():  # it did not finish in time: stop it
-            self._stop.set()
-            self._thread.join(5.0)
-        return self.summary or self.pipeline.summary()
+        finished = self.pipeline.wait(timeout)
+        if self.summary is None:
+            try:  # when it did not finish in time, what was analysed is kept and the rest stopped
+                self.summary = self.pipeline.finish(None if finished else 5.0)
+            except Exception as exc:
+                log.exception("call %s track %s: analysis failed", self.call_id, self.track)
+                self.summary = {**self.pipeline.summary(), "error": f"analysis failed: {exc}"}
+        return self.summary
 
     def abort(self) -> None:
         self._stop.set()
