@@ -1,9 +1,9 @@
 """ser-serve for an hour: ``--calls`` two-track Twilio calls at a time, end to end, each replaced
 by a new one when it ends, for ``--minutes``; per ``--period`` the server's resident memory, open
 file descriptors, threads and event-loop tasks, the window latency (window close -> its event on
-``/events``) p50/p95, what was dropped, the server's CPU (cores) and the host's steal time (the
-share of the host's CPU time a hypervisor gave other guests: a virtual machine's capacity varies
-with it, and it says whether a period's latency came from the server or from the host).
+``/events``) p50/p95, what was dropped, the server's and this client's CPU (cores; both share the
+host) and the host's steal time (the share of the host's CPU time a hypervisor gave other guests:
+a virtual machine's capacity varies with it, so it tells a slow server from a slow host).
 
     .venv/bin/python bench/soak.py --minutes 60 --calls 16 [--json bench/results/soak_60min.json]
     .venv/bin/python bench/soak.py --minutes 1 --calls 2 --period 20 --call-seconds 20   # the CI smoke
@@ -67,12 +67,13 @@ def cpu_ticks(pid: int) -> dict:
     t = psutil.Process(pid).cpu_times()
     host = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return {"server_s": t.user + t.system, "host_total": sum(host[:8]), "host_steal": host[7] if len(host) > 7 else 0,
-            "mono": time.monotonic()}
+            "client_s": time.process_time(), "mono": time.monotonic()}
 
 
 def cpu_between(a: dict, b: dict) -> dict:
-    total = max(1, b["host_total"] - a["host_total"])
-    return {"cores": round((b["server_s"] - a["server_s"]) / max(1e-9, b["mono"] - a["mono"]), 2),
+    total, wall = max(1, b["host_total"] - a["host_total"]), max(1e-9, b["mono"] - a["mono"])
+    return {"cores": round((b["server_s"] - a["server_s"]) / wall, 2),
+            "client_cores": round((b["client_s"] - a["client_s"]) / wall, 2),
             "steal_pct": round(100 * (b["host_steal"] - a["host_steal"]) / total, 1)}
 
 
@@ -233,13 +234,13 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         out = asyncio.run(soak(args, work))
     print("| minute | RSS MB | fds | threads | tasks | calls | windows | p50 ms | p95 ms | drops (audio s / windows / events) "
-          "| server cores | host steal % |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| server cores | client cores | host steal % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in out["periods"]:
         d = p["drops"]
         print(f"| {p['minute']} | {p['rss_mb']} | {p['fds']} | {p['threads']} | {p['tasks']} | {p['active_calls']} | "
               f"{p['windows']} | {p['p50_ms']} | {p['p95_ms']} | {d['audio_s']} / {d['windows']} / {d['events']} | "
-              f"{p['cores']} | {p['steal_pct']} |")
+              f"{p['cores']} | {p['client_cores']} | {p['steal_pct']} |")
     print(json.dumps({k: out[k] for k in ("idle_before", "idle_after", "checks", "met", "calls_played", "close_codes")}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
