@@ -78,6 +78,31 @@ def test_blocking_queue_waits_instead_of_dropping():
     assert out == list(range(50)) and c.get("x") == 0
 
 
+def test_a_quiet_put_wakes_nobody(monkeypatch):
+    """Whisper's chunks go into the lane without waking the ASR thread (``wake=False``); they
+    are taken, in order, with the next item that wakes it."""
+    import threading
+
+    from streamer.core import queues
+
+    class Spy(threading.Condition):
+        wakes = 0
+
+        def notify_all(self):
+            Spy.wakes += 1
+            super().notify_all()
+
+    monkeypatch.setattr(queues.threading, "Condition", Spy)
+    lane = queues.Lane({"chunk": 10, "window": 2}, {"chunk": "c", "window": "w"}, Counters(), kind_of=lambda i: i[0])
+    monkeypatch.undo()
+    lane.put(("chunk", 1), wake=False)
+    lane.put(("chunk", 2), wake=False)
+    assert Spy.wakes == 0
+    lane.put(("window", 3))
+    assert Spy.wakes == 1
+    assert [lane.get(0) for _ in range(3)] == [("chunk", 1), ("chunk", 2), ("window", 3)]
+
+
 @pytest.fixture(scope="module")
 def utterances(speech_wav):
     """Two utterances of real (espeak) speech with silences: 0.7 s + speech + 1.5 s + speech + 0.6 s."""

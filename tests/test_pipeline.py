@@ -74,6 +74,7 @@ class StubAsr:
     """One word per window, named after the window's start; optionally slow."""
 
     name = "stub"
+    incremental = True  # a slow push() must hold the reader's chunks up (drops counted)
 
     def __init__(self, delay=0.0):
         self.delay = delay

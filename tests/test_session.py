@@ -49,6 +49,7 @@ class FakeAsr:
     """A recogniser that 'hears' one word per window (``fox``), and a gate it may close."""
 
     name = "fake"
+    incremental = True
 
     def __init__(self, skipped: str | None = None) -> None:
         self.skipped = skipped

@@ -66,6 +66,8 @@ def shared_model(path: str | Path):
 class VoskEngine:
     """One stream's Vosk recogniser over the process-wide model (see :mod:`streamer.core.recognizer`)."""
 
+    incremental = True  # push() decodes: it gets each chunk as it comes
+
     def __init__(self, model_path: str | Path, text_gate: TextGateConfig = TextGateConfig()) -> None:
         self.text_gate = text_gate  # Vosk's evidence is its words' confidences (min_word_conf)
         self.model = shared_model(model_path)

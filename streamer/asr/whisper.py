@@ -46,6 +46,8 @@ SILENCE_RMS = 10 ** (-60 / 20)  # a window quieter than -60 dBFS RMS holds no wo
 
 
 class WhisperEngine:
+    incremental = False  # push() only keeps the audio; a window's close decodes
+
     def __init__(self, handle: WhisperHandle, cfg: WhisperAsrConfig = WhisperAsrConfig(),
                  window_samples: int = int(2.5 * SAMPLE_RATE), max_utterance_samples: int = int(7.5 * SAMPLE_RATE)) -> None:
         self.handle = handle

@@ -59,7 +59,10 @@ class Lane(Generic[T]):
         kind = self.kind_of(item)
         return kind if kind in self.caps else None
 
-    def put(self, item: T, stop: threading.Event | None = None) -> None:
+    def put(self, item: T, stop: threading.Event | None = None, wake: bool = True) -> None:
+        """Add ``item`` (dropping the oldest of its kind when full); ``wake=False``: the getter
+        waiting is not woken for it (it is taken with the next item that wakes it, or when the
+        getter's wait times out)."""
         kind = self._bounded(item)
         dropped = None
         with self._cond:
@@ -77,7 +80,8 @@ class Lane(Generic[T]):
                     self.counters.add(self.counter_names[kind])
                 self._count[kind] += 1
             self._items.append(item)
-            self._cond.notify_all()
+            if wake:
+                self._cond.notify_all()
         if dropped is not None and self.on_drop is not None:
             self.on_drop(dropped)
 

@@ -18,6 +18,9 @@
   should not be read by the text model, by the recogniser's own evidence
   (``streamer.asr.reliability``: ``language``, ``low_confidence``, ...), or None.
 - ``flush()`` at end of stream, ``reset()`` to start over.
+- ``incremental`` (declared): True when ``push`` does the recognition (Vosk), so the chunks
+  go to it as they come; False when it only keeps the audio until a window closes (Whisper),
+  so the chunks wait there and the ASR thread is not woken for each one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from streamer.core.messages import Chunk, Window, Word
 
 class AsrEngine(Protocol):
     name: str
+    incremental: bool
 
     def push(self, chunk: Chunk, in_speech: bool) -> None: ...
     def partial(self) -> str: ...
