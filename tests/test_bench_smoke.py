@@ -31,3 +31,15 @@ def test_memory_benchmark_smoke(tmp_path, text_model, audio_model):
     assert out["windows"] >= 5 and out["expected_windows_match"]
     assert out["rss_mb"]["peak"] > 100 and out["rss_mb"]["at_session_start"] > 100
     assert not out["counters"].get("asr_queue_dropped") and not out["counters"].get("windows_dropped")
+
+
+def test_track_cost_benchmark_smoke(tmp_path):
+    """bench/track_cost.py: what a call track's audio costs with nobody speaking, two tracks
+    for 2 s; each track runs on two threads (its reader and worker)."""
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "track_cost.py"), "--tracks", "2", "--seconds", "2",
+                          "--json", str(tmp_path / "cost.json")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "cost.json").read_text())
+    assert out["tracks"] == 2 and out["gather_ms"] == 100
+    assert out["cpu_ms_per_track_s"] > 0 and out["switches_per_track_s"] > 0
+    assert out["threads"] >= 1 + 2 * 2
