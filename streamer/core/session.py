@@ -146,7 +146,6 @@ class StreamSession:
         self.s = settings
         self.clock = clock
         self.asr = asr
-        # (a file read --fast blocks on a full lane, so there every chunk wakes the worker)
         self._wake_for_chunks = settings.block_when_full or (asr is not None and asr.incremental)
         self.services = services
         self.counters = counters or Counters()
@@ -195,8 +194,8 @@ class StreamSession:
         self._stop = stop
         self.vad.push(chunk)
         self.status = Status(chunk.end, level_db(chunk.samples), self.vad.in_speech)
-        # A recogniser that only keeps the audio (Whisper) gets the chunks when the worker next
-        # wakes (a window, an utterance's end, its wait's timeout), not one wake-up per chunk.
+        # Whisper only keeps the audio: its chunks wait for the worker's next wake-up (a window, an end,
+        # a timeout). Vosk decodes them, and a file read --fast blocks on a full lane: each one wakes it.
         self.lane.put(("chunk", chunk, self.vad.in_speech), stop, wake=self._wake_for_chunks)
         self._windows(self.vad.poll())
 

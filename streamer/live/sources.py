@@ -226,7 +226,7 @@ class PushSource:
                     return None
                 waited = True
                 continue
-            if pending and self.gather > 1:
+            if pending:  # fewer than gather: wait for more, at most gather_s
                 waited = not self._more.wait(min(left, self.gather_s))
             else:
                 self._more.wait(left)
