@@ -171,6 +171,43 @@ def test_overlapping_calls_from_streams_are_decoded_together(whisper, said_clips
     assert sum(o == e for o, e in zip(out, expected + expected)) >= 6, (out, expected)
 
 
+@pytest.mark.parametrize("waited_s, order", [(0.0, [[1], [3], [2]]), (5.0, [[1], [2, 3]])])
+def test_a_windows_decode_goes_before_an_utterances_closing_decode(waited_s, order):
+    """The model is busy; an utterance's closing decode (not urgent) queues, then a window's.
+    The window's goes first, unless the other has waited later_max_s: then they go together."""
+    import threading
+    import time
+
+    from streamer.asr.decode import Batcher, WhisperAsrConfig
+
+    cfg, now, ran, busy, free = WhisperAsrConfig(), [0.0], [], threading.Event(), threading.Event()
+
+    def run(handle, items, cfg):  # a decode that only says which inputs it got (by length)
+        ran.append([len(x) for x, _ in items])
+        if len(ran) == 1:
+            busy.set()
+            assert free.wait(10)
+        return [[] for _ in items]
+
+    batcher = Batcher(object(), concurrency=1, later_max_s=1.0, run=run, clock=lambda: now[0])
+    calls = [threading.Thread(target=batcher.decode, args=(np.zeros(1, np.float32), cfg, True))]
+    calls[0].start()
+    assert busy.wait(10)
+    for n, urgent in ((2, False), (3, True)):
+        calls.append(threading.Thread(target=batcher.decode, args=(np.zeros(n, np.float32), cfg, True, urgent)))
+        calls[-1].start()
+        for _ in range(1000):  # bounded: 10 s
+            if batcher.waiting() == n - 1:
+                break
+            time.sleep(0.01)
+    assert batcher.waiting() == 2
+    now[0] = waited_s
+    free.set()
+    for t in calls:
+        t.join(10)
+    assert ran == order
+
+
 def test_a_failed_batch_fails_only_the_bad_call(whisper, speech_wav):
     """Four streams' windows queue while the model is busy and go as one batch; one of them
     is not audio. Its caller gets the error; the other three get the words a single decode gives."""

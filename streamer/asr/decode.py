@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -95,14 +97,16 @@ class Decoding(list):
         return (Decoding, (list(self), self.evidence))
 
 
-def decode(handle: WhisperHandle, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool = True) -> Decoding:
+def decode(handle: WhisperHandle, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool = True,
+           urgent: bool = True) -> Decoding:
     """Words of ``x`` (16 kHz float32, at most 30 s) as (text, start s, end s, probability);
     a :class:`Decoding` (with its ``evidence``) from this process's model.
 
     Without ``timestamps`` every word spans the whole input and has probability 1. Calls from
-    several threads (streams) that overlap are decoded together (:class:`Batcher`).
+    several threads (streams) that overlap are decoded together (:class:`Batcher`); one that
+    is not ``urgent`` (nobody waits on it now) lets urgent ones that queue go first.
     """
-    return Batcher.of(handle).decode(x, cfg, timestamps)
+    return Batcher.of(handle).decode(x, cfg, timestamps, urgent)
 
 
 def decode_batch(handle: WhisperHandle, items: list[tuple[np.ndarray, bool]], cfg: WhisperAsrConfig) -> list[list[Decoded]]:
@@ -182,6 +186,8 @@ class _Request:
     x: np.ndarray
     cfg: WhisperAsrConfig
     timestamps: bool
+    urgent: bool = True
+    at: float = 0.0  # when it queued (the batcher's clock)
     done: bool = False
     result: list[Decoded] | None = None
     error: BaseException | None = None
@@ -195,14 +201,25 @@ class Batcher:
     that queued up meanwhile (same settings, up to ``max_batch``) in one call. Nothing waits
     for company, so one stream sees no delay. On this CPU a batch of 4 costs ~20% less per
     window than 4 single calls (the decoder gains, the encoder does not; bench/asr_profile.py).
+
+    Urgent calls (a window's words, which its result waits for) go before the others (an
+    utterance's closing decode, which only its record waits for) that queued with them, unless
+    those have waited ``later_max_s``: under load the windows keep their latency, and an
+    utterance's decode is done before the same stream's next window can close.
+    ``run(handle, items, cfg)`` decodes a batch (:func:`decode_batch`).
     """
 
     _lock = threading.Lock()
 
-    def __init__(self, handle: WhisperHandle, concurrency: int, max_batch: int = 8) -> None:
+    def __init__(self, handle: WhisperHandle, concurrency: int, max_batch: int = 8, later_max_s: float = 1.0,
+                 run: Callable[[WhisperHandle, list[tuple[np.ndarray, bool]], WhisperAsrConfig], list] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.handle = handle
         self.concurrency = max(1, concurrency)
         self.max_batch = max_batch
+        self.later_max_s = later_max_s
+        self.run = run or decode_batch
+        self.clock = clock
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._running = 0
@@ -221,8 +238,8 @@ class Batcher:
                 handle.decoder = b
             return b
 
-    def decode(self, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool) -> Decoding:
-        req = _Request(x, cfg, timestamps)
+    def decode(self, x: np.ndarray, cfg: WhisperAsrConfig, timestamps: bool, urgent: bool = True) -> Decoding:
+        req = _Request(x, cfg, timestamps, urgent, self.clock())
         with self._cond:
             self._pending.append(req)
             while not req.done:
@@ -242,17 +259,28 @@ class Batcher:
             raise req.error
         return req.result if req.result is not None else Decoding()  # an empty decode keeps its evidence
 
+    def waiting(self) -> int:
+        """Calls queued, not yet taken into a batch."""
+        with self._cond:
+            return len(self._pending)
+
     def _take(self) -> list[_Request]:
-        """The oldest request and those queued with the same settings, up to max_batch."""
-        first = self._pending[0]
-        batch = [r for r in self._pending if r.cfg == first.cfg][: self.max_batch]
+        """The oldest urgent request (or the oldest, when none is) and those queued with the
+        same settings and urgency, up to max_batch."""
+        now = self.clock()
+
+        def urgent(r: _Request) -> bool:
+            return r.urgent or now - r.at >= self.later_max_s
+
+        first = next((r for r in self._pending if urgent(r)), self._pending[0])
+        batch = [r for r in self._pending if r.cfg == first.cfg and urgent(r) == urgent(first)][: self.max_batch]
         taken = set(map(id, batch))
         self._pending = [r for r in self._pending if id(r) not in taken]
         return batch
 
     def _run(self, batch: list[_Request]) -> None:
         try:
-            results = decode_batch(self.handle, [(r.x, r.timestamps) for r in batch], batch[0].cfg)
+            results = self.run(self.handle, [(r.x, r.timestamps) for r in batch], batch[0].cfg)
             for r, words in zip(batch, results):
                 r.result = words
         except Exception as exc:  # one bad input must not fail the other streams' windows
@@ -262,7 +290,7 @@ class Batcher:
                 log.warning("a batch of %d decodes failed (%s); decoding each alone", len(batch), exc)
                 for r in batch:
                     try:
-                        r.result = decode_batch(self.handle, [(r.x, r.timestamps)], r.cfg)[0]
+                        r.result = self.run(self.handle, [(r.x, r.timestamps)], r.cfg)[0]
                     except Exception as one:
                         r.error = one
         for r in batch:

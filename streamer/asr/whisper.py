@@ -149,7 +149,7 @@ class WhisperEngine:
         if self._utt is None:
             return []
         if end > self._utt_until or self._utt_whole is None:
-            self._take(end, hold=False)
+            self._take(end, hold=False, urgent=False)  # no window waits for it
         words = self._utt_whole or []
         self._skipped = self._utt_whole_skipped
         self._utt = None
@@ -168,8 +168,9 @@ class WhisperEngine:
         self._utt_last = None
         self._utt_whole = None
 
-    def _take(self, end: int, hold: bool) -> list[Word]:
-        """Decode the utterance up to ``end``; return its words not given out yet."""
+    def _take(self, end: int, hold: bool, urgent: bool = True) -> list[Word]:
+        """Decode the utterance up to ``end``; return its words not given out yet. ``urgent``:
+        a window's result waits for them (:class:`~streamer.asr.decode.Batcher` serves it first)."""
         first = self._recent_end - self.history
         start = max(self._utt_from, first, end - 29 * SAMPLE_RATE)
         end = min(end, self._recent_end)
@@ -178,7 +179,7 @@ class WhisperEngine:
             return []
         self._evidence = None
         whole = [Word(w.word, max(w.start, self._utt_start), max(w.end, self._utt_start + 1), w.conf)  # not before the utterance
-                 for w in self._transcribe(self._recent[start - first: end - first], start, timestamps=True)]
+                 for w in self._transcribe(self._recent[start - first: end - first], start, timestamps=True, urgent=urgent)]
         self._skipped = text_skipped(self._evidence, self.cfg.text_gate)
         self._utt_whole = None if hold else whole
         self._utt_whole_skipped = self._skipped
@@ -203,13 +204,13 @@ class WhisperEngine:
             self._open_start += len(self._open.pop(0))
         self._open_len = sum(len(c) for c in self._open)
 
-    def _transcribe(self, samples: np.ndarray, offset: int, timestamps: bool) -> list[Word]:
+    def _transcribe(self, samples: np.ndarray, offset: int, timestamps: bool, urgent: bool = True) -> list[Word]:
         x = samples.astype(np.float32) / 32768.0
         if x.size < SAMPLE_RATE // 10 or float(np.sqrt(np.mean(x ** 2))) < SILENCE_RMS:
             return []
         words: list[Word] = []
         end = offset + len(samples)
-        decoded = decode(self.handle, x, self.cfg, timestamps)
+        decoded = decode(self.handle, x, self.cfg, timestamps, urgent)
         if timestamps:
             self._evidence = decoded.evidence
         for text, s0, s1, p in clamp_first(decoded):

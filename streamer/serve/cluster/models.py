@@ -174,7 +174,8 @@ class RemoteDecoder:
         self.timeout_s = timeout_s
         self.windows = 0
 
-    def decode(self, x: np.ndarray, cfg, timestamps: bool) -> "Decoding":
+    def decode(self, x: np.ndarray, cfg, timestamps: bool, urgent: bool = True) -> "Decoding":
+        """``urgent`` is the local Batcher's; the deployment serves its batches in order."""
         self.windows += 1
         from streamer.asr.decode import Decoding
 
