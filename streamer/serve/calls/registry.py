@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 
 from streamer.runtime.config import Config
+from streamer.runtime.heap import HeapTrimmer
 from streamer.live.session_log import now_iso, session_end, session_start
 from streamer.serve.bus import Bus, BusError, BusOptions, LocalBus, iso
 from streamer.serve.calls.call import CLOSE_TIMEOUT_S, MAX_CALL_ID, Call, Refused, default_log_dir, safe_name
@@ -73,6 +74,7 @@ class CallRegistry:
         self.feed_limits = FeedLimits()  # how far an /events client may fall behind before it is closed
         # how far ahead of real time a call's audio may run (the rest is dropped; a vosk client is slowed)
         self.pace_limits = PaceLimits(cfg.server.max_speed, cfg.server.burst_s)
+        self.heap = HeapTrimmer()  # freed memory back to the system after calls (resident memory = use)
 
     # --- admission ------------------------------------------------------------------------
     @property
@@ -192,6 +194,8 @@ class CallRegistry:
             self.publish({**end, "type": "call_end", "track": None})
             call.log.info("ended: %d windows, %d utterances%s", call.counts["window"], call.counts["utterance"],
                           f", error: {call.error}" if call.error else "")
+            if self.heap.due():
+                self.in_thread(self.heap.trim)  # its analysers' buffers are free now
         finally:
             call.state = "ended"
             call.ending.set_result(None)
