@@ -25,6 +25,7 @@ def test_soak_smoke(tmp_path):
     r = json.loads(out.read_text())
     assert r["calls_played"] >= 4 and r["calls_ended"] == r["calls_played"] and r["close_codes"] == ["1000"]
     assert len(r["periods"]) >= 2 and all(p["windows"] > 0 for p in r["periods"][:2])
+    assert all(0 < p["rss_median_mb"] <= p["rss_max_mb"] for p in r["periods"])  # sampled through each period
     checks = r["checks"]
     assert checks["fds_return"] and checks["threads_return"] and checks["tasks_return"], (r["idle_before"], r["idle_after"])
     assert checks["every_call_ended"]
@@ -36,3 +37,33 @@ def test_soak_smoke(tmp_path):
     for log in logs:
         kinds = [json.loads(line)["type"] for line in log.read_text().splitlines()]
         assert kinds[-1] == "session_end"
+
+
+@pytest.mark.slow
+def test_a_soak_stopped_with_sigterm_stops_its_server(tmp_path):
+    """A soak killed (SIGTERM, as ``kill`` or ``timeout`` send) stops the server it started
+    instead of leaving it running."""
+    import signal
+    import time
+
+    import psutil
+
+    soak = subprocess.Popen([sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "5", "--calls", "1",
+                             "--work", str(tmp_path / "work")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        server = None
+        for _ in range(600):  # bounded: 60 s for the server to start
+            kids = [c for c in psutil.Process(soak.pid).children() if "streamer.cli.serve" in " ".join(c.cmdline())]
+            if kids:
+                server = kids[0]
+                break
+            time.sleep(0.1)
+        assert server is not None, "the soak started no server"
+        soak.send_signal(signal.SIGTERM)
+        soak.wait(timeout=120)
+        server.wait(timeout=10)  # psutil: returns once it has exited (it is the soak's child, already reaped)
+        assert not server.is_running()
+    finally:
+        if soak.poll() is None:
+            soak.kill()
