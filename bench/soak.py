@@ -24,8 +24,9 @@ them is a leak:
 
 The verdict (issue 28): after the first 10 minutes (or the first third of a shorter run) resident
 memory grows by at most 5 % (each period's median of samples every 10 s: ser-serve gives freed
-memory back after calls, so one sample would measure that instant's load); fds, threads and tasks after the calls equal the idle level before
-them; p95 under 1 s in every period; no drops (audio, windows, feed events).
+memory back after calls, so one sample would measure that instant's load); fds, threads and
+tasks after the calls equal the idle level before them; p95 under 1 s in every period; no drops
+(audio, windows, feed events).
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def verdict(args, periods, idle_before, idle_after, totals, started, ended, code
     after = [p for p in periods if p["minute"] >= warm] or periods[-1:]
     # each period's median: the server gives freed memory back after calls, so its resident memory
     # follows what the calls in flight hold, and one sample would measure that instant's load
-    level = [p.get("rss_median_mb", p["rss_mb"]) for p in after]
+    level = [p["rss_median_mb"] for p in after]
     base_rss = level[0] if level else None
     growth = round(100 * (max(level) - base_rss) / base_rss, 1) if level else None
     p95s = [p["p95_ms"] for p in periods if p["p95_ms"] is not None]

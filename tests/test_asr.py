@@ -197,10 +197,10 @@ def test_a_windows_decode_goes_before_an_utterances_closing_decode(waited_s, ord
         calls.append(threading.Thread(target=batcher.decode, args=(np.zeros(n, np.float32), cfg, True, urgent)))
         calls[-1].start()
         for _ in range(1000):  # bounded: 10 s
-            if batcher.waiting() == n - 1:
+            if batcher.depth == n - 1:
                 break
             time.sleep(0.01)
-    assert batcher.waiting() == 2
+    assert batcher.depth == 2
     now[0] = waited_s
     free.set()
     for t in calls:

@@ -259,8 +259,9 @@ class Batcher:
             raise req.error
         return req.result if req.result is not None else Decoding()  # an empty decode keeps its evidence
 
-    def waiting(self) -> int:
-        """Calls queued, not yet taken into a batch."""
+    @property
+    def depth(self) -> int:
+        """Calls queued, not yet taken into a batch (as ``BatchService.depth``)."""
         with self._cond:
             return len(self._pending)
 
