@@ -41,10 +41,11 @@ def main() -> None:
 
     step("import onnxruntime, faster-whisper, CTranslate2")
     from streamer.runtime import models as runtime_models
+    from streamer.runtime.heap import tune_allocator
     from streamer.runtime.config import Config
 
     cfg = Config.load()
-    runtime_models.limit_malloc_arenas()
+    tune_allocator()
     step("import streamer (config, runtime)")
     # the order of streamer.runtime.models.load_models
     from streamer.text.load import load_text_emotion

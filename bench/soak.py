@@ -63,6 +63,25 @@ def process_figures(pid: int) -> dict:
     return {"rss_mb": round(p.memory_info().rss / 2**20, 1), "fds": p.num_fds(), "threads": p.num_threads()}
 
 
+def memory_parts(pid: int) -> dict:
+    """Where the resident memory is (MB, ``/proc/PID/smaps``): ``heap`` (glibc's main arena),
+    ``anon`` (other anonymous mappings: glibc's thread arenas, mapped buffers, Python's object
+    arenas), ``file`` (libraries and mapped model files) and ``stack``. Which part grows tells
+    a leak of objects or buffers (heap, anon) from fragmentation nobody can use (heap and
+    anon, with the allocator's free bytes) or pages of files (file)."""
+    parts = {"heap": 0, "anon": 0, "file": 0, "stack": 0}
+    kind = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(None, 5)
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            path = head[5].strip() if len(head) > 5 else ""
+            kind = ("heap" if path == "[heap]" else "stack" if path.startswith("[stack") else
+                    "file" if path.startswith("/") else "anon")
+        elif line.startswith("Rss:"):
+            parts[kind] += int(line.split()[1])
+    return {k: round(v / 1024, 1) for k, v in parts.items()}
+
+
 def cpu_ticks(pid: int) -> dict:
     """The server's CPU time and the host's ticks so far (``/proc``): what a period's ``cores``
     (the server's CPU) and ``steal_pct`` (of the host's time, taken by the hypervisor for other
@@ -168,6 +187,7 @@ async def soak(args, work: Path) -> dict:
                     mark += args.period
                     periods.append({"minute": round((time.monotonic() - t0) / 60, 2), **process_figures(proc.pid),
                                     "rss_median_mb": round(float(np.median(rss)), 1), "rss_max_mb": max(rss),
+                                    "parts_mb": memory_parts(proc.pid),
                                     "tasks": int(now.get("ser_serve_asyncio_tasks", -1)),
                                     "active_calls": int(now.get("ser_serve_active_calls", 0)), **cpu,
                                     "windows": len(lat), "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),

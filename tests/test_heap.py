@@ -49,3 +49,19 @@ def test_a_trim_gives_back_the_free_pages_glibc_kept():
             libc.free(p)
     assert trimmer.trims == 1
     assert before - after > 100, (before, after)  # of the ~170 MB freed
+
+
+
+def test_tune_allocator_sets_the_arenas_unless_the_user_did():
+    """Run in children: the setting is the process's."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from streamer.runtime.heap import tune_allocator; print(tune_allocator())"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "{'MALLOC_ARENA_MAX': 2}"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_ARENA_MAX": "4"}, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "{}"  # glibc read the user's value at start-up; it stays

@@ -26,6 +26,9 @@ def test_soak_smoke(tmp_path):
     assert r["calls_played"] >= 4 and r["calls_ended"] == r["calls_played"] and r["close_codes"] == ["1000"]
     assert len(r["periods"]) >= 2 and all(p["windows"] > 0 for p in r["periods"][:2])
     assert all(0 < p["rss_median_mb"] <= p["rss_max_mb"] for p in r["periods"])  # sampled through each period
+    for p in r["periods"]:  # where the memory is: the parts add up to the process's resident memory
+        assert p["parts_mb"]["heap"] > 0 and p["parts_mb"]["file"] > 0
+        assert abs(sum(p["parts_mb"].values()) - p["rss_mb"]) < 0.05 * p["rss_mb"], p
     checks = r["checks"]
     assert checks["fds_return"] and checks["threads_return"] and checks["tasks_return"], (r["idle_before"], r["idle_after"])
     assert checks["every_call_ended"]

@@ -1,12 +1,19 @@
-"""Freed heap memory back to the system once a call is over (glibc's ``malloc_trim``).
+"""How a long-running process keeps its resident memory to what it uses (glibc's allocator).
 
-A server's threads free their audio and feature buffers into glibc's arenas (one per thread,
-up to eight per core), and glibc keeps those pages. Resident memory then follows the busiest
-moment so far, not what is in use, and over hours that looks like a leak (the complaint of
-vosk-server's issues #44 and #149). After a call ends, ``ser-serve`` asks glibc to give the
-free pages back (:meth:`HeapTrimmer.due`, at most once per ``every_s``, then
-:meth:`HeapTrimmer.trim` on a thread of its own). Where the C library is not glibc it does
-nothing.
+A server's threads free their audio and feature buffers into glibc's arenas, and glibc keeps
+those pages. Resident memory then follows the busiest moment so far, not what is in use, and
+over hours that looks like a leak (the complaint of vosk-server's issues #44 and #149). Three
+settings, all no-ops where the C library is not glibc (musl, macOS):
+
+- :func:`tune_allocator`, once at start-up, before the threads start: few arenas
+  (``M_ARENA_MAX``; glibc allows eight per core, each keeping its own free pages). A value the
+  user set in ``MALLOC_ARENA_MAX`` wins. The mmap threshold is left to glibc: fixed at 256 KB
+  (so that large buffers are unmapped when freed) it made a Whisper decode take 1.8 times as
+  long on this project's virtual machine, every large buffer then costing fresh page faults
+  (bench/README.md, "the allocator's settings").
+- :func:`release_free_memory`: give the free pages back now (after loading the models).
+- :class:`HeapTrimmer`: the same after a call ends, at most once per ``every_s``
+  (:meth:`HeapTrimmer.due`, then :meth:`HeapTrimmer.trim` on a thread of its own).
 
 >>> t = HeapTrimmer(every_s=30.0, clock=iter([0.0, 10.0, 31.0]).__next__)
 >>> [t.due() for _ in range(3)] == [t.available, False, t.available]
@@ -17,21 +24,52 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+M_ARENA_MAX = -8  # glibc's malloc.h
+ARENA_MAX = 2  # arenas (the main one included) for every thread of the process
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim(pad)`` from the process's own C library, or None."""
+
+def _glibc(name: str, argtypes: list) -> Callable[..., int] | None:
+    """A glibc function from the process's own C library, or None (not glibc)."""
     try:
-        fn = ctypes.CDLL(None).malloc_trim
+        fn = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return None
-    fn.argtypes = [ctypes.c_size_t]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
     return fn
+
+
+def tune_allocator(arena_max: int = ARENA_MAX) -> dict[str, int]:
+    """At most ``arena_max`` glibc arenas for this process (call it before the threads that
+    allocate start); returns the settings made: {} where there is no glibc, or where the
+    user's ``MALLOC_ARENA_MAX`` already made it."""
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])
+    if mallopt is None or "MALLOC_ARENA_MAX" in os.environ:
+        return {}
+    if mallopt(M_ARENA_MAX, int(arena_max)) != 1:
+        log.warning("mallopt(M_ARENA_MAX, %d) refused; resident memory may grow with many threads", arena_max)
+        return {}
+    return {"MALLOC_ARENA_MAX": int(arena_max)}
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    return _glibc("malloc_trim", [ctypes.c_size_t])
+
+
+def release_free_memory() -> bool:
+    """Collect Python's garbage, then give the C heap's free pages back to the system; True
+    when glibc released memory."""
+    import gc
+
+    gc.collect()
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
 
 
 class HeapTrimmer:

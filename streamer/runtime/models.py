@@ -64,7 +64,9 @@ def asr_factory(cfg: Config, whisper=None):
 
 
 def load_models(cfg: Config, with_asr: bool = True) -> Models:
-    limit_malloc_arenas()
+    from streamer.runtime.heap import tune_allocator
+
+    tune_allocator()  # before the threads start: few arenas (heap.py)
     from streamer.audio.load import load_audio_model
     from streamer.audio.encoder import EMBEDDED
     from streamer.text.load import load_text_emotion
@@ -107,6 +109,8 @@ def warm_up(models: Models) -> None:
     if models.text is not None:
         for n in (1, 2, 5, 12, 30):
             models.text.predict(" ".join(["warming up"] * n))
+    from streamer.runtime.heap import release_free_memory
+
     release_free_memory()
 
 
@@ -119,33 +123,3 @@ def limit_threads(n: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(max(1, int(n)))
-
-
-def _libc():
-    """glibc through ctypes, or None where there is none."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread that allocates its own heap arena (up to 8 per core); freed
-    memory scattered over many arenas is rarely returned. Few arenas keep a long session's
-    resident memory flat. Must run before the pipeline's threads start; a no-op off glibc."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(-8, int(arenas))  # M_ARENA_MAX
-
-
-def release_free_memory() -> None:
-    """Return the C heap's free pages to the system (glibc ``malloc_trim``); a no-op elsewhere."""
-    import gc
-
-    gc.collect()
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
