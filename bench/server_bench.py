@@ -476,11 +476,11 @@ async def wait_healthy(session, base: str, proc, timeout: float = 180.0) -> None
 def scrape(text: str) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: dict[str, float] = {}
+    out: dict[str, float] = {}  # name, or name{label="value",...} for a labelled sample
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            if not s.labels:
-                out[s.name] = s.value
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return out
 
 

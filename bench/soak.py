@@ -27,6 +27,11 @@ memory grows by at most 5 % (each period's median of samples every 10 s: ser-ser
 memory back after calls, so one sample would measure that instant's load); fds, threads and
 tasks after the calls equal the idle level before them; p95 under 1 s in every period; no drops
 (audio, windows, feed events).
+
+Where the memory is, per period, to tell a leak from fragmentation: the process's resident
+memory by kind of mapping (``parts_mb``: glibc's main heap, other anonymous memory, files,
+stack; ``/proc/PID/smaps``) and what the C allocator holds (``c_heap_mb``: in use, free in its
+arenas, mapped; ``/metrics``' ``ser_serve_heap_bytes``).
 """
 
 from __future__ import annotations
@@ -80,6 +85,13 @@ def memory_parts(pid: int) -> dict:
         elif line.startswith("Rss:"):
             parts[kind] += int(line.split()[1])
     return {k: round(v / 1024, 1) for k, v in parts.items()}
+
+
+def c_heap(metrics: dict) -> dict:
+    """The C allocator's bytes (MB) from ``/metrics``: in use, free in its arenas, mapped on their
+    own (-1 where the server's C library is not glibc)."""
+    return {part: round(metrics.get(f'ser_serve_heap_bytes{{part="{part}"}}', -2**20) / 2**20, 1)
+            for part in ("in_use", "free", "mapped")}
 
 
 def cpu_ticks(pid: int) -> dict:
@@ -188,6 +200,7 @@ async def soak(args, work: Path) -> dict:
                     periods.append({"minute": round((time.monotonic() - t0) / 60, 2), **process_figures(proc.pid),
                                     "rss_median_mb": round(float(np.median(rss)), 1), "rss_max_mb": max(rss),
                                     "parts_mb": memory_parts(proc.pid),
+                                    "c_heap_mb": c_heap(now),
                                     "tasks": int(now.get("ser_serve_asyncio_tasks", -1)),
                                     "active_calls": int(now.get("ser_serve_active_calls", 0)), **cpu,
                                     "windows": len(lat), "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
@@ -263,7 +276,9 @@ def main() -> int:
     import signal
     import tempfile
 
-    # killed (SIGTERM) as when interrupted: the run is cancelled and its server stopped, not orphaned
+    # killed (SIGTERM) as when interrupted: the run is cancelled and its server stopped, not orphaned;
+    # Ctrl-C too where the shell started it with SIGINT ignored (`nohup ... &` from a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     with tempfile.TemporaryDirectory(prefix="ser-soak-") as tmp:
         work = args.work or Path(tmp)

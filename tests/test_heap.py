@@ -65,3 +65,26 @@ def test_tune_allocator_sets_the_arenas_unless_the_user_did():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_ARENA_MAX": "4"}, capture_output=True,
                          text=True, timeout=60, check=True)
     assert out.stdout.strip() == "{}"  # glibc read the user's value at start-up; it stays
+
+
+def test_heap_stats_count_what_is_allocated_and_metrics_show_them():
+    """mallinfo2's in-use bytes follow the blocks held; /metrics shows them (ser_serve_heap_bytes)."""
+    from streamer.runtime.heap import heap_stats
+    from streamer.serve.http.metrics import Metrics
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = heap_stats()
+    blocks = [libc.malloc(64 * 1024) for _ in range(800)]  # 50 MB below the mmap threshold: from the arenas
+    try:
+        held = heap_stats()
+        text = Metrics().render().decode()
+    finally:
+        for p in blocks:
+            libc.free(p)
+    after = heap_stats()
+    assert held["in_use"] - before["in_use"] >= 50 * 2**20 - 2**20
+    assert held["in_use"] - after["in_use"] >= 50 * 2**20 - 2**20
+    line = next(ln for ln in text.splitlines() if ln.startswith('ser_serve_heap_bytes{part="in_use"}'))
+    assert float(line.split()[-1]) >= 50 * 2**20

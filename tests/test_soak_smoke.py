@@ -28,6 +28,7 @@ def test_soak_smoke(tmp_path):
     assert all(0 < p["rss_median_mb"] <= p["rss_max_mb"] for p in r["periods"])  # sampled through each period
     for p in r["periods"]:  # where the memory is: the parts add up to the process's resident memory
         assert p["parts_mb"]["heap"] > 0 and p["parts_mb"]["file"] > 0
+        assert p["c_heap_mb"]["in_use"] > 50 and p["c_heap_mb"]["free"] >= 0  # /metrics' ser_serve_heap_bytes
         assert abs(sum(p["parts_mb"].values()) - p["rss_mb"]) < 0.05 * p["rss_mb"], p
     checks = r["checks"]
     assert checks["fds_return"] and checks["threads_return"] and checks["tasks_return"], (r["idle_before"], r["idle_after"])
@@ -45,7 +46,8 @@ def test_soak_smoke(tmp_path):
 @pytest.mark.slow
 def test_a_soak_stopped_with_sigterm_stops_its_server(tmp_path):
     """A soak killed (SIGTERM, as ``kill`` or ``timeout`` send) stops the server it started
-    instead of leaving it running."""
+    instead of leaving it running, also when started as ``nohup ... &`` from a script is: with
+    SIGINT ignored (it was, and SIGTERM then did nothing)."""
     import signal
     import time
 
@@ -53,7 +55,7 @@ def test_a_soak_stopped_with_sigterm_stops_its_server(tmp_path):
 
     soak = subprocess.Popen([sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "5", "--calls", "1",
                              "--work", str(tmp_path / "work")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         server = None
         for _ in range(600):  # bounded: 60 s for the server to start

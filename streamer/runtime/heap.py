@@ -15,6 +15,9 @@ settings, all no-ops where the C library is not glibc (musl, macOS):
 - :class:`HeapTrimmer`: the same after a call ends, at most once per ``every_s``
   (:meth:`HeapTrimmer.due`, then :meth:`HeapTrimmer.trim` on a thread of its own).
 
+:func:`heap_stats` says what the allocator holds (``/metrics``' ``ser_serve_heap_bytes``): bytes
+in use that grow are a leak; free bytes that grow while those in use stay are fragmentation.
+
 >>> t = HeapTrimmer(every_s=30.0, clock=iter([0.0, 10.0, 31.0]).__next__)
 >>> [t.due() for _ in range(3)] == [t.available, False, t.available]
 True
@@ -56,6 +59,24 @@ def tune_allocator(arena_max: int = ARENA_MAX) -> dict[str, int]:
         log.warning("mallopt(M_ARENA_MAX, %d) refused; resident memory may grow with many threads", arena_max)
         return {}
     return {"MALLOC_ARENA_MAX": int(arena_max)}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_stats() -> dict[str, int]:
+    """glibc's ``mallinfo2`` over every arena, in bytes: ``in_use`` (allocated blocks),
+    ``free`` (free blocks the arenas keep, resident or given back by a trim), ``mapped`` (blocks
+    mapped on their own); {} where there is no glibc 2.33 or later."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    fn.argtypes, fn.restype = [], _MallInfo2
+    m = fn()
+    return {"in_use": int(m.uordblks), "free": int(m.fordblks), "mapped": int(m.hblkhd)}
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

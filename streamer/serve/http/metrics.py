@@ -54,6 +54,7 @@ class Metrics:
         r.register(_TrackCollector(self))
         r.register(_BusCollector(self))
         r.register(_LoopCollector())
+        r.register(_HeapCollector())
         # what ended calls dropped, so the totals do not fall when a call ends
         self.ended_dropped_audio_s = 0.0
         self.ended_windows_dropped = 0
@@ -163,4 +164,24 @@ class _LoopCollector:
             return
         g = GaugeMetricFamily("ser_serve_asyncio_tasks", "Tasks alive on the server's event loop")
         g.add_metric([], n)
+        yield g
+
+
+class _HeapCollector:
+    """What the C allocator holds (:func:`streamer.runtime.heap.heap_stats`): in-use bytes that
+    climb are a leak, free bytes that climb while those stay are fragmentation."""
+
+    def describe(self) -> Iterable:
+        return []
+
+    def collect(self) -> Iterable:
+        from streamer.runtime.heap import heap_stats
+
+        stats = heap_stats()
+        if not stats:  # not glibc
+            return
+        g = GaugeMetricFamily("ser_serve_heap_bytes", "The C heap (glibc's arenas): in_use (allocated), free "
+                              "(kept by the arenas), mapped (large blocks mapped on their own)", labels=["part"])
+        for part, n in stats.items():
+            g.add_metric([part], n)
         yield g
