@@ -169,7 +169,9 @@ async def soak(args, work: Path) -> dict:
             while not set(warm) <= ended and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
             await asyncio.sleep(3.0)
-            idle_before = {**process_figures(proc.pid), "tasks": int((await metrics()).get("ser_serve_asyncio_tasks", -1))}
+            first = await metrics()
+            idle_before = {**process_figures(proc.pid), "tasks": int(first.get("ser_serve_asyncio_tasks", -1)),
+                           "c_heap_mb": c_heap(first)}
             t0 = time.monotonic()
             stop_at = t0 + args.minutes * 60
 
@@ -219,7 +221,8 @@ async def soak(args, work: Path) -> dict:
             follower.cancel()
             await asyncio.sleep(3.0)  # the server lets go of the ended calls' sockets and tasks
             final = await metrics()
-            idle_after = {**process_figures(proc.pid), "tasks": int(final.get("ser_serve_asyncio_tasks", -1))}
+            idle_after = {**process_figures(proc.pid), "tasks": int(final.get("ser_serve_asyncio_tasks", -1)),
+                          "c_heap_mb": c_heap(final)}  # in use at idle, before and after: what the calls left
             totals = {k: round(final.get(m, 0.0), 2) for k, m in DROPS.items()}
     finally:
         proc.terminate()

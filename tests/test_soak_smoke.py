@@ -30,6 +30,7 @@ def test_soak_smoke(tmp_path):
         assert p["parts_mb"]["heap"] > 0 and p["parts_mb"]["file"] > 0
         assert p["c_heap_mb"]["in_use"] > 50 and p["c_heap_mb"]["free"] >= 0  # /metrics' ser_serve_heap_bytes
         assert abs(sum(p["parts_mb"].values()) - p["rss_mb"]) < 0.05 * p["rss_mb"], p
+    assert r["idle_before"]["c_heap_mb"]["in_use"] > 50 and r["idle_after"]["c_heap_mb"]["in_use"] > 50
     checks = r["checks"]
     assert checks["fds_return"] and checks["threads_return"] and checks["tasks_return"], (r["idle_before"], r["idle_after"])
     assert checks["every_call_ended"]
