@@ -51,7 +51,6 @@ def test_a_trim_gives_back_the_free_pages_glibc_kept():
     assert before - after > 100, (before, after)  # of the ~170 MB freed
 
 
-
 def test_tune_allocator_sets_the_arenas_unless_the_user_did():
     """Run in children: the setting is the process's."""
     import os

@@ -47,8 +47,8 @@ def test_soak_smoke(tmp_path):
 @pytest.mark.slow
 def test_a_soak_stopped_with_sigterm_stops_its_server(tmp_path):
     """A soak killed (SIGTERM, as ``kill`` or ``timeout`` send) stops the server it started
-    instead of leaving it running, also when started as ``nohup ... &`` from a script is: with
-    SIGINT ignored (it was, and SIGTERM then did nothing)."""
+    instead of leaving it running, also when it was started with SIGINT ignored, as ``nohup ... &``
+    from a script starts it (SIGTERM then did nothing)."""
     import signal
     import time
 

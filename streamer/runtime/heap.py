@@ -37,14 +37,14 @@ M_ARENA_MAX = -8  # glibc's malloc.h
 ARENA_MAX = 2  # arenas (the main one included) for every thread of the process
 
 
-def _glibc(name: str, argtypes: list) -> Callable[..., int] | None:
+def _glibc(name: str, argtypes: list, restype=ctypes.c_int) -> Callable | None:
     """A glibc function from the process's own C library, or None (not glibc)."""
     try:
         fn = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return None
     fn.argtypes = argtypes
-    fn.restype = ctypes.c_int
+    fn.restype = restype
     return fn
 
 
@@ -70,11 +70,9 @@ def heap_stats() -> dict[str, int]:
     """glibc's ``mallinfo2`` over every arena, in bytes: ``in_use`` (allocated blocks),
     ``free`` (free blocks the arenas keep, resident or given back by a trim), ``mapped`` (blocks
     mapped on their own); {} where there is no glibc 2.33 or later."""
-    try:
-        fn = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
+    fn = _glibc("mallinfo2", [], _MallInfo2)
+    if fn is None:
         return {}
-    fn.argtypes, fn.restype = [], _MallInfo2
     m = fn()
     return {"in_use": int(m.uordblks), "free": int(m.fordblks), "mapped": int(m.hblkhd)}
 
