@@ -118,3 +118,39 @@ def test_close_ends_the_worker_and_refuses_new_requests():
     with pytest.raises(RuntimeError, match="the m service is closed"):
         svc.submit(2)
     svc.close()  # idempotent
+
+
+def test_a_burst_from_one_stream_does_not_hold_back_another_streams_request():
+    """A client that sends a recording ahead of real time queues many windows at once; another
+    call's window that arrives after them goes in the next batch, not after the whole burst."""
+    model = Gated()
+    svc = BatchService("m", model, max_batch=3, max_wait_s=0.0)
+    try:
+        first = svc.submit(0, stream="flood")
+        assert model.entered.wait(30)
+        burst = [svc.submit(i, stream="flood") for i in range(1, 10)]
+        other = svc.submit(100, stream="call")
+        model.release.set()
+        assert other.result(30) == 200 and all(f.result(30) == 2 * i for i, f in enumerate(burst, 1))
+        assert first.result(30) == 0
+        assert model.batches[1] == [1, 100, 2]  # each stream's oldest first, then the rest in order
+        assert [x for b in model.batches[2:] for x in b] == list(range(3, 10))  # the flood's own order kept
+    finally:
+        svc.close()
+
+
+def test_one_at_a_time_a_call_behind_a_burst_waits_for_one_request_not_the_burst():
+    """The audio model scores one window a call (``max_batch`` 1): the flood's next window is always
+    older than the other call's, yet the other call goes next because the flood was served last."""
+    model = Gated()
+    svc = BatchService("m", model, max_batch=1, max_wait_s=0.0)
+    try:
+        svc.submit(0, stream="flood")
+        assert model.entered.wait(30)
+        burst = [svc.submit(i, stream="flood") for i in range(1, 6)]
+        other = [svc.submit(100, stream="call"), svc.submit(101, stream="call")]
+        model.release.set()
+        assert [f.result(30) for f in burst + other] == [2, 4, 6, 8, 10, 200, 202]
+        assert model.batches == [[0], [1], [100], [2], [101], [3], [4], [5]]  # turn by turn
+    finally:
+        svc.close()

@@ -229,7 +229,7 @@ class ScrambledService:
         self.model, self.rng, self.pool = model, random.Random(seed), ThreadPoolExecutor(4)
         self.submitted, self.done = [], []
 
-    def submit(self, x):
+    def submit(self, x, stream=None):
         delay = self.rng.random() * 0.02
 
         def work():

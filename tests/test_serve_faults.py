@@ -283,6 +283,10 @@ def test_a_client_streaming_10x_real_time_loses_the_excess_and_the_call_beside_i
     assert not c.get("audio_too_fast_samples")
     assert good["windows"] == out["good_windows"] >= 3
     assert out["good_max_ms"] < out["max_lag_s"] * 1000
+    # and it kept up: its windows are not queued behind the flood's burst (the audio service takes
+    # each call's windows in turn; measured on a 2-core AVX2 AMD: at most ~1.1 s, and 3.4-6 s
+    # when the service took them first come, first served)
+    assert out["good_max_ms"] < 2500
 
 
 async def _flood_scenario(models, tmp_path, speech: bytes) -> dict:

@@ -135,6 +135,9 @@ class PooledEmotion:
     """Audio emotion classifier over pooled encoder statistics (see the module's doc)."""
 
     kind = KIND
+    # score_batch scores one window after another (the encoders take one input each): a batch
+    # would gain nothing and hold every window's answer until the last is done
+    max_batch = 1
 
     def __init__(self, head: Head, temperature: float, encoders: Sequence,
                  window_samples: int, min_window_samples: int, tail_samples: int,

@@ -12,6 +12,11 @@ service, the worker waits at most ``max_wait_s`` for company before a batch; a s
 never waits. A batch that fails is run again item by item, so one bad input fails only its
 own request.
 
+Requests are taken fairly across streams (:func:`fair_order`): each stream's next request in
+turn, a stream with nothing else waiting first. So a stream that sends a burst of windows (a
+client sending a recording ahead of real time) delays another stream's window by at most one
+batch, not by the whole burst.
+
 >>> svc = BatchService("double", lambda xs: [2 * x for x in xs])
 >>> svc(21), svc.submit(4).result(timeout=5)
 (42, 8)
@@ -20,11 +25,10 @@ own request.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -48,6 +52,30 @@ class TimedFuture(Future):
         self.compute_ms: float | None = None
 
 
+def fair_order(streams: Sequence[Hashable], served: Mapping[Hashable, int] | None = None) -> list[int]:
+    """Indices of requests (given their streams, oldest first) in the order to serve them:
+    round by round, each stream's next request; within a round, the stream served longest ago
+    (``served``: the turn each stream was last served; never: first), then the oldest.
+
+    >>> fair_order(["a", "a", "a", "b", "a", "c", "b"])
+    [0, 3, 5, 1, 6, 2, 4]
+    >>> fair_order(["a", "a", "b"], served={"a": 7})  # b waits behind a's burst, but goes next
+    [2, 0, 1]
+    >>> fair_order([None, None])  # one stream: first come, first served
+    [0, 1]
+    """
+    served = served or {}
+    first: dict[Hashable, int] = {}
+    for i, s in enumerate(streams):
+        first.setdefault(s, i)
+    rank: dict[Hashable, int] = {}
+    keys = []
+    for i, s in enumerate(streams):
+        keys.append((rank.get(s, 0), served.get(s, -1), first[s], i))
+        rank[s] = rank.get(s, 0) + 1
+    return [k[-1] for k in sorted(keys)]
+
+
 class BatchService(Generic[In, Out]):
     def __init__(self, name: str, run_batch: Callable[[list[In]], Sequence[Out]], max_batch: int = 8,
                  max_wait_s: float = 0.003, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -57,7 +85,9 @@ class BatchService(Generic[In, Out]):
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max_wait_s
         self.clients = 0  # streams using the service (they wait for company only when > 1)
-        self._pending: collections.deque[tuple[In, TimedFuture]] = collections.deque()
+        self._pending: list[tuple[In, TimedFuture, Hashable]] = []  # oldest first
+        self._served: dict[Hashable, int] = {}  # the turn each stream with requests waiting was last served
+        self._turn = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -74,12 +104,13 @@ class BatchService(Generic[In, Out]):
         with self._cond:
             self.clients = max(0, self.clients - 1)
 
-    def submit(self, item: In) -> TimedFuture:
+    def submit(self, item: In, stream: Hashable = None) -> TimedFuture:
+        """A future of ``item``'s answer; ``stream`` names the stream it is for (served fairly)."""
         fut = TimedFuture()
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"the {self.name} service is closed")
-            self._pending.append((item, fut))
+            self._pending.append((item, fut, stream))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name=f"service {self.name}", daemon=True)
                 self._thread.start()
@@ -111,8 +142,16 @@ class BatchService(Generic[In, Out]):
                 return None
             if self.clients > 1 and len(self._pending) < self.max_batch and self.max_wait_s > 0:
                 self._cond.wait_for(lambda: len(self._pending) >= self.max_batch or self._closed, self.max_wait_s)
-            n = min(self.max_batch, len(self._pending))
-            return [self._pending.popleft() for _ in range(n)]
+            order = fair_order([s for _, _, s in self._pending], self._served)[:self.max_batch]
+            batch = [self._pending[i] for i in order]
+            taken = set(order)
+            self._pending = [p for i, p in enumerate(self._pending) if i not in taken]
+            self._turn += 1
+            waiting = {s for _, _, s in self._pending}
+            # a stream with nothing left waiting is forgotten: its next request goes first
+            self._served = {s: t for s, t in self._served.items() if s in waiting}
+            self._served.update((s, self._turn) for _, _, s in batch if s in waiting)
+            return [(x, f) for x, f, _ in batch]
 
     def _work(self) -> None:
         while True:
@@ -170,9 +209,10 @@ class AudioModel(Protocol):
     """What the audio service needs of an audio emotion model (``streamer.audio``): a batch
     of windows (float32, 16 kHz) scored statelessly, and a factory of the stream side that
     turns a stream's scores, in its order, into probabilities; ``digest`` names the weights
-    (a short hash, for the log's ``session_start``)."""
+    (a short hash, for the log's ``session_start``); ``max_batch`` caps the service's batches."""
 
     digest: str
+    max_batch: int  # the most windows worth scoring in one call (1: a batch only holds answers back)
 
     def score_batch(self, audios: Sequence) -> Sequence: ...
 
@@ -189,7 +229,7 @@ class Service(Protocol):
     """One shared model behind requests: :class:`BatchService` here, a Ray Serve deployment's
     handle in a cluster (``streamer.serve.cluster.models``)."""
 
-    def submit(self, item) -> TimedFuture: ...
+    def submit(self, item, stream: Hashable = None) -> TimedFuture: ...
 
     def __call__(self, item): ...
 
@@ -246,7 +286,8 @@ def services_for(audio_model: AudioModel, text_model: TextModel | None, max_batc
     with _lock:
         svc = _shared.get(key)
         if svc is None:
-            svc = Services(BatchService("audio", audio_model.score_batch, max_batch, max_wait_s),
+            audio_batch = min(max_batch, getattr(audio_model, "max_batch", max_batch))
+            svc = Services(BatchService("audio", audio_model.score_batch, audio_batch, max_wait_s),
                            None if text_model is None else BatchService("text", text_model.predict_batch, max_batch, max_wait_s),
                            audio_model.stream_factory(), (audio_model, text_model))
             _shared[key] = svc

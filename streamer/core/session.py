@@ -214,7 +214,7 @@ class StreamSession:
     def _windows(self, windows: list[Window]) -> None:
         for w in windows:
             self.counters.add("windows")
-            audio = self.services.audio.submit(w.samples.astype(np.float32) / 32768.0)
+            audio = self.services.audio.submit(w.samples.astype(np.float32) / 32768.0, stream=self)
             self.lane.put(("window", _Closed(w, audio, self.clock())), self._stop)
         for index, end in self.vad.poll_ends():
             self.lane.put(("end", UtteranceEnd(index, end)), self._stop)

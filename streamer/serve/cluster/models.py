@@ -92,8 +92,9 @@ class RemoteAudio:
             with self._lock:
                 self._waiting -= 1
 
-    def submit(self, samples: ArrayLike) -> TimedFuture:
-        """A window's float32 samples -> a future of the model's score of it."""
+    def submit(self, samples: ArrayLike, stream=None) -> TimedFuture:
+        """A window's float32 samples -> a future of the model's score of it (``stream``: the
+        replica batches what reaches it in order, whichever stream it is for)."""
         t0 = time.perf_counter()
         response = self.handle.predict.remote(pcm_bytes(samples))
         with self._lock:
