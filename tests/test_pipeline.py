@@ -53,6 +53,8 @@ class StubAudio:
         p[int(level * 1000) % len(LABELS)] += 0.3
         return dict(zip(LABELS, p / p.sum()))
 
+    max_batch = 8
+
     def score_batch(self, xs):
         return [self.predict(x) for x in xs]
 
@@ -211,6 +213,8 @@ class LevelStream:
 
 class AdaptingStub:
     """Stateless scores (the window's level) plus a per-stream side."""
+
+    max_batch = 8
 
     def score_batch(self, xs):
         return [float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2))) for x in xs]

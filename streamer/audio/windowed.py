@@ -79,6 +79,7 @@ class WindowedEmotion:
     and ``whisper_dim``; by its loader: ``digest`` (of the weights, :func:`file_digest`)."""
 
     labels = LABELS
+    max_batch = 8  # the network takes a batch's windows at once (the audio service's batches)
     temperature: float
     whisper: WhisperHandle
     window_samples: int

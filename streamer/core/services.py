@@ -286,7 +286,7 @@ def services_for(audio_model: AudioModel, text_model: TextModel | None, max_batc
     with _lock:
         svc = _shared.get(key)
         if svc is None:
-            audio_batch = min(max_batch, getattr(audio_model, "max_batch", max_batch))
+            audio_batch = min(max_batch, audio_model.max_batch)
             svc = Services(BatchService("audio", audio_model.score_batch, audio_batch, max_wait_s),
                            None if text_model is None else BatchService("text", text_model.predict_batch, max_batch, max_wait_s),
                            audio_model.stream_factory(), (audio_model, text_model))
