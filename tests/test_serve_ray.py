@@ -254,8 +254,13 @@ def test_eight_calls_one_desk_a_killed_gateway_and_a_reconnect(cluster, tmp_path
         assert {e["track"] for e in feed.of(cid) if e["type"] == "window"} == {"customer", "agent"}
         assert "utterance" in kinds
     assert all(listing[c]["owner"] for c in ids)  # (Ray's router spreads them; the long calls below check both)
-    # one alert per call (the rule's cooldown), raised where the call was, seen by every desk
-    assert sorted(a["call_id"] for a in alerts) == sorted(ids)
+    # one alert per call (the rule's cooldown), raised where the call was, seen by every desk: every
+    # call with a customer window the rule can meet (an uncertain window meets none; which windows
+    # are uncertain can move with the words, whose decode timing the machine's load moves)
+    met = [c for c in ids if any(e["type"] == "window" and e["track"] == "customer" and not e.get("uncertain")
+                                 for e in feed.of(c))]
+    assert len(met) >= 6, [(c, [e.get("uncertain") for e in feed.of(c) if e["type"] == "window"]) for c in ids]
+    assert sorted(a["call_id"] for a in alerts) == sorted(met)
     for desk in desks:
         assert {a["id"] for a in alerts} <= set(desk)
     assert all(a is not None for a in acked)

@@ -109,15 +109,56 @@ def decode(handle: WhisperHandle, x: np.ndarray, cfg: WhisperAsrConfig, timestam
     return Batcher.of(handle).decode(x, cfg, timestamps, urgent)
 
 
+def padded_samples(n: int, cfg: WhisperAsrConfig) -> int:
+    """The encoder's input length for ``n`` samples of speech: the speech plus at least 0.5 s of
+    silence, at least ``encode_s``, at most 30 s, a whole number of encoder frames (320 samples).
+
+    >>> cfg = WhisperAsrConfig()
+    >>> padded_samples(16000, cfg) == padded_samples(100000, cfg) == int(cfg.encode_s * 16000)
+    True
+    >>> padded_samples(16000 * 12, cfg) / 16000, padded_samples(16000 * 40, cfg) / 16000
+    (12.5, 30.0)
+    """
+    m = min(30 * SAMPLE_RATE, max(int(cfg.encode_s * SAMPLE_RATE), n + SAMPLE_RATE // 2))
+    return m - m % 320
+
+
+CAP_STEP = SAMPLE_RATE * 5 // 2  # token caps go in steps of 2.5 s of speech
+
+
+def token_cap(n: int) -> int:
+    """The most tokens decoded for ``n`` samples of speech: fast speech is ~5 tokens/s, and a
+    decoder caught in a loop runs on. In steps of 2.5 s, so that inputs of about the same length
+    share a cap and can share a batch.
+
+    >>> token_cap(1), token_cap(40000), token_cap(40001)
+    (32, 32, 52)
+    """
+    return -(-n // CAP_STEP) * CAP_STEP * 8 // SAMPLE_RATE + 12
+
+
 def decode_batch(handle: WhisperHandle, items: list[tuple[np.ndarray, bool]], cfg: WhisperAsrConfig) -> list[list[Decoded]]:
-    """Several inputs in one encoder call and one decoder call (then one alignment each)."""
+    """Several inputs in one encoder call and one decoder call (then one alignment each) per
+    encoder length and token cap: inputs go together only with those padded to the same length
+    (:func:`padded_samples`) and given the same cap (:func:`token_cap`), so each one's words
+    are what it gets alone (batch equals single), whichever other streams' speech shares its batch."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (x, _) in enumerate(items):
+        groups.setdefault((padded_samples(len(x), cfg), token_cap(len(x))), []).append(k)
+    out: list = [None] * len(items)
+    for (n, cap), ks in groups.items():
+        for k, words in zip(ks, _decode_padded(handle, [items[k] for k in ks], cfg, n, cap)):
+            out[k] = words
+    return out
+
+
+def _decode_padded(handle: WhisperHandle, items: list[tuple[np.ndarray, bool]], cfg: WhisperAsrConfig,
+                   n: int, max_new: int) -> list[Decoding]:
+    """``items``, each padded with silence to ``n`` samples, in one encoder and one decoder call
+    of at most ``max_new`` tokens each."""
     import ctranslate2
 
     model, tok = handle.model, whisper_tokenizer(handle)
-    # Speech plus at least 0.5 s of silence, a whole number of encoder frames (320 samples),
-    # the same length for the whole batch.
-    n = min(30 * SAMPLE_RATE, max(int(cfg.encode_s * SAMPLE_RATE), *(len(x) + SAMPLE_RATE // 2 for x, _ in items)))
-    n -= n % 320
     mels = []
     for x, _ in items:
         padded = np.zeros(n, np.float32)
@@ -125,7 +166,6 @@ def decode_batch(handle: WhisperHandle, items: list[tuple[np.ndarray, bool]], cf
         mels.append(model.feature_extractor(padded, padding=0)[:, : n // 160])
     enc = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(mels))))
     prompt = list(tok.sot_sequence)
-    max_new = int(max(len(x) for x, _ in items) / SAMPLE_RATE * 8) + 12  # fast speech is ~5 tokens/s; a loop runs on
     results = model.model.generate(enc, [prompt] * len(items), beam_size=cfg.beam_size, max_length=len(prompt) + max_new,
                                    return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1])
     gate = cfg.text_gate
