@@ -3,15 +3,17 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
+# prints the thread counts of the process's BLAS pools
+BLAS_THREADS = ("import threadpoolctl; "
+                "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'}))")
 
 
 def test_importing_streamer_first_gives_numpy_one_blas_thread():
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    code = ("import streamer, numpy, threadpoolctl; "
-            "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'}))")
+    code = f"import streamer, numpy; {BLAS_THREADS}"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip()
     assert out == "[1]", out
     env["OPENBLAS_NUM_THREADS"] = "2"  # an environment that sets it keeps its own
@@ -28,12 +30,10 @@ def test_numpy_imported_first_still_gets_one_blas_thread_and_the_same_log_mel():
            "from streamer.audio.io import load_audio; "
            "x = load_audio('demo/demo.flac')[16000:56000]; "
            "print(hashlib.md5(FeatureExtractor()(x, padding=160).tobytes()).hexdigest())")
-    threads = ("import threadpoolctl; "
-               "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'}))")
     outs = []
     for first in ("import numpy, streamer", "import streamer, numpy"):
         for omp in ("1", "2"):  # what a Ray worker has, and what a 2-core machine's default gives
-            out = subprocess.run([sys.executable, "-c", f"{first}; {threads}; {mel}"], capture_output=True, text=True,
+            out = subprocess.run([sys.executable, "-c", f"{first}; {BLAS_THREADS}; {mel}"], capture_output=True, text=True,
                                  env={**env, "OMP_NUM_THREADS": omp}, check=True, cwd=ROOT).stdout.split()
             assert out[0] == "[1]", (first, omp, out)
             outs.append(out[1])
