@@ -73,8 +73,10 @@ def memory_parts(pid: int) -> dict:
     ``anon`` (other anonymous mappings: glibc's thread arenas, mapped buffers, Python's object
     arenas), ``file`` (libraries and mapped model files) and ``stack``. Which part grows tells
     a leak of objects or buffers (heap, anon) from fragmentation nobody can use (heap and
-    anon, with the allocator's free bytes) or pages of files (file)."""
-    parts = {"heap": 0, "anon": 0, "file": 0, "stack": 0}
+    anon, with the allocator's free bytes) or pages of files (file). ``huge`` is the part of
+    heap and anon held in transparent huge pages (``AnonHugePages``; counted in those too): a
+    2 MB page stays whole while only some of it is in use."""
+    parts = {"heap": 0, "anon": 0, "file": 0, "stack": 0, "huge": 0}
     kind = "anon"
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         head = line.split(None, 5)
@@ -84,6 +86,8 @@ def memory_parts(pid: int) -> dict:
                     "file" if path.startswith("/") else "anon")
         elif line.startswith("Rss:"):
             parts[kind] += int(line.split()[1])
+        elif line.startswith("AnonHugePages:"):
+            parts["huge"] += int(line.split()[1])
     return {k: round(v / 1024, 1) for k, v in parts.items()}
 
 

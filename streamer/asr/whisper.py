@@ -36,6 +36,7 @@ from streamer.asr.decode import WhisperAsrConfig, clamp_first, decode
 from streamer.asr.reliability import Evidence, text_skipped
 from streamer.core.messages import SAMPLE_RATE
 from streamer.audio.encoder import WhisperHandle
+from streamer.core.history import SampleHistory
 from streamer.core.messages import Chunk, Window, Word
 from streamer.text.normalize import asr_style
 
@@ -60,7 +61,7 @@ class WhisperEngine:
         self.reset()
 
     def reset(self) -> None:
-        self._recent = np.zeros(self.history, np.int16)  # the stream's last samples
+        self._recent = SampleHistory(self.history)  # the stream's last samples
         self._recent_end = 0  # stream index just after the last sample in _recent
         self._utt: int | None = None  # the utterance being recognised
         self._utt_from = 0  # stream index where its decoded audio starts (pre-roll included)
@@ -99,8 +100,8 @@ class WhisperEngine:
         """Remember the stream's recent audio (a gap clears what came before)."""
         x = chunk.samples[-self.history:]
         if chunk.start != self._recent_end:  # a gap: what came before is not adjacent any more
-            self._recent[:] = 0
-        self._recent = np.concatenate([self._recent[len(x):], x])
+            self._recent.clear()
+        self._recent.extend(x)
         self._recent_end = chunk.end
 
     def partial(self) -> str:
@@ -179,7 +180,7 @@ class WhisperEngine:
             return []
         self._evidence = None
         whole = [Word(w.word, max(w.start, self._utt_start), max(w.end, self._utt_start + 1), w.conf)  # not before the utterance
-                 for w in self._transcribe(self._recent[start - first: end - first], start, timestamps=True, urgent=urgent)]
+                 for w in self._transcribe(self._recent.view()[start - first: end - first].copy(), start, timestamps=True, urgent=urgent)]
         self._skipped = text_skipped(self._evidence, self.cfg.text_gate)
         self._utt_whole = None if hold else whole
         self._utt_whole_skipped = self._skipped
