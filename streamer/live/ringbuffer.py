@@ -22,6 +22,7 @@ import threading
 import numpy as np
 from numpy.typing import NDArray
 
+from streamer.core.buffers import mapped_zeros
 from streamer.core.messages import Chunk
 
 
@@ -29,7 +30,7 @@ class RingBuffer:
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be positive")
-        self._buf = np.zeros(capacity, dtype=np.int16)
+        self._buf = mapped_zeros(capacity, np.int16)  # lives as long as its stream: off the C heap
         self._cap = capacity
         self._lock = threading.Lock()
         self._written = 0  # samples written since stream start (the next write's index)

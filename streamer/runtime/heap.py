@@ -11,16 +11,24 @@ settings, all no-ops where the C library is not glibc (musl, macOS):
   (so that large buffers are unmapped when freed) it made a Whisper decode take 1.8 times as
   long on this project's virtual machine, every large buffer then costing fresh page faults
   (bench/README.md, "the allocator's settings").
-- :func:`release_free_memory`: give the free pages back now (after loading the models).
-- :class:`HeapTrimmer`: the same after a call ends, at most once per ``every_s``
-  (:meth:`HeapTrimmer.due`, then :meth:`HeapTrimmer.trim` on a thread of its own).
+- :func:`release_free_memory`: give the free pages back now (after loading the models), then
+  freeze what is alive (``gc.freeze``: the models and start-up objects), so that later full
+  collections only walk what came after.
+- :class:`HeapTrimmer`: after a call ends, at most once per ``every_s``
+  (:meth:`HeapTrimmer.due`, then :meth:`HeapTrimmer.trim` on a thread of its own), collect
+  Python's garbage, then give the free pages back. A track's analysers sit in reference cycles
+  (bound-method callbacks between a runner, its source and its pipeline), so an ended call's
+  buffers wait for a full collection, which CPython runs rarely once the long-lived heap is
+  large: in a soak at 8 calls the tracks of ~30 ended calls (their audio buffers, engines and
+  threads' objects) were still alive, and one ``gc.collect()`` took resident memory from 567
+  to 503 MB (bench/README.md, the soak).
 
 :func:`heap_stats` says what the allocator holds (``/metrics``' ``ser_serve_heap_bytes``): bytes
 in use that grow are a leak; free bytes that grow while those in use stay are fragmentation.
 
->>> t = HeapTrimmer(every_s=30.0, clock=iter([0.0, 10.0, 31.0]).__next__)
->>> [t.due() for _ in range(3)] == [t.available, False, t.available]
-True
+>>> t = HeapTrimmer(every_s=30.0, clock=iter([0.0, 10.0, 10.0, 31.0]).__next__)
+>>> t.due(), t.due(), t.wait_s(), t.due()
+(True, False, 20.0, True)
 """
 
 from __future__ import annotations
@@ -81,18 +89,22 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return _glibc("malloc_trim", [ctypes.c_size_t])
 
 
-def release_free_memory() -> bool:
+def release_free_memory(freeze: bool = False) -> bool:
     """Collect Python's garbage, then give the C heap's free pages back to the system; True
-    when glibc released memory."""
+    when glibc released memory. ``freeze``: then move every object still alive to the
+    collector's permanent generation (after start-up: what lives now lives for good)."""
     import gc
 
     gc.collect()
+    if freeze:
+        gc.freeze()
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
 
 
 class HeapTrimmer:
-    """Returns the heap's free pages to the system, at most once per ``every_s``."""
+    """Collects Python's garbage and returns the heap's free pages to the system, at most once
+    per ``every_s``."""
 
     def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.every_s = every_s
@@ -103,23 +115,33 @@ class HeapTrimmer:
 
     @property
     def available(self) -> bool:
-        """True where the C library can trim (glibc)."""
+        """True where the C library can trim (glibc); garbage is collected everywhere."""
         return self._fn is not None
+
+    def wait_s(self) -> float:
+        """Seconds until the next trim may run (0: now)."""
+        if self._last is None:
+            return 0.0
+        return max(0.0, self._last + self.every_s - self.clock())
 
     def due(self) -> bool:
         """Whether to trim now (then the next one is ``every_s`` away)."""
         now = self.clock()
-        if self._fn is None or (self._last is not None and now - self._last < self.every_s):
+        if self._last is not None and now - self._last < self.every_s:
             return False
         self._last = now
         return True
 
     def trim(self) -> bool:
-        """Give the free pages back now (blocks for a few ms: call it off the event loop);
-        True when glibc released memory."""
-        if self._fn is None:
-            return False
+        """Collect garbage and give the free pages back now (blocks for tens of ms and holds
+        the GIL while collecting: call it off the event loop); True when glibc released memory."""
+        import gc
+
         self.trims += 1
-        released = bool(self._fn(0))
-        log.debug("heap trimmed (%s)", "memory released" if released else "nothing to release")
+        t0 = time.perf_counter()
+        found = gc.collect()
+        ms = (time.perf_counter() - t0) * 1000
+        released = bool(self._fn(0)) if self._fn is not None else False
+        log.debug("garbage collected (%d objects, %.0f ms), heap trimmed (%s)", found, ms,
+                  "memory released" if released else "nothing to release")
         return released
