@@ -3,11 +3,11 @@
 A stage that must look back at its stream's last seconds (Whisper decodes an utterance from
 them) appends every chunk. Concatenating the kept audio with each chunk allocates and copies
 the whole history per chunk: at 50 chunks a second and 32 streams that is ~1,600 allocations
-of ~0.4 MB a second (the largest churn of the server's heap, ``bench/README.md``'s soak). :class:`SampleHistory` writes chunks in place into a
-buffer twice the history's length and moves the kept part to the front only when the end is
-reached, so appending costs the chunk's own copy and nothing is allocated after start. The
-buffer lives as long as its stream and is mapped on its own
-(:func:`streamer.core.buffers.mapped_zeros`).
+of ~0.4 MB a second (the largest churn of the server's heap, ``bench/README.md``'s soak).
+:class:`SampleHistory` writes chunks in place into a buffer twice the history's length and
+moves the kept part to the front only when the end is reached, so appending costs the chunk's
+own copy and nothing is allocated after start. The buffer lives as long as its stream and is
+mapped on its own (:func:`streamer.core.buffers.mapped_zeros`).
 
 >>> h = SampleHistory(4)
 >>> h.extend(np.array([1, 2, 3], np.int16)); h.view().tolist()

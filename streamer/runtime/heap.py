@@ -1,9 +1,9 @@
-"""How a long-running process keeps its resident memory to what it uses (glibc's allocator).
+"""How a long-running process keeps its resident memory to what it uses (Python's collector, glibc's allocator).
 
 A server's threads free their audio and feature buffers into glibc's arenas, and glibc keeps
 those pages. Resident memory then follows the busiest moment so far, not what is in use, and
 over hours that looks like a leak (the complaint of vosk-server's issues #44 and #149). Three
-settings, all no-ops where the C library is not glibc (musl, macOS):
+settings; what they ask of the C library is a no-op where it is not glibc (musl, macOS):
 
 - :func:`tune_allocator`, once at start-up, before the threads start: few arenas
   (``M_ARENA_MAX``; glibc allows eight per core, each keeping its own free pages). A value the
