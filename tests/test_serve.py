@@ -143,6 +143,30 @@ def test_sigterm_finishes_every_call_and_logs_its_end(tmp_path):
         assert any(r["type"] == "utterance" and r["track"] == "customer" for r in records)
 
 
+def test_every_ended_call_is_collected_within_the_trimmers_interval(tmp_path):
+    """A call's end asks for a collection (its analysers sit in reference cycles): now when the
+    trimmer is due, else one waits until it is; more ends meanwhile add nothing."""
+    from streamer.runtime.config import Config
+    from streamer.runtime.heap import HeapTrimmer
+    from streamer.serve.calls.registry import CallRegistry
+
+    async def scenario():
+        reg = CallRegistry(None, Config.load(), log_dir=tmp_path, loop=asyncio.get_running_loop())
+        reg.heap = HeapTrimmer(every_s=0.3)
+        for _ in range(3):  # three calls end at once
+            reg.release_memory_soon()
+        await asyncio.sleep(0.05)
+        first = reg.heap.trims  # the first at once, the others wait for one more
+        for _ in range(300):
+            if reg.heap.trims >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.4)  # and no third
+        return first, reg.heap.trims
+
+    assert asyncio.run(scenario()) == (1, 2)
+
+
 def test_blocking_work_runs_on_a_thread_that_ends_with_it(tmp_path):
     """What blocks while a call ends (closing its tracks, the log's last write) runs off the
     loop on a thread of its own that ends with the job: the server's threads come back to their

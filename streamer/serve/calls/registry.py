@@ -75,7 +75,7 @@ class CallRegistry:
         # how far ahead of real time a call's audio may run (the rest is dropped; a vosk client is slowed)
         self.pace_limits = PaceLimits(cfg.server.max_speed, cfg.server.burst_s)
         self.heap = HeapTrimmer()  # freed memory back to the system after calls (resident memory = use)
-        self._collect_pending = False  # a collection waits for the trimmer (_collect_soon)
+        self._collect_pending = False  # a collection waits for the trimmer (release_memory_soon)
 
     # --- admission ------------------------------------------------------------------------
     @property
@@ -195,12 +195,12 @@ class CallRegistry:
             self.publish({**end, "type": "call_end", "track": None})
             call.log.info("ended: %d windows, %d utterances%s", call.counts["window"], call.counts["utterance"],
                           f", error: {call.error}" if call.error else "")
-            self._collect_soon()
+            self.release_memory_soon()
         finally:
             call.state = "ended"
             call.ending.set_result(None)
 
-    def _collect_soon(self) -> None:
+    def release_memory_soon(self) -> None:
         """An ended call's analysers are garbage in reference cycles: collect them and give the
         heap's free pages back, now when the trimmer is due, else once it is (one waits at a time),
         so every call's memory returns within ``every_s`` of its end."""
@@ -213,7 +213,7 @@ class CallRegistry:
 
         def later() -> None:
             self._collect_pending = False
-            self._collect_soon()
+            self.release_memory_soon()
         self.loop.call_later(self.heap.wait_s(), later)
 
     async def shutdown(self, timeout: float) -> None:
