@@ -152,16 +152,16 @@ def test_every_ended_call_is_collected_within_the_trimmers_interval(tmp_path):
 
     async def scenario():
         reg = CallRegistry(None, Config.load(), log_dir=tmp_path, loop=asyncio.get_running_loop())
-        reg.heap = HeapTrimmer(every_s=0.3)
+        reg.heap = HeapTrimmer(every_s=1.0)
         for _ in range(3):  # three calls end at once
             reg.release_memory_soon()
         await asyncio.sleep(0.05)
         first = reg.heap.trims  # the first at once, the others wait for one more
-        for _ in range(300):
+        for _ in range(500):
             if reg.heap.trims >= 2:
                 break
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.4)  # and no third
+        await asyncio.sleep(1.5)  # and no third
         return first, reg.heap.trims
 
     assert asyncio.run(scenario()) == (1, 2)

@@ -115,7 +115,9 @@ def test_admission_refuses_the_call_beyond_max_calls_with_1013(models, speech, t
             await first.send_str(media_message("CA1", "inbound", 1, SILENCE))
             while not registry.active_calls:
                 await asyncio.sleep(0.01)
-            runner = weakref.ref(next(iter(registry.calls["CA1"].runners.values())))
+            track = next(iter(registry.calls["CA1"].runners.values()))
+            held = [weakref.ref(o) for o in (track, track.source, track.pipeline, track.pipeline.session)]
+            del track
             second = await http.ws_connect(f"{url}/twilio", headers=AUTH)
             await second.send_str(start_message("CA2"))
             refused = await closed_with(second)
@@ -124,11 +126,11 @@ def test_admission_refuses_the_call_beyond_max_calls_with_1013(models, speech, t
             await first.close()  # hung up without a stop: the call ends, its place is free again
             while registry.active_calls:
                 await asyncio.sleep(0.01)
-            for _ in range(500):  # the ended call's analysers are collected (they sit in reference
-                if runner() is None:  # cycles) and its memory goes back to the system, off the loop
-                    break
+            for _ in range(500):  # the ended call's analysers are freed (runner, source, pipeline and
+                if not any(r() for r in held):  # session, none kept by a reference cycle) and its
+                    break  # memory goes back to the system, off the loop
                 await asyncio.sleep(0.01)
-            collected, trims = runner() is None, registry.heap.trims
+            collected, trims = not any(r() for r in held), registry.heap.trims
             third = await http.ws_connect(f"{url}/twilio", headers=AUTH)
             await third.send_str(start_message("CA3"))
             await third.send_str(media_message("CA3", "inbound", 1, SILENCE))

@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 
 from streamer.runtime.config import Config
-from streamer.runtime.heap import HeapTrimmer
+from streamer.runtime.heap import HeapTrimmer, release_free_memory
 from streamer.live.session_log import now_iso, session_end, session_start
 from streamer.serve.bus import Bus, BusError, BusOptions, LocalBus, iso
 from streamer.serve.calls.call import CLOSE_TIMEOUT_S, MAX_CALL_ID, Call, Refused, default_log_dir, safe_name
@@ -75,6 +75,9 @@ class CallRegistry:
         # how far ahead of real time a call's audio may run (the rest is dropped; a vosk client is slowed)
         self.pace_limits = PaceLimits(cfg.server.max_speed, cfg.server.burst_s)
         self.heap = HeapTrimmer()  # freed memory back to the system after calls (resident memory = use)
+        # what is alive before the first call (models, the app) lives for good: out of the collections
+        # that free ended calls (they then walk only what came after, and hold the GIL less long)
+        release_free_memory(freeze=True)
         self._collect_pending = False  # a collection waits for the trimmer (release_memory_soon)
 
     # --- admission ------------------------------------------------------------------------

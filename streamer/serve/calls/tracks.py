@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +32,26 @@ log = logging.getLogger(__name__)
 Sink = Callable[[dict], None]
 
 
+def weak_callback(method) -> Callable:
+    """``method`` (bound) as a callback that does not keep its object alive: what a runner hands
+    its source and pipeline, so that they and it form no reference cycle and an ended call's
+    analysers are freed as soon as the call lets go of them, not at the collector's next full pass.
+
+    >>> class A:
+    ...     def f(self, x): return x + 1
+    >>> a = A(); cb = weak_callback(a.f); cb(1)
+    2
+    >>> del a; cb(1) is None
+    True
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args):
+        m = ref()
+        return None if m is None else m(*args)
+    return call
+
+
 class TrackRunner:
     """``pace``: how far ahead of real time the track's audio may run before the excess is
     dropped (:mod:`streamer.serve.calls.pace`)."""
@@ -40,11 +61,11 @@ class TrackRunner:
         self.call_id, self.track = call_id, track
         self.counters = Counters()
         self.source = PacedSource(f"{call_id}/{track}", rate, cfg.live.ring_seconds, pace, self.counters,
-                                  on_first_drop=self._too_fast, gather_s=cfg.server.gather_ms / 1000)
+                                  on_first_drop=weak_callback(self._too_fast), gather_s=cfg.server.gather_ms / 1000)
         self._sink = sink
         self._transcript = transcript
         self.state = LiveState(self.source.name, models.names, half_life_s=cfg.fusion.half_life_s)
-        self.pipeline = open_stream(cfg, models, self.source, [self._emit], observer=self.state, channel=track,
+        self.pipeline = open_stream(cfg, models, self.source, [weak_callback(self._emit)], observer=self.state, channel=track,
                                     counters=self.counters, partials=partials)
         self._stop = threading.Event()
         self.summary: dict | None = None
