@@ -34,8 +34,9 @@ Sink = Callable[[dict], None]
 
 def weak_callback(method) -> Callable:
     """``method`` (bound) as a callback that does not keep its object alive: what a runner hands
-    its source and pipeline, so that they and it form no reference cycle and an ended call's
-    analysers are freed as soon as the call lets go of them, not at the collector's next full pass.
+    its source and pipeline, so that they and it form no reference cycle and the runner is freed
+    as soon as the call lets go of it. (The pipeline's own parts still reference each other: the
+    registry's collection after a call's end frees those.)
 
     >>> class A:
     ...     def f(self, x): return x + 1
