@@ -11,9 +11,9 @@ settings; what they ask of the C library is a no-op where it is not glibc (musl,
   (so that large buffers are unmapped when freed) it made a Whisper decode take 1.8 times as
   long on this project's virtual machine, every large buffer then costing fresh page faults
   (bench/README.md, "the allocator's settings").
-- :func:`release_free_memory`: give the free pages back now (after loading the models), then
-  freeze what is alive (``gc.freeze``: the models and start-up objects), so that later full
-  collections only walk what came after.
+- :func:`release_free_memory`: give the free pages back now (after loading the models); the
+  call registry, when it starts, also freezes what is alive (``gc.freeze``: the models and the
+  app), so that later full collections only walk what came after.
 - :class:`HeapTrimmer`: after a call ends, at most once per ``every_s``
   (:meth:`HeapTrimmer.due`, then :meth:`HeapTrimmer.trim` on a thread of its own), collect
   Python's garbage, then give the free pages back. A track's analysers sit in reference cycles

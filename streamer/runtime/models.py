@@ -100,7 +100,7 @@ def warm_up(models: Models) -> None:
     """First calls compile and allocate (CTranslate2, TorchScript's optimised graphs for a few
     sentence lengths): do them before the stream starts so that the first window's latency
     is real and memory after warm-up is what the session keeps. Then hand the loading's
-    freed heap back to the system and freeze what is alive (later collections skip it)."""
+    freed heap back to the system."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -111,7 +111,7 @@ def warm_up(models: Models) -> None:
             models.text.predict(" ".join(["warming up"] * n))
     from streamer.runtime.heap import release_free_memory
 
-    release_free_memory(freeze=True)
+    release_free_memory()
 
 
 def limit_threads(n: int) -> None:
