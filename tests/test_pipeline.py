@@ -277,3 +277,24 @@ def test_a_streams_answers_do_not_depend_on_the_order_the_service_answers_in(spe
     assert len(ref) >= 6 and got == ref
     assert scrambled.done != scrambled.submitted  # the service did answer out of order
     assert len({tuple(a.values()) for a in ref}) > 1
+
+
+def test_a_finished_pipeline_is_freed_without_the_garbage_collector(speech):
+    """No reference cycle keeps a finished stream's session alive: a server frees each ended
+    call's analysers (and their buffers) at once, not at the collector's next full pass."""
+    import gc
+    import weakref
+
+    settings = SessionSettings(fusion=FusionConfig())
+    pipe = Pipeline(settings, ArraySource(speech[: SR * 6], 320), StubAsr(), services_for(StubAudio(), StubText()),
+                    [lambda r: None], LiveState("array", {}))
+    gc.collect()
+    gc.disable()
+    try:
+        pipe.run(threading.Event())
+        held = {name: weakref.ref(o) for name, o in
+                (("pipeline", pipe), ("session", pipe.session), ("lane", pipe.session.lane), ("vad", pipe.session.vad))}
+        del pipe
+        assert [name for name, ref in held.items() if ref() is not None] == []
+    finally:
+        gc.enable()

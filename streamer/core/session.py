@@ -121,6 +121,14 @@ def _kind(item) -> str | None:
     return item[0] if isinstance(item, tuple) else None
 
 
+def _cancel_dropped(item) -> None:
+    """The lane dropped ``item``: a window never analysed gets no result (the lane counts it).
+    A function, not a method: the session's lane holds it, and a bound method there would make
+    the session a reference cycle that only the garbage collector frees."""
+    if item[0] == "window":
+        item[1].audio.cancel()
+
+
 def span_weighted_audio(windows: list[WindowResult]) -> dict[str, float]:
     """The voice's opinion of several windows (an utterance, a clip): their audio
     probabilities, each weighted by its span.
@@ -168,7 +176,7 @@ class StreamSession:
         # audio; a window dropped gets no result. Utterance ends and the input's end are kept.
         self.lane: Lane = Lane({"chunk": self.s.queue_chunks, "window": self.s.queue_windows},
                                {"chunk": "asr_queue_dropped", "window": "windows_dropped"}, self.counters,
-                               self.s.block_when_full, on_drop=self._dropped, kind_of=_kind)
+                               self.s.block_when_full, on_drop=_cancel_dropped, kind_of=_kind)
         self._open_utts: dict[int, list[WindowResult]] = {}  # window results of utterances not closed yet
         self._heard: dict[int, list[Word]] = {}  # the recogniser's words of closed utterances
         self._heard_skipped: dict[int, str | None] = {}  # the text gate's reason for those words
@@ -218,10 +226,6 @@ class StreamSession:
             self.lane.put(("window", _Closed(w, audio, self.clock())), self._stop)
         for index, end in self.vad.poll_ends():
             self.lane.put(("end", UtteranceEnd(index, end)), self._stop)
-
-    def _dropped(self, item) -> None:
-        if item[0] == "window":  # never analysed: no result (counted by the lane)
-            item[1].audio.cancel()
 
     # --- work (the worker's side) ----------------------------------------------------------
     def step(self, timeout: float = 0.0) -> bool:

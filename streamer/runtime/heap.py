@@ -16,12 +16,14 @@ settings; what they ask of the C library is a no-op where it is not glibc (musl,
   app), so that later full collections only walk what came after.
 - :class:`HeapTrimmer`: after a call ends, at most once per ``every_s``
   (:meth:`HeapTrimmer.due`, then :meth:`HeapTrimmer.trim` on a thread of its own), collect
-  Python's garbage, then give the free pages back. A track's analysers sit in reference cycles
-  (bound-method callbacks between a runner, its source and its pipeline), so an ended call's
-  buffers wait for a full collection, which CPython runs rarely once the long-lived heap is
-  large: in a soak at 8 calls the tracks of ~30 ended calls (their audio buffers, engines and
-  threads' objects) were still alive, and one ``gc.collect()`` took resident memory from 567
-  to 503 MB (bench/README.md, the soak).
+  Python's garbage, then give the free pages back. A track's analysers once sat in reference
+  cycles (bound-method callbacks between a runner, its source, its pipeline and its session's
+  lane), so an ended call's buffers waited for a full collection, which CPython runs rarely
+  once the long-lived heap is large: in a soak at 8 calls the tracks of ~30 ended calls were
+  still alive, and one ``gc.collect()`` took resident memory from 567 to 503 MB
+  (bench/README.md, the soak). Those cycles are gone (weak callbacks, a plain function for the
+  lane's drops; ``tests/test_pipeline.py`` checks it), so refcounting frees a track when its
+  call lets go of it; the collection stays for whatever other garbage a call leaves.
 
 :func:`heap_stats` says what the allocator holds (``/metrics``' ``ser_serve_heap_bytes``): bytes
 in use that grow are a leak; free bytes that grow while those in use stay are fragmentation.

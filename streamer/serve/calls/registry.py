@@ -204,8 +204,8 @@ class CallRegistry:
             call.ending.set_result(None)
 
     def release_memory_soon(self) -> None:
-        """An ended call's analysers are garbage in reference cycles: collect them and give the
-        heap's free pages back, now when the trimmer is due, else once it is (one waits at a time),
+        """An ended call's analysers are freed by refcounting; collect whatever garbage it left in
+        cycles (exceptions' tracebacks, handlers) and give the heap's free pages back, now when the trimmer is due, else once it is (one waits at a time),
         so every call's memory returns within ``every_s`` of its end."""
         if self._collect_pending:
             return

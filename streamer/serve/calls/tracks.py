@@ -35,8 +35,8 @@ Sink = Callable[[dict], None]
 def weak_callback(method) -> Callable:
     """``method`` (bound) as a callback that does not keep its object alive: what a runner hands
     its source and pipeline, so that they and it form no reference cycle and the runner is freed
-    as soon as the call lets go of it. (The pipeline's own parts still reference each other: the
-    registry's collection after a call's end frees those.)
+    as soon as the call lets go of it (with its source, pipeline and session: none of them is in a
+    cycle either).
 
     >>> class A:
     ...     def f(self, x): return x + 1
