@@ -93,7 +93,7 @@ def memory_parts(pid: int) -> dict:
 
 def c_heap(metrics: dict) -> dict:
     """The C allocator's bytes (MB) from ``/metrics``: in use, free in its arenas, mapped on their
-    own (-1 where the server's C library is not glibc)."""
+    own (-1 where the server's malloc is not glibc's: another C library, or jemalloc preloaded)."""
     return {part: round(metrics.get(f'ser_serve_heap_bytes{{part="{part}"}}', -2**20) / 2**20, 1)
             for part in ("in_use", "free", "mapped")}
 

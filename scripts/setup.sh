@@ -7,7 +7,8 @@
 #   bash scripts/setup.sh --dev    everything the tests and training need too: the vosk, train,
 #                                  cluster and test extras (torch pinned by constraints.txt),
 #                                  espeak-ng and sox (speech for the tests), PulseAudio (a virtual
-#                                  microphone), chromium (the desk in a browser), redis-server
+#                                  microphone), chromium (the desk in a browser), redis-server,
+#                                  jemalloc (the server's memory figures under another allocator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ case "${1:-}" in
 esac
 
 APT_PACKAGES="libportaudio2 libsndfile1"
-[ "$DEV" = 1 ] && APT_PACKAGES="$APT_PACKAGES espeak-ng sox libsox-fmt-all pulseaudio pulseaudio-utils libasound2-plugins chromium redis-server"
+[ "$DEV" = 1 ] && APT_PACKAGES="$APT_PACKAGES espeak-ng sox libsox-fmt-all pulseaudio pulseaudio-utils libasound2-plugins chromium redis-server libjemalloc2"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

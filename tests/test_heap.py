@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,10 +56,6 @@ def test_a_trim_gives_back_the_free_pages_glibc_kept():
 
 def test_tune_allocator_sets_the_arenas_unless_the_user_did():
     """Run in children: the setting is the process's."""
-    import os
-    import subprocess
-    import sys
-
     code = "from streamer.runtime.heap import tune_allocator; print(tune_allocator())"
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
@@ -87,3 +86,19 @@ def test_heap_stats_count_what_is_allocated_and_metrics_show_them():
     assert held["in_use"] - after["in_use"] >= 50 * 2**20 - 2**20
     line = next(ln for ln in text.splitlines() if ln.startswith('ser_serve_heap_bytes{part="in_use"}'))
     assert float(line.split()[-1]) >= 50 * 2**20
+
+
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+
+
+@pytest.mark.skipif(not JEMALLOC.exists(), reason="libjemalloc2 is not installed (scripts/setup.sh --dev installs it)")
+def test_heap_stats_are_absent_not_zero_under_another_allocator():
+    """With jemalloc preloaded glibc's arenas hold nothing: no heap figures (and no
+    ser_serve_heap_bytes in /metrics) rather than zeros that read as a process allocating nothing."""
+    code = ("from streamer.runtime.heap import heap_stats; from streamer.serve.http.metrics import Metrics; "
+            "print(heap_stats(), 'ser_serve_heap_bytes' in Metrics().render().decode())")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "LD_PRELOAD": str(JEMALLOC)},
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "{} False"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().endswith("True") and "'in_use'" in out.stdout

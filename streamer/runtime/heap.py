@@ -79,11 +79,15 @@ class _MallInfo2(ctypes.Structure):
 def heap_stats() -> dict[str, int]:
     """glibc's ``mallinfo2`` over every arena, in bytes: ``in_use`` (allocated blocks),
     ``free`` (free blocks the arenas keep, resident or given back by a trim), ``mapped`` (blocks
-    mapped on their own); {} where there is no glibc 2.33 or later."""
+    mapped on their own); {} where there is no glibc 2.33 or later, or where another allocator
+    took ``malloc``'s place (``LD_PRELOAD`` of jemalloc or tcmalloc): glibc's arenas then hold
+    nothing, and zeros would read as a process that allocates nothing."""
     fn = _glibc("mallinfo2", [], _MallInfo2)
     if fn is None:
         return {}
     m = fn()
+    if m.uordblks == 0 and m.hblkhd == 0:  # a running Python always holds some: not glibc's malloc
+        return {}
     return {"in_use": int(m.uordblks), "free": int(m.fordblks), "mapped": int(m.hblkhd)}
 
 
