@@ -34,13 +34,14 @@ import numpy as np
 
 from streamer.core.recognizer import AsrEngine
 from streamer.core.messages import SAMPLE_RATE
-from streamer.core.services import InferenceServices, TimedFuture
+from streamer.core.services import InferenceServices
 from streamer.core.dims import all_dims
 from streamer.core.errors import AudioInputError
 from streamer.core.labels import LABELS
 from streamer.core.counters import Counters
 from streamer.core.fusion import Fuser, FusionConfig, Rolling, as_probs, as_vector, top
 from streamer.core.messages import Chunk, UtteranceResult, Window, WindowResult, Word
+from streamer.core.lane_items import END, ClosedWindow, UtteranceEnd, cancel_dropped, kind_of, where
 from streamer.core.queues import Empty, Lane
 from streamer.core.measures import level_db, percentile
 from streamer.core.vad import VadConfig, VadSegmenter
@@ -85,48 +86,6 @@ class Status:
 
 
 Event = Partial | WindowResult | UtteranceResult
-
-
-@dataclass(frozen=True)
-class _Closed:
-    """Lane item: a closed window, its audio opinion on the way, when it closed."""
-
-    window: Window
-    audio: TimedFuture
-    at: float
-
-
-@dataclass(frozen=True)
-class UtteranceEnd:
-    """Lane item: the VAD closed utterance ``index`` at sample ``end`` (after its windows)."""
-
-    index: int
-    end: int
-
-
-_END = object()  # lane item: the input ended
-
-
-def _where(what) -> str:
-    """A lane item's place, for a log line: the window's index, the utterance's, the chunk's
-    first sample."""
-    if isinstance(what, _Closed):
-        return f"{what.window.index}"
-    if isinstance(what, UtteranceEnd):
-        return f"{what.index}"
-    return f"at sample {what.start}" if isinstance(what, Chunk) else ""
-
-
-def _kind(item) -> str | None:
-    return item[0] if isinstance(item, tuple) else None
-
-
-def _cancel_dropped(item) -> None:
-    """The lane dropped ``item``: a window never analysed gets no result (the lane counts it).
-    A function, not a method: the session's lane holds it, and a bound method there would make
-    the session a reference cycle that only the garbage collector frees."""
-    if item[0] == "window":
-        item[1].audio.cancel()
 
 
 def span_weighted_audio(windows: list[WindowResult]) -> dict[str, float]:
@@ -176,7 +135,7 @@ class StreamSession:
         # audio; a window dropped gets no result. Utterance ends and the input's end are kept.
         self.lane: Lane = Lane({"chunk": self.s.queue_chunks, "window": self.s.queue_windows},
                                {"chunk": "asr_queue_dropped", "window": "windows_dropped"}, self.counters,
-                               self.s.block_when_full, on_drop=_cancel_dropped, kind_of=_kind)
+                               self.s.block_when_full, on_drop=cancel_dropped, kind_of=kind_of)
         self._open_utts: dict[int, list[WindowResult]] = {}  # window results of utterances not closed yet
         self._heard: dict[int, list[Word]] = {}  # the recogniser's words of closed utterances
         self._heard_skipped: dict[int, str | None] = {}  # the text gate's reason for those words
@@ -217,13 +176,13 @@ class StreamSession:
         self._windows(self.vad.flush())
         if self.vad.short_tails:
             self.counters.add("short_tails_dropped", self.vad.short_tails)
-        self.lane.put(_END)
+        self.lane.put(END)
 
     def _windows(self, windows: list[Window]) -> None:
         for w in windows:
             self.counters.add("windows")
             audio = self.services.audio.submit(w.samples.astype(np.float32) / 32768.0, stream=self)
-            self.lane.put(("window", _Closed(w, audio, self.clock())), self._stop)
+            self.lane.put(("window", ClosedWindow(w, audio, self.clock())), self._stop)
         for index, end in self.vad.poll_ends():
             self.lane.put(("end", UtteranceEnd(index, end)), self._stop)
 
@@ -236,7 +195,7 @@ class StreamSession:
             item = self.lane.get(timeout=timeout)
         except Empty:
             return False
-        if item is _END:
+        if item is END:
             self._close_utterances(None, None)
             if self.asr is not None:
                 self.asr.flush()
@@ -264,7 +223,7 @@ class StreamSession:
             else:
                 self._end_utterance(what)
         except Exception:
-            log.exception("%s: analysis failed on %s %s", self.s.channel or "stream", kind, _where(what))
+            log.exception("%s: analysis failed on %s %s", self.s.channel or "stream", kind, where(what))
             self.counters.add("emotion_errors" if kind == "window" else "asr_errors")
         return True
 
@@ -301,7 +260,7 @@ class StreamSession:
             self._partial = text
             self._emit(Partial(text))
 
-    def _analyse(self, item: _Closed) -> None:
+    def _analyse(self, item: ClosedWindow) -> None:
         w = item.window
         t1 = self.clock()
         words: list[Word] = []
