@@ -1,8 +1,10 @@
 """The threaded pipeline with stand-in models (fast): drops are counted and never fatal,
 a file read --fast loses nothing, results do not depend on chunk size, stop is clean."""
 
+import gc
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -282,9 +284,6 @@ def test_a_streams_answers_do_not_depend_on_the_order_the_service_answers_in(spe
 def test_a_finished_pipeline_is_freed_without_the_garbage_collector(speech):
     """No reference cycle keeps a finished stream's session alive: a server frees each ended
     call's analysers (and their buffers) at once, not at the collector's next full pass."""
-    import gc
-    import weakref
-
     settings = SessionSettings(fusion=FusionConfig())
     pipe = Pipeline(settings, ArraySource(speech[: SR * 6], 320), StubAsr(), services_for(StubAudio(), StubText()),
                     [lambda r: None], LiveState("array", {}))

@@ -205,8 +205,9 @@ class CallRegistry:
 
     def release_memory_soon(self) -> None:
         """An ended call's analysers are freed by refcounting; collect whatever garbage it left in
-        cycles (exceptions' tracebacks, handlers) and give the heap's free pages back, now when the trimmer is due, else once it is (one waits at a time),
-        so every call's memory returns within ``every_s`` of its end."""
+        cycles (exceptions' tracebacks, handlers) and give the heap's free pages back, now when
+        the trimmer is due, else once it is (one waits at a time), so every call's memory returns
+        within ``every_s`` of its end."""
         if self._collect_pending:
             return
         if self.heap.due():
