@@ -19,7 +19,7 @@ import pytest
 from streamer.runtime.config import Config, RayConfig
 from streamer.serve.cluster.capacity import (ceiling_line, expected, gateways_that_fit, plan_of, running_line,
                                              shortfall)
-from streamer.serve.cluster.status import ReplicaMonitor, wait_running
+from streamer.serve.cluster.status import ReplicaMonitor, wait_running, with_dead
 from tests.redis_util import redis_server  # noqa: F401  (fixture)
 
 
@@ -102,6 +102,31 @@ def test_the_monitor_says_each_change_once():
             said.append(line)
     assert said == ["1 of 2 CallGateway replica(s) running (1 starting)", "2 of 2 CallGateway replica(s) running"]
     assert m.counters["reads"] == 4 and m.counters["changes"] == 2 and m.running == 2
+
+
+def test_the_monitor_names_a_replica_replaced_between_two_readings():
+    """Killed and replaced within one period (the controller's health check is quicker than the
+    monitor's reading): the count never changes, yet the line names the replica that went; a
+    replica the controller still counts running whose actor is gone is counted dead, and its
+    replacement starting is no change of the running count."""
+    said = []
+    readings = iter([({"RUNNING": 1}, {"a"}), ({"RUNNING": 1}, {"b"}), ({"RUNNING": 1}, {"b"}),
+                     ({"RUNNING": 1}, set()), ({"STARTING": 1}, {"c"}), ({"RUNNING": 1}, {"c"})])
+    now = {}
+
+    def alive(key):  # read first by the monitor: the next reading of the fake cluster
+        now["states"], now["ids"] = next(readings)
+        return frozenset(now["ids"])
+
+    m = ReplicaMonitor(("ser-gateway", "CallGateway"), said.append, 1, running=1, alive=alive,
+                       read=lambda k: with_dead(now["states"], frozenset(now["ids"])))
+    for _ in range(6):
+        line = m.check()
+        if line:
+            said.append(line)
+    assert said == ["CallGateway replica a gone; 1 of 1 CallGateway replica(s) running",
+                    "CallGateway replica b gone; 0 of 1 CallGateway replica(s) running (1 dead)",
+                    "1 of 1 CallGateway replica(s) running"]
 
 
 def test_the_driver_watch_announces_a_dead_replicas_calls(redis_server):  # noqa: F811
