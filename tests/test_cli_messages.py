@@ -33,6 +33,15 @@ def test_live_log_into_a_missing_folder_is_one_error_before_the_models_load(tmp_
     assert not (tmp_path / "no").exists()  # no folder made up
 
 
+def test_live_malformed_config_is_the_only_line(tmp_path):
+    bad = tmp_path / "config.toml"
+    bad.write_text("[live\nx =")
+    res = run("streamer.cli.live", "--file", ROOT / "demo" / "demo.flac", "--fast", "--no-dashboard", "--config", bad)
+    assert res.returncode == 2
+    assert one_error_line(res).startswith(f"error: config file {bad} is not valid TOML")
+    assert "loading models" not in res.stderr  # nothing said about a load that never starts
+
+
 def test_live_file_that_is_a_folder_says_so(tmp_path):
     res = run("streamer.cli.live", "--file", tmp_path, "--fast", "--no-dashboard", "--log", tmp_path / "x.ndjson")
     assert res.returncode == 2

@@ -62,10 +62,6 @@ def main() -> int:
     if args.log is not None and not args.log.parent.is_dir():  # said before the models load, and never made up
         raise SerError(f"--log {args.log}: the folder {args.log.parent} does not exist; create it, or give a log "
                        "path in an existing folder")
-    # Say what is happening at once: loading takes seconds.
-    print("ser-live: loading models...",
-          file=sys.stderr, flush=True)
-
     from streamer.runtime.config import Config
 
     cfg = Config.load(args.config)
@@ -90,6 +86,8 @@ def main() -> int:
     else:
         source = MicrophoneSource(parse_device(args.device), counters, cfg.live.ring_seconds)
 
+    # Said once the config and the input are good (a bad one is then the only line): loading takes seconds.
+    print("ser-live: loading models...", file=sys.stderr, flush=True)
     loaded = load_models(cfg)
     limit_threads(cfg.audio.threads)
     warm_up(loaded)
