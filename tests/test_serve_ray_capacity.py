@@ -19,7 +19,7 @@ import pytest
 from streamer.runtime.config import Config, RayConfig
 from streamer.serve.cluster.capacity import (ceiling_line, expected, gateways_that_fit, plan_of, running_line,
                                              shortfall)
-from streamer.serve.cluster.status import ReplicaMonitor, wait_running, with_dead
+from streamer.serve.cluster.status import ReplicaMonitor, wait_running
 from tests.redis_util import redis_server  # noqa: F401  (fixture)
 
 
@@ -114,12 +114,12 @@ def test_the_monitor_names_a_replica_replaced_between_two_readings():
                      ({"RUNNING": 1}, set()), ({"STARTING": 1}, {"c"}), ({"RUNNING": 1}, {"c"})])
     now = {}
 
-    def alive(key):  # read first by the monitor: the next reading of the fake cluster
-        now["states"], now["ids"] = next(readings)
-        return frozenset(now["ids"])
+    def alive(key):  # read first by the monitor: the fake cluster's next state
+        now["states"], ids = next(readings)
+        return frozenset(ids)
 
     m = ReplicaMonitor(("ser-gateway", "CallGateway"), said.append, 1, running=1, alive=alive,
-                       read=lambda k: with_dead(now["states"], frozenset(now["ids"])))
+                       read=lambda k: now["states"])
     for _ in range(6):
         line = m.check()
         if line:

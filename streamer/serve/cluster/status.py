@@ -5,9 +5,9 @@ each change in one line: a killed replica, its replacement, a scale-up or -down)
 ``serve.run`` returns once one replica of each deployment runs, so the count asked for is not
 the count running; these read ``serve.status()`` instead. The controller notices a killed
 replica only at its next health check, and may have a replacement running before the next
-reading, so the replica actors alive (Ray's named actors, which go the moment a process dies)
-are read too: a replica the controller still calls running but whose actor is gone counts as
-``DEAD`` (:func:`with_dead`), and a replica that went between two readings is named
+reading, so the monitor reads the replica actors alive too (Ray's named actors, which go the
+moment a process dies): a replica the controller still calls running but whose actor is gone
+counts as ``DEAD`` (:func:`with_dead`), and a replica that went between two readings is named
 (:meth:`ReplicaMonitor.check`) even when the count is back.
 
 >>> class D: replica_states = {"RUNNING": 1, "STARTING": 1}
@@ -96,15 +96,15 @@ def replicas_alive(key: Key) -> frozenset[str] | None:
 
 
 def read_states(key: Key) -> dict[str, int]:
-    """One deployment's replica states, asked of Ray Serve's controller, with the replicas whose
-    actors are gone counted ``DEAD``; SerError when its application failed to deploy."""
+    """One deployment's replica states, asked of Ray Serve's controller; SerError when its
+    application failed to deploy."""
     from ray import serve
 
     status = serve.status()
     failed = failure_of(status, key[0])
     if failed:
         raise SerError(f"the Ray Serve application {key[0]!r} failed to deploy: {failed}")
-    return with_dead(states_of(status, *key), replicas_alive(key))
+    return states_of(status, *key)
 
 
 def wait_running(wants: dict[Key, int], timeout_s: float, read: Read = read_states,
@@ -179,8 +179,8 @@ class ReplicaMonitor(Background):
         """
         self.counters["reads"] += 1
         try:
-            ids = self.alive(self.key)  # first: a replica that dies in between is then counted running
-            states = self.read(self.key)
+            ids = self.alive(self.key)  # first: one that dies before the controller is read counts as running
+            states = with_dead(self.read(self.key), ids)
         except Exception as exc:  # the controller busy: the next round reads again
             self.counters["read_errors"] += 1
             log.debug("reading replicas: %s", exc)
