@@ -168,7 +168,8 @@ class ReplicaMonitor(Background):
         return self._last
 
     def check(self) -> str | None:
-        """One reading: the line to say when the running count changed (None otherwise).
+        """One reading: the line to say when the running count changed or a replica went (None
+        otherwise).
 
         >>> m = ReplicaMonitor(("a", "CallGateway"), print, 2, running=2, read=lambda k: {"RUNNING": 1, "STARTING": 1},
         ...                    alive=lambda k: None)
