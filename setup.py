@@ -11,7 +11,7 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).resolve().parent
 # What a running ser-live reads from models/: weights, labels, configs, cards. The out-of-fold
 # predictions and ablation tables stay in the repository.
-SKIP = ("oof_*.json", "ablation.json", "experiments.json", "*.png")
+SKIP = ("oof_*.json", "ablation.json", "experiments.json", "egemaps_probe.json", "*.png")
 
 
 class build_py_with_bundle(build_py):
